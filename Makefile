@@ -1,0 +1,52 @@
+# dataferry: `make demo` sets up and runs the main job on the local sandbox;
+# `make test` sets up and runs lint, types and the whole test suite.
+# Both work as root on a fresh Debian machine with Python 3.11, make and git.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system-deps venv demo test lint typecheck pytest bench clean
+
+setup: system-deps venv
+
+# Debian packages: the XRootD server and client (xrootd, xrdcp, xrdfs), curl for benchmarks.
+system-deps:
+	@if ! command -v xrootd >/dev/null 2>&1 || ! command -v xrdcp >/dev/null 2>&1; then \
+		echo ">> installing Debian packages xrootd-server xrootd-client"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q xrootd-server xrootd-client curl; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements_upload.txt requirements.txt requirements_dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check \
+		-r requirements_upload.txt -r requirements.txt -r requirements_dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/ferry demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest -q
+
+test: setup lint typecheck pytest
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

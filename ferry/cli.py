@@ -1,0 +1,70 @@
+"""The ``ferry`` command line: parses flags, loads config, runs one command, maps errors.
+
+Each command lives in ``ferry/commands/<name>.py`` with ``register(subparsers)``; the
+command's function returns an exit code. Only this module turns ``FerryError`` into a
+message and an exit code: 0 all verified, 1 some records/files failed, 2 bad usage,
+config or input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ferry import __version__
+from ferry.config import load_config
+from ferry.errors import FerryError, InputError
+from ferry.logs import setup_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats")
+
+log = logging.getLogger("ferry")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="config file (default ./ferry.toml or $FERRY_CONFIG)")
+    common.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--log-file", metavar="PATH", help="also write a detailed log to PATH")
+    parser = argparse.ArgumentParser(
+        prog="ferry",
+        description=(
+            "dataferry moves dataset records (CERN Open Data -> InvenioRDM/NRP, Zenodo, S3) "
+            "and verifies every byte: source checksum on arrival, target checksum after upload."
+        ),
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"dataferry {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"ferry.commands.{name}")
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_file)
+    try:
+        config = load_config(args.config)
+        code: int = args.func(args, config)
+        return code
+    except KeyboardInterrupt:
+        print("ferry: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except InputError as exc:
+        print(f"ferry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FerryError as exc:
+        print(f"ferry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.kind == "ConfigError" else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

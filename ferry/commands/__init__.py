@@ -1,0 +1,1 @@
+"""One module per ``ferry`` sub-command; each exposes ``register(subparsers, common)``."""

@@ -1,0 +1,197 @@
+"""The one error tree of dataferry.
+
+Every failure the pipeline can meet is a ``FerryError``. Library errors (aiohttp, XRootD,
+OS) are translated where they enter, with ``raise ... from exc``. Each class says whether a
+retry can help (``retryable``); only the CLI turns errors into messages and exit codes.
+Subclasses also inherit the matching built-in where one exists, so generic handlers work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class FerryError(Exception):
+    """Root of all dataferry errors. ``recid``/``file``/``field`` name what went wrong."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        recid: str | None = None,
+        file: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.recid = recid
+        self.file = file
+        self.field = field
+
+    def where(self) -> str:
+        parts = []
+        if self.recid is not None:
+            parts.append(f"record {self.recid}")
+        if self.file is not None:
+            parts.append(f"file {self.file}")
+        if self.field is not None:
+            parts.append(f"field {self.field}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+    @property
+    def kind(self) -> str:
+        """Short type name used in stats (``error_type``)."""
+        return type(self).__name__
+
+
+# --- configuration and input -------------------------------------------------------------
+
+
+class ConfigError(FerryError, ValueError):
+    """The configuration file, a flag or an environment variable is wrong."""
+
+
+class InputError(FerryError, ValueError):
+    """Input data (a record, a recid list, a cache) is malformed."""
+
+
+class ChecksumFormatError(InputError):
+    """A checksum string cannot be parsed (unknown algorithm, bad hex)."""
+
+
+class UnsafePathError(InputError):
+    """A URI, key or archive entry would escape its folder (``..``, absolute, NUL, empty)."""
+
+
+class NoFilesError(InputError):
+    """A record lists no files at all (parents with only ``relations``)."""
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+class SourceError(FerryError):
+    """Reading from a source (portal API, XRootD, HTTPS) failed."""
+
+
+class RecordNotFound(SourceError, LookupError):
+    """The source does not know this recid."""
+
+
+class SourceUnavailable(SourceError, ConnectionError):
+    """The source did not answer or answered with a transient error."""
+
+    retryable = True
+
+
+class SourceFileMissing(SourceError, FileNotFoundError):
+    """The source has no such file."""
+
+
+class VerificationError(FerryError):
+    """Bytes arrived but their size or checksum is not the expected one."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expected: str | None = None,
+        actual: str | None = None,
+        recid: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        super().__init__(message, recid=recid, file=file)
+        self.expected = expected
+        self.actual = actual
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+class TargetError(FerryError):
+    """A target repository refused or failed a request."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        recid: str | None = None,
+        file: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message, recid=recid, file=file, field=field)
+        self.status = status
+
+
+class AuthError(TargetError, PermissionError):
+    """Missing, wrong or insufficient credentials (401/403)."""
+
+
+class ValidationError(TargetError):
+    """Metadata does not satisfy a schema; ``errors`` maps field paths to messages."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: Mapping[str, Sequence[str]] | None = None,
+        status: int | None = None,
+        recid: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, recid=recid)
+        self.errors: dict[str, list[str]] = {k: list(v) for k, v in (errors or {}).items()}
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.errors:
+            return base
+        details = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(self.errors.items()))
+        return f"{base} ({details})"
+
+
+class QuotaError(TargetError):
+    """A target limit is exceeded (files per record, bytes per file or record)."""
+
+
+class RateLimited(TargetError):
+    """The target asked us to slow down (429/503); ``retry_after`` is in seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class TransferFailed(TargetError):
+    """Upload of file content failed (including InvenioRDM's 200-with-errors)."""
+
+    retryable = True
+
+
+class TargetNotFound(TargetError, LookupError):
+    """The target does not have the record or file asked for."""
+
+
+class TargetUnavailable(TargetError, ConnectionError):
+    """The target did not answer, or answered 5xx."""
+
+    retryable = True
+
+
+class Conflict(TargetError):
+    """The request conflicts with the target's state (duplicate key, locked files, 412)."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when repeating the same operation may succeed."""
+    return isinstance(exc, FerryError) and exc.retryable

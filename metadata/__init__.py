@@ -1,0 +1,1 @@
+"""Metadata transforms: a source record -> a target repository's schema, validated."""

@@ -1,0 +1,1 @@
+"""Structured run statistics: the event schema, the JSONL/CSV writers and the loaders."""

@@ -1,0 +1,1 @@
+"""Fixtures for this system are added by its issue."""

@@ -1,0 +1,127 @@
+"""Core model: checksums, safe paths, key assignment, config, stats events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ferry.checksums import Checksum, MultiHasher, hash_file
+from ferry.config import Secret, config_from_mapping
+from ferry.errors import ChecksumFormatError, ConfigError, UnsafePathError
+from ferry.model import assign_keys, inside, safe_relpath
+from stats.events import StatsWriter, read_jsonl
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("adler32:18ab9196", "adler32:18ab9196"),
+        ("adler32:abc12", "adler32:000abc12"),  # unpadded, as in real portal records
+        ("ADLER32:ABC12", "adler32:000abc12"),
+        ("alder32:1d8e2a3b", "adler32:1d8e2a3b"),  # the misspelling seen in one record
+        ("sha1:" + "a" * 40, "sha1:" + "a" * 40),
+        ("md5:" + "0" * 32, "md5:" + "0" * 32),
+    ],
+)
+def test_checksum_parse_normalises(text: str, expected: str) -> None:
+    assert str(Checksum.parse(text)) == expected
+
+
+@pytest.mark.parametrize("text", ["", "crc64:abcd", "adler32:xyz", "md5:abc", "adler32:123456789", "deadbeef"])
+def test_checksum_parse_rejects(text: str) -> None:
+    with pytest.raises(ChecksumFormatError):
+        Checksum.parse(text, where="record 1, file f")
+
+
+def test_multihasher_matches_hashlib_and_zlib(tmp_path: Path) -> None:
+    import hashlib
+    import zlib
+
+    data = bytes(range(256)) * 40_000
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    h = hash_file(str(p))
+    assert h.size == len(data)
+    assert h.hexdigests() == {"adler32": f"{zlib.adler32(data):08x}", "md5": hashlib.md5(data).hexdigest()}
+    half = hash_file(str(p), limit=1000)
+    assert half.size == 1000
+    streamed = MultiHasher(("sha1",))
+    streamed.update(memoryview(data)[:10])
+    assert streamed.hexdigests()["sha1"] == hashlib.sha1(data[:10]).hexdigest()
+
+
+@pytest.mark.parametrize("key", ["", "/etc/passwd", "../x", "a/../../x", "a\x00b", "a\\b", "C:x", ".", "./"])
+def test_safe_relpath_refuses(key: str) -> None:
+    with pytest.raises(UnsafePathError):
+        safe_relpath(key)
+
+
+def test_inside_refuses_symlink_escape(tmp_path: Path) -> None:
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "link").symlink_to(tmp_path)
+    assert inside(tmp_path / "rec", "a/b.txt") == (tmp_path / "rec" / "a" / "b.txt").resolve()
+    with pytest.raises(UnsafePathError):
+        inside(tmp_path / "rec", "link/escape")
+
+
+def test_assign_keys_basenames_and_collisions() -> None:
+    base = "root://eospublic.cern.ch//eos/opendata/alice"
+    assert assign_keys([f"{base}/x/a.root", f"{base}/y/b.root"]) == ["a.root", "b.root"]
+    assert assign_keys([f"{base}/r1/AO2D.root", f"{base}/r2/AO2D.root", f"{base}/r2/sub/c.txt"]) == [
+        "r1/AO2D.root",
+        "r2/AO2D.root",
+        "r2/sub/c.txt",
+    ]
+    with pytest.raises(UnsafePathError):
+        assign_keys([f"{base}/../../etc/passwd"])
+    with pytest.raises(UnsafePathError):
+        assign_keys([f"{base}/dir/"])
+
+
+def test_config_layers_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "tok"
+    token_file.write_text("s3cr3t\n")
+    cfg = config_from_mapping(
+        {"targets": {"nrp": {"type": "invenio", "url": "https://repo.example.org", "token_file": str(token_file)}}}
+    )
+    tok = cfg.target("nrp").token()
+    assert isinstance(tok, Secret) and tok.reveal() == "s3cr3t"
+    assert "s3cr3t" not in repr(cfg) + repr(tok) + str(tok)
+    monkeypatch.setenv("NRP_TOKEN", "fromenv")
+    cfg2 = config_from_mapping({"targets": {"nrp": {"type": "invenio", "url": "http://x", "token_env": "NRP_TOKEN"}}})
+    tok2 = cfg2.target("nrp").token()
+    assert tok2 is not None and tok2.reveal() == "fromenv"
+    with pytest.raises(ConfigError, match="no target named 'zen'"):
+        cfg.target("zen")
+    with pytest.raises(ConfigError, match="type"):
+        config_from_mapping({"targets": {"x": {"type": "ftp"}}})
+    with pytest.raises(ConfigError, match="unknown section"):
+        config_from_mapping({"sources": {}})
+
+
+def test_stats_writer_started_and_terminal_rows(tmp_path: Path) -> None:
+    with StatsWriter(tmp_path, run_id="r1", redact=("tok123",)) as stats:
+        with stats.open("download", "81009", "a.al", bytes=0) as ev:
+            ev.bytes = 10
+        ev2 = stats.open("upload", "81009", "b.al")
+        ev2.close("failed", error=RuntimeError("bad tok123 here"))
+        stats.record("zip", "skipped", "81009", reason="17 files <= threshold 20")
+    rows = list(read_jsonl(tmp_path / "r1.jsonl"))
+    assert [(r["stage"], r["status"]) for r in rows] == [
+        ("download", "started"),
+        ("download", "ok"),
+        ("upload", "started"),
+        ("upload", "failed"),
+        ("zip", "skipped"),
+    ]
+    assert rows[1]["bytes"] == 10 and rows[1]["duration_s"] >= 0 and rows[1]["end"].endswith("Z")
+    assert rows[3]["error_type"] == "RuntimeError" and "tok123" not in rows[3]["error"]
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
+    csv_text = (tmp_path / "r1.csv").read_text()
+    assert csv_text.count("\n") == 6 and "tok123" not in csv_text
+    # A torn last line (crash mid-write) does not break reading.
+    with open(tmp_path / "r1.jsonl", "ab") as fh:
+        fh.write(orjson.dumps({"x": 1})[:-2])
+    assert len(list(read_jsonl(tmp_path / "r1.jsonl"))) == 5

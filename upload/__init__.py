@@ -1,0 +1,1 @@
+"""Targets (InvenioRDM/NRP, later Zenodo, S3), zipping, limits and the single/bulk runners."""
