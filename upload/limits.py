@@ -3,6 +3,13 @@
 - ``RateLimiter``: a request-rate throttle with two sliding windows (per minute and per
   hour), built on ``asyncio_throttle.Throttler`` (one per window), plus ``pause_until`` so
   one 429's ``Retry-After`` pauses every request to that target.
+- ``WeightedLimiter``: a bytes-weighted semaphore for uploads (a file weighs its size; one
+  heavier than the whole capacity runs alone), first come first served.
+- ``ByteBudget``: the staging-disk budget ("never download more than N bytes ahead of the
+  uploads"): reserve before a download starts, release once the file is verified on the
+  target (or deleted).
+- ``CircuitBreaker``: pauses the run when the target fails most requests in a window, then
+  lets one probe through after a cool-down.
 
 Every class takes an injectable ``clock`` (monotonic seconds) and ``sleep`` so tests can
 drive time by hand instead of waiting for it.
@@ -11,11 +18,17 @@ drive time by hand instead of waiting for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 from asyncio_throttle import Throttler
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -125,3 +138,310 @@ class RateLimiter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         return None
+
+
+# --- bytes-weighted admission --------------------------------------------------------------
+
+
+@dataclass
+class _Waiter:
+    weight: int
+    future: asyncio.Future[None]
+
+
+class WeightedLimiter:
+    """A semaphore whose units are bytes: ``async with limiter.hold(size):``.
+
+    - In-flight weight never exceeds ``capacity`` (``in_flight <= capacity`` always holds).
+    - A weight above the capacity is clamped to it, so such an item waits until nothing else
+      holds any weight and then runs alone (it cannot be refused: big files must move too).
+    - Strict FIFO: a waiter that does not fit blocks the ones behind it, even small ones that
+      would fit; otherwise a stream of small files could starve a big one forever.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError("WeightedLimiter capacity must be positive")
+        self.capacity = capacity
+        self._in_flight = 0
+        self._holders = 0
+        self._queue: deque[_Waiter] = deque()
+        self.peak = 0  # highest in-flight weight seen (stats)
+
+    @property
+    def in_flight(self) -> int:
+        """Weight (bytes, clamped to the capacity per item) currently held."""
+        return self._in_flight
+
+    @property
+    def holders(self) -> int:
+        return self._holders
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def _clamp(self, weight: int) -> int:
+        if weight < 0:
+            raise ValueError(f"weight must not be negative, not {weight}")
+        return min(weight, self.capacity)
+
+    def _fits(self, weight: int) -> bool:
+        return self._in_flight + weight <= self.capacity
+
+    def _grant(self, weight: int) -> None:
+        self._in_flight += weight
+        self._holders += 1
+        self.peak = max(self.peak, self._in_flight)
+
+    def _wake(self) -> None:
+        # Serve the queue head first, as long as it fits; stop at the first that does not.
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # cancelled while queued
+                self._queue.popleft()
+                continue
+            if not self._fits(head.weight):
+                break
+            self._queue.popleft()
+            self._grant(head.weight)
+            head.future.set_result(None)
+
+    async def acquire(self, weight: int) -> int:
+        """Wait for room for ``weight``; return the weight actually held (pass it to release)."""
+        w = self._clamp(weight)
+        if not self._queue and self._fits(w):
+            self._grant(w)
+            return w
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiter(w, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Granted just as we were cancelled: give the weight back.
+                self.release(w)
+            else:
+                # Our place in the queue may have been blocking others that now fit.
+                self._wake()
+            raise
+        return w
+
+    def release(self, held: int) -> None:
+        """Give back what ``acquire`` returned."""
+        if held < 0 or held > self._in_flight or self._holders <= 0:
+            raise RuntimeError(f"release({held}) without a matching acquire (in flight: {self._in_flight})")
+        self._in_flight -= held
+        self._holders -= 1
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, weight: int) -> AsyncIterator[int]:
+        held = await self.acquire(weight)
+        try:
+            yield held
+        finally:
+            self.release(held)
+
+
+class Reservation:
+    """Bytes reserved in a ``ByteBudget``; release all at once or piece by piece."""
+
+    def __init__(self, budget: ByteBudget, held: int, nbytes: int) -> None:
+        self._budget = budget
+        self._held = held  # what the budget counts (clamped to its capacity)
+        self.nbytes = nbytes  # what was asked for
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def release(self, nbytes: int | None = None) -> None:
+        """Release ``nbytes`` (default: everything left). Releasing twice is harmless."""
+        if self._held <= 0:
+            return
+        part = self._held if nbytes is None else min(max(nbytes, 0), self._held)
+        self._held -= part
+        self._budget._give_back(part, last=self._held == 0)
+
+
+class ByteBudget:
+    """The staging-disk budget: at most ``capacity`` bytes downloaded but not yet uploaded.
+
+    ``r = await budget.reserve(size)`` before a download starts; ``r.release()`` once the
+    file is verified on the target (or deleted, or its download failed). A file larger than
+    the whole budget waits until nothing is staged and then goes alone. ``claim(size)``
+    takes bytes without waiting, for files a resumed run finds already staged on disk.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._limiter = WeightedLimiter(capacity)
+        self._forced = 0  # bytes claimed beyond the limiter's accounting
+
+    @property
+    def capacity(self) -> int:
+        return self._limiter.capacity
+
+    @property
+    def staged(self) -> int:
+        """Bytes currently reserved (stats)."""
+        return self._limiter.in_flight
+
+    @property
+    def peak(self) -> int:
+        return self._limiter.peak
+
+    @property
+    def waiting(self) -> int:
+        return self._limiter.waiting
+
+    async def reserve(self, nbytes: int) -> Reservation:
+        held = await self._limiter.acquire(nbytes)
+        return Reservation(self, held, nbytes)
+
+    def claim(self, nbytes: int) -> Reservation:
+        """Reserve now even if that overflows the budget (already-staged files)."""
+        held = min(max(nbytes, 0), self.capacity)
+        self._limiter._grant(held)
+        return Reservation(self, held, nbytes)
+
+    def _give_back(self, part: int, *, last: bool) -> None:
+        lim = self._limiter
+        lim._in_flight -= part
+        if last:
+            lim._holders -= 1
+        lim._wake()
+
+
+# --- circuit breaker -----------------------------------------------------------------------
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+class CircuitBreaker:
+    """Stops traffic to a target that fails most requests, then probes it.
+
+    Callers ``await breaker.wait_closed()`` before a request and ``breaker.record(ok)`` after
+    it. Count only failures that say the target is unwell (5xx, timeouts, connection
+    errors, 429), not a 404 or a validation error about one record.
+
+    - closed: outcomes of the last ``window_s`` seconds are kept; when at least
+      ``min_requests`` are in the window and the failed share is >= ``failure_ratio``, it opens.
+    - open: every ``wait_closed()`` waits; after ``cool_down_s`` it turns half-open.
+    - half-open: exactly one caller (the probe) passes; its success closes the breaker, its
+      failure opens it again for another cool-down. A probe that never reports (cancelled)
+      is replaced by a new one after another ``cool_down_s``.
+    Outcomes reported while open (requests that started before it opened) are ignored.
+    """
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        min_requests: int = 10,
+        failure_ratio: float = 0.5,
+        cool_down_s: float = 30.0,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        poll_s: float = 0.25,
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if window_s <= 0 or min_requests < 1 or not 0 < failure_ratio <= 1 or cool_down_s < 0:
+            raise ValueError("CircuitBreaker needs window_s > 0, min_requests >= 1, 0 < failure_ratio <= 1")
+        self.window_s = window_s
+        self.min_requests = min_requests
+        self.failure_ratio = failure_ratio
+        self.cool_down_s = cool_down_s
+        self._clock = clock
+        self._sleep = sleep
+        self._poll = poll_s
+        self._on_change = on_change
+        self._state = CLOSED
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probe_at: float | None = None  # when the current probe was let through
+        self.opened = 0  # how many times it opened (stats)
+
+    @property
+    def state(self) -> str:
+        self._advance()
+        return self._state
+
+    def _set(self, state: str) -> None:
+        if state == self._state:
+            return
+        old, self._state = self._state, state
+        if state == OPEN:
+            self.opened += 1
+        log.warning("circuit breaker %s -> %s", old, state)
+        if self._on_change is not None:
+            self._on_change(old, state)
+
+    def _trim(self, now: float) -> None:
+        while self._outcomes and now - self._outcomes[0][0] >= self.window_s:
+            _, ok = self._outcomes.popleft()
+            if not ok:
+                self._failures -= 1
+
+    def _advance(self) -> None:
+        if self._state == OPEN and self._clock() - self._opened_at >= self.cool_down_s:
+            self._probe_at = None
+            self._set(HALF_OPEN)
+
+    def record(self, ok: bool) -> None:
+        """Report the outcome of one request."""
+        now = self._clock()
+        self._advance()
+        if self._state == OPEN:
+            return
+        if self._state == HALF_OPEN:
+            if ok:
+                self._outcomes.clear()
+                self._failures = 0
+                self._probe_at = None
+                self._set(CLOSED)
+            else:
+                self._trip(now)
+            return
+        self._outcomes.append((now, ok))
+        if not ok:
+            self._failures += 1
+        self._trim(now)
+        n = len(self._outcomes)
+        if n >= self.min_requests and self._failures / n >= self.failure_ratio:
+            self._trip(now)
+
+    def record_success(self) -> None:
+        self.record(True)
+
+    def record_failure(self) -> None:
+        self.record(False)
+
+    def _trip(self, now: float) -> None:
+        self._opened_at = now
+        self._probe_at = None
+        self._outcomes.clear()
+        self._failures = 0
+        self._set(OPEN)
+
+    def allow(self) -> bool:
+        """Non-blocking check: may a request go now? (Takes the probe slot when half-open.)"""
+        self._advance()
+        if self._state == CLOSED:
+            return True
+        if self._state == HALF_OPEN:
+            now = self._clock()
+            if self._probe_at is None or now - self._probe_at >= max(self.cool_down_s, self._poll):
+                self._probe_at = now
+                return True
+        return False
+
+    async def wait_closed(self) -> None:
+        """Return when a request may go: at once when closed, else after cool-down as probe."""
+        while not self.allow():
+            if self._state == OPEN:
+                remaining = self._opened_at + self.cool_down_s - self._clock()
+                await self._sleep(max(min(remaining, self._poll), 0.0))
+            else:
+                await self._sleep(self._poll)
