@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,21 @@ import orjson
 
 SCHEMA_VERSION = 1
 
-Stage = Literal["run", "resolve", "download", "zip", "transform", "upload", "verify", "publish", "record"]
+Stage = Literal["run", "resolve", "download", "zip", "transform", "upload", "verify", "publish", "record", "summary"]
+# Every stage name the schema knows, in pipeline order (loaders use it for categories).
+STAGES: tuple[str, ...] = (
+    "run",
+    "resolve",
+    "download",
+    "zip",
+    "transform",
+    "upload",
+    "verify",
+    "publish",
+    "record",
+    "summary",
+)
+STATUSES: tuple[str, ...] = ("started", "ok", "failed", "skipped", "dry-run")
 Status = Literal["started", "ok", "failed", "skipped", "dry-run"]
 TERMINAL = ("ok", "failed", "skipped", "dry-run")
 
@@ -106,8 +120,8 @@ class Event:
             else:
                 self.extra[key] = value
         self.closed = True
-        duration = time.monotonic() - self.t0
-        end = utc_now()
+        duration = self.writer.monotonic() - self.t0
+        end = self.writer.now()
         row = self._row(status, end=end, duration=duration)
         if error is not None:
             if isinstance(error, BaseException):
@@ -161,22 +175,46 @@ class StatsWriter:
     """Appends events to ``<dir>/<run_id>.jsonl``; thread-safe; ``None`` dir writes nothing.
 
     Secrets never reach this writer: callers pass errors that were built without tokens,
-    and ``redact`` strings are removed from every line as a last guard.
+    and ``redact`` strings are removed from every line as a last guard. ``summary=True``
+    appends a run summary row (stage ``summary``) on ``close``; ``clock`` (seconds since
+    the epoch) replaces both clocks, for simulated runs in tests and demos.
     """
 
     def __init__(
-        self, stats_dir: str | os.PathLike[str] | None, run_id: str | None = None, *, redact: tuple[str, ...] = ()
+        self,
+        stats_dir: str | os.PathLike[str] | None,
+        run_id: str | None = None,
+        *,
+        redact: tuple[str, ...] = (),
+        summary: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.host = socket.gethostname()
         self.dir = Path(stats_dir) if stats_dir is not None else None
         self._lock = threading.Lock()
         self._seq = 0
+        # Run summary (opt-in so the rows of existing writers stay as they were): running
+        # totals kept as rows pass, written as one ``summary`` row by ``close``.
+        self._summary_on_close = summary
+        self._summary_written = False
+        self._tally = RunTally()
+        self._clock = clock
+        self._created = self.now()
+        self._t0 = self.monotonic()
         self._redact = tuple(r for r in redact if r)
         self._fh = None
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.jsonl_path, "ab", buffering=0)  # noqa: SIM115 - kept open for the run
+
+    def now(self) -> datetime:
+        """Wall-clock time of event boundaries (``clock`` replaces it in simulations)."""
+        return datetime.fromtimestamp(self._clock(), UTC) if self._clock else utc_now()
+
+    def monotonic(self) -> float:
+        """Clock for durations: monotonic, so a wall-clock jump never gives a negative one."""
+        return self._clock() if self._clock else time.monotonic()
 
     @property
     def jsonl_path(self) -> Path:
@@ -203,8 +241,8 @@ class StatsWriter:
             recid=recid,
             file=file,
             event_id=uuid.uuid4().hex[:12],
-            started=utc_now(),
-            t0=time.monotonic(),
+            started=self.now(),
+            t0=self.monotonic(),
         )
         for key, value in attrs.items():
             if hasattr(event, key):
@@ -223,6 +261,8 @@ class StatsWriter:
         self.open(stage, recid, file, write_started=False, **attrs).close(status, error=error)
 
     def write(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._tally.add(row)
         if self._fh is None:
             return
         with self._lock:
@@ -233,10 +273,58 @@ class StatsWriter:
                 line = line.replace(secret.encode(), b"***")
             self._fh.write(line)
 
+    def summary(self) -> dict[str, Any]:
+        """Totals of the run so far (the ``extra`` of the summary row); needs no stats dir."""
+        with self._lock:
+            return self._tally.totals()
+
+    def write_summary(self) -> dict[str, Any]:
+        """Append the run summary row (stage ``summary``) once; returns the row.
+
+        Its status is ``failed`` when a record failed or events are still open (an
+        interrupted run), else ``ok``; ``bytes``/``file_count`` are what the run delivered
+        (uploads, or downloads when it uploaded nothing); ``throughput_mbps`` is that over
+        the writer's wall time.
+        """
+        wall = self.monotonic() - self._t0
+        totals = self.summary()
+        delivered = totals["delivered"]
+        failed = totals["records"].get("failed", 0) > 0 or totals["open_events"] > 0
+        row: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "host": self.host,
+            "event_id": "summary-" + uuid.uuid4().hex[:4],
+            "seq": None,
+            "stage": "summary",
+            "recid": None,
+            "file": None,
+            "status": "failed" if failed else "ok",
+            "start": iso(self._created),
+            "end": iso(self.now()),
+            "duration_s": round(wall, 6),
+            "bytes": delivered["bytes"],
+            "file_count": delivered["files"],
+            "zip_used": None,
+            "transfer": None,
+            "attempts": 1,
+            "throughput_mbps": round(delivered["bytes"] / wall / 1e6, 3) if wall > 0 else None,
+            "error_type": None,
+            "error": None,
+            "reason": None,
+            "extra": totals,
+        }
+        if not self._summary_written:
+            self._summary_written = True
+            self.write(row)
+        return row
+
     def close(self) -> None:
         """Close the JSONL file and export the CSV of the same rows."""
         if self._fh is None:
             return
+        if self._summary_on_close and not self._summary_written:
+            self.write_summary()
         with self._lock:
             self._fh.close()
             self._fh = None
@@ -247,6 +335,53 @@ class StatsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RunTally:
+    """Running totals of one writer's rows, for the summary row.
+
+    Memory grows with the number of records (one status each) and of events in flight,
+    never with the number of files.
+    """
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.stages: dict[str, dict[str, float]] = {}
+        self.records: dict[str, str] = {}
+        self.open: set[str] = set()
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        stage, status, event_id = row.get("stage"), row.get("status"), row.get("event_id")
+        if stage == "summary" or not isinstance(stage, str) or not isinstance(status, str):
+            return
+        if status == "started":
+            if isinstance(event_id, str):
+                self.open.add(event_id)
+            return
+        self.events += 1
+        self.open.discard(str(event_id))
+        totals = self.stages.setdefault(stage, {"bytes": 0, "files": 0, "busy_s": 0.0})
+        totals[status] = totals.get(status, 0) + 1
+        totals["busy_s"] = round(totals["busy_s"] + (row.get("duration_s") or 0.0), 6)
+        if status == "ok":
+            totals["bytes"] += row.get("bytes") or 0
+            if row.get("file") is not None:
+                totals["files"] += 1
+        if stage == "record" and row.get("recid") is not None:
+            self.records[str(row["recid"])] = status  # the last terminal record event wins
+
+    def totals(self) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        for status in self.records.values():
+            by_status[status] = by_status.get(status, 0) + 1
+        moved = self.stages.get("upload") or self.stages.get("download") or {"bytes": 0, "files": 0}
+        return {
+            "events": self.events,
+            "open_events": len(self.open),
+            "records": by_status,
+            "stages": {stage: dict(values) for stage, values in self.stages.items()},
+            "delivered": {"bytes": int(moved["bytes"]), "files": int(moved["files"])},
+        }
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
