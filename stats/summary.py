@@ -1,0 +1,224 @@
+"""What a run (or several) did, as numbers: ``summarize`` for machines, ``format_summary``
+for a terminal. MB = 10^6 bytes, GB = 10^9 bytes, rates in MB/s."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from stats.load import WORK_STAGES, final_record_status, open_events, runs, stage_throughput, terminal
+
+RECORD_STATUSES = ("ok", "failed", "skipped", "dry-run", "interrupted")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-friendly scalars: NA/NaN -> None, numpy numbers -> int/float, times -> ISO."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat().replace("+00:00", "Z")
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def error_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each failure counted once, where it happened: failed work events, plus failed
+    ``record`` events of records with no failed work event (e.g. a record with no files).
+    Columns: stage, error_type, count, records (distinct recids), example (a message)."""
+    ends = terminal(frame)
+    failed = ends[ends["status"] == "failed"]
+    work = failed[failed["stage"].isin(WORK_STAGES)]
+    records = failed[(failed["stage"] == "record") & ~failed["recid"].isin(set(work["recid"].dropna()))]
+    rows = pd.concat([work, records])
+    if rows.empty:
+        return pd.DataFrame(columns=["stage", "error_type", "count", "records", "example"])
+    rows = rows.assign(stage=rows["stage"].astype(str), error_type=rows["error_type"].fillna("unknown").astype(str))
+    table = (
+        rows.groupby(["stage", "error_type"], sort=False)
+        .agg(count=("status", "size"), records=("recid", "nunique"), example=("error", "last"))
+        .reset_index()
+        .sort_values(["count", "stage"], ascending=[False, True], kind="stable")
+        .reset_index(drop=True)
+    )
+    return table
+
+
+def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
+    """The numbers of a run (or of merged runs) as a JSON-ready dict."""
+    final = final_record_status(frame)
+    counts = final["status"].astype(str).value_counts()
+    through = stage_throughput(frame)
+    run_table = runs(frame)
+    wall = float(run_table["wall_s"].sum()) if len(run_table) else 0.0
+
+    def stage_value(stage: str, column: str) -> int:
+        return int(through.loc[stage, column]) if stage in through.index else 0
+
+    moved = {
+        "bytes_downloaded": stage_value("download", "bytes"),
+        "files_downloaded": stage_value("download", "files"),
+        "bytes_uploaded": stage_value("upload", "bytes"),
+        "files_uploaded": stage_value("upload", "files"),
+    }
+    delivered = moved["bytes_uploaded"] or moved["bytes_downloaded"]
+    done = final[final["status"].isin(["ok", "failed"])]
+    zip_ends = terminal(frame)
+    zip_ends = zip_ends[zip_ends["stage"] == "zip"]
+    slow = final[final["duration_s"].notna()].sort_values("duration_s", ascending=False).head(top)
+    return {
+        "runs": [{k: _clean(v) for k, v in row.items()} for row in run_table.to_dict("records")],
+        "records": {"total": len(final), **{s: int(counts.get(s, 0)) for s in RECORD_STATUSES}},
+        "moved": moved,
+        "throughput": {
+            "wall_s": wall,
+            "overall_mbps": _clean(delivered / wall / 1e6) if wall > 0 else None,
+            "stages": {
+                stage: {k: _clean(v) for k, v in row.items()} for stage, row in through.to_dict("index").items()
+            },
+        },
+        "zip": {
+            "records_zipped": int((done["zip_used"] == True).sum()),  # noqa: E712 - nullable boolean
+            "records_not_zipped": int((done["zip_used"] == False).sum()),  # noqa: E712
+            "zip_ok": int((zip_ends["status"] == "ok").sum()),
+            "zip_failed": int((zip_ends["status"] == "failed").sum()),
+            "zip_skipped": int((zip_ends["status"] == "skipped").sum()),
+        },
+        "errors": [{k: _clean(v) for k, v in row.items()} for row in error_table(frame).head(top).to_dict("records")],
+        "open_events": len(open_events(frame)),
+        "slowest_records": [
+            {
+                "recid": str(recid),
+                **{k: _clean(row[k]) for k in ("status", "duration_s", "bytes", "file_count", "zip_used", "run_id")},
+            }
+            for recid, row in slow.iterrows()
+        ],
+    }
+
+
+# --- terminal rendering -------------------------------------------------------------------
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} MB/s"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """Aligned columns; ``align`` has one ``l`` or ``r`` per column."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    right = [a == "r" for a in align]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            (str(c).rjust(w) if r else str(c).ljust(w)) for c, w, r in zip(cells, widths, right, strict=False)
+        ).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _shorten(text: str | None, width: int = 70) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text report of ``summarize``'s dict (fits in 120 columns)."""
+    out: list[str] = []
+    run_list = summary["runs"]
+    if len(run_list) == 1:
+        r = run_list[0]
+        out.append(f"run {r['run_id']} on {r['host']}: {r['start']} .. {r['end']} ({human_seconds(r['wall_s'])})")
+    else:
+        out.append(f"{len(run_list)} runs merged:")
+        out.extend(f"  {r['run_id']} on {r['host']}: {r['start']} ({human_seconds(r['wall_s'])})" for r in run_list)
+    if summary["open_events"]:
+        out.append(f"interrupted: {summary['open_events']} events started and never finished")
+    rec = summary["records"]
+    out.append("")
+    out.append(
+        f"records: {rec['total']} total, {rec['ok']} ok, {rec['failed']} failed, {rec['skipped']} skipped"
+        + (f", {rec['dry-run']} dry-run" if rec["dry-run"] else "")
+        + (f", {rec['interrupted']} interrupted" if rec["interrupted"] else "")
+    )
+    moved = summary["moved"]
+    out.append(
+        f"moved:   {human_bytes(moved['bytes_downloaded'])} in {moved['files_downloaded']} files downloaded, "
+        f"{human_bytes(moved['bytes_uploaded'])} in {moved['files_uploaded']} files uploaded"
+    )
+    tp = summary["throughput"]
+    out.append(f"overall: {_rate(tp['overall_mbps'])} delivered over {human_seconds(tp['wall_s'])} of wall time")
+    z = summary["zip"]
+    out.append(
+        f"zip:     {z['records_zipped']} records zipped, {z['records_not_zipped']} not "
+        f"(zip events: {z['zip_ok']} ok, {z['zip_failed']} failed, {z['zip_skipped']} decided against)"
+    )
+    if tp["stages"]:
+        out.append("")
+        rows = [
+            [
+                stage,
+                str(s["ok"]),
+                str(s["failed"]),
+                str(s["skipped"]),
+                str(s["files"]),
+                human_bytes(s["bytes"]),
+                human_seconds(s["active_s"]),
+                _rate(s["mbps"]),
+                _rate(s["median_mbps"]),
+            ]
+            for stage, s in tp["stages"].items()
+        ]
+        header = ["stage", "ok", "failed", "skipped", "files", "bytes", "active", "rate", "median/file"]
+        out.extend(_table(header, rows, "lrrrrrrrr"))
+    out.append("")
+    if summary["errors"]:
+        out.append("top errors:")
+        rows = [
+            [e["stage"], e["error_type"], str(e["count"]), str(e["records"]), _shorten(e["example"])]
+            for e in summary["errors"]
+        ]
+        out.extend("  " + line for line in _table(["stage", "error", "count", "records", "example"], rows, "llrrl"))
+    else:
+        out.append("no errors")
+    if summary["slowest_records"]:
+        out.append("")
+        out.append("slowest records:")
+        rows = [
+            [
+                s["recid"],
+                str(s["status"]),
+                human_seconds(s["duration_s"]),
+                human_bytes(s["bytes"]),
+                "-" if s["file_count"] is None else str(s["file_count"]),
+                {True: "yes", False: "no", None: "-"}[s["zip_used"]],
+            ]
+            for s in summary["slowest_records"]
+        ]
+        out.extend(
+            "  " + line for line in _table(["recid", "status", "duration", "bytes", "files", "zip"], rows, "llrrrl")
+        )
+    return "\n".join(out)
