@@ -101,7 +101,7 @@ def record_manifest(recid: str, bundles: Mapping[str, Mapping[str, Any]]) -> byt
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "recid": recid,
-        "bundles": [dict(bundles[name], name=name) for name in sorted(bundles, key=_bundle_sort_key)],
+        "bundles": [{"name": name, **bundles[name]} for name in sorted(bundles, key=_bundle_sort_key)],
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 

@@ -20,9 +20,9 @@ MiB = 1024 * 1024
 DEFAULT_SMALL_MEDIAN = 1 * MiB
 # Zipping a handful of files saves nothing: bundle + bundle manifest are two uploads already.
 SMALL_MIN_COUNT = 5
-# Bytes a bundle may need beyond its members' data: central directory end records,
-# the ZIP64 end records and slack for the embedded manifest's fixed part.
-BUNDLE_FIXED_OVERHEAD = 64 * 1024
+# Bytes a bundle may need beyond its members' budgets (``entry_budget``): the end records
+# (22 + ZIP64 56 + 20) and the embedded manifest's own entry and fixed JSON, with slack.
+BUNDLE_FIXED_OVERHEAD = 4096
 
 
 @dataclass(frozen=True)
