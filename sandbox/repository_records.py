@@ -1,0 +1,465 @@
+"""Record, draft, version and search endpoints of the sandbox repository."""
+
+from __future__ import annotations
+
+import copy
+
+from aiohttp import web
+
+from sandbox.repository_core import NRP_MODEL, ApiError, Repo, fail, json_response
+from sandbox.repository_search import QuerySyntaxError, matches, parse_query
+from sandbox.repository_store import Obj, now_iso
+from sandbox.repository_validate import validate_draft
+
+REPO = web.AppKey("repo", Repo)
+
+MAX_RESULT_WINDOW = 10_000
+
+
+def _repo(request: web.Request) -> Repo:
+    return request.app[REPO]
+
+
+def _model(request: web.Request) -> str:
+    model = request.match_info["coll"]
+    if model == NRP_MODEL and not _repo(request).options.nrp:
+        fail(404, "The requested URL was not found on the server.")
+    return model
+
+
+def _etag(revision: int) -> dict[str, str]:
+    return {"ETag": f'"{revision}"'}
+
+
+def draft_response(repo: Repo, request: web.Request, entity: Obj, status: int = 200) -> web.Response:
+    body = repo.draft_json(entity, repo.base(request))
+    return json_response(body, status, _etag(body["revision_id"]))
+
+
+def record_response(repo: Repo, request: web.Request, entity: Obj, status: int = 200) -> web.Response:
+    body = repo.record_json(entity, repo.base(request))
+    return json_response(body, status, _etag(body["revision_id"]))
+
+
+# --- drafts --------------------------------------------------------------------------
+async def create_draft(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    model = _model(request)
+    user = repo.require_user(request)
+    body = await repo.json_body(request)
+    if body is None:
+        body = {}
+    now = now_iso()
+    eid = repo.store.new_id()
+    parent_id = repo.store.new_id()
+    parent: Obj = {"id": parent_id, "owner": user, "versions": [eid], "communities": {}, "workflow": None}
+    if isinstance(body, dict) and isinstance(body.get("parent"), dict):
+        _apply_parent(repo, parent, body["parent"])
+    entity: Obj = {
+        "id": eid,
+        "model": model,
+        "parent_id": parent_id,
+        "owner": user,
+        "created": now,
+        "updated": now,
+        "version_index": 1,
+        "draft": {"created": now, "updated": now, "revision_id": 0},
+        "draft_files": {},
+        "record": None,
+        "record_files": {},
+    }
+    repo.apply_draft_body(entity, body)
+    repo.store.save_parent(parent)
+    repo.store.save_entity(entity)
+    return draft_response(repo, request, entity, 201)
+
+
+def _apply_parent(repo: Repo, parent: Obj, data: Obj) -> None:
+    communities = data.get("communities")
+    if isinstance(communities, dict) and communities.get("default"):
+        slug = str(communities["default"])
+        known = repo.options.communities
+        if known and slug not in known:
+            fail(
+                400,
+                "A validation error occurred.",
+                [{"field": "parent.communities.default", "messages": [f"Community {slug} does not exist."]}],
+            )
+        parent["communities"] = {"default": slug, "ids": [slug]}
+    if data.get("workflow"):
+        parent["workflow"] = str(data["workflow"])
+
+
+async def read_draft(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    return draft_response(repo, request, entity)
+
+
+async def update_draft(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    repo.check_revision(request, entity["draft"].get("revision_id", 1))
+    body = await repo.json_body(request)
+    if isinstance(body, dict) and isinstance(body.get("parent"), dict):
+        parent = repo.parent_of(entity)
+        _apply_parent(repo, parent, body["parent"])
+        repo.store.save_parent(parent)
+    repo.apply_draft_body(entity, body if body is not None else {})
+    repo.store.save_entity(entity)
+    return draft_response(repo, request, entity)
+
+
+async def discard_draft(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    repo.check_revision(request, entity["draft"].get("revision_id", 1))
+    draft_blobs = [f.get("blob") for f in entity["draft_files"].values()]
+    if entity.get("record") is None:
+        parent = repo.parent_of(entity)
+        parent["versions"] = [v for v in parent["versions"] if v != entity["id"]]
+        repo.store.delete_entity(entity["id"])
+        if parent["versions"]:
+            repo.store.save_parent(parent)
+            for sibling in parent["versions"]:
+                repo.store.reindex(sibling)
+        else:
+            repo.store.delete_parent(parent["id"])
+    else:
+        entity["draft"] = None
+        entity["draft_files"] = {}
+        repo.store.save_entity(entity)
+    for blob in draft_blobs:
+        repo.store.release_blob(blob)
+    return web.Response(status=204)
+
+
+async def edit_record(request: web.Request) -> web.Response:
+    """POST .../draft on a published record: a draft of it (the existing one if any), 201."""
+    repo = _repo(request)
+    user = repo.require_user(request)
+    entity = repo.published(request, _model(request), request.match_info["id"])
+    if entity["owner"] != user:
+        fail(403, "Permission denied.")
+    if entity.get("draft") is None:
+        record = entity["record"]
+        now = now_iso()
+        entity["draft"] = {
+            "created": now,
+            "updated": now,
+            "revision_id": 1,
+            "metadata": copy.deepcopy(record.get("metadata") or {}),
+            "access": copy.deepcopy(record.get("access") or {}),
+            "custom_fields": copy.deepcopy(record.get("custom_fields") or {}),
+            "pids": copy.deepcopy(record.get("pids") or {}),
+            "files": copy.deepcopy(record.get("files") or {"enabled": True}),
+            "errors": [],
+            # files of a published record cannot change: that needs a new version
+            "files_locked": True,
+        }
+        entity["draft_files"] = copy.deepcopy(entity.get("record_files") or {})
+        repo.store.save_entity(entity)
+    return draft_response(repo, request, entity, 201)
+
+
+# --- publish ---------------------------------------------------------------------------
+def publish_errors(repo: Repo, entity: Obj) -> list[Obj]:
+    """Why this draft cannot be published (empty list: it can)."""
+    draft = entity["draft"]
+    stored = [e for e in draft.get("errors") or [] if e["messages"] != ["Unknown field."]]
+    _, fresh = validate_draft(
+        {k: draft.get(k) for k in ("metadata", "access", "files", "custom_fields", "pids") if k in draft},
+        entity["model"],
+    )
+    seen = {e["field"] for e in stored}
+    errors = stored + [e for e in fresh if e["field"] not in seen and e["messages"] != ["Unknown field."]]
+    files = entity.get("draft_files") or {}
+    if draft.get("files", {}).get("enabled", True):
+        if not files:
+            errors.append(
+                {
+                    "field": "files.enabled",
+                    "messages": [
+                        "Missing uploaded files. To disable files for this record please mark it as metadata-only."
+                    ],
+                }
+            )
+        elif any(f["status"] != "completed" for f in files.values()):
+            errors.append({"field": "files", "messages": ["One or more files have not completed their transfer."]})
+    elif files:
+        errors.append({"field": "files.enabled", "messages": ["Files must be removed before disabling files."]})
+    return errors
+
+
+def do_publish(repo: Repo, entity: Obj) -> None:
+    errors = publish_errors(repo, entity)
+    if errors:
+        raise ApiError(400, "A validation error occurred.", errors)
+    draft = entity["draft"]
+    now = now_iso()
+    previous = entity.get("record")
+    old_blobs = {f.get("blob") for f in (entity.get("record_files") or {}).values()}
+    entity["record"] = {
+        "created": previous["created"] if previous else now,
+        "updated": now,
+        "revision_id": (previous.get("revision_id", 0) if previous else 0) + 1,
+        "metadata": copy.deepcopy(draft.get("metadata") or {}),
+        "access": copy.deepcopy(draft.get("access") or {}),
+        "custom_fields": copy.deepcopy(draft.get("custom_fields") or {}),
+        "pids": copy.deepcopy(draft.get("pids") or {}),
+        "files": {"enabled": bool(draft.get("files", {}).get("enabled", True))},
+    }
+    entity["record_files"] = entity.get("draft_files") or {}
+    entity["draft"] = None
+    entity["draft_files"] = {}
+    repo.store.save_entity(entity)
+    for sibling in repo.parent_of(entity)["versions"]:
+        if sibling != entity["id"]:
+            repo.store.reindex(sibling)
+    for blob in old_blobs:
+        repo.store.release_blob(blob)
+
+
+async def publish(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    repo.check_revision(request, entity["draft"].get("revision_id", 1))
+    if not repo.direct_publish_allowed(entity):
+        fail(403, "Permission denied.")
+    do_publish(repo, entity)
+    return record_response(repo, request, entity, 202)
+
+
+# --- published records and versions -----------------------------------------------------
+async def read_record(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.published(request, _model(request), request.match_info["id"])
+    _check_readable(repo, request, entity)
+    return record_response(repo, request, entity)
+
+
+def _check_readable(repo: Repo, request: web.Request, entity: Obj) -> None:
+    access = (entity.get("record") or {}).get("access") or {}
+    if access.get("record") == "restricted" and repo.user(request) != entity["owner"]:
+        fail(403, "Permission denied.")
+
+
+async def new_version(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    user = repo.require_user(request)
+    entity = repo.published(request, _model(request), request.match_info["id"])
+    if entity["owner"] != user:
+        fail(403, "Permission denied.")
+    parent = repo.parent_of(entity)
+    latest = repo.store.entities[parent["versions"][-1]]
+    if latest.get("record") is None and latest.get("draft") is not None:
+        return draft_response(repo, request, latest, 201)  # the next version's draft exists already
+    source = _latest_published(repo, parent)
+    record = source["record"]
+    metadata = copy.deepcopy(record.get("metadata") or {})
+    metadata.pop("publication_date", None)
+    metadata.pop("version", None)
+    now = now_iso()
+    eid = repo.store.new_id()
+    new: Obj = {
+        "id": eid,
+        "model": entity["model"],
+        "parent_id": parent["id"],
+        "owner": user,
+        "created": now,
+        "updated": now,
+        "version_index": max(repo.store.entities[v].get("version_index", 1) for v in parent["versions"]) + 1,
+        "draft": {
+            "created": now,
+            "updated": now,
+            "revision_id": 0,
+        },
+        "draft_files": {},
+        "record": None,
+        "record_files": {},
+    }
+    body = {
+        "metadata": metadata,
+        "access": copy.deepcopy(record.get("access")),
+        "custom_fields": copy.deepcopy(record.get("custom_fields") or {}),
+        "files": {"enabled": bool(record.get("files", {}).get("enabled", True))},
+    }
+    repo.apply_draft_body(new, body)
+    parent["versions"].append(eid)
+    repo.store.save_parent(parent)
+    repo.store.save_entity(new)
+    for sibling in parent["versions"][:-1]:
+        repo.store.reindex(sibling)
+    return draft_response(repo, request, new, 201)
+
+
+def _latest_published(repo: Repo, parent: Obj) -> Obj:
+    for vid in reversed(parent["versions"]):
+        candidate = repo.store.entities.get(vid)
+        if candidate and candidate.get("record") is not None:
+            return candidate
+    fail(404, "The persistent identifier is not registered.")
+
+
+async def import_files(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    parent = repo.parent_of(entity)
+    previous = [
+        repo.store.entities[v]
+        for v in parent["versions"]
+        if v != entity["id"] and repo.store.entities[v].get("record") is not None
+    ]
+    if not previous:
+        fail(404, "The persistent identifier is not registered.")
+    if entity["draft"].get("files_locked"):
+        fail(403, "Permission denied.")
+    source = previous[-1]
+    for key, entry in (source.get("record_files") or {}).items():
+        if key not in entity["draft_files"] and entry["status"] == "completed":
+            entity["draft_files"][key] = copy.deepcopy(entry)
+    repo.bump(entity)
+    repo.store.save_entity(entity)
+    return json_response(repo.files_list_json(entity, repo.base(request), draft=True), 201)
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.entity(_model(request), request.match_info["id"])
+    parent = repo.parent_of(entity)
+    base = repo.base(request)
+    hits = [
+        repo.record_json(repo.store.entities[v], base)
+        for v in reversed(parent["versions"])
+        if repo.store.entities[v].get("record") is not None
+    ]
+    page, size = _paging(request)
+    root = repo.api_root(entity, base) + "/versions"
+    return json_response(_page(hits, page, size, root, {}))
+
+
+async def latest_version(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    entity = repo.entity(_model(request), request.match_info["id"])
+    latest = _latest_published(repo, repo.parent_of(entity))
+    return record_response(repo, request, latest)
+
+
+# --- search ------------------------------------------------------------------------
+def _paging(request: web.Request) -> tuple[int, int]:
+    try:
+        page = int(request.query.get("page", "1"))
+        size = int(request.query.get("size", "10"))
+    except ValueError:
+        fail(400, "Invalid querystring parameters.")
+    if page < 1 or size < 1 or page * size > MAX_RESULT_WINDOW:
+        fail(
+            400,
+            "Invalid querystring parameters.",
+            [{"field": "page", "messages": [f"page * size must not exceed {MAX_RESULT_WINDOW}."]}],
+        )
+    return page, size
+
+
+def _page(hits: list[Obj], page: int, size: int, root: str, params: dict[str, str]) -> Obj:
+    def link(p: int) -> str:
+        query = "&".join(f"{k}={v}" for k, v in {**params, "page": str(p), "size": str(size)}.items())
+        return f"{root}?{query}"
+
+    links: Obj = {"self": link(page)}
+    if page > 1:
+        links["prev"] = link(page - 1)
+    if page * size < len(hits) and (page + 1) * size <= MAX_RESULT_WINDOW:
+        links["next"] = link(page + 1)
+    return {
+        "hits": {"hits": hits[(page - 1) * size : page * size], "total": len(hits)},
+        "links": links,
+        "sortBy": "newest",
+        "aggregations": {},
+    }
+
+
+def _search(repo: Repo, request: web.Request, docs: list[Obj], *, user_search: bool, root: str) -> web.Response:
+    page, size = _paging(request)
+    try:
+        query = parse_query(request.query.get("q", ""))
+    except QuerySyntaxError as exc:
+        fail(400, f"Invalid query string syntax: {exc}.")
+    all_versions = request.query.get("allversions", "").lower() in ("1", "true", "yes")
+    published_filter = request.query.get("is_published", "").lower()
+    faces: list[tuple[Obj, Obj, str]] = []  # (doc, face, kind)
+    for doc in docs:
+        if user_search:
+            face, kind = (doc["draft"], "draft") if doc["draft"] is not None else (doc["record"], "record")
+        else:
+            face, kind = doc["record"], "record"
+        if face is None:
+            continue
+        if published_filter in ("true", "false") and face["is_published"] != (published_filter == "true"):
+            continue
+        faces.append((doc, face, kind))
+    if not all_versions:
+        latest: dict[str, tuple[Obj, Obj, str]] = {}
+        for item in faces:
+            current = latest.get(item[0]["parent"])
+            if current is None or item[0]["index"] > current[0]["index"]:
+                latest[item[0]["parent"]] = item
+        faces = list(latest.values())
+    faces = [item for item in faces if matches(item[1], query)]
+    sort = request.query.get("sort", "newest")
+    faces.sort(key=lambda item: item[0]["created"], reverse=sort != "oldest")
+    base = repo.base(request)
+    hits: list[Obj] = []
+    for doc, face, kind in faces:
+        entity = repo.store.entities.get(doc["eid"])
+        hit = copy.deepcopy(face)
+        if entity is not None:
+            hit["links"] = repo.draft_links(entity, base) if kind == "draft" else repo.record_links(entity, base)
+        hits.append(hit)
+    params = {k: v for k, v in request.query.items() if k not in ("page", "size")}
+    return json_response(_page(hits, page, size, root, params))
+
+
+async def search_user_records(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    user = repo.require_user(request)
+    model = request.match_info.get("coll", "records")
+    if model == NRP_MODEL and not repo.options.nrp:
+        fail(404, "The requested URL was not found on the server.")
+    docs = [d for d in repo.store.search_docs() if d["owner"] == user and (model == "records" or d["model"] == model)]
+    return _search(repo, request, docs, user_search=True, root=f"{repo.base(request)}/api/user/{model}")
+
+
+async def search_records(request: web.Request) -> web.Response:
+    repo = _repo(request)
+    model = _model(request)
+    user = repo.user(request)
+    docs = [
+        d
+        for d in repo.store.search_docs()
+        if d["model"] == model
+        and d["record"] is not None
+        and (d["record"]["access"].get("record") != "restricted" or d["owner"] == user)
+    ]
+    return _search(repo, request, docs, user_search=False, root=f"{repo.base(request)}/api/{model}")
+
+
+def routes(model_pattern: str) -> list[web.RouteDef]:
+    coll = f"/api/{{coll:{model_pattern}}}"
+    item = coll + "/{id}"
+    return [
+        web.get("/api/user/records", search_user_records),
+        web.get(f"/api/user/{{coll:{model_pattern}}}", search_user_records),
+        web.post(coll, create_draft),
+        web.get(coll, search_records),
+        web.get(item, read_record),
+        web.get(item + "/draft", read_draft),
+        web.put(item + "/draft", update_draft),
+        web.delete(item + "/draft", discard_draft),
+        web.post(item + "/draft", edit_record),
+        web.post(item + "/draft/actions/publish", publish),
+        web.post(item + "/draft/actions/files-import", import_files),
+        web.post(item + "/versions", new_version),
+        web.get(item + "/versions", list_versions),
+        web.get(item + "/versions/latest", latest_version),
+    ]
