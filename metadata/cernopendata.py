@@ -362,7 +362,8 @@ def _authors(record: Mapping[str, Any]) -> list[Person]:
     raw = record.get("authors")
     for item in raw if isinstance(raw, list) else []:
         entry = mapping(item)
-        name = text(entry.get("name"))
+        raw_name = entry.get("name")
+        name = text(raw_name) if isinstance(raw_name, str) else None
         if not name:
             continue
         family, _, given = name.partition(",")

@@ -23,6 +23,7 @@ _GROUP = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(_NUM)
+_COUNTER = re.compile(r"\b(?:run|period|phase|version|v)\s*$", re.IGNORECASE)
 # DELPHI abstracts: "done at ecms=91.25 , RAL", "ecm=91.2 GeV"; unit GeV when omitted.
 _ECMS = re.compile(rf"\becms?\s*[=:]\s*(?P<num>{_NUM})(?:\s*(?P<unit>[kmgtp]eV)\b)?", re.IGNORECASE)
 
@@ -76,7 +77,10 @@ def parse_energy(text: object) -> Energy | None:
     values: list[Decimal] = []
     for group in _GROUP.finditer(text):
         unit = group.group("unit")
-        for number in _NUMBER.findall(group.group("nums")):
+        numbers = _NUMBER.findall(group.group("nums"))
+        if _COUNTER.search(text, 0, group.start()):
+            numbers = numbers[1:]  # "Run 2, 13 TeV": the 2 counts runs, it is no energy
+        for number in numbers:
             gev = _gev(number, unit)
             if gev is not None:
                 values.append(gev)

@@ -2,7 +2,7 @@
 
 Mapping (CERN record -> InvenioRDM):
 - resource_type: ``dataset``; documentation records (type.primary Documentation /
-  Supplementaries) become ``publication-other`` / ``publication-technicalnote``.
+  Supplementaries) become ``publication`` (manuals: ``publication-technicalnote``).
 - title, publisher (default "CERN Open Data Portal"), publication_date (EDTF, from
   date_published), dates (created, from date_created; several years -> an interval).
 - creators: the collaboration, organizational ("DELPHI" -> "DELPHI collaboration").
@@ -31,8 +31,8 @@ from metadata.schema import array, edtf, obj, opt, req, string, vocab
 from metadata.text import section_to_html
 
 # Stock resource types we may emit (a subset of the stock vocabulary).
-RESOURCE_TYPES = frozenset({"dataset", "publication-other", "publication-technicalnote"})
-_DOC_TYPES = {"manual": "publication-technicalnote", "logbook": "publication-other", "authors": "publication-other"}
+RESOURCE_TYPES = frozenset({"dataset", "publication", "publication-technicalnote"})
+_DOC_TYPES = {"manual": "publication-technicalnote", "logbook": "publication", "authors": "publication"}
 _SECTION_TYPES = {"Methodology": "methods", "Usage": "technical-info", "Note": "other"}
 
 
@@ -41,7 +41,7 @@ def resource_type(src: SourceRecord) -> str:
         for word in src.type_secondary:
             if word.casefold() in _DOC_TYPES:
                 return _DOC_TYPES[word.casefold()]
-        return "publication-other"
+        return "publication"
     return "dataset"
 
 
