@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -260,12 +260,11 @@ class SourceRecord:
     size: int | None
     collision_type: str | None
     energy: Energy | None
-    energy_source_text: str | None  # the portal's own energy text, when parsed from it
+    energy_text: str | None  # how to show the energy: the portal's text, or the ecms value
     sections: list[Section]
     relations: list[Relation]
     authors: list[Person]
     has_files: bool
-    notes: list[str] = field(default_factory=list)  # what was defaulted or dropped, and why
 
     @property
     def url(self) -> str | None:
@@ -376,10 +375,19 @@ def _has_files(record: Mapping[str, Any]) -> bool:
     return bool(isinstance(files, list) and files) or bool(isinstance(indices, list) and indices)
 
 
+def _energy_text(source: str | None, energy: Energy | None) -> str | None:
+    """The portal's text when it was used; unparsed text only when it has a number in it
+    ("13" without a unit is still worth showing, "unknown" is not)."""
+    if source is None:
+        return energy.text if energy else None
+    if energy is not None or re.search(r"\d", source):
+        return source
+    return None
+
+
 def read(record: Any) -> SourceRecord:
     """Read a portal record; raises InputError only when it is not a JSON object at all."""
     r = unwrap(record)
-    notes: list[str] = []
     ctype = mapping(r.get("type"))
     collision = mapping(r.get("collision_information"))
     distribution = mapping(r.get("distribution"))
@@ -400,8 +408,6 @@ def read(record: Any) -> SourceRecord:
     if ecms is not None:
         energy = ecms
         source_energy_text = None
-    elif source_energy_text and energy is None:
-        notes.append(f"collision energy {source_energy_text!r} has no number with a unit; kept as text only")
 
     published_raw = text(r.get("date_published"))
     published = edtf_date(r.get("date_published"))
@@ -434,10 +440,9 @@ def read(record: Any) -> SourceRecord:
         size=_count(distribution.get("size")),
         collision_type=text(collision.get("type")),
         energy=energy,
-        energy_source_text=source_energy_text if energy is not None else None,
+        energy_text=_energy_text(source_energy_text, energy),
         sections=sections,
         relations=_relations(r),
         authors=_authors(r),
         has_files=_has_files(r),
-        notes=notes,
     )

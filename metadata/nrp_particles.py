@@ -9,8 +9,8 @@ Mapping (CERN record -> particles metadata), beyond the seed uploader's table:
   each link list rendered as ``<a>`` items.
 - collision_information: ``{type, energy, energy_min, energy_max, energy_unit}``; numbers
   in GeV parsed from "181-210 GeV" / "7 TeV" / "0.9-13 TeV"; an ``ecms=`` value in the
-  abstract wins (then ``energy`` shows that value). Unparseable text is kept in ``energy``
-  without numbers.
+  abstract wins (then ``energy`` shows that value). Text without a unit ("13") is kept
+  in ``energy`` without numbers (no guessing GeV vs TeV); "unknown" is dropped.
 - dataset_type: collision / simulated / other (type.secondary, then type.primary).
 - file_types: distribution formats + "json", lowercased, once each.
 - rights: cc0-1.0 (other SPDX ids lowercased; unknown ones as a free title); none when
@@ -38,8 +38,8 @@ DATASET_TYPES = ("collision", "simulated", "other")
 def collision_information(src: SourceRecord) -> dict[str, Any]:
     info: dict[str, Any] = {}
     rdm.put(info, "type", src.collision_type)
+    rdm.put(info, "energy", src.energy_text)
     if src.energy is not None:
-        info["energy"] = src.energy_source_text or src.energy.text
         info["energy_min"] = src.energy.minimum
         info["energy_max"] = src.energy.maximum
         info["energy_unit"] = src.energy.unit

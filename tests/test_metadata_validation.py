@@ -94,12 +94,14 @@ def test_ecms_from_text(text: str, expected: float | None) -> None:
 
 def test_weird_energies_degrade_to_text_only() -> None:
     profile = get_profile("nrp-particles")
-    for text in ("unknown", "7 TeV", "0.9-13 TeV", "", "n/a GeV"):
+    for text in ("unknown", "7 TeV", "0.9-13 TeV", "", "n/a GeV", "13"):
         record = dict(MINIMAL, collision_information={"type": "pp", "energy": text})
         info = transform_and_validate(profile, record)["metadata"].get("collision_information", {})
         assert info.get("type") == "pp"
         if text == "unknown":
             assert "energy_min" not in info and "energy" not in info
+        if text == "13":
+            assert info["energy"] == "13" and "energy_min" not in info
         if text == "0.9-13 TeV":
             assert (info["energy_min"], info["energy_max"], info["energy"]) == (900.0, 13000.0, "0.9-13 TeV")
 
