@@ -196,6 +196,21 @@ def _prepare_append(zf: zipfile.ZipFile, job: BundleJob) -> list[EntryRecord]:
     return sorted(kept, key=lambda e: order[e.name])
 
 
+def _open_old(job: BundleJob) -> zipfile.ZipFile:
+    """The damaged/old bundle whose entries stand in for originals that are gone."""
+    assert job.old_bundle is not None
+    try:
+        return zipfile.ZipFile(job.old_bundle)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        gone = [m.key for m in job.members if m.source == "bundle"]
+        shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+        raise BundleCorrupt(
+            f"bundle {job.name} is unreadable ({exc}) and {len(gone)} of its files are gone from disk "
+            f"({shown}); download them again",
+            file=job.name,
+        ) from exc
+
+
 def write_bundle(job: BundleJob) -> BuiltBundle:
     """Write (build) or extend (append) one bundle, verify it, and return its digests."""
     final = Path(job.record_dir) / job.name
@@ -208,7 +223,7 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
         target.parent.mkdir(parents=True, exist_ok=True)
         fh = open(target, "w+b")  # noqa: SIM115
     scanner = TrailingScanner(str(target), where=job.name)
-    old = zipfile.ZipFile(job.old_bundle) if job.old_bundle and not append else None
+    old = _open_old(job) if job.old_bundle and not append else None
     records: list[MemberRecord] = []
     by_key = {m.key: m for m in job.members}
     try:
