@@ -264,7 +264,6 @@ class SourceRecord:
     sections: list[Section]
     relations: list[Relation]
     authors: list[Person]
-    has_files: bool
 
     @property
     def url(self) -> str | None:
@@ -370,11 +369,6 @@ def _authors(record: Mapping[str, Any]) -> list[Person]:
     return out
 
 
-def _has_files(record: Mapping[str, Any]) -> bool:
-    files, indices = record.get("files"), record.get("_file_indices")
-    return bool(isinstance(files, list) and files) or bool(isinstance(indices, list) and indices)
-
-
 def _energy_text(source: str | None, energy: Energy | None) -> str | None:
     """The portal's text when it was used; unparsed text only when it has a number in it
     ("13" without a unit is still worth showing, "unknown" is not)."""
@@ -444,5 +438,4 @@ def read(record: Any) -> SourceRecord:
         sections=sections,
         relations=_relations(r),
         authors=_authors(r),
-        has_files=_has_files(r),
     )

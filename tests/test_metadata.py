@@ -250,3 +250,8 @@ def test_api_wrapped_record_is_accepted(by_recid: dict[str, dict[str, Any]]) -> 
     wrapped = {"id": "81009", "created": "2024-01-01", "metadata": by_recid["81009"]}
     profile = get_profile("nrp-particles")
     assert profile.transform(wrapped) == profile.transform(by_recid["81009"])
+    # the pipeline's own model object works too
+    from ferry.model import Record
+
+    record = Record(recid="81009", metadata=by_recid["81009"])
+    assert profile.transform(record) == profile.transform(by_recid["81009"])  # type: ignore[arg-type]
