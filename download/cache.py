@@ -668,6 +668,13 @@ class PortalSearch:
                 yield hit
             if not hits or page * self.page_size >= reachable:
                 return
+            if len(hits) < self.page_size:
+                # The portal caps the page size below ours: page numbers no longer line up.
+                self.warnings.append(
+                    f"search q={query!r}: page {page} held {len(hits)} hits, not {self.page_size}; "
+                    "the portal caps the page size, use a smaller --page-size"
+                )
+                return
             page += 1
             data = await self._get(query, page, self.page_size)
 
