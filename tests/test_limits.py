@@ -26,7 +26,7 @@ class FakeClock:
 
 async def test_rate_limiter_enforces_both_windows() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(5, 12, minute=60, hour=3600, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(5, 12, minute=60, hour=3600, margin_s=0.5, clock=clock, sleep=clock.sleep)
     stamps: list[float] = []
 
     async def request() -> None:
@@ -37,15 +37,15 @@ async def test_rate_limiter_enforces_both_windows() -> None:
     assert len(stamps) == 30
     assert stamps == sorted(stamps)
     for i, t in enumerate(stamps):
-        in_minute = [s for s in stamps if t <= s < t + 60]
-        in_hour = [s for s in stamps if t <= s < t + 3600]
+        in_minute = [s for s in stamps if t <= s < t + 60.5]  # margin included
+        in_hour = [s for s in stamps if t <= s < t + 3600.5]
         assert len(in_minute) <= 5, (i, in_minute)
         assert len(in_hour) <= 12, (i, in_hour)
     # The first five go at once; the minute window then holds the sixth for a minute.
     assert stamps[:5] == [1000.0] * 5
-    assert stamps[5] == pytest.approx(1060.0)
+    assert stamps[5] == pytest.approx(1060.5)
     # The hour window: the 13th request waits for the first one to leave the hour.
-    assert stamps[12] == pytest.approx(1000.0 + 3600)
+    assert stamps[12] == pytest.approx(1000.0 + 3600.5)
     assert limiter.acquired == 30
 
 

@@ -87,6 +87,7 @@ class RateLimiter:
         *,
         minute: float = 60.0,
         hour: float = 3600.0,
+        margin_s: float = 0.1,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -94,7 +95,12 @@ class RateLimiter:
             raise ValueError("RateLimiter needs per_minute > 0 and per_hour > 0")
         self._clock = clock
         self._sleep = sleep
-        self._windows = (_Window(per_minute, minute, clock), _Window(per_hour, hour, clock))
+        # The server counts arrivals, we count departures: network jitter can bring two
+        # requests closer on its side. ``margin_s`` widens our windows to absorb that.
+        self._windows = (
+            _Window(per_minute, minute + margin_s, clock),
+            _Window(per_hour, hour + margin_s, clock),
+        )
         self._lock = asyncio.Lock()
         self._paused_until = 0.0
         self.acquired = 0  # total requests let through (stats)
