@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from figs.sankey import sankey_figure, write_sankey_html
 from stats.load import runs, terminal
 from stats.summary import error_table
-from stats.timeline import in_flight, intervals, origin, throughput_series
+from stats.timeline import in_flight, intervals, sessions, span_seconds, throughput_series
 
 # One colour per stage, the same in every figure.
 STAGE_COLORS = {
@@ -62,10 +62,29 @@ def time_unit(span_s: float) -> tuple[float, str]:
 
 
 def _span(frame: pd.DataFrame) -> float:
-    t0 = origin(frame)
-    if t0 is None:
-        return 0.0
-    return float((frame[["start", "end"]].max(axis=1).max() - t0).total_seconds())
+    return span_seconds(frame)
+
+
+def _time_axis(ax: Axes, frame: pd.DataFrame, div: float, unit: str, *, label: bool = True) -> None:
+    """Label an elapsed-time axis; with several sessions, mark where each one starts."""
+    parts = sessions(frame)
+    if label:
+        text = f"time since run start ({unit})"
+        if len(parts) > 1:
+            text = f"run time ({unit}; idle time between runs left out, dashed lines: a later run starts)"
+        ax.set_xlabel(text)
+    for part in parts[1:]:
+        ax.axvline(part.offset / div, color="#555555", linestyle="--", linewidth=1)
+        ax.text(
+            part.offset / div,
+            1.0,
+            f" {part.runs[0]} ({part.start:%Y-%m-%d %H:%M})",
+            transform=ax.get_xaxis_transform(),
+            ha="left",
+            va="top",
+            fontsize=8,
+            color="#555555",
+        )
 
 
 def _empty(ax: Axes, text: str) -> None:
@@ -93,7 +112,7 @@ def throughput_figure(frame: pd.DataFrame, stages: Sequence[str] = TRANSFER_STAG
         ax.stairs(series["mbps"], edges, label=stage, color=STAGE_COLORS.get(stage), linewidth=1.5)
         drawn += 1
     if drawn:
-        ax.set_xlabel(f"time since run start ({unit})")
+        _time_axis(ax, frame, div, unit)
         ax.set_ylabel(f"throughput (MB/s, mean over {series.attrs['bin_s']:g} s bins)")
         ax.set_ylim(bottom=0)
         ax.legend(title="stage")
@@ -153,7 +172,8 @@ def concurrency_figure(frame: pd.DataFrame, stages: Sequence[str] = TRANSFER_STA
         ax_files.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax_files.legend(title="stage", loc="upper right")
         ax_bytes.set_ylabel("bytes in flight (MB)")
-        ax_bytes.set_xlabel(f"time since run start ({unit})")
+        _time_axis(ax_bytes, frame, div, unit)
+        _time_axis(ax_files, frame, div, unit, label=False)
         for ax in (ax_files, ax_bytes):
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)

@@ -106,11 +106,12 @@ def sankey_figure(frame: pd.DataFrame, title: str = "") -> Figure:
     ax.set_ylim(-0.02 * top, top * 1.1)
     ax.set_axis_off()
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLORS.values()]
-    ax.legend(
+    fig.legend(
         handles,
         ["carried on", "failed", "skipped (already done)", "stopped (interrupted, dry run, draft)"],
-        loc="lower left",
-        fontsize=8,
+        loc="outside lower center",
+        ncols=4,
+        fontsize=9,
         frameon=False,
     )
     return fig

@@ -234,43 +234,12 @@ def final_record_status(frame: pd.DataFrame) -> pd.DataFrame:
     out = final.reindex(columns=[c for c in RECORD_COLUMNS if c != "derived"]).copy()
     out["status"] = out["status"].astype("string")
     out["derived"] = False
-    # Last start of each record event (the terminal row carries it too).
     missing = [r for r in rows["recid"].drop_duplicates() if r not in out.index]
     if missing:
         open_recids = set(open_events(rows)["recid"].dropna())
-        extra = []
-        for recid in missing:
-            mine = rows[rows["recid"] == recid]
-            mine_ends = terminal(mine)
-            run_id = mine["run_id"].iloc[-1]
-            if recid in open_recids:
-                status = INTERRUPTED
-                last = mine.iloc[-1]
-            else:
-                latest = mine_ends.groupby(["stage", "file"], observed=True, dropna=False).tail(1)
-                status = "failed" if (latest["status"] == "failed").any() else str(mine_ends["status"].iloc[-1])
-                last = mine_ends.iloc[-1]
-            failed = mine_ends[mine_ends["status"] == "failed"]
-            extra.append(
-                {
-                    "recid": recid,
-                    "status": status,
-                    "run_id": run_id,
-                    "start": mine["start"].min(),
-                    "end": mine["end"].max() if mine["end"].notna().any() else pd.NaT,
-                    "duration_s": float("nan"),
-                    "bytes": int(mine_ends.loc[mine_ends["status"] == "ok", "bytes"].fillna(0).sum()),
-                    "file_count": mine["file_count"].dropna().iloc[-1] if mine["file_count"].notna().any() else pd.NA,
-                    "zip_used": bool((mine_ends["stage"] == "zip").any() and (mine_ends["status"] != "skipped").any())
-                    if (mine_ends["stage"] == "zip").any()
-                    else pd.NA,
-                    "error_type": failed["error_type"].iloc[-1] if len(failed) else last["error_type"],
-                    "error": failed["error"].iloc[-1] if len(failed) else last["error"],
-                    "reason": last["reason"],
-                    "derived": status != INTERRUPTED,
-                }
-            )
-        out = pd.concat([out, pd.DataFrame(extra).set_index("recid")])
+        groups = rows[rows["recid"].isin(missing)].groupby("recid", sort=False, observed=True)
+        derived = [_derived_record(groups.get_group(r), r in open_recids) for r in missing]
+        out = pd.concat([out, pd.DataFrame(derived, index=pd.Index(missing, name="recid"))])
     out = out.reindex(columns=list(RECORD_COLUMNS))
     out["status"] = out["status"].astype(statuses)
     for name in ("bytes", "file_count"):
@@ -285,6 +254,34 @@ def final_record_status(frame: pd.DataFrame) -> pd.DataFrame:
     out.index = out.index.astype("string")
     out.index.name = "recid"
     return out
+
+
+def _derived_record(mine: pd.DataFrame, is_open: bool) -> dict[str, Any]:
+    """The outcome of a recid that has no terminal ``record`` event, from its other rows."""
+    ends = terminal(mine)
+    if is_open or ends.empty:
+        status = INTERRUPTED
+    else:
+        latest = ends.groupby(["stage", "file"], observed=True, dropna=False).tail(1)
+        status = "failed" if (latest["status"] == "failed").any() else str(ends["status"].iloc[-1])
+    failed = ends[ends["status"] == "failed"]
+    last = failed.iloc[-1] if len(failed) else (ends.iloc[-1] if len(ends) else mine.iloc[-1])
+    zips = ends[ends["stage"] == "zip"]
+    counts = mine["file_count"].dropna()
+    return {
+        "status": status,
+        "run_id": mine["run_id"].iloc[-1],
+        "start": mine["start"].min(),
+        "end": mine["end"].max(),
+        "duration_s": float("nan"),
+        "bytes": int(ends.loc[(ends["status"] == "ok") & (ends["stage"] == "upload"), "bytes"].fillna(0).sum()),
+        "file_count": counts.iloc[-1] if len(counts) else pd.NA,
+        "zip_used": bool((zips["status"] == "ok").any()) if len(zips) else pd.NA,
+        "error_type": last["error_type"] if len(failed) else pd.NA,
+        "error": last["error"] if len(failed) else pd.NA,
+        "reason": last["reason"],
+        "derived": status != INTERRUPTED,
+    }
 
 
 def union_seconds(starts: pd.Series, ends: pd.Series) -> float:
