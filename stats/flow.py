@@ -56,6 +56,13 @@ def _outcome(events: pd.DataFrame, stage: str, opened: set[str]) -> str | None:
     return None
 
 
+def _zip_declined(events: pd.DataFrame) -> bool:
+    """True when the latest zip events say the record was not zipped (``zip_used`` false)."""
+    zips = events[(events["stage"] == "zip") & (events["status"] == "ok")]
+    used = zips.groupby("file", dropna=False, sort=False).tail(1)["zip_used"]
+    return bool(len(used)) and bool(used.eq(False).fillna(False).all())
+
+
 def record_path(status: str, error_type: str | None, events: pd.DataFrame, opened: set[str]) -> list[Node]:
     """The nodes one record passes through, given its final status and its terminal
     work events (of the run that decided its status) and the stages it left open."""
@@ -87,9 +94,13 @@ def record_path(status: str, error_type: str | None, events: pd.DataFrame, opene
 
     # Layer 2: zip or not.
     zipped = out("zip")
-    later = any(out(s) is not None for s in ("transform", "upload", "verify", "publish"))
+    if zipped == "ok" and _zip_declined(events):
+        zipped = "skipped"  # the zipper ran and decided against zipping (zip_used false)
+    later = any(out(s) is not None for s in ("upload", "verify", "publish"))
     if zipped == "failed":
         return [*path, Node(2, "zip failed", FAILED)]
+    if zipped is None and out("transform") == "failed":
+        return [*path, Node(2, "transform failed", FAILED)]  # the metadata failed before any zip decision
     if zipped == "ok":
         path.append(Node(2, "zipped", SUCCESS))
     elif zipped == "skipped" or later or status == "ok":

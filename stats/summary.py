@@ -26,6 +26,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _is(values: pd.Series, flag: bool) -> pd.Series:
+    """Nullable boolean column equal to ``flag`` (NA counts as neither)."""
+    return values.eq(flag).fillna(False).astype(bool)
+
+
 def error_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Each failure counted once, where it happened: failed work events, plus failed
     ``record`` events of records with no failed work event (e.g. a record with no files).
@@ -69,6 +74,8 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     done = final[final["status"].isin(["ok", "failed"])]
     zip_ends = terminal(frame)
     zip_ends = zip_ends[zip_ends["stage"] == "zip"]
+    ok_zip = (zip_ends["status"] == "ok").to_numpy()
+    declined = _is(zip_ends["zip_used"], False).to_numpy()
     slow = final[final["duration_s"].notna()].sort_values("duration_s", ascending=False).head(top)
     return {
         "runs": [{k: _clean(v) for k, v in row.items()} for row in run_table.to_dict("records")],
@@ -82,11 +89,12 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
             },
         },
         "zip": {
-            "records_zipped": int((done["zip_used"] == True).sum()),  # noqa: E712 - nullable boolean
-            "records_not_zipped": int((done["zip_used"] == False).sum()),  # noqa: E712
-            "zip_ok": int((zip_ends["status"] == "ok").sum()),
+            "records_zipped": int(_is(done["zip_used"], True).sum()),
+            "records_not_zipped": int(_is(done["zip_used"], False).sum()),
+            "zip_ok": int((ok_zip & ~declined).sum()),
             "zip_failed": int((zip_ends["status"] == "failed").sum()),
-            "zip_skipped": int((zip_ends["status"] == "skipped").sum()),
+            # A zip event ``ok`` with ``zip_used`` false is a decision against zipping.
+            "zip_skipped": int(((zip_ends["status"] == "skipped") | (ok_zip & declined)).sum()),
         },
         "errors": [{k: _clean(v) for k, v in row.items()} for row in error_table(frame).head(top).to_dict("records")],
         "open_events": len(open_events(frame)),

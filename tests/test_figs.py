@@ -83,6 +83,29 @@ def test_sankey_flows_of_merged_runs_and_dry_runs(tmp_path: Path) -> None:
     assert dict(zip(nodes["id"], nodes["ends"], strict=True)) == {"0:selected": 0, "1:dry run": 3}
 
 
+def test_sankey_reads_zip_decisions_and_early_transform_failures(tmp_path: Path) -> None:
+    """As upload/pipeline.py writes them: the zipper's event is ``ok`` with ``zip_used``
+    false when it decides against zipping; the transform may fail before any zip."""
+    with StatsWriter(tmp_path, run_id="pipe") as stats:
+        for recid, zip_used in (("1", False), ("2", True)):
+            rec = stats.open("record", recid)
+            stats.open("download", recid, "a.root", bytes=5).close("ok")
+            stats.open("transform", recid).close("ok")
+            stats.open("zip", recid).close("ok", zip_used=zip_used, reason="policy")
+            stats.open("upload", recid, "a.root", bytes=5).close("ok")
+            rec.close("ok", zip_used=zip_used)
+        rec = stats.open("record", "3")
+        stats.open("download", "3", "a.root", bytes=5).close("ok")
+        stats.open("transform", "3").close("failed", error="metadata.title missing")
+        rec.close("failed", error="metadata.title missing")
+    frame = load(tmp_path)
+    assert_flows_add_up(frame)
+    ends = record_paths(frame)["end"].to_dict()
+    assert ends == {"1": "4:not published (draft)", "2": "4:not published (draft)", "3": "2:transform failed"}
+    assert record_paths(frame).loc["1", "path"][2] == "2:not zipped"
+    assert record_paths(frame).loc["2", "path"][2] == "2:zipped"
+
+
 def test_in_flight_and_throughput_series() -> None:
     frame = load(DATA / "run-a")
     steps = in_flight(frame, "upload")

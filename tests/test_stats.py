@@ -167,6 +167,22 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
         load(tmp_path / "notes.txt")
 
 
+def test_zip_decisions_in_the_summary(tmp_path: Path) -> None:
+    with StatsWriter(tmp_path, run_id="z") as stats:
+        stats.open("zip", "1").close("ok", zip_used=False, reason="3 files <= 20")
+        stats.open("zip", "2").close("ok", zip_used=True, file_count=40)
+        stats.record("zip", "skipped", "3", reason="2 files <= 20")
+        for recid, used in (("1", False), ("2", True), ("3", False)):
+            stats.record("record", "ok", recid, zip_used=used)
+    assert summarize(load(tmp_path))["zip"] == {
+        "records_zipped": 1,
+        "records_not_zipped": 2,
+        "zip_ok": 1,
+        "zip_failed": 0,
+        "zip_skipped": 2,
+    }
+
+
 def test_union_seconds() -> None:
     t = pd.Timestamp("2025-01-01T00:00:00Z")
     s = pd.to_timedelta
