@@ -1,0 +1,281 @@
+"""The local sandbox: XRootD + generated data + portal stand-in, started and stopped together.
+
+``async with Sandbox(workdir, recids=[...]) as sb:`` gives ``sb.xrootd_url``,
+``sb.portal_url``, ``sb.records`` (fixture format, rewritten to local URIs),
+``sb.records_file`` (the same as a JSON array, for ``ferry download --records``) and
+``sb.data_root``. ``run_in_thread`` runs a sandbox on its own event loop in a thread,
+for callers that are not async (pytest session fixtures, scripts).
+
+Layout of the workdir::
+
+    WORKDIR/data/eos/opendata/...   the tree xrootd and the portal's HTTP mirror serve
+    WORKDIR/records.json            the rewritten records
+    WORKDIR/xrootd/                 xrootd config, admin socket, log
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sandbox.cases import CASES, build_cases
+from sandbox.datagen import DataGenerator, Scale, mirror_records
+from sandbox.portal import Portal, start_portal
+from sandbox.xrootd import XRootDServer, check_readable_by, grant_traverse, pick_run_user
+
+log = logging.getLogger(__name__)
+
+# A handful of small/medium real DELPHI records (conditions database and 1991/1992 data
+# sets, ~4.6 GB in reality): at the default scale the demo moves ~90 MB.
+DEFAULT_RECIDS: tuple[str, ...] = ("80509", "81045", "81042", "81002", "81008")
+DEFAULT_SCALE = Scale(factor=0.02, minimum=1024, maximum=64 * 1024 * 1024)
+BUNDLED_RECORDS = Path(__file__).resolve().parent / "data" / "delphi_sample_records.json"
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cernopendata" / "records"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be set up (unknown recid, unreadable records, server start-up)."""
+
+
+def records_sources() -> list[Path]:
+    """Where fixture records are looked up: $FERRY_FIXTURES, ../shared fixtures, the bundled sample."""
+    paths: list[Path] = []
+    env = os.environ.get("FERRY_FIXTURES")
+    if env:
+        paths.append(Path(env))
+    if SHARED_FIXTURES.is_dir():
+        paths.append(SHARED_FIXTURES)
+    paths.append(BUNDLED_RECORDS)
+    return paths
+
+
+def load_records(sources: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Records by recid from JSON array files or directories of them (first source wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for src in sources:
+        files = sorted(src.glob("*.json")) if src.is_dir() else [src]
+        for path in files:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise SandboxError(f"cannot read records from {path}: {exc}") from exc
+            if not isinstance(data, list):
+                raise SandboxError(f"{path} is not a JSON array of records")
+            for rec in data:
+                if isinstance(rec, dict) and "recid" in rec:
+                    out.setdefault(str(rec["recid"]), rec)
+    return out
+
+
+def select_records(recids: Sequence[str], sources: Iterable[Path] | None = None) -> list[dict[str, Any]]:
+    available = load_records(records_sources() if sources is None else sources)
+    missing = [r for r in recids if r not in available]
+    if missing:
+        raise SandboxError(
+            f"record(s) {', '.join(missing)} not found in the fixture records "
+            f"({', '.join(str(p) for p in (records_sources() if sources is None else sources))})"
+        )
+    return [available[r] for r in recids]
+
+
+class Sandbox:
+    """XRootD + synthetic data + portal stand-in on 127.0.0.1, as one async context manager."""
+
+    def __init__(
+        self,
+        workdir: Path | str | None = None,
+        *,
+        recids: Sequence[str] = DEFAULT_RECIDS,
+        records: Sequence[dict[str, Any]] | None = None,
+        scale: Scale = DEFAULT_SCALE,
+        with_cases: bool = False,
+        max_files_per_record: int | None = None,
+        seed: int = 1,
+        portal_port: int = 0,
+        xrootd_port: int | None = None,
+    ) -> None:
+        self._workdir_arg = Path(workdir) if workdir is not None else None
+        self.recids = tuple(str(r) for r in recids)
+        self._records_arg = list(records) if records is not None else None
+        self.scale = scale
+        self.with_cases = with_cases
+        self.max_files_per_record = max_files_per_record
+        self.seed = seed
+        self.portal_port = portal_port
+        self.xrootd_port = xrootd_port
+        self.workdir = Path()
+        self.xrootd: XRootDServer | None = None
+        self.portal: Portal | None = None
+        self.records: list[dict[str, Any]] = []
+        self.cases: dict[str, str] = {}
+        self._own_workdir = False
+
+    # --- what callers use ------------------------------------------------------------------
+
+    @property
+    def data_root(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def records_file(self) -> Path:
+        return self.workdir / "records.json"
+
+    @property
+    def xrootd_url(self) -> str:
+        assert self.xrootd is not None, "sandbox not started"
+        return self.xrootd.url
+
+    @property
+    def portal_url(self) -> str:
+        assert self.portal is not None, "sandbox not started"
+        return self.portal.url
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> Sandbox:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        self._prepare_workdir()
+        source = self._records_arg if self._records_arg is not None else select_records(self.recids)
+        self.xrootd = XRootDServer(self.data_root, port=self.xrootd_port, run_dir=self.workdir / "xrootd")
+        await asyncio.to_thread(self.xrootd.start)
+        # Data generation is disk-bound and blocking: a worker thread keeps the loop free.
+        self.records = await asyncio.to_thread(self._generate, source, self.xrootd.url)
+        self.records_file.write_text(json.dumps(self.records, indent=1, ensure_ascii=False))
+        self.portal = await start_portal(self.records, data_root=self.data_root, port=self.portal_port)
+        # --- REPOSITORY HOOK ------------------------------------------------------------------
+        # The sandbox InvenioRDM/NRP repository (sandbox/repository*.py) is started here
+        # later, next to the source side, and stopped in stop(); not wired in yet.
+        # ---------------------------------------------------------------------------------------
+        log.info("sandbox up: xrootd %s, portal %s, %d records", self.xrootd_url, self.portal_url, len(self.records))
+
+    def _generate(self, source: Sequence[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
+        gen = DataGenerator(self.data_root, seed=self.seed)
+        out = mirror_records(
+            source, gen, base_url=base_url, scale=self.scale, max_files_per_record=self.max_files_per_record
+        )
+        if self.with_cases:
+            out.extend(build_cases(gen, base_url))
+            self.cases = dict(CASES)
+        return out
+
+    def _prepare_workdir(self) -> None:
+        if self._workdir_arg is None:
+            # World-searchable so the unprivileged xrootd user can enter it.
+            self.workdir = Path(tempfile.mkdtemp(prefix="ferry-sandbox-"))
+            os.chmod(self.workdir, 0o755)
+            self._own_workdir = True
+        else:
+            self.workdir = self._workdir_arg.resolve()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_root.mkdir(exist_ok=True)
+        os.chmod(self.data_root, 0o755)
+        check_readable_by(self.data_root, pick_run_user())
+
+    async def stop(self) -> None:
+        # --- REPOSITORY HOOK: stop the repository here (before the source side). ---
+        portal, self.portal = self.portal, None
+        if portal is not None:
+            await portal.stop()
+        xrd, self.xrootd = self.xrootd, None
+        if xrd is not None:
+            await asyncio.to_thread(xrd.stop)
+        if self._own_workdir and self.workdir != Path():
+            await asyncio.to_thread(shutil.rmtree, self.workdir, True)
+
+    async def __aenter__(self) -> Sandbox:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class SandboxThread:
+    """Runs a ``Sandbox`` on a private event loop in a daemon thread (for sync callers).
+
+    The portal must live on a loop that keeps running while the caller's own loops come
+    and go (pytest gives each test its own), hence a thread rather than the caller's loop.
+    """
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ferry-sandbox", daemon=True)
+
+    def start(self, timeout: float = 120.0) -> Sandbox:
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.sandbox.start(), self._loop).result(timeout)
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        return self.sandbox
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run a plain function on the sandbox loop (e.g. ``portal.fail_next``), wait for it."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        try:
+            if self._thread.is_alive():
+                asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self._loop).result(timeout)
+        finally:
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+
+@contextlib.contextmanager
+def run_in_thread(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """``with run_in_thread(Sandbox(...)) as sb:`` -- started on entry, stopped on exit."""
+    runner = SandboxThread(sandbox)
+    started = runner.start()
+    try:
+        yield started
+    finally:
+        runner.stop()
+
+
+def prepare_shared_dir(path: Path) -> Path:
+    """Make ``path`` (e.g. a pytest tmp dir, mode 0700 chain) enterable by the xrootd user.
+
+    Adds only the search bit, and only on directories inside the system temp dir; returns
+    ``path`` or raises ``SandboxError`` if that is not enough.
+    """
+    user = pick_run_user()
+    if user is None:
+        return path
+    with contextlib.suppress(Exception):
+        check_readable_by(path, user, need_list=False)
+        return path
+    try:
+        changed = grant_traverse(path, below=Path(tempfile.gettempdir()))
+    except Exception as exc:
+        raise SandboxError(str(exc)) from exc
+    log.debug("granted o+x on %s for xrootd user %s", [str(c) for c in changed], user)
+    check_readable_by(path, user, need_list=False)
+    return path
