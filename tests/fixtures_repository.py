@@ -14,6 +14,7 @@ tests while the repository keeps running, and so that `restart()` really restart
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import select
 import subprocess
@@ -36,7 +37,8 @@ def _flag(name: str, value: Any) -> list[str]:
         value = "true" if value else "false"
     elif isinstance(value, list | tuple):
         value = ",".join(str(v) for v in value)
-    return [f"--{name.replace('_', '-')}", str(value)]
+    # "--flag=value": values may start with "-" (tokens, negative numbers)
+    return [f"--{name.replace('_', '-')}={value}"]
 
 
 @dataclass
@@ -102,7 +104,7 @@ def _spawn(
 ) -> tuple[subprocess.Popen[bytes], str]:
     cmd = [sys.executable, "-m", "sandbox.repository", "--data", str(data_dir), "--port", str(port)]
     for token in tokens:
-        cmd += ["--token", token]
+        cmd.append(f"--token={token}")
     for name, value in options.items():
         cmd += _flag(name, value)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +116,7 @@ def _spawn(
     while time.monotonic() < deadline and not line.endswith(b"\n"):
         ready, _, _ = select.select([proc.stdout], [], [], 0.1)
         if ready:
-            byte = proc.stdout.read(1)
+            byte = os.read(proc.stdout.fileno(), 1)  # unbuffered: select() sees the fd only
             if not byte:
                 break
             line += byte
