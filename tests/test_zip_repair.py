@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from download.manifest import load_manifest, manifest_path
-from ferry.errors import VerificationError
+from ferry.errors import InputError, VerificationError
 from tests.test_zip import make_record, put_file, small_files
 from upload.zip_format import EMBEDDED_NAME, parse_embedded
 from upload.zip_policy import ZipPolicy
@@ -219,3 +219,26 @@ async def test_zipping_switched_off_with_originals_present(tmp_path: Path, pool:
     assert not result.zipped and result.upload_keys == sorted(files)
     assert not list(rec.glob("9_bundle*")) and not is_zipped(load_manifest(rec))
     assert upload_keys(load_manifest(rec)) == sorted(files)
+
+
+async def test_new_file_after_originals_deleted_rebuilds_from_bundle(tmp_path: Path, pool: ProcessPoolExecutor) -> None:
+    files = small_files(25)
+    rec = make_record(tmp_path, "10", files)
+    await zip_record(rec, "10", policy=ZipPolicy(), executor=pool, delete_originals=True)
+    (rec / ".ferry" / "10_bundle.zip.partial").write_bytes(b"left by a killed run")
+    manifest = load_manifest(rec)
+    put_file(rec, manifest, "late.dat", b"late")
+    manifest.save()
+    # Appending in place would risk the only copy of 25 files on a crash: rebuilt beside it instead.
+    result = await zip_record(rec, "10", policy=ZipPolicy(), executor=pool)
+    assert result.actions == ["rebuilt 10_bundle.zip (26 files, 1 new; originals gone, so not in place)"]
+    assert all_contents(rec) == {**files, "late.dat": b"late"}
+    assert not list((rec / ".ferry").glob("*.partial"))
+    assert_recorded(rec, "10")
+
+
+async def test_bundle_names_reserved(tmp_path: Path, pool: ProcessPoolExecutor) -> None:
+    rec = make_record(tmp_path, "11", {**small_files(22), "11_bundle.zip": b"a source file by that name"})
+    with pytest.raises(InputError, match=r"11_bundle\.zip has the name of a zip bundle"):
+        await zip_record(rec, "11", policy=ZipPolicy(), executor=pool)
+    assert (rec / "11_bundle.zip").read_bytes() == b"a source file by that name"

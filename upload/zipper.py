@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from download.manifest import Manifest, ManifestEntry, load_manifest
+from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
 from ferry.checksums import MultiHasher
 from ferry.errors import FerryError, InputError, NoFilesError
 from ferry.model import inside, safe_relpath
 from stats.events import StatsWriter
 from upload.zip_format import (
+    EMBEDDED_NAME,
     MemberRecord,
     bundle_index,
     is_zip_output,
@@ -112,8 +113,13 @@ def is_zipped(manifest: Manifest) -> bool:
 
 
 def data_keys(manifest: Manifest) -> list[str]:
-    """The record's own files (everything but our bundles and bundle manifest)."""
-    return sorted(k for k, e in manifest.entries.items() if not _is_output(manifest.recid, k, e))
+    """The record's own files: not our bundles and bundle manifest, nothing under ``.ferry/``
+    (the metadata JSON lives there and is never zipped)."""
+    return sorted(
+        k
+        for k, e in manifest.entries.items()
+        if not _is_output(manifest.recid, k, e) and k.split("/", 1)[0] != META_DIR
+    )
 
 
 def bundled_keys(manifest: Manifest) -> set[str]:
@@ -233,7 +239,15 @@ class _Zipper:
         if self.dry_run:
             result.upload_keys = [*plan, manifest_name(self.recid)]
             return result
-        built = await asyncio.gather(*(self._execute(a) for a in actions if a.kind in ("build", "rebuild", "append")))
+        await asyncio.to_thread(self._clear_partials)
+        # Wait for every bundle, failed or not, so no worker still writes when we return.
+        outcomes = await asyncio.gather(
+            *(self._execute(a) for a in actions if a.kind in ("build", "rebuild", "append")), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
+        built = [o for o in outcomes if isinstance(o, BuiltBundle)]
         done = {b.name: b for b in built}
         result.bytes_written = sum(b.size for b in built)
         for a in actions:
@@ -247,6 +261,11 @@ class _Zipper:
         return result
 
     # --- gathering facts ---
+
+    def _clear_partials(self) -> None:
+        """Half-written bundles a killed run left behind (never renamed, never trusted)."""
+        for path in (self.dir / META_DIR).glob(f"{self.recid}_bundle*.zip.partial"):
+            path.unlink(missing_ok=True)
 
     def _beside_state(self) -> dict[str, list[MemberRecord]] | None:
         path = self.dir / manifest_name(self.recid)
@@ -286,6 +305,8 @@ class _Zipper:
         out: dict[str, Member] = {}
         for key in data_keys(manifest):
             e = manifest.entries[key]
+            if is_zip_output(self.recid, key) or key == EMBEDDED_NAME:
+                raise InputError(f"file {key} has the name of a zip bundle or bundle manifest", file=key)
             if "md5" not in e.checksums or "adler32" not in e.checksums:
                 raise InputError(f"manifest entry {key} lacks md5/adler32; download it again", file=key)
             out[key] = Member(key, e.size, e.checksums["md5"], e.checksums["adler32"], e.mtime_ns, self._original(e))
