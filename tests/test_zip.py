@@ -223,3 +223,10 @@ def test_cli_zip_failures_are_named(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_:  # argparse: usage error
         main(["zip", "43", "--dest", str(tmp_path), "--threshold", "0"])
     assert exit_.value.code == 2
+
+
+def test_huge_file_only_matters_when_zipping() -> None:
+    files = [("a", 5000), ("b", 9 * 10**9)]
+    assert not decide_zip(files, max_bundle_size=10**6).zip  # not zipped: the bundle limit is irrelevant
+    with pytest.raises(QuotaError, match="file b"):
+        decide_zip(files, force=True, max_bundle_size=10**6)

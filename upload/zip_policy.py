@@ -140,9 +140,10 @@ def decide_zip(
     total = sum(size for _, size in files)
     sizes = sorted(size for _, size in files)
     limit = min(threshold, max_files)
-    bundles = len(split(files, max_bundle_size)) if max_bundle_size and files else (1 if files else 0)
 
     def yes(reason: str) -> ZipDecision:
+        # Only a record being zipped has to fit into bundles (raises QuotaError naming a file that cannot).
+        bundles = len(split(files, max_bundle_size)) if max_bundle_size else 1
         if bundles + 1 > max_files:
             raise QuotaError(
                 f"{count} files ({total} bytes) need {bundles} bundles plus their manifest, "
