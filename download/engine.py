@@ -1,0 +1,604 @@
+"""Download policy, in one place: where files go, resume, verification, retries, manifest.
+
+For each file of a record (``DEST/<recid>/<key>``):
+
+1. A file already under its final name whose size and mtime match the manifest is trusted
+   (no read, no write). Otherwise it is hashed; if size and checksum match the source it
+   is kept (and entered in the manifest), else it is removed and fetched again.
+2. Bytes go to ``<key>.part``. An existing ``.part`` is continued only after its prefix is
+   hashed; if the finished file then fails verification, the prefix was bad and the file
+   is fetched again from byte 0 (not counted as a source mismatch).
+3. Size and checksum (the source's algorithm, plus adler32 and md5 for the manifest and
+   uploads) are computed while the bytes stream in. Only a verified file is renamed to its
+   final name: a file that failed never exists under it.
+4. Transient errors are retried with backoff and jitter (``ferry.retry``); a checksum
+   mismatch from the source is retried once, then the file fails naming record, file,
+   expected and actual values. Other files of the record go on.
+
+The manifest is saved atomically, at most every ``MANIFEST_SAVE_INTERVAL`` seconds while a
+record runs and once at its end, and only when something changed: a re-run of a complete
+download reads no data file and writes nothing. A crash between saves only costs a
+re-hash of the files the manifest missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from download.base import ByteFetcher, Source
+from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
+from download.sink import ByteBudget, FileSink, lanes_for, prefix_hashers
+from download.transport import Transport
+from ferry.checksums import Checksum
+from ferry.config import Limits
+from ferry.errors import FerryError, SourceError, VerificationError, is_retryable
+from ferry.model import FileEntry, Record, inside, safe_relpath
+from ferry.progress import NullProgress, ProgressSink
+from ferry.retry import RetryPolicy, retry
+from stats.events import StatsWriter
+
+log = logging.getLogger(__name__)
+
+BASE_ALGORITHMS = ("adler32", "md5")  # always computed: adler32 for CERN, md5 for uploads
+MANIFEST_SAVE_INTERVAL = 2.0
+RECORD_JSON = "record.json"
+PART_SUFFIX = ".part"
+
+FileStatus = Literal["ok", "failed", "skipped", "dry-run"]
+
+
+@dataclass
+class FileResult:
+    key: str
+    path: Path
+    size: int | None
+    status: FileStatus
+    # fetched | resumed | refetched | trusted (manifest) | verified on disk |
+    # plan: fetch | resume | check | skip | failed
+    action: str
+    checksums: dict[str, str] = field(default_factory=dict)
+    bytes_transferred: int = 0
+    attempts: int = 0
+    error: FerryError | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status in ("ok", "skipped")
+
+
+@dataclass
+class RecordResult:
+    recid: str
+    record_dir: Path
+    files: list[FileResult] = field(default_factory=list)
+    error: FerryError | None = None  # the record as a whole failed (resolution, unsafe path...)
+    record: Record | None = None
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        good: tuple[str, ...] = ("dry-run",) if self.dry_run else ("ok", "skipped")
+        return self.error is None and all(f.status in good for f in self.files)
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def bytes_transferred(self) -> int:
+        return sum(f.bytes_transferred for f in self.files)
+
+    def error_lines(self) -> list[str]:
+        """One line per failure, naming the record and the file."""
+        lines = []
+        if self.error is not None:
+            err = self.error
+            lines.append(str(err) if err.recid else f"record {self.recid}: {err}")
+        for f in self.failures:
+            err_text = str(f.error) if f.error is not None else "failed"
+            if f.error is not None and f.error.recid and f.error.file:
+                lines.append(err_text)
+            else:
+                lines.append(f"record {self.recid}, file {f.key}: {f.error.message if f.error else err_text}")
+        return lines
+
+
+def retry_policy(limits: Limits) -> RetryPolicy:
+    """The retry policy the configured limits ask for (``retries`` after the first try)."""
+    return RetryPolicy(attempts=limits.retries + 1, base=limits.backoff_base, maximum=limits.backoff_max)
+
+
+def expected_checksum(entry: FileEntry) -> Checksum | None:
+    """The source checksum to verify against (adler32 preferred when several are given)."""
+    return entry.expected("adler32") or (entry.checksums[0] if entry.checksums else None)
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + PART_SUFFIX)
+
+
+class _ResumedPrefixBad(Exception):
+    """A resumed file failed verification: its old prefix was bad; start from byte 0."""
+
+
+class Downloader:
+    """Downloads records with bounded concurrency; one instance per run.
+
+    ``limits.downloads`` files move at once (over all records), each with up to
+    ``limits.chunks_in_flight`` reads of ``limits.chunk_size``; the bytes held in memory
+    are capped at ``2 x chunks_in_flight x chunk_size`` in total.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        limits: Limits | None = None,
+        stats: StatsWriter | None = None,
+        progress: ProgressSink | None = None,
+        policy: RetryPolicy | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.transport = transport
+        self.limits = limits or Limits()
+        self.stats = stats or StatsWriter(None)
+        self.progress: ProgressSink = progress or NullProgress()
+        self.policy = policy or retry_policy(self.limits)
+        self._own_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=max(4, min(16, self.limits.downloads * 2)), thread_name_prefix="ferry-io"
+        )
+        self._slots = asyncio.Semaphore(self.limits.downloads)
+        self._budget = ByteBudget(2 * self.limits.chunks_in_flight * self.limits.chunk_size)
+
+    async def close(self) -> None:
+        await self.transport.close()
+        if self._own_executor and isinstance(self.executor, ThreadPoolExecutor):
+            self.executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Downloader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- resolution ------------------------------------------------------------------------
+
+    async def resolve(self, source: Source, recid: str) -> Record:
+        """``source.resolve`` with a ``resolve`` stats event; errors name the recid."""
+        event = self.stats.open("resolve", recid)
+        try:
+            record = await source.resolve(recid)
+        except FerryError as exc:
+            if exc.recid is None:
+                exc.recid = recid
+            event.close("failed", error=exc, attempts=getattr(exc, "attempts", 1))
+            raise
+        event.close("ok", file_count=len(record.files), bytes=record.total_size)
+        return record
+
+    async def fetch_record(
+        self, source: Source, recid: str, dest: Path, *, dry_run: bool = False, verify_existing: bool = False
+    ) -> RecordResult:
+        """Resolve ``recid`` and download it; a resolution failure becomes the result's error."""
+        record_dir = Path(dest) / "?"
+        try:
+            record_dir = Path(dest) / safe_relpath(str(recid).strip(), where=f"recid {recid!r}")
+            record = await self.resolve(source, recid)
+        except FerryError as exc:
+            self.progress.record_finished(ok=False)
+            return RecordResult(recid=recid, record_dir=record_dir, error=exc, dry_run=dry_run)
+        return await self.download_record(record, dest, dry_run=dry_run, verify_existing=verify_existing)
+
+    # --- one record ----------------------------------------------------------------------
+
+    async def download_record(
+        self, record: Record, dest: Path, *, dry_run: bool = False, verify_existing: bool = False
+    ) -> RecordResult:
+        """Download (or, with ``dry_run``, plan) every file of ``record`` into ``dest/<recid>/``."""
+        record_dir = Path(dest) / safe_relpath(record.recid, where="recid")
+        result = RecordResult(recid=record.recid, record_dir=record_dir, record=record, dry_run=dry_run)
+        self.progress.add_totals(files=len(record.files), bytes=record.total_size)
+        event = self.stats.open("download", record.recid, file_count=len(record.files), bytes=record.total_size)
+        try:
+            paths = [inside(record_dir, f.key, where=f"record {record.recid}") for f in record.files]
+            manifest = await asyncio.to_thread(load_manifest, record_dir, record.recid)
+            if dry_run:
+                result.files = [
+                    self._plan(record, f, p, manifest, verify_existing)
+                    for f, p in zip(record.files, paths, strict=True)
+                ]
+            else:
+                await asyncio.to_thread(self._prepare_dir, record, record_dir)
+                state = _ManifestState(manifest)
+                tasks = [
+                    self._file(record, f, p, state, verify_existing) for f, p in zip(record.files, paths, strict=True)
+                ]
+                result.files = list(await asyncio.gather(*tasks))
+                await state.flush(force=True)
+        except FerryError as exc:
+            if exc.recid is None:
+                exc.recid = record.recid
+            result.error = exc
+        status: FileStatus = "dry-run" if dry_run and result.ok else ("ok" if result.ok else "failed")
+        first = result.error or next((f.error for f in result.failures if f.error is not None), None)
+        event.close(
+            status,
+            error=first,
+            bytes=result.bytes_transferred,
+            reason=f"{len(result.failures)} of {len(result.files)} files failed" if result.failures else None,
+        )
+        self.progress.record_finished(ok=result.ok)
+        return result
+
+    @staticmethod
+    def _prepare_dir(record: Record, record_dir: Path) -> None:
+        """Create the record folder and keep the source record JSON next to the files
+        (uploads need the metadata); rewritten only when it changed."""
+        meta_dir = record_dir / META_DIR
+        meta_dir.mkdir(parents=True, exist_ok=True)
+        path = meta_dir / RECORD_JSON
+        data = orjson.dumps(dict(record.metadata), option=orjson.OPT_INDENT_2)
+        try:
+            if path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        tmp = path.with_name(RECORD_JSON + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def _plan(
+        self, record: Record, entry: FileEntry, final: Path, manifest: Manifest, verify_existing: bool
+    ) -> FileResult:
+        """What a real run would do with this file; reads only metadata, writes nothing."""
+        part = part_path(final)
+        action = "fetch"
+        if final.is_file():
+            fresh = manifest.fresh_entry(entry.key)
+            action = "skip (verified before)" if fresh and not verify_existing and _matches(fresh, entry) else "check"
+        elif part.is_file():
+            action = f"resume from byte {part.stat().st_size}"
+        if entry.availability != "online":
+            action += f" [{entry.availability}: on tape]"
+        status: FileStatus = "dry-run"
+        self.stats.record("download", "dry-run", record.recid, entry.key, bytes=entry.size or 0, reason=action)
+        return FileResult(key=entry.key, path=final, size=entry.size, status=status, action=action)
+
+    # --- one file --------------------------------------------------------------------------
+
+    async def _file(
+        self, record: Record, entry: FileEntry, final: Path, state: _ManifestState, verify_existing: bool
+    ) -> FileResult:
+        async with self._slots:
+            name = f"{record.recid}/{entry.key}"
+            self.progress.file_started(name)
+            event = self.stats.open(
+                "download", record.recid, entry.key, bytes=entry.size or 0, transfer=self.transport.protocol
+            )
+            try:
+                result = await self._file_inner(record, entry, final, state, verify_existing)
+            except FerryError as exc:
+                if exc.recid is None:
+                    exc.recid = record.recid
+                if exc.file is None:
+                    exc.file = entry.key
+                result = FileResult(
+                    key=entry.key,
+                    path=final,
+                    size=entry.size,
+                    status="failed",
+                    action="failed",
+                    attempts=getattr(exc, "attempts", 1),
+                    bytes_transferred=getattr(exc, "bytes_transferred", 0),
+                    error=exc,
+                )
+            event.close(
+                result.status,
+                error=result.error,
+                bytes=result.bytes_transferred,
+                attempts=max(result.attempts, 1),
+                reason=result.action,
+            )
+            skipped = (entry.size or 0) if result.status == "skipped" else 0
+            self.progress.file_finished(name, ok=result.verified, skipped_bytes=skipped)
+            if result.status == "ok":
+                await state.flush()
+            return result
+
+    async def _file_inner(
+        self, record: Record, entry: FileEntry, final: Path, state: _ManifestState, verify_existing: bool
+    ) -> FileResult:
+        expected = expected_checksum(entry)
+        if expected is None:
+            raise VerificationError("the source gives no checksum for this file, so it cannot be verified")
+        algorithms = tuple(dict.fromkeys((*BASE_ALGORITHMS, expected.algorithm)))
+        kept = await self._existing(entry, final, state, algorithms, verify_existing, expected)
+        if kept is not None:
+            return kept
+        url = self.transport.url_for(entry.uri)
+        fetcher = self.transport.fetcher_for(url)
+        part = part_path(final)
+        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+
+        mismatches = 0
+        attempts = 0
+        transferred = 0
+        resumed_any = False
+        refetched = False
+
+        def retryable(exc: BaseException) -> bool:
+            nonlocal mismatches
+            if isinstance(exc, VerificationError):
+                mismatches += 1
+                return mismatches <= 1  # a source mismatch is retried once
+            return is_retryable(exc)
+
+        async def attempt() -> tuple[dict[str, str], int]:
+            nonlocal attempts, transferred, resumed_any, refetched
+            attempts += 1
+            for allow_resume in (True, False):
+                try:
+                    digests, size, moved, resumed = await self._transfer(
+                        url, fetcher, entry, part, algorithms, allow_resume
+                    )
+                    transferred += moved
+                    resumed_any = resumed_any or resumed
+                    self._verify(entry, expected, digests, size, url, resumed=resumed)
+                    return digests, size
+                except _ResumedPrefixBad as why:
+                    log.warning(
+                        "record %s, file %s: the resumed .part did not verify (%s); fetching it again from byte 0",
+                        record.recid,
+                        entry.key,
+                        why,
+                    )
+                    refetched = True
+                    await asyncio.to_thread(part.unlink, missing_ok=True)
+                except VerificationError:
+                    await asyncio.to_thread(part.unlink, missing_ok=True)
+                    raise
+            raise AssertionError("unreachable: a fetch from byte 0 never raises _ResumedPrefixBad")
+
+        try:
+            digests, size = await retry(attempt, policy=self.policy, retryable=retryable, what=f"download {url}")
+        except FerryError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            exc.bytes_transferred = transferred  # type: ignore[attr-defined]
+            if entry.availability != "online" and isinstance(exc, SourceError):
+                exc.message += (
+                    f" (the file is on tape, availability {entry.availability!r}: "
+                    "ask the portal to stage it, then run again)"
+                )
+            raise
+        await asyncio.to_thread(os.replace, part, final)
+        st = await asyncio.to_thread(final.stat)
+        state.put(
+            ManifestEntry(
+                key=entry.key,
+                size=size,
+                mtime_ns=st.st_mtime_ns,
+                checksums=digests,
+                source_uri=entry.uri,
+                source_checksum=str(expected),
+            )
+        )
+        action = "refetched" if refetched else ("resumed" if resumed_any else "fetched")
+        return FileResult(
+            key=entry.key,
+            path=final,
+            size=size,
+            status="ok",
+            action=action,
+            checksums=digests,
+            bytes_transferred=transferred,
+            attempts=attempts,
+        )
+
+    async def _existing(
+        self,
+        entry: FileEntry,
+        final: Path,
+        state: _ManifestState,
+        algorithms: tuple[str, ...],
+        verify_existing: bool,
+        expected: Checksum,
+    ) -> FileResult | None:
+        """A result for a file already in place and verified, or None (after removing a bad one)."""
+        try:
+            st = await asyncio.to_thread(final.stat)
+        except FileNotFoundError:
+            return None
+        fresh = state.manifest.fresh_entry(entry.key)
+        if fresh is not None and not verify_existing and _matches(fresh, entry):
+            return FileResult(
+                key=entry.key,
+                path=final,
+                size=fresh.size,
+                status="skipped",
+                action="trusted (manifest)",
+                checksums=dict(fresh.checksums),
+            )
+        hashers = await prefix_hashers(str(final), st.st_size, lanes_for(algorithms), self.executor)
+        digests: dict[str, str] = {}
+        for h in hashers:
+            digests.update(h.hexdigests())
+        if (entry.size is None or st.st_size == entry.size) and digests.get(expected.algorithm) == expected.value:
+            state.put(
+                ManifestEntry(
+                    key=entry.key,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    checksums={a: digests[a] for a in algorithms},
+                    source_uri=entry.uri,
+                    source_checksum=str(expected),
+                )
+            )
+            return FileResult(
+                key=entry.key,
+                path=final,
+                size=st.st_size,
+                status="skipped",
+                action="verified on disk",
+                checksums=digests,
+            )
+        log.warning(
+            "%s: the file on disk does not match the source (size %d, %s:%s; expected %s, %s); fetching it again",
+            final,
+            st.st_size,
+            expected.algorithm,
+            digests.get(expected.algorithm),
+            entry.size,
+            expected,
+        )
+        await asyncio.to_thread(final.unlink, missing_ok=True)
+        state.drop(entry.key)
+        return None
+
+    async def _transfer(
+        self,
+        url: str,
+        fetcher: ByteFetcher,
+        entry: FileEntry,
+        part: Path,
+        algorithms: tuple[str, ...],
+        allow_resume: bool,
+    ) -> tuple[dict[str, str], int, int, bool]:
+        """One pass: (re)open ``part``, hash a kept prefix, stream the rest. Returns
+        (digests, size, bytes moved, resumed?)."""
+        lanes = lanes_for(algorithms)
+        start = 0
+        if allow_resume:
+            try:
+                start = (await asyncio.to_thread(part.stat)).st_size
+            except FileNotFoundError:
+                start = 0
+            if entry.size is not None and start > entry.size:
+                start = 0  # longer than the whole file: nothing in it can be trusted
+        fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            await asyncio.to_thread(os.ftruncate, fd, start)
+            hashers = await prefix_hashers(str(part), start, lanes, self.executor)
+            sink = FileSink(
+                fd,
+                start=start,
+                hashers=hashers,
+                budget=self._budget,
+                executor=self.executor,
+                on_bytes=self.progress.advance,
+            )
+            try:
+                remote_size = await fetcher.fetch(url, sink, start=start, expected_size=entry.size)
+                end = await sink.finish()
+            except BaseException as exc:
+                sink.abort()
+                if isinstance(exc, FerryError):
+                    exc.bytes_transferred = sink.written  # type: ignore[attr-defined]
+                raise
+        finally:
+            await asyncio.to_thread(os.close, fd)
+        if end != remote_size:
+            if start > 0:
+                raise _ResumedPrefixBad(f"the server's file is {remote_size} bytes, the .part had {start}")
+            raise VerificationError(
+                f"got {end} bytes but the server says the file has {remote_size}",
+                expected=str(remote_size),
+                actual=str(end),
+            )
+        return sink.hexdigests(), end, sink.written, start > 0
+
+    @staticmethod
+    def _verify(
+        entry: FileEntry, expected: Checksum, digests: dict[str, str], size: int, url: str, *, resumed: bool
+    ) -> None:
+        problems = []
+        if entry.size is not None and size != entry.size:
+            problems.append(("size", str(entry.size), str(size)))
+        actual = digests.get(expected.algorithm)
+        if actual != expected.value:
+            problems.append(("checksum", str(expected), f"{expected.algorithm}:{actual}"))
+        if not problems:
+            return
+        if resumed:
+            raise _ResumedPrefixBad(", ".join(f"{what} {got} != {want}" for what, want, got in problems))
+        _, want, got = problems[0]
+        text = "; ".join(f"{w} mismatch: expected {e}, got {a}" for w, e, a in problems)
+        raise VerificationError(f"{text} (from {url})", expected=want, actual=got)
+
+
+def _matches(entry: ManifestEntry, file: FileEntry) -> bool:
+    """A manifest entry still describes what the source lists (same size and checksum)."""
+    expected = expected_checksum(file)
+    if file.size is not None and entry.size != file.size:
+        return False
+    return expected is not None and entry.checksums.get(expected.algorithm) == expected.value
+
+
+class _ManifestState:
+    """The record's manifest while files finish concurrently: saved in a thread, at most
+    every ``MANIFEST_SAVE_INTERVAL`` seconds, from a snapshot (no torn dicts)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.dirty = False
+        self._last = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def put(self, entry: ManifestEntry) -> None:
+        if self.manifest.entries.get(entry.key) != entry:  # re-verified and unchanged: no write
+            self.manifest.put(entry)
+            self.dirty = True
+
+    def drop(self, key: str) -> None:
+        if key in self.manifest.entries:
+            self.manifest.drop(key)
+            self.dirty = True
+
+    async def flush(self, *, force: bool = False) -> None:
+        if not self.dirty or (not force and time.monotonic() - self._last < MANIFEST_SAVE_INTERVAL):
+            return
+        async with self._lock:
+            if not self.dirty:
+                return
+            self.dirty = False
+            self._last = time.monotonic()
+            m = self.manifest
+            snapshot = Manifest(record_dir=m.record_dir, recid=m.recid, entries=dict(m.entries), extra=dict(m.extra))
+            try:
+                await asyncio.to_thread(snapshot.save)
+            except OSError as exc:
+                self.dirty = True  # tried again at the next flush; the files stay verified
+                if force:
+                    raise FerryError(f"cannot save the manifest {m.path}: {exc}", recid=m.recid) from exc
+                log.warning("cannot save the manifest %s yet: %s", m.path, exc)
+
+
+async def download_records(
+    downloader: Downloader,
+    source: Source,
+    recids: Sequence[str],
+    dest: Path,
+    *,
+    dry_run: bool = False,
+    verify_existing: bool = False,
+    records_in_flight: int | None = None,
+) -> list[RecordResult]:
+    """Resolve and download several records, ``records_in_flight`` at a time; in input order."""
+    slots = asyncio.Semaphore(records_in_flight or downloader.limits.records_in_flight)
+    downloader.progress.add_totals(records=len(recids))
+
+    async def one(recid: str) -> RecordResult:
+        async with slots:
+            return await downloader.fetch_record(source, recid, dest, dry_run=dry_run, verify_existing=verify_existing)
+
+    return list(await asyncio.gather(*(one(r) for r in recids)))

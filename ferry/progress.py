@@ -1,0 +1,176 @@
+"""Progress: counters fed through a small callback interface, drawn separately.
+
+Work code only calls ``ProgressSink`` methods (totals may grow as records are resolved);
+``Progress`` keeps the counters and, while running, redraws them: on a terminal a one-line
+bar on stderr (records, files, bytes, rate, active files) refreshed a few times a second;
+otherwise one summary line every ``interval`` seconds, so logs stay readable. No
+third-party dependency. ``NullProgress`` does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+
+class ProgressSink(Protocol):
+    def add_totals(self, *, records: int = 0, files: int = 0, bytes: int = 0) -> None: ...
+
+    def file_started(self, name: str) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None: ...
+
+    def record_finished(self, *, ok: bool) -> None: ...
+
+
+class NullProgress:
+    def add_totals(self, *, records: int = 0, files: int = 0, bytes: int = 0) -> None:
+        return None
+
+    def file_started(self, name: str) -> None:
+        return None
+
+    def advance(self, nbytes: int) -> None:
+        return None
+
+    def file_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None:
+        return None
+
+    def record_finished(self, *, ok: bool) -> None:
+        return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@dataclass
+class Counters:
+    records_total: int = 0
+    records_done: int = 0
+    records_failed: int = 0
+    files_total: int = 0
+    files_done: int = 0
+    files_failed: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0  # includes bytes found already verified on disk
+    bytes_moved: int = 0  # bytes actually transferred in this run
+    active: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+
+
+class Progress:
+    """Counters plus a renderer. ``async with progress:`` draws until the block ends."""
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        interval: float = 10.0,
+        label: str = "download",
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.interval = 0.2 if self.tty else interval
+        self.label = label
+        self.c = Counters()
+        self._t0 = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._drawn = False
+
+    # --- ProgressSink ---
+    def add_totals(self, *, records: int = 0, files: int = 0, bytes: int = 0) -> None:
+        self.c.records_total += records
+        self.c.files_total += files
+        self.c.bytes_total += bytes
+
+    def file_started(self, name: str) -> None:
+        self.c.active[name] = None
+
+    def advance(self, nbytes: int) -> None:
+        self.c.bytes_done += nbytes
+        self.c.bytes_moved += nbytes
+
+    def file_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None:
+        self.c.active.pop(name, None)
+        self.c.files_done += 1
+        self.c.bytes_done += skipped_bytes
+        if not ok:
+            self.c.files_failed += 1
+
+    def record_finished(self, *, ok: bool) -> None:
+        self.c.records_done += 1
+        if not ok:
+            self.c.records_failed += 1
+
+    # --- rendering ---
+    def line(self) -> str:
+        c = self.c
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        rate = c.bytes_moved / elapsed
+        failed = f", {c.files_failed} failed" if c.files_failed else ""
+        text = (
+            f"{self.label}: records {c.records_done}/{c.records_total}, files {c.files_done}/{c.files_total}{failed}, "
+            f"{human_bytes(c.bytes_done)}/{human_bytes(c.bytes_total)}, {human_bytes(rate)}/s"
+        )
+        if c.active:
+            names = list(c.active)
+            text += f", {len(names)} active: {names[0]}" + (" ..." if len(names) > 1 else "")
+        return text
+
+    def bar(self) -> str:
+        width = shutil.get_terminal_size((100, 20)).columns
+        c = self.c
+        frac = c.bytes_done / c.bytes_total if c.bytes_total else (c.files_done / c.files_total if c.files_total else 0)
+        frac = min(max(frac, 0.0), 1.0)
+        cells = 20
+        full = int(frac * cells)
+        bar = "#" * full + "-" * (cells - full)
+        text = f"[{bar}] {frac * 100:5.1f}% " + self.line()
+        return text[: max(width - 1, 20)]
+
+    def draw(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + self.bar())
+            self._drawn = True
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """Final state: the bar's last frame ends with a newline; non-TTY prints a last line."""
+        if self.tty:
+            self.draw()
+            self.stream.write("\n")
+            self.stream.flush()
+        elif time.monotonic() - self._t0 >= self.interval:
+            self.draw()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.draw()
+
+    async def __aenter__(self) -> Progress:
+        self._t0 = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.finish()

@@ -1,0 +1,359 @@
+"""`ferry download` end to end against the sandbox: a real xrootd and the portal stand-in.
+
+Every test downloads into its own tmp_path; the servers are shared (session fixture).
+The CLI runs in-process through ``ferry.cli.main`` so exit codes and messages are real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from download.manifest import load_manifest
+from ferry.cli import main
+from stats.events import read_jsonl
+from tests.fixtures_xrootd import SandboxSource
+
+FAST_RETRIES = "[limits]\nretries = 2\nbackoff_base = 0.01\nbackoff_max = 0.05\n"
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "ferry.toml"
+    cfg.write_text(FAST_RETRIES)
+    return cfg
+
+
+def ferry(tmp_path: Path, *args: str) -> int:
+    return main(["download", "--config", str(_config(tmp_path)), *args])
+
+
+def api(src: SandboxSource, tmp_path: Path, *args: str) -> int:
+    return ferry(tmp_path, "--portal", src.portal_url, "--dest", str(tmp_path / "data"), *args)
+
+
+def from_file(src: SandboxSource, tmp_path: Path, *args: str) -> int:
+    return ferry(tmp_path, "--records", str(src.records_file), "--dest", str(tmp_path / "data"), *args)
+
+
+def adler(path: Path) -> str:
+    return f"{zlib.adler32(path.read_bytes()):08x}"
+
+
+def local(src: SandboxSource, uri: str) -> Path:
+    """The served file behind a root:// URI of the sandbox."""
+    path = uri.split("//", 2)[2].lstrip("/")
+    return src.root / path
+
+
+def data_files(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in entry.get("files", []) if f.get("type") not in ("index.json", "index.txt")]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``folder`` with (size, mtime_ns): proves what was (not) rewritten."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("protocol", ["root", "https"])
+def test_fresh_download_is_verified(
+    sandbox_source: SandboxSource, tmp_path: Path, protocol: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = sandbox_source.cases["plain"]
+    stats = tmp_path / "stats"
+    code = api(sandbox_source, tmp_path, recid, "--protocol", protocol, "--stats-dir", str(stats))
+    assert code == 0, capsys.readouterr().err
+    record_dir = tmp_path / "data" / recid
+    manifest = load_manifest(record_dir)
+    files = data_files(sandbox_source.record("plain"))
+    assert len(manifest.entries) == len(files)
+    for f in files:
+        name = f["uri"].rsplit("/", 1)[1]
+        got = record_dir / name
+        served = local(sandbox_source, f["uri"])
+        assert got.read_bytes() == served.read_bytes()
+        entry = manifest.entries[name]
+        assert entry.size == f["size"] == got.stat().st_size
+        assert entry.checksums["adler32"] == f["checksum"].split(":")[1] == adler(got)
+        assert entry.checksums["md5"] == hashlib.md5(got.read_bytes()).hexdigest()
+        assert entry.mtime_ns == got.stat().st_mtime_ns
+        assert not (record_dir / (name + ".part")).exists()
+    # The source record is kept for uploads.
+    saved = json.loads((record_dir / ".ferry" / "record.json").read_text())
+    assert str(saved["recid"]) == recid
+    rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p)]
+    done = [r for r in rows if r["stage"] == "download" and r["file"] and r["status"] == "ok"]
+    assert sorted(r["file"] for r in done) == sorted(f["uri"].rsplit("/", 1)[1] for f in files)
+    assert all(r["transfer"] == protocol for r in done)
+    assert any(r["stage"] == "resolve" and r["status"] == "ok" for r in rows)
+    assert list(stats.glob("*.csv")), "the CSV export is written at the end"
+
+
+def test_rerun_moves_nothing_and_rewrites_nothing(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = sandbox_source.cases["many"]
+    assert api(sandbox_source, tmp_path, recid) == 0
+    record_dir = tmp_path / "data" / recid
+    before = snapshot(record_dir)
+    capsys.readouterr()
+    stats = tmp_path / "stats"
+    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats)) == 0
+    assert "0 B moved" in capsys.readouterr().out
+    assert snapshot(record_dir) == before  # manifest, record.json, data: same size and mtime
+    rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p)]
+    files = [r for r in rows if r["stage"] == "download" and r["file"] and r["status"] != "started"]
+    assert len(files) == 40
+    assert {r["status"] for r in files} == {"skipped"} and sum(r["bytes"] for r in files) == 0
+    # --verify-existing re-hashes but still moves and rewrites nothing.
+    assert api(sandbox_source, tmp_path, recid, "--verify-existing") == 0
+    assert snapshot(record_dir) == before
+
+
+def test_truncated_file_is_fetched_again(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+    recid = sandbox_source.cases["big"]
+    assert api(sandbox_source, tmp_path, recid) == 0
+    (entry,) = data_files(sandbox_source.record("big"))
+    got = tmp_path / "data" / recid / "big.dat"
+    with open(got, "r+b") as fh:
+        fh.truncate(entry["size"] // 3)
+    assert api(sandbox_source, tmp_path, recid) == 0
+    assert got.stat().st_size == entry["size"]
+    assert got.read_bytes() == local(sandbox_source, entry["uri"]).read_bytes()
+    assert load_manifest(got.parent).fresh_entry("big.dat") is not None
+
+
+def test_corrupt_file_with_same_size_is_found_only_when_asked(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+    recid = sandbox_source.cases["plain"]
+    assert api(sandbox_source, tmp_path, recid) == 0
+    got = tmp_path / "data" / recid / "plain_0.dat"
+    st = got.stat()
+    with open(got, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\xff\x00\xff")
+    os.utime(got, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: the manifest vouches
+    assert api(sandbox_source, tmp_path, recid) == 0
+    assert got.read_bytes()[100:103] == b"\xff\x00\xff"  # trusted, as documented
+    assert api(sandbox_source, tmp_path, recid, "--verify-existing") == 0
+    served = local(
+        sandbox_source,
+        next(f["uri"] for f in data_files(sandbox_source.record("plain")) if f["uri"].endswith("plain_0.dat")),
+    )
+    assert got.read_bytes() == served.read_bytes()
+
+
+def test_partial_download_resumes_from_the_part_file(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+    recid = sandbox_source.cases["big"]
+    (entry,) = data_files(sandbox_source.record("big"))
+    served = local(sandbox_source, entry["uri"]).read_bytes()
+    record_dir = tmp_path / "data" / recid
+    record_dir.mkdir(parents=True)
+    keep = 5 * 1024 * 1024 + 7
+    (record_dir / "big.dat.part").write_bytes(served[:keep])
+    stats = tmp_path / "stats"
+    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats)) == 0
+    assert (record_dir / "big.dat").read_bytes() == served
+    row = next(
+        r for p in stats.glob("*.jsonl") for r in read_jsonl(p) if r["file"] == "big.dat" and r["status"] == "ok"
+    )
+    assert row["bytes"] == len(served) - keep and row["reason"] == "resumed"
+
+
+def test_corrupt_part_prefix_is_detected_and_repaired(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+    recid = sandbox_source.cases["big"]
+    (entry,) = data_files(sandbox_source.record("big"))
+    served = local(sandbox_source, entry["uri"]).read_bytes()
+    record_dir = tmp_path / "data" / recid
+    record_dir.mkdir(parents=True)
+    bad = bytearray(served[: 3 * 1024 * 1024])
+    bad[12345] ^= 0xFF
+    (record_dir / "big.dat.part").write_bytes(bytes(bad))
+    stats = tmp_path / "stats"
+    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats)) == 0
+    assert (record_dir / "big.dat").read_bytes() == served
+    assert not (record_dir / "big.dat.part").exists()
+    row = next(
+        r for p in stats.glob("*.jsonl") for r in read_jsonl(p) if r["file"] == "big.dat" and r["status"] == "ok"
+    )
+    assert row["reason"] == "refetched"
+
+
+def test_source_checksum_mismatch_fails_that_file_only(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = sandbox_source.cases["bad_checksum"]
+    stats = tmp_path / "stats"
+    code = api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats))
+    err = capsys.readouterr().err
+    assert code == 1
+    record = sandbox_source.record("bad_checksum")
+    bad = next(f for f in record["files"] if f["uri"].endswith("bad.dat"))
+    served = local(sandbox_source, bad["uri"])
+    line = next(line for line in err.splitlines() if "bad.dat" in line)
+    assert f"record {recid}" in line and "checksum mismatch" in line
+    assert bad["checksum"] in line and f"adler32:{adler(served)}" in line  # expected and actual
+    record_dir = tmp_path / "data" / recid
+    assert not (record_dir / "bad.dat").exists() and not (record_dir / "bad.dat.part").exists()
+    for name in ("good_0.dat", "good_1.dat"):
+        assert (record_dir / name).is_file()
+    rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p)]
+    failed = next(r for r in rows if r["file"] == "bad.dat" and r["status"] == "failed")
+    assert failed["attempts"] == 2 and failed["error_type"] == "VerificationError"  # retried once
+
+
+def test_missing_file_on_the_server(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = sandbox_source.cases["missing_file"]
+    assert api(sandbox_source, tmp_path, recid) == 1
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "gone.dat" in line)
+    assert f"record {recid}" in line and "no such file" in line
+    record_dir = tmp_path / "data" / recid
+    assert (record_dir / "present_0.dat").is_file() and (record_dir / "present_1.dat").is_file()
+    assert not (record_dir / "gone.dat").exists()
+
+
+@pytest.mark.parametrize("case", ["unpadded", "sha1", "alder32", "empty", "collide"])
+def test_awkward_records_download_verified(sandbox_source: SandboxSource, tmp_path: Path, case: str) -> None:
+    recid = sandbox_source.cases[case]
+    assert from_file(sandbox_source, tmp_path, recid) == 0
+    record_dir = tmp_path / "data" / recid
+    manifest = load_manifest(record_dir)
+    for f in data_files(sandbox_source.record(case)):
+        served = local(sandbox_source, f["uri"])
+        key = next(k for k, e in manifest.entries.items() if e.source_uri == f["uri"])
+        assert (record_dir / key).read_bytes() == served.read_bytes()
+        if case == "sha1":
+            assert manifest.entries[key].checksums["sha1"] == f["checksum"].split(":")[1]
+    if case == "collide":
+        assert sorted(manifest.entries) == ["run1/events.dat", "run2/events.dat", "run2/extra.dat"]
+
+
+@pytest.mark.parametrize("via", ["api", "records"])
+def test_index_file_record_is_expanded(sandbox_source: SandboxSource, tmp_path: Path, via: str) -> None:
+    recid = sandbox_source.cases["index"]
+    run = api if via == "api" else from_file
+    assert run(sandbox_source, tmp_path, recid) == 0
+    record_dir = tmp_path / "data" / recid
+    names = sorted(p.name for p in record_dir.iterdir() if p.is_file())
+    assert names == [f"indexed_{i}.root" for i in range(5)]
+    index_file = next(f for f in sandbox_source.record("index")["files"] if f.get("type") == "index.json")
+    for item in json.loads(local(sandbox_source, index_file["uri"]).read_text()):
+        assert (record_dir / item["filename"]).read_bytes() == local(sandbox_source, item["uri"]).read_bytes()
+
+
+def test_path_escape_is_refused_and_nothing_written(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = sandbox_source.cases["escape"]
+    plain = sandbox_source.cases["plain"]
+    assert from_file(sandbox_source, tmp_path, recid, plain) == 1
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if recid in line)
+    assert "../../etc/passwd" in line and "refused" in line
+    assert not (tmp_path / "data" / recid).exists()
+    assert (tmp_path / "data" / plain / "plain_0.dat").is_file()  # the other record went on
+
+
+def test_unknown_recid_and_record_without_files(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nofiles, plain = sandbox_source.cases["nofiles"], sandbox_source.cases["plain"]
+    assert api(sandbox_source, tmp_path, "424242", nofiles, plain) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any("record 424242" in line and "no such record" in line for line in err)
+    assert any(f"record {nofiles}" in line and "no files" in line for line in err)
+    assert len([line for line in err if line.startswith("ferry: error:")]) == 2
+    assert (tmp_path / "data" / plain / "plain_0.dat").is_file()
+    # the same from a records file
+    assert from_file(sandbox_source, tmp_path, "424242") == 1
+    assert "not in the records file" in capsys.readouterr().err
+
+
+def test_portal_down(sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port on which nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ferry(tmp_path, "--portal", f"http://127.0.0.1:{port}", "--dest", str(tmp_path / "data"), "81045", "80509")
+    assert code == 1
+    err = capsys.readouterr().err.splitlines()
+    for recid in ("81045", "80509"):
+        assert any(f"record {recid}" in line and "cannot reach the portal" in line for line in err)
+    assert not (tmp_path / "data").exists()
+
+
+def test_malformed_answer_from_the_portal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Bad(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"{not json"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Bad)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        code = ferry(tmp_path, "--portal", f"http://127.0.0.1:{server.server_port}", "--dest", str(tmp_path / "d"), "1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert "record 1" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_dry_run_writes_nothing(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recids = [sandbox_source.cases[c] for c in ("plain", "index", "big")]
+    before = set(tmp_path.rglob("*"))
+    assert api(sandbox_source, tmp_path, *recids, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert set(tmp_path.rglob("*")) == before | {tmp_path / "ferry.toml"}
+    assert "indexed_4.root" in out and "fetch" in out and "big.dat" in out
+    # After a real download of one record the plan says what would be skipped.
+    assert api(sandbox_source, tmp_path, recids[0]) == 0
+    capsys.readouterr()
+    snap = snapshot(tmp_path / "data")
+    assert api(sandbox_source, tmp_path, recids[0], "--dry-run") == 0
+    assert "skip (verified before)" in capsys.readouterr().out
+    assert snapshot(tmp_path / "data") == snap
+
+
+def test_help_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["download", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--records", "--protocol", "--dry-run", "--verify-existing", ".part", "manifest", "Exit status"):
+        assert word in text
+
+
+def test_no_recids_is_a_usage_error(tmp_path: Path) -> None:
+    assert ferry(tmp_path, "--dest", str(tmp_path / "d")) == 2
+
+
+def test_records_file_without_recids_downloads_all(tmp_path: Path, sandbox_source: SandboxSource) -> None:
+    subset = [sandbox_source.record("plain"), sandbox_source.record("unpadded")]
+    path = tmp_path / "two.json"
+    path.write_bytes(orjson.dumps(subset))
+    assert ferry(tmp_path, "--records", str(path), "--dest", str(tmp_path / "data")) == 0
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(str(r["recid"]) for r in subset)
