@@ -38,7 +38,7 @@ import orjson
 from aiohttp import web
 
 from sandbox import repository_files, repository_nrp, repository_records
-from sandbox.repository_core import MODELS, ApiError, Repo, json_response
+from sandbox.repository_core import BYTES_READ_KEY, DROPPED_KEY, MODELS, USER_KEY, ApiError, Repo, json_response
 from sandbox.repository_options import RepositoryOptions
 from sandbox.repository_records import REPO
 from sandbox.repository_store import Obj
@@ -135,9 +135,9 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
         traffic.in_flight -= 1
         traffic.bytes_in_flight -= declared
         row["status"] = status
-        row["request_bytes"] = request.get("bytes_read", declared)
+        row["request_bytes"] = request.get(BYTES_READ_KEY, declared)
         row["duration"] = round(time.monotonic() - started, 6)
-        if request.get("dropped"):
+        if request.get(DROPPED_KEY):
             row["dropped"] = True
         traffic.write(row)
 
@@ -148,7 +148,7 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
     user = repo.tokens.get(token) if token else None
-    request["user"] = user
+    request[USER_KEY] = user
     key = f"user:{user}" if user is not None else f"ip:{request.remote}"
     if opts.force_429 > 0:
         opts.force_429 -= 1

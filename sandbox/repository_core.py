@@ -24,6 +24,17 @@ from sandbox.repository_options import RepositoryOptions
 from sandbox.repository_store import Obj, Store, now_iso
 from sandbox.repository_validate import validate_draft
 
+
+def _request_key(name: str) -> Any:
+    """aiohttp >= 3.14 wants typed request keys (string keys warn); older versions take strings."""
+    factory = getattr(web, "RequestKey", None)
+    return factory(name) if factory is not None else f"sandbox.{name}"
+
+
+USER_KEY: Any = _request_key("user")  # authenticated user id, or None
+BYTES_READ_KEY: Any = _request_key("bytes_read")  # body bytes actually received
+DROPPED_KEY: Any = _request_key("dropped")  # the sandbox cut this request's connection
+
 MODELS = ("records", "particles")  # URL prefixes: stock RDM records and the NRP model
 NRP_MODEL = "particles"
 INVENIO_VERSION = "13.0.0"
@@ -90,7 +101,7 @@ class Repo:
 
     @staticmethod
     def user(request: web.Request) -> int | None:
-        user: int | None = request.get("user")
+        user: int | None = request.get(USER_KEY)
         return user
 
     def require_user(self, request: web.Request) -> int:

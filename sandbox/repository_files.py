@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sandbox.repository_core import ApiError, Repo, fail, guess_mimetype, json_response
+from sandbox.repository_core import BYTES_READ_KEY, DROPPED_KEY, ApiError, Repo, fail, guess_mimetype, json_response
 from sandbox.repository_records import REPO, _model
 from sandbox.repository_store import Obj, now_iso
 
@@ -186,25 +186,38 @@ def _fault(repo: Repo, counter: str, rate: str) -> bool:
 
 async def _receive(
     request: web.Request,
-    write: Callable[[bytes], None],
+    sinks: list[Callable[[bytes], None]],
     *,
     limit: int,
     drop_at: int | None,
     corrupt: bool,
 ) -> int:
-    """Stream the body into `write` (run in a thread), overlapping disk/hash with the socket."""
+    """Stream the body into every sink, each sink in its own worker thread.
+
+    The disk write and the md5 run at the same time on the two cores (both release the
+    GIL), while the event loop reads the next chunk from the socket; each sink sees the
+    chunks in order because a sink's next chunk waits for its previous one.
+    """
     loop = asyncio.get_running_loop()
-    pending: asyncio.Future[None] | None = None
+    pending: list[asyncio.Future[None] | None] = [None] * len(sinks)
     buffered: list[bytes] = []
     buffered_len = 0
     total = 0
+
+    async def dispatch(data: bytes) -> None:
+        for index, sink in enumerate(sinks):
+            previous = pending[index]
+            if previous is not None:
+                await previous
+            pending[index] = loop.run_in_executor(None, sink, data)
+
     try:
         while True:
             chunk = await request.content.read(CHUNK)
             if not chunk:
                 break
             total += len(chunk)
-            request["bytes_read"] = total
+            request[BYTES_READ_KEY] = total
             if total > limit:
                 raise ApiError(400, "Maximum file size exceeded.")
             if drop_at is not None and total >= drop_at:
@@ -218,19 +231,18 @@ async def _receive(
             if buffered_len >= CHUNK:
                 data = b"".join(buffered)
                 buffered, buffered_len = [], 0
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, write, data)
-        if pending is not None:
-            await pending
-            pending = None
+                await dispatch(data)
         if buffered:
-            await loop.run_in_executor(None, write, b"".join(buffered))
+            await dispatch(b"".join(buffered))
     except (OSError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
         raise _ClientGone(str(exc)) from exc
     finally:
-        if pending is not None:
-            await asyncio.wait([pending])
+        waiting = [f for f in pending if f is not None]
+        if waiting:
+            await asyncio.wait(waiting)
+    for future in pending:
+        if future is not None:
+            future.result()  # a failed disk write surfaces here
     declared = request.content_length
     if declared is not None and total != declared:
         raise _ClientGone(f"body ended after {total} of {declared} bytes")
@@ -238,7 +250,7 @@ async def _receive(
 
 
 class _BlobWriter:
-    """Appends to a new blob and hashes what it writes (called from a worker thread)."""
+    """A new blob and the md5 of what goes into it (each method runs in a worker thread)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -247,6 +259,8 @@ class _BlobWriter:
 
     def write(self, data: bytes) -> None:
         self.fh.write(data)
+
+    def hash(self, data: bytes) -> None:
         self.md5.update(data)
 
     def close(self) -> None:
@@ -310,11 +324,11 @@ async def upload_content(request: web.Request) -> web.Response:
     blob, path = repo.store.new_blob()
     writer = _BlobWriter(path)
     try:
-        total = await _receive(request, writer.write, limit=limit, drop_at=drop_at, corrupt=corrupt)
+        total = await _receive(request, [writer.write, writer.hash], limit=limit, drop_at=drop_at, corrupt=corrupt)
     except (_Dropped, _ClientGone):
         await asyncio.to_thread(writer.close)
         path.unlink(missing_ok=True)
-        request["dropped"] = True
+        request[DROPPED_KEY] = True
         if key in entity["draft_files"]:
             _remove_entry(repo, entity, key)
         return web.Response(status=499)
@@ -368,9 +382,9 @@ async def upload_part(request: web.Request) -> web.Response:
         offset[0] += len(data)
 
     try:
-        total = await _receive(request, write, limit=expected, drop_at=drop_at, corrupt=corrupt)
+        total = await _receive(request, [write], limit=expected, drop_at=drop_at, corrupt=corrupt)
     except (_Dropped, _ClientGone):
-        request["dropped"] = True
+        request[DROPPED_KEY] = True
         if key in entity["draft_files"]:
             _remove_entry(repo, entity, key)
         return web.Response(status=499)
