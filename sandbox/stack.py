@@ -30,7 +30,7 @@ from typing import Any
 from sandbox.cases import CASES, build_cases
 from sandbox.datagen import DataGenerator, Scale, mirror_records
 from sandbox.portal import Portal, start_portal
-from sandbox.xrootd import XRootDServer, check_readable_by, grant_traverse, pick_run_user
+from sandbox.xrootd import XRootDServer, check_readable_by, pick_run_user
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,15 @@ class Sandbox:
         return self
 
     async def _start(self) -> None:
-        self._prepare_workdir()
+        # Records first: an unknown recid is an input error, whatever the workdir.
         source = self._records_arg if self._records_arg is not None else select_records(self.recids)
+        self._prepare_workdir()
         self.xrootd = XRootDServer(self.data_root, port=self.xrootd_port, run_dir=self.workdir / "xrootd")
         await asyncio.to_thread(self.xrootd.start)
         # Data generation is disk-bound and blocking: a worker thread keeps the loop free.
         self.records = await asyncio.to_thread(self._generate, source, self.xrootd.url)
-        self.records_file.write_text(json.dumps(self.records, indent=1, ensure_ascii=False))
+        text = json.dumps(self.records, indent=1, ensure_ascii=False)
+        await asyncio.to_thread(self.records_file.write_text, text)
         self.portal = await start_portal(self.records, data_root=self.data_root, port=self.portal_port)
         # --- REPOSITORY HOOK ------------------------------------------------------------------
         # The sandbox InvenioRDM/NRP repository (sandbox/repository*.py) is started here
@@ -260,22 +262,16 @@ def run_in_thread(sandbox: Sandbox) -> Iterator[Sandbox]:
         runner.stop()
 
 
-def prepare_shared_dir(path: Path) -> Path:
-    """Make ``path`` (e.g. a pytest tmp dir, mode 0700 chain) enterable by the xrootd user.
+@contextlib.contextmanager
+def served_tempdir(prefix: str = "ferry-sandbox-") -> Iterator[Path]:
+    """A fresh world-searchable temp dir (removed afterwards) that xrootd's user can enter.
 
-    Adds only the search bit, and only on directories inside the system temp dir; returns
-    ``path`` or raises ``SandboxError`` if that is not enough.
+    Not under pytest's basetemp: /tmp/pytest-of-<user> is 0700, and every pytest session
+    that starts resets it to 0700, so permissions granted there do not hold.
     """
-    user = pick_run_user()
-    if user is None:
-        return path
-    with contextlib.suppress(Exception):
-        check_readable_by(path, user, need_list=False)
-        return path
+    path = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        changed = grant_traverse(path, below=Path(tempfile.gettempdir()))
-    except Exception as exc:
-        raise SandboxError(str(exc)) from exc
-    log.debug("granted o+x on %s for xrootd user %s", [str(c) for c in changed], user)
-    check_readable_by(path, user, need_list=False)
-    return path
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -100,25 +100,6 @@ def check_readable_by(path: Path, user: str | None, *, need_list: bool = True) -
         raise XRootDError(f"xrootd runs as user {user!r}, who cannot list {path}; try 'chmod o+rx {path}'")
 
 
-def grant_traverse(path: Path, *, below: Path) -> list[Path]:
-    """Add the search bit (``o+x``, never ``r``) to ``path`` and its ancestors strictly below ``below``.
-
-    For directories we own, e.g. pytest's 0700 temp dirs; returns what was changed so a
-    caller can log it. Refuses to touch anything outside ``below``.
-    """
-    path, below = path.resolve(), below.resolve()
-    if path != below and below not in path.parents:
-        raise XRootDError(f"{path} is not inside {below}; refusing to change permissions there")
-    changed = []
-    chain = [p for p in [*reversed(path.parents), path] if below in p.parents]
-    for d in chain:
-        mode = d.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(d, stat.S_IMODE(mode) | stat.S_IXOTH)
-            changed.append(d)
-    return changed
-
-
 def render_config(*, data_root: Path, port: int, admin_dir: Path) -> str:
     return "\n".join(
         [

@@ -4,6 +4,8 @@
 test cases (``sandbox.cases.CASES``) and two small DELPHI records (80509, 81045) at a
 tiny scale. Everything is stopped at the end of the session.
 
+``served_dir`` (function): an empty dir an ``XRootDServer`` started by a test can serve.
+
 ``portal_factory`` (function, async): start an extra portal on the test's own event loop,
 e.g. with edited records or with failures injected (``portal.fail_next(2, 503)``), so
 tests that break things do not disturb the shared one.
@@ -20,7 +22,7 @@ import pytest
 
 from sandbox.datagen import Scale
 from sandbox.portal import Portal, start_portal
-from sandbox.stack import Sandbox, prepare_shared_dir, run_in_thread
+from sandbox.stack import Sandbox, run_in_thread, served_tempdir
 
 # Real records served next to the cases: small, with their real paths and file counts.
 SOURCE_DELPHI_RECIDS = ("80509", "81045")
@@ -45,10 +47,13 @@ class SandboxSource:
 
 
 @pytest.fixture(scope="session")
-def sandbox_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxSource]:
-    workdir = prepare_shared_dir(tmp_path_factory.mktemp("sandbox-source"))
-    sandbox = Sandbox(workdir, recids=SOURCE_DELPHI_RECIDS, scale=TINY, with_cases=True)
-    with run_in_thread(sandbox) as sb:
+def sandbox_source() -> Iterator[SandboxSource]:
+    # The served tree lives in its own temp dir (removed at the end), not under pytest's
+    # 0700 basetemp, which the unprivileged xrootd user cannot enter.
+    with (
+        served_tempdir("ferry-test-source-") as workdir,
+        run_in_thread(Sandbox(workdir, recids=SOURCE_DELPHI_RECIDS, scale=TINY, with_cases=True)) as sb,
+    ):
         yield SandboxSource(
             xrootd_url=sb.xrootd_url,
             portal_url=sb.portal_url,
@@ -57,6 +62,13 @@ def sandbox_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox
             records_file=sb.records_file,
             cases=dict(sb.cases),
         )
+
+
+@pytest.fixture
+def served_dir() -> Iterator[Path]:
+    """An empty directory an xrootd started by the test can serve (removed afterwards)."""
+    with served_tempdir("ferry-test-served-") as path:
+        yield path
 
 
 PortalFactory = Callable[..., Awaitable[Portal]]

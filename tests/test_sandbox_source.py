@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import signal
 import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,6 @@ from ferry.model import uri_path
 from sandbox.cases import BIG_SIZE, CASES
 from sandbox.datagen import DataGenerator, DataGenError, Scale, mirror_records
 from sandbox.portal import start_portal
-from sandbox.stack import prepare_shared_dir
 from sandbox.xrootd import XRootDError, XRootDServer
 from tests.conftest import load_fixture_records
 from tests.fixtures_xrootd import PortalFactory, SandboxSource
@@ -129,9 +132,8 @@ def test_xrootd_is_read_only(sandbox_source: SandboxSource, tmp_path: Path) -> N
     assert not (sandbox_source.root / "eos/opendata/sandbox/upload.txt").exists()
 
 
-def test_xrootd_stop_leaves_no_process(tmp_path: Path) -> None:
-    root = prepare_shared_dir(tmp_path) / "srv"
-    root.mkdir(mode=0o755)
+def test_xrootd_stop_leaves_no_process(served_dir: Path) -> None:
+    root = served_dir
     with XRootDServer(root) as xrd:
         pid = xrd.pid
         assert pid is not None and xrd.running()
@@ -287,11 +289,9 @@ async def test_fail_next_knob(portal_factory: PortalFactory) -> None:
 # --- every DELPHI fixture record -----------------------------------------------------------
 
 
-async def test_every_delphi_fixture_record_is_generated_and_served(tmp_path: Path) -> None:
+async def test_every_delphi_fixture_record_is_generated_and_served(served_dir: Path) -> None:
     records = load_fixture_records()
-    root = prepare_shared_dir(tmp_path) / "data"
-    root.mkdir()
-    root.chmod(0o755)
+    root = served_dir
     async with XRootDServer(root) as xrd:
         gen = DataGenerator(root)
         tiny = Scale(factor=0, minimum=16, maximum=16)
@@ -315,3 +315,49 @@ async def test_every_delphi_fixture_record_is_generated_and_served(tmp_path: Pat
                         Checksum.parse(f["checksum"])
         finally:
             await portal.stop()
+
+
+# --- ferry sandbox ---------------------------------------------------------------------------
+
+
+def _ferry(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ferry.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
+
+
+def test_ferry_sandbox_runs_until_signal_and_stops_children(tmp_path: Path, served_dir: Path) -> None:
+    ready = tmp_path / "ready.json"
+    workdir = served_dir / "work"
+    proc = _ferry(
+        "sandbox", "--workdir", str(workdir), "--recids", "80509,81045", "--scale", "0.0001", "--ready-file", str(ready)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), "ferry sandbox did not get ready (its stderr follows the test)"
+        info = json.loads(ready.read_text())
+        assert info["recids"] == ["80509", "81045"]
+        records = json.loads(Path(info["records_file"]).read_text())
+        f = records[0]["files"][0]
+        assert f["uri"].startswith(info["xrootd_url"] + "//eos/opendata/delphi/")
+        status, answer = _fs(info["xrootd_url"]).query(QueryCode.CHECKSUM, uri_path(f["uri"]))
+        assert status.ok and answer.decode().split()[1].strip("\x00") == f["checksum"].split(":")[1]
+        run_dir = workdir / "xrootd"
+        xrootd_pid = int(next(run_dir.rglob("xrootd.pid")).read_text().split()[0])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert info["portal_url"] in out and "[source.cernopendata]" in out
+    assert not ready.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(xrootd_pid, 0)
+
+
+def test_ferry_sandbox_unknown_recid_is_a_usage_error(tmp_path: Path) -> None:
+    proc = _ferry("sandbox", "--workdir", str(tmp_path / "w"), "--recids", "123456789")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "123456789" in err and "Traceback" not in err
