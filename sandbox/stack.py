@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # sets, ~4.6 GB in reality): at the default scale the demo moves ~90 MB.
 DEFAULT_RECIDS: tuple[str, ...] = ("80509", "81045", "81042", "81002", "81008")
 DEFAULT_SCALE = Scale(factor=0.02, minimum=1024, maximum=64 * 1024 * 1024)
-BUNDLED_RECORDS = Path(__file__).resolve().parent / "data" / "delphi_sample_records.json"
+BUNDLED_RECORDS = Path(__file__).resolve().parent / "delphi_sample_records.json"
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cernopendata" / "records"
 
 
