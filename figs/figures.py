@@ -36,6 +36,7 @@ STAGE_COLORS = {
 STATUS_COLORS = {"ok": "#2ca02c", "failed": "#d62728", "skipped": "#7f7f7f", "dry-run": "#bcbd22"}
 TRANSFER_STAGES = ("download", "zip", "upload")
 # Log axes read better as 0.1, 1, 10, 100 than as powers of ten.
+DOTS = 300  # events drawn as dots per stage in the durations figure
 PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")
 
 
@@ -134,18 +135,31 @@ def durations_figure(frame: pd.DataFrame) -> Figure:
         _empty(ax, "no finished events with a duration")
     else:
         data = [ends.loc[ends["stage"] == s, "duration_s"].to_numpy(dtype=float) for s in order]
-        box = ax.boxplot(data, whis=(5, 95), showfliers=False, patch_artist=True, widths=0.6)
+        box = ax.boxplot(
+            data,
+            whis=(5, 95),
+            showfliers=False,
+            patch_artist=True,
+            widths=0.6,
+            medianprops={"color": "black", "linewidth": 1.5},
+            zorder=3,
+        )
         for patch, stage in zip(box["boxes"], order, strict=True):
             patch.set_facecolor(STAGE_COLORS[stage])
-            patch.set_alpha(0.35)
-        rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
+            patch.set_alpha(0.45)
+        rng = np.random.default_rng(0)  # fixed jitter and sample: the same figure every time
         for i, (values, stage) in enumerate(zip(data, order, strict=True), start=1):
-            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=8, color=STAGE_COLORS[stage], alpha=0.6)
+            # A sample of the events as dots: enough to see the shape, not a solid blot.
+            shown = values if len(values) <= DOTS else rng.choice(values, DOTS, replace=False)
+            jitter = i + rng.uniform(-0.2, 0.2, len(shown))
+            ax.scatter(jitter, shown, s=6, color=STAGE_COLORS[stage], alpha=0.35, zorder=2, linewidths=0)
         ax.set_xticks(range(1, len(order) + 1), [f"{s}\n(n={len(d)})" for s, d in zip(order, data, strict=True)])
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN)
         ax.set_ylabel("duration per event (s, log scale)")
-        ax.set_xlabel("stage (box: quartiles; whiskers: 5th-95th percentile; dots: events)")
+        ax.set_xlabel(
+            f"stage (box: quartiles, black line: median; whiskers: 5th-95th percentile; dots: up to {DOTS} events)"
+        )
         ax.grid(axis="y", alpha=0.3, which="both")
     _title(fig, "Stage durations", frame)
     return fig

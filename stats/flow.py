@@ -14,6 +14,7 @@ flows as it went the last time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -41,31 +42,59 @@ class Node:
         return f"{self.layer}:{self.label}"
 
 
-def _outcome(events: pd.DataFrame, stage: str, opened: set[str]) -> str | None:
-    """``failed`` / ``ok`` / ``dry-run`` / ``skipped`` from the latest terminal event of each
-    (stage, file); ``open`` when the stage only has unfinished events; None if untouched."""
-    mine = events[events["stage"] == stage]
-    latest = mine.groupby("file", dropna=False, sort=False).tail(1)["status"].astype(str)
-    if (latest == "failed").any():
-        return "failed"
-    if stage in opened:
-        return "open"  # some of its work never finished
-    for status in ("ok", "dry-run", "skipped"):
-        if (latest == status).any():
-            return status
-    return None
+StageOutcomes = Mapping[str, str]
 
 
-def _zip_declined(events: pd.DataFrame) -> bool:
-    """True when the latest zip events say the record was not zipped (``zip_used`` false)."""
-    zips = events[(events["stage"] == "zip") & (events["status"] == "ok")]
-    used = zips.groupby("file", dropna=False, sort=False).tail(1)["zip_used"]
-    return bool(len(used)) and bool(used.eq(False).fillna(False).all())
+def stage_outcomes(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
+    """For each (run_id, recid), each stage's outcome in that run, from the latest
+    terminal event of each (stage, file): ``failed`` if any failed; else ``open`` if the
+    stage has unfinished events; else ``ok``, ``dry-run`` or ``skipped`` (first present).
+    A zip stage that is ``ok`` but says ``zip_used`` false everywhere is ``skipped`` (the
+    zipper decided against zipping). Vectorised: one pass, whatever the number of records."""
+    ends = terminal(frame)
+    ends = ends[ends["recid"].notna()]
+    keys = ["run_id", "recid", "stage"]
+    latest = ends.groupby([*keys, "file"], observed=True, dropna=False, sort=False).tail(1)
+    latest = latest.assign(
+        stage=latest["stage"].astype(str),
+        status=latest["status"].astype(str),
+        declined=latest["zip_used"].eq(False).fillna(False).astype(bool),
+    )
+    counts = latest.groupby([*keys, "status"], sort=False).size().unstack(fill_value=0)
+    for status in ("failed", "ok", "dry-run", "skipped"):
+        if status not in counts.columns:
+            counts[status] = 0
+    ok_rows = latest[latest["status"] == "ok"]
+    declined = ok_rows.groupby(keys, sort=False)["declined"].all().reindex(counts.index, fill_value=False)
+    still = open_events(frame)
+    opened = set(zip(still["run_id"].astype(str), still["recid"].astype(str), still["stage"].astype(str), strict=True))
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    columns = zip(
+        counts.index,
+        counts["failed"].to_numpy(),
+        counts["ok"].to_numpy(),
+        counts["dry-run"].to_numpy(),
+        declined.to_numpy(),
+        strict=True,
+    )
+    for (run_id, recid, stage), failed, ok, dry, no_zip in columns:
+        if failed:
+            outcome = "failed"
+        elif (run_id, recid, stage) in opened:
+            outcome = "open"  # some of its work never finished
+        elif ok:
+            outcome = "skipped" if stage == "zip" and no_zip else "ok"
+        else:
+            outcome = "dry-run" if dry else "skipped"
+        out.setdefault((str(run_id), str(recid)), {})[str(stage)] = outcome
+    for run_id, recid, stage in opened:
+        out.setdefault((run_id, recid), {}).setdefault(stage, "open")
+    return out
 
 
-def record_path(status: str, error_type: str | None, events: pd.DataFrame, opened: set[str]) -> list[Node]:
-    """The nodes one record passes through, given its final status and its terminal
-    work events (of the run that decided its status) and the stages it left open."""
+def record_path(status: str, error_type: str | None, outcomes: StageOutcomes) -> list[Node]:
+    """The nodes one record passes through, given its final status and the outcome of
+    each stage in the run that decided it (``stage_outcomes``)."""
     path = [Node(0, "selected", SUCCESS)]
     if status == "skipped":
         return [*path, Node(1, "skipped (already done)", SKIPPED)]
@@ -79,7 +108,7 @@ def record_path(status: str, error_type: str | None, events: pd.DataFrame, opene
         return [*path, Node(layer, f"failed: {error_type or 'record'}", FAILED)]
 
     def out(stage: str) -> str | None:
-        return _outcome(events, stage, opened)
+        return outcomes.get(stage)
 
     # Layer 1: resolve + download.
     if out("resolve") == "failed":
@@ -94,8 +123,6 @@ def record_path(status: str, error_type: str | None, events: pd.DataFrame, opene
 
     # Layer 2: zip or not.
     zipped = out("zip")
-    if zipped == "ok" and _zip_declined(events):
-        zipped = "skipped"  # the zipper ran and decided against zipping (zip_used false)
     later = any(out(s) is not None for s in ("upload", "verify", "publish"))
     if zipped == "failed":
         return [*path, Node(2, "zip failed", FAILED)]
@@ -133,17 +160,12 @@ def record_paths(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per recid: ``final`` status, ``path`` (node ids), ``end`` node id and
     ``end_layer``."""
     final = final_record_status(frame)
-    ends = terminal(frame)
-    ends = ends[ends["recid"].notna()]
-    still_open = open_events(frame)
+    outcomes = stage_outcomes(frame)
     rows = []
     for recid, rec in final.iterrows():
-        run_id = rec["run_id"]
-        mine = ends[(ends["recid"] == recid) & (ends["run_id"] == run_id)]
-        opened_rows = still_open[(still_open["recid"] == recid) & (still_open["run_id"] == run_id)]
-        opened = {str(s) for s in opened_rows["stage"]}
         error_type = None if pd.isna(rec["error_type"]) else str(rec["error_type"])
-        nodes = record_path(str(rec["status"]), error_type, mine, opened)
+        mine = outcomes.get((str(rec["run_id"]), str(recid)), {})
+        nodes = record_path(str(rec["status"]), error_type, mine)
         rows.append(
             {
                 "recid": recid,

@@ -167,7 +167,9 @@ def simulate_run(
     """
     records = list(records)
     crashed = any(r.outcome == "interrupted" for r in records)
-    sim = _Sim(lambda clock: StatsWriter(stats_dir, run_id, summary=summary and not crashed, clock=clock), 0.0)
+    sim = _Sim(
+        lambda clock: StatsWriter(stats_dir, run_id, summary=summary and not crashed, clock=clock), start.timestamp()
+    )
     t0 = start.timestamp()
     down, zipper, up = Lanes(downloads), Lanes(1), Lanes(uploads)
     ends: list[float] = []

@@ -297,6 +297,8 @@ def test_finished_run_csv_and_summary_row_agree(tmp_path: Path) -> None:
     from_csv = load(tmp_path / "done.csv")
     pd.testing.assert_frame_equal(final_record_status(from_jsonl), final_record_status(from_csv), check_exact=True)
     row = from_jsonl[from_jsonl["stage"] == "summary"].iloc[0]
+    assert row["start"] == pd.Timestamp("2025-03-01T09:00:00Z") == runs(from_jsonl).iloc[0]["start"]
+    assert row["duration_s"] == pytest.approx(runs(from_jsonl).iloc[0]["wall_s"])
     counts = final_record_status(from_jsonl)["status"].astype(str).value_counts().to_dict()
     assert row["extra"]["records"] == counts and row["extra"]["open_events"] == 0
     assert row["bytes"] == summarize(from_jsonl)["moved"]["bytes_uploaded"]
