@@ -254,12 +254,16 @@ async def test_multipart_parts_in_any_order_then_checksum_appears(repository_fac
 
 
 async def test_multipart_checksum_missing_mode(repository_factory: Any) -> None:
-    repo = repository_factory(multipart_checksum="missing", checksum_delay_ms=10_000)
+    repo = repository_factory(multipart_checksum="missing", checksum_delay_ms=10_000, max_single_put=5)
     async with await client_for(repo) as session:
         api = Api(session, repo.url)
         draft = await api.ok("POST", "/api/records", minimal_draft(), expect=201)
+        single = (await api.ok("POST", draft["links"]["files"], [{"key": "l"}], expect=201))["entries"][0]
+        status, _, _ = await api.call("PUT", single["links"]["content"], data=b"123456", headers=OCTET)
+        assert status == 400  # over the single-PUT cap (NRP: ~50 MB): use M transfers
         init = [{"key": "m", "size": 5, "transfer": {"type": "M", "parts": 1, "part_size": 5}}]
-        entry = (await api.ok("POST", draft["links"]["files"], init, expect=201))["entries"][0]
+        entries = (await api.ok("POST", draft["links"]["files"], init, expect=201))["entries"]
+        entry = next(e for e in entries if e["key"] == "m")  # the list holds every file of the draft
         await api.ok("PUT", entry["links"]["parts"][0]["url"], data=b"12345", headers=OCTET)
         committed = await api.ok("POST", entry["links"]["commit"])
         assert committed["status"] == "completed" and "checksum" not in committed
@@ -439,9 +443,12 @@ async def test_nrp_discovery_and_model_create(api: Api) -> None:
 
 
 async def test_request_workflow_auto_accept(repository_factory: Any) -> None:
-    repo = repository_factory(publish_workflow="auto")
+    repo = repository_factory(publish_workflow="auto", communities=["delphi", "cms"])
     async with await client_for(repo) as session:
         api = Api(session, repo.url)
+        unknown = {**particles_draft(1), "parent": {"communities": {"default": "atlas"}}}
+        status, body, _ = await api.call("POST", "/api/particles", unknown)
+        assert status == 400 and body["errors"][0]["field"] == "parent.communities.default"
         draft = await api.ok("POST", "/api/particles", particles_draft(1), expect=201)
         assert "publish" not in draft["links"]
         status, _, _ = await api.call("POST", draft["links"]["self"] + "/actions/publish")
