@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from stats.load import WORK_STAGES, final_record_status, open_events, runs, stage_throughput, terminal
+from stats.timeline import span_seconds
 
 RECORD_STATUSES = ("ok", "failed", "skipped", "dry-run", "interrupted")
 
@@ -59,7 +60,8 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     counts = final["status"].astype(str).value_counts()
     through = stage_throughput(frame)
     run_table = runs(frame)
-    wall = float(run_table["wall_s"].sum()) if len(run_table) else 0.0
+    # Time any run was running: runs overlapping in time (several machines) count once.
+    wall = span_seconds(frame)
 
     def stage_value(stage: str, column: str) -> int:
         return int(through.loc[stage, column]) if stage in through.index else 0
@@ -178,7 +180,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{human_bytes(moved['bytes_uploaded'])} in {moved['files_uploaded']} files uploaded"
     )
     tp = summary["throughput"]
-    out.append(f"overall: {_rate(tp['overall_mbps'])} delivered over {human_seconds(tp['wall_s'])} of wall time")
+    out.append(f"overall: {_rate(tp['overall_mbps'])} delivered over {human_seconds(tp['wall_s'])} of run time")
     z = summary["zip"]
     out.append(
         f"zip:     {z['records_zipped']} records zipped, {z['records_not_zipped']} not "
