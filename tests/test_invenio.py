@@ -328,3 +328,34 @@ async def test_quota_errors(repository_factory: Callable[..., RepositoryHandle],
     async with make_target(repo, tmp_path, max_file_size=KiB) as client_side:
         with pytest.raises(QuotaError, match="limit"):
             await client_side.put_file(rec, "big.txt", big, 20 * KiB, big_md5)
+
+
+async def test_lost_answers_on_file_init_and_commit_are_checked_not_repeated_blindly(
+    repository: RepositoryHandle, tmp_path: Path
+) -> None:
+    async with make_target(repository, tmp_path, file_attempts=5) as target:
+        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        # Init and commit take effect, then the answer is lost (502/504) half of the time.
+        repository.configure(error_after_rate=0.5, error_match=r"^POST .*/draft/files(/[^/]+/commit)?$", seed=7)
+        sizes = {"a.txt": 2 * KiB, "b.txt": 3 * KiB, "c.root": 40 * KiB, "d.root": 70 * KiB}
+        made = {key: data_file(tmp_path, key, size) for key, size in sizes.items()}
+        for key, (path, md5) in made.items():
+            assert (await target.put_file(rec, key, path, sizes[key], md5)).md5 == md5
+        repository.configure(error_after_rate=0.0)
+        files = await target.list_files(rec)
+    assert sorted(files) == sorted(sizes)
+    assert all(files[k].matches(sizes[k], made[k][1]) for k in sizes)
+    lost = [r for r in log_rows(repository, "POST", "/draft/files") if r["status"] >= 500]
+    assert lost  # the seed does hit these requests
+
+
+async def test_publish_whose_answer_is_lost_is_recognised(repository: RepositoryHandle, tmp_path: Path) -> None:
+    async with make_target(repository, tmp_path) as target:
+        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        path, md5 = data_file(tmp_path, "p.txt", KiB)
+        await target.put_file(rec, "p.txt", path, KiB, md5)
+        repository.configure(error_after_rate=1.0, error_match=r"^POST .*/actions/publish$")
+        outcome = await target.publish(rec)
+    assert outcome.state == "published"
+    assert len(log_rows(repository, "POST", "/actions/publish")) == 1
+    assert _by_recid(repository)["records"] == 1

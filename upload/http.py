@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BodyFactory = Callable[[], AsyncIterable[bytes]]  # a fresh stream per attempt
 RetryMode = Literal["all", "safe", "none"]
-CHUNK = 1024 * 1024  # file read size: thread hops cost little at this size, memory stays bounded
+CHUNK = 8 * 1024 * 1024  # read size: fewer thread hops and writes per byte; measured ~0.8-0.9x curl on loopback
 
 # Words InvenioRDM/Zenodo use in 400 messages about limits rather than metadata.
 _QUOTA_WORDS = ("too many files", "maximum number", "exceed", "too large", "quota", "file size limit")

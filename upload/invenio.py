@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry.config import ConfigError, Limits, TargetConfig
 from ferry.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
@@ -32,6 +32,7 @@ from upload.base import (
     RemoteFile,
     RemoteRecord,
     RequestLimiter,
+    Target,
     TargetLimits,
     TransferType,
 )
@@ -465,3 +466,7 @@ def _pick_model(body: Any, name: str) -> Mapping[str, Any] | None:
 def _model_names(body: Any) -> set[str]:
     items = list(body.values()) if isinstance(body, Mapping) and "hits" not in body else hits(body)
     return {f"{i.get('type')} ({i.get('name')})" for i in items if isinstance(i, Mapping)}
+
+
+if TYPE_CHECKING:  # mypy proves InvenioTarget satisfies the Target protocol
+    _conforms: type[Target] = InvenioTarget
