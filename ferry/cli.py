@@ -27,9 +27,11 @@ log = logging.getLogger("ferry")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # The common flags work before or after the command name. Their defaults are suppressed
+    # so a sub-parser never overwrites a value given before the command with its default.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--config", metavar="PATH", help="config file (default ./ferry.toml or $FERRY_CONFIG)")
-    common.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default WARNING")
     common.add_argument("--log-file", metavar="PATH", help="also write a detailed log to PATH")
     parser = argparse.ArgumentParser(
         prog="ferry",
@@ -50,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Defaults of the common flags are filled here, not by argparse: sub-parsers share the
+    # flag objects, and a default set on one would overwrite a value given to another.
+    for name, default in (("config", None), ("log_level", "WARNING"), ("log_file", None)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     setup_logging(args.log_level, args.log_file)
     try:
         config = load_config(args.config)

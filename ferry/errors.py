@@ -94,6 +94,22 @@ class SourceFileMissing(SourceError, FileNotFoundError):
     """The source has no such file."""
 
 
+class DownloadFailed(SourceError):
+    """Some files of a record could not be fetched and verified; ``failures`` names them."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: Mapping[str, str],
+        retryable: bool = False,
+        recid: str | None = None,
+    ) -> None:
+        super().__init__(message, recid=recid)
+        self.failures = dict(failures)
+        self.retryable = retryable
+
+
 class VerificationError(FerryError):
     """Bytes arrived but their size or checksum is not the expected one."""
 

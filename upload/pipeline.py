@@ -25,6 +25,7 @@ from typing import Any, Literal
 from download.manifest import Manifest, load_manifest
 from ferry.config import Limits
 from ferry.errors import (
+    DownloadFailed,
     FerryError,
     InputError,
     NoFilesError,
@@ -148,6 +149,8 @@ class RecordJob:
         except FerryError as exc:
             if exc.recid is None:
                 exc.recid = self.recid
+            if isinstance(exc, DownloadFailed):
+                self.result.failed_files.update(exc.failures)
             self.result.status, self.result.error, self.result.stage = "failed", exc, self.stage
             event.close("failed", error=exc, stage_reached=self.stage, file_count=self.result.file_count)
             if ctx.ledger is not None and not ctx.dry_run:

@@ -1,0 +1,92 @@
+"""The single-record pipeline end to end: sandbox XRootD + portal -> sandbox repository."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.cli import main
+from stats.events import read_jsonl
+from tests.fixtures_repository import RepositoryHandle
+from tests.fixtures_xrootd import SandboxSource
+
+
+def write_config(tmp_path: Path, src: SandboxSource, repo: RepositoryHandle, **target: Any) -> Path:
+    token_file = tmp_path / "token"
+    token_file.write_text(repo.token)
+    options = {
+        "type": '"invenio"',
+        "url": f'"{repo.url}"',
+        "token_file": f'"{token_file}"',
+        "profile": '"nrp-particles"',
+        "model": '"particles"',
+        "requests_per_minute": "6000",
+        "requests_per_hour": "100000",
+    }
+    options.update({k: (f'"{v}"' if isinstance(v, str) else str(v).lower()) for k, v in target.items()})
+    lines = ["[source.cernopendata]", f'portal = "{src.portal_url}"', "", "[targets.sandbox]"]
+    lines += [f"{k} = {v}" for k, v in options.items()]
+    lines += ["", "[limits]", "backoff_base = 0.05"]
+    path = tmp_path / "ferry.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_ferry(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def remote_records(repo: RepositoryHandle) -> list[dict[str, Any]]:
+    state = repo.state()
+    return list(state.get("records", state.get("drafts", [])))
+
+
+def test_upload_plain_record_verified_and_idempotent(
+    tmp_path: Path, sandbox_source: SandboxSource, repository: RepositoryHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox_source, repository)
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    recid = sandbox_source.cases["plain"]
+    code = run_ferry(config, "upload", recid, "--target", "sandbox", "--dest", str(dest), "--stats-dir", str(stats))
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"record {recid}: ok" in out.out
+    state = repository.state()
+    print(state)
+    rows = [r for f in stats.glob("*.jsonl") for r in read_jsonl(f)]
+    assert [r["status"] for r in rows if r["stage"] == "record"] == ["started", "ok"]
+    uploads = [r for r in rows if r["stage"] == "upload" and r["status"] == "ok"]
+    local = sorted(p for p in (dest / recid).iterdir() if p.is_file())
+    assert len(uploads) == len(local) > 0
+
+    # Second run: nothing uploaded again, the same single draft.
+    code = run_ferry(config, "upload", recid, "--target", "sandbox", "--dest", str(dest), "--stats-dir", str(stats))
+    assert code == 0, capsys.readouterr().err
+    rows = [r for f in stats.glob("*.jsonl") for r in read_jsonl(f)]
+    assert len([r for r in rows if r["stage"] == "upload" and r["status"] == "ok"]) == len(local)
+
+
+def test_dry_run_writes_nothing(
+    tmp_path: Path,
+    sandbox_source: SandboxSource,
+    repository: RepositoryHandle,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path, sandbox_source, repository)
+    dest = tmp_path / "data"
+    before = repository.state()
+    code = run_ferry(
+        config, "upload", sandbox_source.cases["plain"], "--target", "sandbox", "--dest", str(dest), "--dry-run"
+    )
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "zip: no" in out.out and "metadata:" in out.out
+    assert not dest.exists()
+    assert repository.state() == before
