@@ -27,8 +27,11 @@ class ChunkSink(Protocol):
     """Where a fetcher puts bytes.
 
     ``reserve`` is awaited before a read is issued, so the bytes held in memory across all
-    transfers stay bounded; ``put`` writes a chunk at its offset (chunks may arrive in any
-    order) and releases the reservation once the chunk is written and hashed.
+    transfers stay bounded. Reservations must be taken in offset order: chunks that
+    arrive early wait (holding theirs) for the gap before them, and the chunk filling the
+    gap must already hold its own, or the transfer would wait forever. ``put`` writes a
+    chunk at its offset (chunks may arrive in any order) and takes over its reservation,
+    releasing it once the chunk is written and hashed (or on failure).
     """
 
     async def reserve(self, nbytes: int) -> None: ...

@@ -119,23 +119,24 @@ class XRootDFetcher:
 
     async def _fetch_open(self, handle: Any, url: str, sink: ChunkSink, start: int, expected_size: int | None) -> int:
         chunk = self.chunk_size
-        if expected_size is not None and expected_size - start <= chunk:
-            # Small file (or small tail): one read, no stat round-trip. A short answer is
-            # the end of the file; a full one means the file grew, so fall back to stat.
-            await sink.reserve(chunk)
+        if expected_size is not None and expected_size - start < chunk:
+            # Small file (or small tail): one read, no stat round-trip. Asking for one byte
+            # more than expected tells a short answer (the end of the file) from a file
+            # that grew (then fall back to stat and read the rest).
+            want = expected_size - start + 1
+            await sink.reserve(want)
             try:
-                data = await self._read(handle, url, start, chunk)
+                data = await self._read(handle, url, start, want)
             except BaseException:
-                sink.release(chunk)
+                sink.release(want)
                 raise
             n = len(data)
-            if n < chunk:
-                if n:
-                    await sink.put(start, data, reserved=chunk)
-                else:
-                    sink.release(chunk)
+            if n:
+                await sink.put(start, data, reserved=want)
+            else:
+                sink.release(want)
+            if n < want:
                 return start + n
-            await sink.put(start, data, reserved=chunk)
             start += n
         size = await self._size(handle, url)
         if size < start:

@@ -150,7 +150,10 @@ def test_corrupt_file_with_same_size_is_found_only_when_asked(sandbox_source: Sa
     assert got.read_bytes() == served.read_bytes()
 
 
-def test_partial_download_resumes_from_the_part_file(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["root", "https"])
+def test_partial_download_resumes_from_the_part_file(
+    sandbox_source: SandboxSource, tmp_path: Path, protocol: str
+) -> None:
     recid = sandbox_source.cases["big"]
     (entry,) = data_files(sandbox_source.record("big"))
     served = local(sandbox_source, entry["uri"]).read_bytes()
@@ -159,7 +162,7 @@ def test_partial_download_resumes_from_the_part_file(sandbox_source: SandboxSour
     keep = 5 * 1024 * 1024 + 7
     (record_dir / "big.dat.part").write_bytes(served[:keep])
     stats = tmp_path / "stats"
-    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats)) == 0
+    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats), "--protocol", protocol) == 0
     assert (record_dir / "big.dat").read_bytes() == served
     row = next(
         r for p in stats.glob("*.jsonl") for r in read_jsonl(p) if r["file"] == "big.dat" and r["status"] == "ok"
@@ -167,7 +170,10 @@ def test_partial_download_resumes_from_the_part_file(sandbox_source: SandboxSour
     assert row["bytes"] == len(served) - keep and row["reason"] == "resumed"
 
 
-def test_corrupt_part_prefix_is_detected_and_repaired(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["root", "https"])
+def test_corrupt_part_prefix_is_detected_and_repaired(
+    sandbox_source: SandboxSource, tmp_path: Path, protocol: str
+) -> None:
     recid = sandbox_source.cases["big"]
     (entry,) = data_files(sandbox_source.record("big"))
     served = local(sandbox_source, entry["uri"]).read_bytes()
@@ -177,7 +183,7 @@ def test_corrupt_part_prefix_is_detected_and_repaired(sandbox_source: SandboxSou
     bad[12345] ^= 0xFF
     (record_dir / "big.dat.part").write_bytes(bytes(bad))
     stats = tmp_path / "stats"
-    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats)) == 0
+    assert api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats), "--protocol", protocol) == 0
     assert (record_dir / "big.dat").read_bytes() == served
     assert not (record_dir / "big.dat.part").exists()
     row = next(
