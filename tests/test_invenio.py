@@ -54,9 +54,11 @@ async def test_l_and_m_uploads_send_octet_stream_parts_and_poll_checksum(
 
 
 async def test_nrp_discovery_creates_at_the_model(repository: RepositoryHandle, tmp_path: Path) -> None:
-    async with make_target(repository, tmp_path, model="particles", community="delphi") as target:
+    async with make_target(repository, tmp_path, model="particles", community="delphi", workflow="basic") as target:
         rec = await target.create(RECID, particles_body(RECID), query=particles_query(RECID))
         assert "/api/particles/" in rec.links["self"]
+        parent = (await _raw_get(repository, rec.links["self"]))["parent"]
+        assert parent["communities"]["default"] == "delphi" and parent["workflow"] == "basic"
         found = await target.find(RECID, particles_query(RECID))
         assert found is not None and found.id == rec.id
     assert log_rows(repository, "GET", "/.well-known/repository")
@@ -223,6 +225,13 @@ async def test_multipart_checksum_that_never_comes_is_bounded(repository: Reposi
         path, md5 = data_file(tmp_path, "slow.root", 70 * KiB)
         with pytest.raises(VerificationError, match=r"multipart|pending"):
             await target.put_file(rec, "slow.root", path, 70 * KiB, md5)
+
+
+async def _raw_get(repository: RepositoryHandle, url: str) -> Any:
+    headers = {"Authorization": f"Bearer {repository.token}"}
+    async with aiohttp.ClientSession(headers=headers) as session, session.get(url) as resp:
+        assert resp.status == 200
+        return await resp.json()
 
 
 async def _raw_init(repository: RepositoryHandle, files_link: str, key: str) -> None:

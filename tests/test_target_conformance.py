@@ -92,6 +92,13 @@ async def test_find_nothing_then_the_created_draft(target: Target, case: TargetC
     assert await target.find("4243", case.query("4243")) is None
 
 
+async def test_get_by_the_targets_id(target: Target, case: TargetCase) -> None:
+    rec = await _draft(target, case)
+    got = await target.get("81009", rec.id)
+    assert got is not None and got.id == rec.id and got.state == "draft" and got.recid == "81009"
+    assert await target.get("81009", "nosuch-id00") is None
+
+
 async def test_put_small_file_is_verified_and_listed(target: Target, case: TargetCase, tmp_path: Path) -> None:
     rec = await _draft(target, case)
     path, md5 = data_file(tmp_path, "small.json", 3000)
@@ -180,6 +187,8 @@ async def test_publish_then_locked_then_new_version(target: Target, case: Target
     assert outcome.state == "published" and outcome.record_id == rec.id
     published = await target.find("81009", case.query("81009"))
     assert published is not None and published.state == "published" and published.id == rec.id
+    by_id = await target.get("81009", rec.id)
+    assert by_id is not None and by_id.state == "published"
     with pytest.raises(Conflict):
         await target.put_file(published, "more.txt", path, 4000, md5)
     if "new_version" in case.cannot:

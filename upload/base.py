@@ -116,6 +116,11 @@ class Target(Protocol):
         """The draft (preferred) or published record for ``recid``, found with ``query``."""
         ...
 
+    async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
+        """The draft (preferred) or published record with the target's id ``record_id`` (from a
+        ledger), or None when the target no longer has it."""
+        ...
+
     async def create(self, recid: str, body: Mapping[str, Any], *, query: str | None = None) -> RemoteRecord:
         """Create a draft. ``query`` lets a failed create be checked (and not repeated) safely."""
         ...

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ferry.config import ConfigError, Limits, TargetConfig
 from ferry.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
@@ -246,6 +247,19 @@ class InvenioTarget:
             except TargetNotFound:
                 return None  # deleted or published since the index saw it; the next search knows
         return hit
+
+    async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
+        await self._ensure_ready()
+        # Only an id is known here (from the ledger), so the URL is built: <collection>/<id>[/draft].
+        base = self._create_url.rstrip("/") + "/" + quote(record_id, safe="")
+        where = Where("read record", recid)
+        for link in (base + "/draft", base):
+            try:
+                body = (await self.http.request("GET", link, where)).body
+            except TargetNotFound:
+                continue
+            return self._record(body, recid)
+        return None
 
     async def create(self, recid: str, body: Mapping[str, Any], *, query: str | None = None) -> RemoteRecord:
         await self._ensure_ready()
