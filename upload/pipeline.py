@@ -259,8 +259,13 @@ class RecordJob:
         """The draft to fill, never a second one for the same recid."""
         ctx, target = self.ctx, self.ctx.target
         row = await ctx.ledger.run(ctx.ledger.get, self.recid) if ctx.ledger is not None else None
-        remote = await target.find(self.recid, query)
-        if remote is None and row is not None and (row.create_pending or row.remote_id):
+        remote = None
+        if row is not None and row.remote_id:
+            # The ledger knows the id: no need to trust a search index that may lag.
+            remote = await target.get(self.recid, row.remote_id)
+        if remote is None:
+            remote = await target.find(self.recid, query)
+        if remote is None and row is not None and row.create_pending:
             # A create may have reached the target just before a crash; its search index
             # can lag behind. Ask again a few times before creating anything.
             for delay in CREATE_RECHECK_DELAYS:

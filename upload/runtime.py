@@ -50,6 +50,7 @@ class RunOptions:
     ledger: Path | None = None
     yes: bool = False
     run_id: str | None = None
+    summary: bool = False  # write the run summary row when the stats close (bulk runs)
 
 
 def make_target(tcfg: TargetConfig, limits: Limits) -> Target:
@@ -96,7 +97,9 @@ def make_fetch(downloader: Downloader, dest: Path) -> Fetch:
             raise DownloadFailed(
                 f"{len(failures)} of {len(result.files)} file(s) failed to download (first: {first[0]}: {first[1]})",
                 failures=failures,
-                retryable=all(f.error is not None and f.error.retryable for f in result.failures),
+                # The engine already retried each file (transient errors with backoff, a
+                # checksum mismatch once): repeating the whole record would not help.
+                retryable=False,
                 recid=record.recid,
             )
         return await asyncio.to_thread(load_manifest, record_dir, record.recid)
@@ -132,7 +135,7 @@ async def open_run(
     )
     profile = get_profile(tcfg.profile)
     token = tcfg.token()
-    stats = StatsWriter(opts.stats_dir, opts.run_id, redact=(token.reveal(),) if token else ())
+    stats = StatsWriter(opts.stats_dir, opts.run_id, redact=(token.reveal(),) if token else (), summary=opts.summary)
     source = make_source(config, opts, transport, limits)
     downloader = Downloader(transport, limits=limits, stats=stats, progress=progress)
     target = make_target(tcfg, limits)
