@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -30,7 +31,8 @@ from typing import Any
 from sandbox.cases import CASES, build_cases
 from sandbox.datagen import DataGenerator, Scale, mirror_records
 from sandbox.portal import Portal, start_portal
-from sandbox.xrootd import XRootDServer, check_readable_by, pick_run_user
+from sandbox.repository import RunningRepository, start_repository
+from sandbox.xrootd import XRootDError, XRootDServer, check_readable_by, pick_run_user
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class Sandbox:
         seed: int = 1,
         portal_port: int = 0,
         xrootd_port: int | None = None,
+        with_repository: bool = False,
+        repository_port: int = 0,
+        repository_options: dict[str, Any] | None = None,
     ) -> None:
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.recids = tuple(str(r) for r in recids)
@@ -112,18 +117,28 @@ class Sandbox:
         self.seed = seed
         self.portal_port = portal_port
         self.xrootd_port = xrootd_port
+        self.with_repository = with_repository
+        self.repository_port = repository_port
+        self.repository_options = dict(repository_options or {})
+        self.repository: RunningRepository | None = None
         self.workdir = Path()
         self.xrootd: XRootDServer | None = None
         self.portal: Portal | None = None
         self.records: list[dict[str, Any]] = []
         self.cases: dict[str, str] = {}
         self._own_workdir = False
+        self._served_dir: Path | None = None
 
     # --- what callers use ------------------------------------------------------------------
 
     @property
     def data_root(self) -> Path:
-        return self.workdir / "data"
+        return self._served / "data"
+
+    @property
+    def _served(self) -> Path:
+        """Where xrootd's files live: the workdir, or a side dir it can reach (see below)."""
+        return self._served_dir or self.workdir
 
     @property
     def records_file(self) -> Path:
@@ -139,6 +154,16 @@ class Sandbox:
         assert self.portal is not None, "sandbox not started"
         return self.portal.url
 
+    @property
+    def repository_url(self) -> str:
+        assert self.repository is not None, "sandbox repository not started"
+        return self.repository.url
+
+    @property
+    def token_file(self) -> Path:
+        """The repository's bearer token, in a file (as `token_file` in ferry.toml wants it)."""
+        return self.workdir / "repository.token"
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> Sandbox:
@@ -153,17 +178,20 @@ class Sandbox:
         # Records first: an unknown recid is an input error, whatever the workdir.
         source = self._records_arg if self._records_arg is not None else select_records(self.recids)
         self._prepare_workdir()
-        self.xrootd = XRootDServer(self.data_root, port=self.xrootd_port, run_dir=self.workdir / "xrootd")
+        self.xrootd = XRootDServer(self.data_root, port=self.xrootd_port, run_dir=self._served / "xrootd")
         await asyncio.to_thread(self.xrootd.start)
         # Data generation is disk-bound and blocking: a worker thread keeps the loop free.
         self.records = await asyncio.to_thread(self._generate, source, self.xrootd.url)
         text = json.dumps(self.records, indent=1, ensure_ascii=False)
         await asyncio.to_thread(self.records_file.write_text, text)
         self.portal = await start_portal(self.records, data_root=self.data_root, port=self.portal_port)
-        # --- REPOSITORY HOOK ------------------------------------------------------------------
-        # The sandbox InvenioRDM/NRP repository (sandbox/repository*.py) is started here
-        # later, next to the source side, and stopped in stop(); not wired in yet.
-        # ---------------------------------------------------------------------------------------
+        if self.with_repository:
+            # The sandbox InvenioRDM/NRP repository: state and uploads under the workdir.
+            token = secrets.token_urlsafe(24)
+            self.repository = await start_repository(
+                self.workdir / "repository", port=self.repository_port, tokens=[token], **self.repository_options
+            )
+            await asyncio.to_thread(_write_private, self.token_file, token)
         log.info("sandbox up: xrootd %s, portal %s, %d records", self.xrootd_url, self.portal_url, len(self.records))
 
     def _generate(self, source: Sequence[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
@@ -185,12 +213,23 @@ class Sandbox:
         else:
             self.workdir = self._workdir_arg.resolve()
             self.workdir.mkdir(parents=True, exist_ok=True)
+            try:
+                check_readable_by(self.workdir, pick_run_user(), need_list=False)
+            except XRootDError:
+                # xrootd runs unprivileged and cannot enter this workdir (e.g. under a 0700
+                # /root or pytest's temp dir): its data and run files go to a fresh
+                # world-searchable temp dir instead, removed when the sandbox stops.
+                self._served_dir = Path(tempfile.mkdtemp(prefix="ferry-sandbox-data-"))
+                os.chmod(self._served_dir, 0o755)
+                log.info("workdir %s is not reachable by xrootd: serving from %s", self.workdir, self._served_dir)
         self.data_root.mkdir(exist_ok=True)
         os.chmod(self.data_root, 0o755)
         check_readable_by(self.data_root, pick_run_user())
 
     async def stop(self) -> None:
-        # --- REPOSITORY HOOK: stop the repository here (before the source side). ---
+        repository, self.repository = self.repository, None
+        if repository is not None:
+            await repository.stop()
         portal, self.portal = self.portal, None
         if portal is not None:
             await portal.stop()
@@ -199,6 +238,9 @@ class Sandbox:
             await asyncio.to_thread(xrd.stop)
         if self._own_workdir and self.workdir != Path():
             await asyncio.to_thread(shutil.rmtree, self.workdir, True)
+        served, self._served_dir = self._served_dir, None
+        if served is not None:
+            await asyncio.to_thread(shutil.rmtree, served, True)
 
     async def __aenter__(self) -> Sandbox:
         return await self.start()
@@ -260,6 +302,34 @@ def run_in_thread(sandbox: Sandbox) -> Iterator[Sandbox]:
         yield started
     finally:
         runner.stop()
+
+
+SANDBOX_TARGET = "sandbox"
+
+
+def config_toml(sb: Sandbox, *, publish: bool = True) -> str:
+    """A ferry.toml for this sandbox: its portal as the source, its repository as target."""
+    lines = ["[source.cernopendata]", f'portal = "{sb.portal_url}"', ""]
+    if sb.repository is not None:
+        lines += [
+            f"[targets.{SANDBOX_TARGET}]",
+            'type = "invenio"',
+            f'url = "{sb.repository_url}"',
+            f'token_file = "{sb.token_file}"',
+            'profile = "nrp-particles"',
+            'model = "particles"',
+            f"publish = {str(publish).lower()}",
+            # The sandbox's limits are the demo's: generous, so a demo is not a wait.
+            f"requests_per_minute = {int(sb.repository_options.get('rate_per_minute', 100))}",
+            f"requests_per_hour = {int(sb.repository_options.get('rate_per_hour', 5000))}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
 
 
 @contextlib.contextmanager

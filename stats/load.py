@@ -221,7 +221,8 @@ def final_record_status(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per recid (the index): its final status and the facts of that outcome.
 
     The final status is the record's last terminal ``record`` event (across all runs, in
-    run order). A recid with no terminal ``record`` event is ``interrupted`` when it has
+    run order), except that a ``skipped`` (already done) after an earlier ``ok`` keeps the
+    ``ok`` and its facts. A recid with no terminal ``record`` event is ``interrupted`` when it has
     open events; otherwise (writers that emit no record events) it is derived from its
     work events: ``failed`` if the last event of any (stage, file) failed, else the last
     terminal status; ``derived`` is True for those.
@@ -230,7 +231,16 @@ def final_record_status(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame[frame["recid"].notna() & ~frame["stage"].isin(["run", "summary"])]
     ends = terminal(rows)
     record_rows = ends[ends["stage"] == "record"]
-    final = record_rows.groupby("recid", sort=False, observed=True).tail(1).set_index("recid")
+    last = record_rows.groupby("recid", sort=False, observed=True).tail(1)
+    # "skipped" means "already done": after an earlier ok the record stays ok (a re-run
+    # that found everything on the target must not hide the run that put it there).
+    last_ok = record_rows[record_rows["status"] == "ok"].groupby("recid", sort=False, observed=True).tail(1)
+    ok_by_recid = dict(zip(last_ok["recid"], last_ok.index, strict=True))
+    picks = [
+        ok_by_recid.get(recid, idx) if status == "skipped" else idx
+        for idx, recid, status in zip(last.index, last["recid"], last["status"], strict=True)
+    ]
+    final = record_rows.loc[picks].set_index("recid")
     out = final.reindex(columns=[c for c in RECORD_COLUMNS if c != "derived"]).copy()
     out["status"] = out["status"].astype("string")
     out["derived"] = False
@@ -314,6 +324,17 @@ THROUGHPUT_COLUMNS = (
 )
 
 
+def _data_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose bytes are data moved: per-file events, and record-level events only for
+    (run, stage, recid) groups without per-file events. A stage that reports each file
+    and also the record as a whole (download) would otherwise count its bytes twice."""
+    if rows.empty:
+        return rows
+    keys = ["run_id", "stage", "recid"]
+    has_files = rows["file"].notna().groupby([rows[k].astype("string") for k in keys]).transform("any")
+    return rows[rows["file"].notna() | ~has_files.astype(bool)]
+
+
 def stage_throughput(frame: pd.DataFrame, stages: Sequence[str] = WORK_STAGES) -> pd.DataFrame:
     """Per stage: terminal events by status, ok files and bytes, summed event time
     (``busy_s``), time with at least one event running (``active_s``), the stage's
@@ -328,7 +349,7 @@ def stage_throughput(frame: pd.DataFrame, stages: Sequence[str] = WORK_STAGES) -
         ok = mine[mine["status"] == "ok"]
         timed = mine[mine["duration_s"].fillna(0) > 0]
         active = union_seconds(timed["start"], timed["end"]) if len(timed) else 0.0
-        ok_bytes = int(ok["bytes"].fillna(0).sum())
+        ok_bytes = int(_data_rows(ok)["bytes"].fillna(0).sum())
         out.append(
             {
                 "stage": stage,

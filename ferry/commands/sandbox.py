@@ -13,8 +13,12 @@ from pathlib import Path
 from ferry.config import Config
 from ferry.errors import InputError
 from sandbox.datagen import DataGenError, Scale
-from sandbox.stack import DEFAULT_RECIDS, DEFAULT_SCALE, Sandbox, SandboxError
+from sandbox.stack import DEFAULT_RECIDS, DEFAULT_SCALE, SANDBOX_TARGET, Sandbox, SandboxError, config_toml
 from sandbox.xrootd import XRootDError
+
+# Rate limits of the interactive sandbox repository: high, so trying things is not a wait
+# (tests and benchmarks set their own).
+SANDBOX_REPOSITORY_OPTIONS = {"rate_per_minute": 6000, "rate_per_hour": 100_000}
 
 DESCRIPTION = """\
 Start, on 127.0.0.1, a real XRootD server (Debian xrootd, adler32 checksums) over a
@@ -84,6 +88,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "file index, colliding names, bad checksum, missing file, path escape, no files, big, many)",
     )
     parser.add_argument("--portal-port", type=int, default=0, metavar="PORT", help="portal port (default: free)")
+    parser.add_argument(
+        "--no-repository", action="store_true", help="do not start the sandbox InvenioRDM/NRP repository"
+    )
+    parser.add_argument(
+        "--repository-port", type=int, default=0, metavar="PORT", help="repository port (default: free)"
+    )
     parser.add_argument("--xrootd-port", type=int, default=None, metavar="PORT", help="xrootd port (default: free)")
     parser.add_argument(
         "--ready-file",
@@ -115,6 +125,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
         with_cases=args.with_cases,
         portal_port=args.portal_port,
         xrootd_port=args.xrootd_port,
+        with_repository=not args.no_repository,
+        repository_port=args.repository_port,
+        repository_options=SANDBOX_REPOSITORY_OPTIONS,
     )
     try:
         return asyncio.run(_serve(sandbox, args.ready_file))
@@ -153,6 +166,8 @@ def ready_info(sb: Sandbox) -> dict[str, object]:
         "records_file": str(sb.records_file),
         "recids": [str(r["recid"]) for r in sb.records],
         "cases": sb.cases,
+        "repository_url": sb.repository_url if sb.repository is not None else None,
+        "token_file": str(sb.token_file) if sb.repository is not None else None,
     }
 
 
@@ -160,6 +175,9 @@ def banner(sb: Sandbox) -> str:
     total = sum(int(f["size"]) for r in sb.records for f in r.get("files", []))
     recids = [str(r["recid"]) for r in sb.records]
     first = " ".join(recids[:3])
+    repo = ""
+    if sb.repository is not None:
+        repo = f"\n  repository:  {sb.repository_url}   (InvenioRDM/NRP sandbox; token in {sb.token_file})"
     cases = ""
     if sb.cases:
         cases = "\ntest cases (recid): " + ", ".join(f"{k}={v}" for k, v in sb.cases.items())
@@ -172,20 +190,29 @@ def banner(sb: Sandbox) -> str:
           records:     {sb.records_file}
           recids:      {" ".join(recids)}"""
         )
+        + repo
         + cases
         + textwrap.dedent(
             f"""
 
-        ferry.toml snippet:
-          [source.cernopendata]
-          portal = "{sb.portal_url}"
-
+        ferry.toml (save it as ./ferry.toml):
+        {{toml}}
         try, in another shell:
           ferry download {first} --portal {sb.portal_url} --dest ./data
           ferry download {first} --records {sb.records_file} --dest ./data
           ferry download {first} --portal {sb.portal_url} --protocol https --dest ./data
-          xrdfs {sb.xrootd_url} ls -l /eos/opendata
+          xrdfs {sb.xrootd_url} ls -l /eos/opendata{{upload}}
 
         Ctrl-C stops the sandbox."""
         )
+    ).format(toml=textwrap.indent(config_toml(sb), "  "), upload=_upload_examples(sb, first))
+
+
+def _upload_examples(sb: Sandbox, first: str) -> str:
+    if sb.repository is None:
+        return ""
+    recid = first.split()[0] if first else ""
+    return (
+        f"\n  ferry upload {recid} --target {SANDBOX_TARGET} --dest ./data --dry-run"
+        f"\n  ferry upload {recid} --target {SANDBOX_TARGET} --dest ./data --stats-dir ./stats"
     )
