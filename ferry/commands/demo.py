@@ -17,10 +17,11 @@ from .sandbox import SANDBOX_REPOSITORY_OPTIONS
 DESCRIPTION = """\
 Run the main job on the local sandbox and show its results: start an XRootD server over
 generated copies of real DELPHI records, a CERN Open Data portal stand-in and a sandbox
-InvenioRDM/NRP repository (all on 127.0.0.1), then `ferry bulk` every sample record
-through download (verified adler32) -> zip (when the policy says so) -> metadata
-transform -> upload (md5 verified on the target) -> publish; then run it again to show
-that nothing moves twice, print the stats summary, and write the figures of the run.
+InvenioRDM/NRP repository (all on 127.0.0.1); upload the first record alone with
+`ferry upload`, then `ferry bulk` every sample record through download (verified
+adler32) -> zip (when the policy says so) -> metadata transform -> upload (md5 verified
+on the target) -> publish; then run the bulk again to show that nothing moves twice,
+print the stats summary, and write the figures of the runs.
 Everything stops when the demo ends; its files stay in --workdir.
 """
 
@@ -63,18 +64,22 @@ def run(args: argparse.Namespace, config: Config) -> int:
         bulk = ["--config", str(cfg), "bulk", "--recids", str(recids), "--target", SANDBOX_TARGET]
         bulk += ["--dest", str(dest), "--stats-dir", str(stats)]
 
-        say(f"1/3 ferry bulk: {len(sb.records)} DELPHI records -> sandbox repository, published")
-        first = ferry_main(bulk)
-        say("2/3 the same command again: everything is already verified on the target")
+        one = str(sb.records[0]["recid"])
+        say(f"1/4 ferry upload {one}: one record, end to end, published")
+        single = ["--config", str(cfg), "upload", one, "--target", SANDBOX_TARGET]
+        first = ferry_main([*single, "--dest", str(dest), "--stats-dir", str(stats)])
+        say(f"2/4 ferry bulk: {len(sb.records)} DELPHI records -> sandbox repository ({one} is already there)")
         second = ferry_main(bulk)
-        say("3/3 stats")
+        say("3/4 the same bulk again: everything is already verified on the target")
+        third = ferry_main(bulk)
+        say("4/4 stats")
         code = ferry_main(["stats", "summary", str(stats)])
         if not args.no_figures:
             code = code or ferry_main(["stats", "figures", str(stats), "-o", str(workdir / "figs")])
     say(
         f"done: downloads in {dest}, stats in {stats}" + ("" if args.no_figures else f", figures in {workdir / 'figs'}")
     )
-    return first or second or code
+    return first or second or third or code
 
 
 def say(text: str) -> None:
