@@ -1,0 +1,104 @@
+"""Single-record edges: a 150-file record as bundles; `ferry upload` killed mid-file."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.cli import main
+from tests.bulk_support import (
+    BASE,
+    kill9,
+    md5_file,
+    run_ferry_process,
+    spawn_ferry,
+    synthetic_source,
+    wait_for,
+    write_config,
+)
+from tests.fixtures_repository import RepositoryHandle
+
+
+def record(recid: str, sizes: list[int]) -> dict[str, Any]:
+    files = [
+        {"uri": f"root://eospublic.cern.ch/{BASE}/{recid}/f{j:03d}.dat", "size": s, "checksum": ""}
+        for j, s in enumerate(sizes)
+    ]
+    return {
+        "recid": recid,
+        "title": f"Edge record {recid}",
+        "experiment": ["SANDBOX"],
+        "publisher": "CERN Open Data Portal",
+        "date_published": "2025",
+        "type": {"primary": "Dataset", "secondary": ["Collision"]},
+        "license": {"attribution": "CC0-1.0"},
+        "files": files,
+    }
+
+
+def test_150_file_record_uploaded_as_split_bundles(
+    tmp_path: Path, repository_factory: Callable[..., RepositoryHandle], capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = "975150"
+    sizes = [2_000 + (j * 37) % 3_000 for j in range(150)]
+    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
+    with synthetic_source([record(recid, sizes)]) as src:
+        # Files of at most ~200 kB on the target: 150 files of 2-5 kB need several bundles.
+        config = write_config(tmp_path, src, repo, max_file_size=200_000)
+        dest = tmp_path / "data"
+        code = main(["--config", str(config), "upload", recid, "--target", "sandbox", "--dest", str(dest)])
+        assert code == 0, capsys.readouterr().err
+        source_md5 = src.source_md5(recid)
+
+    state = repo.state()
+    assert state["by_recid"][recid]["drafts"] == 1
+    (entity,) = [e for e in state["entities"] if e["recid"] == recid]
+    remote = {k: v["checksum"].removeprefix("md5:") for k, v in entity["draft_files"].items()}
+    bundles = sorted(k for k in remote if k.endswith(".zip"))
+    assert len(bundles) >= 2 and f"{recid}_bundle_manifest.json" in remote and len(remote) == len(bundles) + 1
+    # What the target holds is byte for byte what we built, and the bundles hold every
+    # source file exactly once, with the source's bytes.
+    seen: dict[str, str] = {}
+    for name in bundles:
+        local = dest / recid / name
+        assert md5_file(local) == remote[name] and entity["draft_files"][name]["size"] <= 200_000
+        with zipfile.ZipFile(local) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".dat"):
+                    assert info.filename not in seen
+                    seen[info.filename] = hashlib.md5(zf.read(info)).hexdigest()
+    assert seen == source_md5
+
+
+def test_upload_killed_mid_file_resumes_without_duplicates(
+    tmp_path: Path, repository_factory: Callable[..., RepositoryHandle]
+) -> None:
+    recid = "975001"
+    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, latency_ms=150)
+    with synthetic_source([record(recid, [12 * 1024 * 1024, 3_000_000])]) as src:
+        # Multipart with 1 MiB parts and 150 ms per request: the big file takes a few seconds.
+        config = write_config(tmp_path, src, repo, multipart_threshold=1 << 20, part_size=1 << 20)
+        dest, log = tmp_path / "data", tmp_path / "ferry.log"
+        args = ["--config", str(config), "upload", recid, "--target", "sandbox", "--dest", str(dest)]
+        proc = spawn_ferry(args, log)
+
+        def parts_sent() -> int:
+            return sum(1 for row in repo.requests_log() if row["method"] == "PUT" and "/content/" in row["path"])
+
+        assert wait_for(lambda: parts_sent() >= 2, timeout=60), log.read_text()
+        kill9(proc)
+        assert parts_sent() < 12  # killed in the middle of the big file
+        assert run_ferry_process(args, log) == 0, log.read_text()
+        source_md5 = src.source_md5(recid)
+
+    state = repo.state()
+    assert state["by_recid"][recid]["drafts"] == 1
+    (entity,) = [e for e in state["entities"] if e["recid"] == recid]
+    files = entity["draft_files"]
+    assert {k: v["status"] for k, v in files.items()} == {k: "completed" for k in source_md5}
+    assert {k: v["checksum"] for k, v in files.items()} == {k: f"md5:{v}" for k, v in source_md5.items()}
