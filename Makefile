@@ -14,8 +14,8 @@ setup: system-deps venv
 
 # Debian packages: the XRootD server and client (xrootd, xrdcp, xrdfs), curl for benchmarks.
 system-deps:
-	@if ! command -v xrootd >/dev/null 2>&1 || ! command -v xrdcp >/dev/null 2>&1; then \
-		echo ">> installing Debian packages xrootd-server xrootd-client"; \
+	@if ! command -v xrootd >/dev/null 2>&1 || ! command -v xrdcp >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then \
+		echo ">> installing Debian packages xrootd-server xrootd-client curl"; \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q xrootd-server xrootd-client curl; \
 	fi
