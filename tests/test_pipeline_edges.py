@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ferry.cli import main
+from stats.events import read_jsonl
 from tests.bulk_support import (
     BASE,
     kill9,
@@ -51,9 +52,20 @@ def test_150_file_record_uploaded_as_split_bundles(
         # Files of at most ~200 kB on the target: 150 files of 2-5 kB need several bundles.
         config = write_config(tmp_path, src, repo, max_file_size=200_000)
         dest = tmp_path / "data"
-        code = main(["--config", str(config), "upload", recid, "--target", "sandbox", "--dest", str(dest)])
-        assert code == 0, capsys.readouterr().err
+        upload = ["--config", str(config), "upload", recid, "--target", "sandbox", "--dest", str(dest)]
+        assert main(upload) == 0, capsys.readouterr().err
         source_md5 = src.source_md5(recid)
+
+        # Originals deleted once the bundles are verified: a re-run neither downloads them
+        # again nor uploads anything; the record is still recognised as zipped.
+        zip_args = ["--config", str(config), "zip", recid, "--dest", str(dest), "--target", "sandbox"]
+        assert main([*zip_args, "--delete-originals"]) == 0, capsys.readouterr().err
+        assert not list((dest / recid).glob("*.dat"))
+        stats = tmp_path / "stats"
+        assert main([*upload, "--stats-dir", str(stats)]) == 0, capsys.readouterr().err
+        rows = [r for f in stats.glob("*.jsonl") for r in read_jsonl(f)]
+        assert not [r for r in rows if r["stage"] == "download" and r["file"] and r["status"] == "ok"]
+        assert not [r for r in rows if r["stage"] == "upload" and r["status"] == "ok"]
 
     state = repo.state()
     assert state["by_recid"][recid]["drafts"] == 1

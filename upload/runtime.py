@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from upload.ledger import Ledger
 from upload.limits import CircuitBreaker, RateLimiter
 from upload.pipeline import Fetch, PipelineContext
 from upload.zip_policy import ZipPolicy
-from upload.zipper import zip_executor
+from upload.zipper import bundled_keys, zip_executor
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,13 @@ def make_fetch(downloader: Downloader, dest: Path) -> Fetch:
     """The pipeline's download stage: fetch and verify every file, or say which failed."""
 
     async def fetch(record: Record, record_dir: Path) -> Manifest:
+        before = await asyncio.to_thread(load_manifest, record_dir, record.recid)
+        bundled = bundled_keys(before)
+        if bundled:
+            # Originals deleted after zipping (`ferry zip --delete-originals`) live in the
+            # verified bundles now: fetching them again would undo that for nothing.
+            gone = {f.key for f in record.files if f.key in bundled and not (record_dir / f.key).exists()}
+            record = dataclasses.replace(record, files=tuple(f for f in record.files if f.key not in gone))
         result = await downloader.download_record(record, dest)
         if result.error is not None:
             raise result.error
