@@ -52,6 +52,17 @@ def plan_parts(size: int, part_size: int, max_parts: int = MAX_PARTS) -> tuple[i
     return parts, part_size
 
 
+def checksum_poll_cap(size: int) -> float:
+    """Longest wait between read-backs while the server computes a multipart md5.
+
+    The server hashes the whole file after the commit (the sandbox at ~0.5-0.7 GB/s), so
+    the wait grows with the size. Capping the poll interval at about a quarter of a
+    second per GB keeps ~8 polls per wait; the former fixed 2 s cap overshot a 1 GiB
+    file's md5 by up to 0.8 s (bench/bench_upload.py, big-M).
+    """
+    return min(2.0, max(0.1, size / 4e9))
+
+
 def remote_file(entry: Mapping[str, Any]) -> RemoteFile:
     checksum = entry.get("checksum")
     md5 = None
@@ -293,7 +304,7 @@ class FileTransfers:
             checksum = resp.body.get("checksum") if isinstance(resp.body, Mapping) else None
             pending = found.md5 is None and (checksum is None or str(checksum).startswith("multipart:"))
             if (pending or not found.completed) and time.monotonic() < deadline:
-                await sleep_backoff(attempt)
+                await sleep_backoff(attempt, cap=checksum_poll_cap(size))
                 attempt += 1
                 continue
             break
