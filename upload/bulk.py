@@ -196,14 +196,23 @@ class BulkRunner:
 
     async def _with_retries(self, record: Record) -> RecordResult:
         policy = RetryPolicy(attempts=self.record_retries + 1, base=self.ctx.limits.backoff_base * 4)
+        breaker = self.ctx.breaker
         attempt = 0
         while True:
-            attempt += 1
+            opened = breaker.opened if breaker is not None else 0
             result = await RecordJob(self.ctx, record).run()
             retryable = result.error is not None and result.error.retryable
-            if result.status != "failed" or not retryable or attempt >= policy.attempts:
+            if result.status != "failed" or not retryable or self.stop.stopping.is_set():
                 return result
-            if self.stop.stopping.is_set():
+            if breaker is not None and (breaker.opened > opened or breaker.state != "closed"):
+                # The target failed most requests and the run paused: this failure says
+                # nothing about the record, so it costs no attempt. The next try waits for
+                # the breaker (its first target call does), which paces the loop: a target
+                # that stays down keeps the run paused, probing, until it is back or stopped.
+                log.info("record %s failed while the target was unavailable (%s); retrying", record.recid, result.error)
+                continue
+            attempt += 1
+            if attempt >= policy.attempts:
                 return result
             delay = policy.backoff(attempt)
             log.info("record %s failed (%s); retrying the record in %.1fs", record.recid, result.error, delay)

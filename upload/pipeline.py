@@ -14,13 +14,14 @@ lets one record's upload overlap another's download.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from download.manifest import Manifest, load_manifest
 from ferry.config import Limits
@@ -29,6 +30,7 @@ from ferry.errors import (
     FerryError,
     InputError,
     NoFilesError,
+    RateLimited,
     TargetError,
     TargetUnavailable,
     TransferFailed,
@@ -45,6 +47,7 @@ from upload.zip_policy import ZipPolicy, decide_zip
 from upload.zipper import upload_keys, zip_record
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Outcome = Literal["ok", "failed", "skipped", "dry-run"]
 
@@ -262,31 +265,34 @@ class RecordJob:
         remote = None
         if row is not None and row.remote_id:
             # The ledger knows the id: no need to trust a search index that may lag.
-            remote = await target.get(self.recid, row.remote_id)
+            known_id = row.remote_id
+            remote = await self._call(lambda: target.get(self.recid, known_id))
         if remote is None:
-            remote = await target.find(self.recid, query)
+            remote = await self._call(lambda: target.find(self.recid, query))
         if remote is None and row is not None and row.create_pending:
             # A create may have reached the target just before a crash; its search index
             # can lag behind. Ask again a few times before creating anything.
             for delay in CREATE_RECHECK_DELAYS:
                 await asyncio.sleep(delay)
-                remote = await target.find(self.recid, query)
+                remote = await self._call(lambda: target.find(self.recid, query))
                 if remote is not None:
                     break
         if remote is None:
             if ctx.ledger is not None:
                 await ctx.ledger.run(ctx.ledger.begin_create, self.recid, run_id=ctx.run_id)
-            remote = await target.create(self.recid, body, query=query)
+            remote = await self._call(lambda: target.create(self.recid, body, query=query))
             log.info("record %s: created draft %s", self.recid, remote.id)
         elif remote.state == "published":
             if not ctx.new_version:
                 self.result.remote_id = remote.id
                 await self._published_unchanged(remote)
                 return None
-            remote = await target.new_version(remote)
-            remote = await target.update_metadata(remote, body)
+            published = remote
+            draft = await self._call(lambda: target.new_version(published))
+            remote = await self._call(lambda: target.update_metadata(draft, body))
         else:
-            remote = await target.update_metadata(remote, body)
+            existing = remote
+            remote = await self._call(lambda: target.update_metadata(existing, body))
         self.result.remote_id = remote.id
         if ctx.ledger is not None:
             await ctx.ledger.run(ctx.ledger.set_remote, self.recid, remote.id, remote.state)
@@ -296,7 +302,7 @@ class RecordJob:
         """A published record is left alone; it must already hold exactly our files."""
         manifest = await asyncio.to_thread(load_manifest, self.record_dir, self.recid)
         keys = upload_keys(manifest)
-        have = await self.ctx.target.list_files(remote)
+        have = await self._call(lambda: self.ctx.target.list_files(remote))
         differ = [k for k in keys if k not in have or not _matches(have[k], manifest, k)]
         if differ:
             raise TargetError(
@@ -313,11 +319,11 @@ class RecordJob:
 
     async def _upload_files(self, remote: RemoteRecord, manifest: Manifest, keys: list[str]) -> None:
         target = self.ctx.target
-        have = await target.list_files(remote)
+        have = await self._call(lambda: target.list_files(remote))
         # Files on the draft that are not ours (e.g. originals left before zipping) go.
         for stale in sorted(set(have) - set(keys)):
             log.info("record %s: removing %s from the draft (not part of this upload)", self.recid, stale)
-            await target.delete_file(remote, stale)
+            await self._call(functools.partial(target.delete_file, remote, stale))
         if self.ctx.ledger is not None:
             rows = [(k, manifest.entries[k].size, manifest.entries[k].checksums.get("md5")) for k in keys]
             await self.ctx.ledger.run(self.ctx.ledger.set_files, self.recid, rows)
@@ -354,18 +360,11 @@ class RecordJob:
         async def attempt() -> RemoteFile:
             nonlocal attempts
             attempts += 1
+            # Wait for the breaker before taking an upload slot: a paused upload holds none.
             if ctx.breaker is not None:
                 await ctx.breaker.wait_closed()
-            try:
-                async with ctx.upload_slots, ctx.upload_bytes.hold(size):
-                    put = await ctx.target.put_file(remote, key, path, size, md5)
-            except TargetUnavailable:
-                if ctx.breaker is not None:
-                    ctx.breaker.record_failure()
-                raise
-            if ctx.breaker is not None:
-                ctx.breaker.record_success()
-            return put
+            async with ctx.upload_slots, ctx.upload_bytes.hold(size):
+                return await self._call(lambda: ctx.target.put_file(remote, key, path, size, md5), wait=False)
 
         event = ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
         try:
@@ -383,7 +382,7 @@ class RecordJob:
     async def _verify(self, remote: RemoteRecord, manifest: Manifest, keys: list[str]) -> None:
         """The record as a whole: every key present once, completed, with our size and md5."""
         with self.ctx.stats.open("verify", self.recid, file_count=len(keys)) as event:
-            have = await self.ctx.target.list_files(remote)
+            have = await self._call(lambda: self.ctx.target.list_files(remote))
             checked = {k: _mismatch(have.get(k), manifest, k) for k in keys}
             bad = {k: why for k, why in checked.items() if why is not None}
             extra = sorted(set(have) - set(keys))
@@ -399,7 +398,7 @@ class RecordJob:
 
     async def _publish(self, remote: RemoteRecord) -> PublishOutcome:
         with self.ctx.stats.open("publish", self.recid) as event:
-            outcome = await self.ctx.target.publish(remote)
+            outcome = await self._call(lambda: self.ctx.target.publish(remote))
             event.reason = outcome.state
             if outcome.state == "pending-review":
                 event.close("ok", reason="pending-review: waiting for a curator", request_id=outcome.request_id)
@@ -427,7 +426,7 @@ class RecordJob:
         self.result.file_count = len(files)
         manifest = await asyncio.to_thread(load_manifest, self.record_dir, self.recid)
         local = sum(1 for k, _ in files if manifest.fresh_entry(k) is not None)
-        remote = await ctx.target.find(self.recid, query)
+        remote = await self._call(lambda: ctx.target.find(self.recid, query))
         where = f"existing {remote.state} {remote.id}" if remote else "a new draft"
         ctx.plan(f"record {self.recid}: {len(files)} file(s), {_size(sum(s for _, s in files))}, into {where}")
         ctx.plan(f"  download: {len(files) - local} to fetch, {local} already verified locally")
@@ -446,6 +445,31 @@ class RecordJob:
         return "dry-run"
 
     # --- bookkeeping --------------------------------------------------------------------
+
+    async def _call(self, op: Callable[[], Awaitable[T]], *, wait: bool = True) -> T:
+        """One call to the target, seen by the circuit breaker (``wait``: wait for it first).
+
+        Every call goes through here, not only uploads: when the target is down, the search
+        or the create fails first, and without this the breaker would never open while each
+        record burnt its retries and was lost. Only unavailability (5xx, connection errors,
+        429 after the HTTP layer's own retries) counts as a failure; any other answer, even
+        a 404 or a validation error, shows the target is up.
+        """
+        breaker = self.ctx.breaker
+        if breaker is None:
+            return await op()
+        if wait:
+            await breaker.wait_closed()
+        try:
+            result = await op()
+        except (TargetUnavailable, RateLimited):
+            breaker.record_failure()
+            raise
+        except TargetError:
+            breaker.record_success()
+            raise
+        breaker.record_success()
+        return result
 
     async def _ledger(self, status: str, **facts: Any) -> None:
         if self.ctx.ledger is not None:
