@@ -69,7 +69,7 @@ def synthetic_records(count: int = 36, *, seed: int = 7) -> list[dict[str, Any]]
             for j, s in enumerate(sizes)
         ]
         secondary, _ = KINDS[i % len(KINDS)]
-        out.append(_record(recid, files, secondary))
+        out.append(make_record(recid, files, secondary))
     return out
 
 
@@ -80,11 +80,13 @@ def category(record: Mapping[str, Any]) -> str:
     )
 
 
-def _record(recid: str, files: list[dict[str, Any]], secondary: list[str] | None) -> dict[str, Any]:
+def make_record(recid: str, files: list[dict[str, Any]] | None, secondary: list[str] | None) -> dict[str, Any]:
+    """One portal record (fixture format); ``files=None`` leaves the key out (a parent record)."""
     kind: dict[str, Any] = {"primary": "Dataset"}
     if secondary is not None:
         kind["secondary"] = secondary
-    return {
+    files_ = files or []
+    record: dict[str, Any] = {
         "recid": recid,
         "title": f"Synthetic bulk record {recid}",
         "experiment": ["SANDBOX"],
@@ -95,9 +97,11 @@ def _record(recid: str, files: list[dict[str, Any]], secondary: list[str] | None
         "type": kind,
         "abstract": {"description": f"Generated record {recid} for the bulk runner tests."},
         "license": {"attribution": "CC0-1.0"},
-        "distribution": {"formats": ["dat"], "number_files": len(files), "size": sum(f["size"] for f in files)},
-        "files": files,
+        "distribution": {"formats": ["dat"], "number_files": len(files_), "size": sum(f["size"] for f in files_)},
     }
+    if files is not None:
+        record["files"] = files
+    return record
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ from tests.bulk_support import (
     is_content_put,
     kill9,
     ledger_problems,
+    make_record,
     max_in_window,
     max_overlap,
     run_ferry_process,
     spawn_ferry,
     stats_rows,
+    synthetic_records,
     synthetic_source,
     target_problems,
     wait_for,
@@ -344,3 +346,43 @@ def test_order_priority_and_size(
     assert sizes == sorted(sizes, reverse=True)
     assert started("recid") == sorted([unknown, *source.recids], key=int)
     assert started("file") == [unknown, *reversed(source.recids)]
+
+
+def test_resume_semantics_empty_invalid_and_already_published(
+    tmp_path: Path, repository_factory: RepoFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [r for r in synthetic_records(4) if len(r["files"]) < 5][:2]
+    nofiles = make_record("975001", None, ["Collision"])
+    empty = make_record("975002", [], ["Collision"])
+    invalid = make_record("975003", [dict(good[0]["files"][0], uri=good[0]["files"][0]["uri"] + ".x")], None)
+    del invalid["date_published"]  # required by the target's schema: no usable metadata
+    bad = ["975001", "975002", "975003"]
+    with synthetic_source([*good, nofiles, empty, invalid]) as src:
+        repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
+        config = write_config(tmp_path, src, repo)
+        dest, stats = tmp_path / "data", tmp_path / "stats"
+        ok = [str(r["recid"]) for r in good]
+        everything = write_recids(tmp_path / "all.txt", [*ok, *bad])
+        args = bulk_args(config, everything, dest, "--publish", "--delete-staged", "--stats-dir", str(stats))
+        for _ in range(2):  # a re-run changes nothing: the bad ones never count as done
+            assert main(args) == 1
+            out = capsys.readouterr()
+            for recid in bad:
+                assert f"record {recid}" in out.err
+            with Ledger.open(dest / ".ferry" / "ledger-sandbox.sqlite", readonly=True) as ledger:
+                assert ledger.ok_recids() == set(ok)
+                assert not any(ledger.get(r) and ledger.get(r).ok for r in bad)  # type: ignore[union-attr]
+        assert target_problems(repo, src, dest, ok) == []
+        assert set(repo.state()["by_recid"]) == set(ok)
+        assert all(e["published"] for e in repo.state()["entities"])
+
+        # The good ones alone: already published with the same files -> skipped, exit 0,
+        # and nothing downloaded again although the staged copies were deleted.
+        rows_before = len(stats_rows(stats))
+        assert main(bulk_args(config, write_recids(tmp_path / "ok.txt", ok), dest, "--stats-dir", str(stats))) == 0
+        printed = capsys.readouterr().out
+        for recid in ok:
+            assert f"record {recid}: skipped (already published" in printed
+        new = stats_rows(stats)[rows_before:]
+        assert not [r for r in new if r["stage"] == "download" and r["status"] == "ok" and r["bytes"]]
+        assert target_problems(repo, src, dest, ok) == []

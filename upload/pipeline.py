@@ -43,6 +43,7 @@ from stats.events import StatsWriter
 from upload.base import PublishOutcome, RemoteFile, RemoteRecord, Target
 from upload.ledger import Ledger
 from upload.limits import CircuitBreaker, WeightedLimiter
+from upload.zip_format import is_zip_output
 from upload.zip_policy import ZipPolicy, decide_zip
 from upload.zipper import upload_keys, zip_record
 
@@ -173,6 +174,8 @@ class RecordJob:
 
         if ctx.dry_run:
             return await self._plan(body, query)
+        if await self._published_before():
+            return "skipped"
 
         await self._ledger("downloading", file_count=len(self.record.files), bytes=self.record.total_size)
         self.stage = "download"
@@ -297,6 +300,40 @@ class RecordJob:
         if ctx.ledger is not None:
             await ctx.ledger.run(ctx.ledger.set_remote, self.recid, remote.id, remote.state)
         return remote
+
+    async def _published_before(self) -> bool:
+        """Published by an earlier run, and the target confirms it: skip without downloading.
+
+        A re-run of a finished bulk must not fetch everything again to learn that (the staged
+        copies may be gone: --delete-staged). Only when the ledger has the record published
+        with every file verified (key, size, md5), the target holds exactly those files, and,
+        for an unzipped record, the source still lists the same keys and sizes. Anything
+        else (a draft, a new version, zipped bundles whose members cannot be compared
+        without the data) takes the normal path, which compares the downloaded files.
+        """
+        ctx = self.ctx
+        if ctx.ledger is None or ctx.new_version:
+            return False
+        row = await ctx.ledger.run(ctx.ledger.get, self.recid)
+        if row is None or not row.ok or row.status != "published" or not row.remote_id:
+            return False
+        files = {f.key: f for f in await ctx.ledger.run(ctx.ledger.file_status, self.recid)}
+        if not files or any(f.status != "verified" or f.md5 is None or f.size is None for f in files.values()):
+            return False
+        source = {f.key: f.size for f in self.record.files}
+        if not all(is_zip_output(self.recid, k) for k in files) and source != {k: f.size for k, f in files.items()}:
+            return False
+        record_id = row.remote_id
+        remote = await self._call(lambda: ctx.target.get(self.recid, record_id))
+        if remote is None or remote.state != "published":
+            return False
+        have = await self._call(lambda: ctx.target.list_files(remote))
+        if set(have) != set(files) or not all(have[k].matches(f.size or 0, f.md5 or "") for k, f in files.items()):
+            return False
+        self.result.remote_id, self.result.file_count = remote.id, len(files)
+        self.result.reason = f"already published as {remote.id} with the same files"
+        ctx.stats.record("upload", "skipped", self.recid, reason=self.result.reason, file_count=len(files))
+        return True
 
     async def _published_unchanged(self, remote: RemoteRecord) -> None:
         """A published record is left alone; it must already hold exactly our files."""
