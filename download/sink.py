@@ -191,6 +191,9 @@ class FileSink:
         while self._next in self._pending:
             chunk = self._pending.pop(self._next)
             self._next += len(chunk.data)
+            if not self._lanes:  # nothing to hash: the chunk is done once written
+                self.release(chunk.reserved)
+                continue
             self._in_lanes.add(chunk)
             for lane in self._lanes:
                 lane.push(chunk)
