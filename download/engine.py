@@ -329,7 +329,6 @@ class Downloader:
         url = self.transport.url_for(entry.uri)
         fetcher = self.transport.fetcher_for(url)
         part = part_path(final)
-        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
 
         mismatches = 0
         attempts = 0
@@ -381,8 +380,7 @@ class Downloader:
                     "ask the portal to stage it, then run again)"
                 )
             raise
-        await asyncio.to_thread(os.replace, part, final)
-        st = await asyncio.to_thread(final.stat)
+        st = await asyncio.to_thread(_publish, part, final)
         state.put(
             ManifestEntry(
                 key=entry.key,
@@ -477,17 +475,8 @@ class Downloader:
         """One pass: (re)open ``part``, hash a kept prefix, stream the rest. Returns
         (digests, size, bytes moved, resumed?)."""
         lanes = lanes_for(algorithms)
-        start = 0
-        if allow_resume:
-            try:
-                start = (await asyncio.to_thread(part.stat)).st_size
-            except FileNotFoundError:
-                start = 0
-            if entry.size is not None and start > entry.size:
-                start = 0  # longer than the whole file: nothing in it can be trusted
-        fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd, start = await asyncio.to_thread(_open_part, part, entry.size if allow_resume else -1)
         try:
-            await asyncio.to_thread(os.ftruncate, fd, start)
             hashers = await prefix_hashers(str(part), start, lanes, self.executor)
             sink = FileSink(
                 fd,
@@ -534,6 +523,31 @@ class Downloader:
         _, want, got = problems[0]
         text = "; ".join(f"{w} mismatch: expected {e}, got {a}" for w, e, a in problems)
         raise VerificationError(f"{text} (from {url})", expected=want, actual=got)
+
+
+def _open_part(part: Path, resume_limit: int | None) -> tuple[int, int]:
+    """Open ``part`` for writing (one thread hop: per-file overhead matters for small files).
+
+    Keeps its bytes when ``resume_limit`` allows (None: any length; -1: never; n: at most
+    n bytes, since a longer .part cannot be a prefix). Returns (fd, bytes kept).
+    """
+    part.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        if resume_limit is not None and (resume_limit < 0 or start > resume_limit):
+            start = 0
+        os.ftruncate(fd, start)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, start
+
+
+def _publish(part: Path, final: Path) -> os.stat_result:
+    """Give a verified file its final name; return its stat for the manifest."""
+    os.replace(part, final)
+    return final.stat()
 
 
 def _matches(entry: ManifestEntry, file: FileEntry) -> bool:

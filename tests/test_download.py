@@ -363,3 +363,52 @@ def test_records_file_without_recids_downloads_all(tmp_path: Path, sandbox_sourc
     path.write_bytes(orjson.dumps(subset))
     assert ferry(tmp_path, "--records", str(path), "--dest", str(tmp_path / "data")) == 0
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(str(r["recid"]) for r in subset)
+
+
+async def test_progress_bar_and_summary_lines() -> None:
+    import io
+
+    from ferry.progress import Progress
+
+    tty = io.StringIO()
+    progress = Progress(stream=tty, tty=True)
+    async with progress:
+        progress.add_totals(records=2, files=3, bytes=3000)
+        progress.file_started("1/a")
+        progress.advance(1500)
+        progress.draw()
+        progress.add_totals(files=1, bytes=1000)  # totals may grow while running
+        progress.file_finished("1/a", ok=True)
+        progress.file_finished("1/b", ok=False, skipped_bytes=0)
+        progress.record_finished(ok=False)
+    text = tty.getvalue()
+    assert "\r\x1b[2K[" in text and "37.5%" in text and "1 active" in text
+    assert "records 1/2, files 2/4, 1 failed" in text and text.endswith("\n")
+    plain = io.StringIO()
+    quiet = Progress(stream=plain, tty=False, interval=3600)
+    async with quiet:
+        quiet.add_totals(records=1, files=1, bytes=10)
+    assert plain.getvalue() == ""  # short runs print no periodic lines
+    quiet.draw()
+    assert plain.getvalue().startswith("download: records 0/1") and "\r" not in plain.getvalue()
+
+
+def test_on_demand_file_is_tried_and_named_as_on_tape(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = sandbox_source.record("plain")
+    tape = {
+        "uri": f"{sandbox_source.xrootd_url}//eos/opendata/sandbox/tape/not-staged.dat",
+        "size": 10,
+        "checksum": "adler32:00000001",
+        "availability": "on demand",
+    }
+    path = tmp_path / "tape.json"
+    path.write_bytes(orjson.dumps([{**plain, "recid": "777", "files": [*plain["files"], tape]}]))
+    args = ("--records", str(path), "--dest", str(tmp_path / "data"), "777")
+    assert ferry(tmp_path, *args, "--dry-run") == 0
+    assert "on tape" in capsys.readouterr().out
+    assert ferry(tmp_path, *args) == 1
+    line = next(line for line in capsys.readouterr().err.splitlines() if "not-staged.dat" in line)
+    assert "record 777" in line and "on tape" in line and "stage" in line
+    assert (tmp_path / "data" / "777" / "plain_0.dat").is_file()
