@@ -261,6 +261,7 @@ class PortalSource:
         self._verify_tls = verify_tls
         self.read_index = read_index
         self.policy = policy or RetryPolicy()
+        self.attempts: dict[str, int] = {}  # recid -> tries of its last resolution (for stats)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -275,7 +276,13 @@ class PortalSource:
         """The raw API answer for ``recid``, with retries on transient failures."""
         recid = str(recid).strip()
         url = f"{self.portal}/api/records/{recid}"
-        return await retry(lambda: self._get(url, recid), policy=self.policy, what=f"GET {url}")
+        self.attempts[recid] = 0
+
+        async def get() -> dict[str, Any]:
+            self.attempts[recid] += 1
+            return await self._get(url, recid)
+
+        return await retry(get, policy=self.policy, what=f"GET {url}")
 
     async def _get(self, url: str, recid: str) -> dict[str, Any]:
         try:

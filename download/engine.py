@@ -184,7 +184,8 @@ class Downloader:
                 exc.recid = recid
             event.close("failed", error=exc, attempts=getattr(exc, "attempts", 1))
             raise
-        event.close("ok", file_count=len(record.files), bytes=record.total_size)
+        tries = getattr(source, "attempts", {}).get(recid, 1)
+        event.close("ok", file_count=len(record.files), bytes=record.total_size, attempts=tries)
         return record
 
     async def fetch_record(

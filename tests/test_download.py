@@ -19,7 +19,7 @@ import pytest
 from download.manifest import load_manifest
 from ferry.cli import main
 from stats.events import read_jsonl
-from tests.fixtures_xrootd import SandboxSource
+from tests.fixtures_xrootd import PortalFactory, SandboxSource
 
 FAST_RETRIES = "[limits]\nretries = 2\nbackoff_base = 0.01\nbackoff_max = 0.05\n"
 
@@ -412,3 +412,26 @@ def test_on_demand_file_is_tried_and_named_as_on_tape(
     line = next(line for line in capsys.readouterr().err.splitlines() if "not-staged.dat" in line)
     assert "record 777" in line and "on tape" in line and "stage" in line
     assert (tmp_path / "data" / "777" / "plain_0.dat").is_file()
+
+
+async def test_transient_failures_are_retried(
+    sandbox_source: SandboxSource, tmp_path: Path, portal_factory: PortalFactory
+) -> None:
+    import asyncio
+
+    portal = await portal_factory()
+    portal.fail_next(2, 503, prefix="/api/records/")
+    portal.fail_next(1, 503, prefix="/eos/opendata/")
+    recid = sandbox_source.cases["plain"]
+    stats = tmp_path / "stats"
+    args = ["--portal", portal.url, "--dest", str(tmp_path / "data"), "--protocol", "https", "--stats-dir", str(stats)]
+    code = await asyncio.to_thread(ferry, tmp_path, *args, recid)
+    assert code == 0
+    assert len(load_manifest(tmp_path / "data" / recid).entries) == 3
+    rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p) if r["status"] == "ok"]
+    assert next(r for r in rows if r["stage"] == "resolve")["attempts"] == 3
+    assert max(r["attempts"] for r in rows if r["stage"] == "download" and r["file"]) == 2
+    # Failures that outlast the retries fail the record with the portal's answer named.
+    portal.fail_next(10, 503, prefix="/api/records/")
+    code = await asyncio.to_thread(ferry, tmp_path, "--portal", portal.url, "--dest", str(tmp_path / "d2"), recid)
+    assert code == 1 and not (tmp_path / "d2").exists()
