@@ -41,6 +41,7 @@ from ferry.retry import RetryPolicy, retry
 from metadata.base import Profile, transform_and_validate
 from stats.events import StatsWriter
 from upload.base import PublishOutcome, RemoteFile, RemoteRecord, Target
+from upload.http import maybe_applied
 from upload.ledger import Ledger
 from upload.limits import CircuitBreaker, WeightedLimiter
 from upload.zip_format import is_zip_output
@@ -273,18 +274,10 @@ class RecordJob:
         if remote is None:
             remote = await self._call(lambda: target.find(self.recid, query))
         if remote is None and row is not None and row.create_pending:
-            # A create may have reached the target just before a crash; its search index
-            # can lag behind. Ask again a few times before creating anything.
-            for delay in CREATE_RECHECK_DELAYS:
-                await asyncio.sleep(delay)
-                remote = await self._call(lambda: target.find(self.recid, query))
-                if remote is not None:
-                    break
+            # A create may have reached the target just before a crash (or a failed try).
+            remote = await self._search_patiently(query)
         if remote is None:
-            if ctx.ledger is not None:
-                await ctx.ledger.run(ctx.ledger.begin_create, self.recid, run_id=ctx.run_id)
-            remote = await self._call(lambda: target.create(self.recid, body, query=query))
-            log.info("record %s: created draft %s", self.recid, remote.id)
+            remote = await self._create(body, query)
         elif remote.state == "published":
             if not ctx.new_version:
                 self.result.remote_id = remote.id
@@ -300,6 +293,45 @@ class RecordJob:
         if ctx.ledger is not None:
             await ctx.ledger.run(ctx.ledger.set_remote, self.recid, remote.id, remote.state)
         return remote
+
+    async def _search_patiently(self, query: str) -> RemoteRecord | None:
+        """Ask the search a few more times: its index can lag seconds behind a create."""
+        for delay in CREATE_RECHECK_DELAYS:
+            await asyncio.sleep(delay)
+            remote = await self._call(lambda: self.ctx.target.find(self.recid, query))
+            if remote is not None:
+                return remote
+        return None
+
+    async def _create(self, body: Mapping[str, Any], query: str) -> RemoteRecord:
+        """Create the draft; after an unclear failure, look (patiently) before trying again.
+
+        A create whose answer was lost (timeout, 502/504) may have happened. One quick
+        search is not enough when the index lags behind (the target's own check looks
+        once, after ``create_check_delay``): POSTing again after a missed look makes a twin
+        draft. So the target is asked not to guess (no ``query``), and this searches with
+        the same delays as after a crash. The create intent stays in the ledger until the
+        id is known, so a crash anywhere in here is handled alike by the next run.
+        """
+        ctx, target = self.ctx, self.ctx.target
+        if ctx.ledger is not None:
+            await ctx.ledger.run(ctx.ledger.begin_create, self.recid, run_id=ctx.run_id)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                remote = await self._call(lambda: target.create(self.recid, body))
+            except TargetError as exc:
+                if not (exc.retryable and maybe_applied(exc)) or attempt >= max(1, ctx.limits.retries):
+                    raise
+                log.info("record %s: create failed unclearly (%s); looking for the draft first", self.recid, exc)
+                found = await self._search_patiently(query)
+                if found is not None:
+                    log.info("record %s: the create had happened: using draft %s", self.recid, found.id)
+                    return found
+                continue
+            log.info("record %s: created draft %s", self.recid, remote.id)
+            return remote
 
     async def _published_before(self) -> bool:
         """Published by an earlier run, and the target confirms it: skip without downloading.
