@@ -41,7 +41,7 @@ from download.sink import ByteBudget, FileSink, lanes_for, prefix_hashers
 from download.transport import Transport
 from ferry.checksums import Checksum
 from ferry.config import Limits
-from ferry.errors import FerryError, SourceError, VerificationError, is_retryable
+from ferry.errors import FerryError, InputError, SourceError, VerificationError, is_retryable
 from ferry.model import FileEntry, Record, inside, safe_relpath
 from ferry.progress import NullProgress, ProgressSink
 from ferry.retry import RetryPolicy, retry
@@ -232,7 +232,7 @@ class Downloader:
         event = self.stats.open("download", record.recid, file_count=len(record.files), bytes=record.total_size)
         try:
             paths = [inside(record_dir, f.key, where=f"record {record.recid}") for f in record.files]
-            manifest = await asyncio.to_thread(load_manifest, record_dir, record.recid)
+            manifest = await asyncio.to_thread(_read_manifest, record_dir, record.recid)
             if dry_run:
                 result.files = [
                     self._plan(record, f, p, manifest, verify_existing)
@@ -246,7 +246,8 @@ class Downloader:
                 ]
                 result.files = list(await asyncio.gather(*tasks))
                 await state.flush(force=True)
-        except FerryError as exc:
+        except Exception as raw:  # the record fails; the other records go on
+            exc = as_ferry_error(raw)
             if exc.recid is None:
                 exc.recid = record.recid
             result.error = exc
@@ -308,7 +309,8 @@ class Downloader:
             )
             try:
                 result = await self._file_inner(record, entry, final, state, verify_existing)
-            except FerryError as exc:
+            except Exception as raw:  # one file's failure must not stop the others
+                exc = as_ferry_error(raw)
                 if exc.recid is None:
                     exc.recid = record.recid
                 if exc.file is None:
@@ -543,6 +545,30 @@ class Downloader:
         _, want, got = problems[0]
         text = "; ".join(f"{w} mismatch: expected {e}, got {a}" for w, e, a in problems)
         raise VerificationError(f"{text} (from {url})", expected=want, actual=got)
+
+
+def as_ferry_error(exc: Exception) -> FerryError:
+    """Local failures (disk full, permissions) as ferry errors, so they are reported per
+    file/record like the rest; anything else unexpected is logged with its traceback."""
+    if isinstance(exc, FerryError):
+        return exc
+    if isinstance(exc, OSError):
+        err = FerryError(f"local I/O error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+    else:
+        log.error("unexpected error", exc_info=exc)
+        err = FerryError(f"unexpected error: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _read_manifest(record_dir: Path, recid: str) -> Manifest:
+    """The record's manifest; a corrupt one is only a lost cache: start empty (every file
+    on disk is then re-hashed and re-verified) instead of failing the record."""
+    try:
+        return load_manifest(record_dir, recid)
+    except InputError as exc:
+        log.warning("%s; ignoring it, files on disk will be re-verified", exc)
+        return Manifest(record_dir=record_dir, recid=recid)
 
 
 def _open_part(part: Path, resume_limit: int | None) -> tuple[int, int]:

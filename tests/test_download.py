@@ -435,3 +435,21 @@ async def test_transient_failures_are_retried(
     portal.fail_next(10, 503, prefix="/api/records/")
     code = await asyncio.to_thread(ferry, tmp_path, "--portal", portal.url, "--dest", str(tmp_path / "d2"), recid)
     assert code == 1 and not (tmp_path / "d2").exists()
+
+
+def test_corrupt_manifest_and_local_errors(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = sandbox_source.cases["plain"]
+    assert api(sandbox_source, tmp_path, recid) == 0
+    record_dir = tmp_path / "data" / recid
+    (record_dir / ".ferry" / "manifest.json").write_text("{broken")
+    assert api(sandbox_source, tmp_path, recid) == 0  # a lost cache: files re-verified, manifest rewritten
+    assert len(load_manifest(record_dir).entries) == 3
+    # A folder where a file should go fails that file only, with a clear line.
+    (record_dir / "plain_1.dat").unlink()
+    (record_dir / "plain_1.dat.part").mkdir()
+    capsys.readouterr()
+    assert api(sandbox_source, tmp_path, recid) == 1
+    line = next(line for line in capsys.readouterr().err.splitlines() if "plain_1.dat" in line)
+    assert f"record {recid}" in line and "local I/O error" in line
