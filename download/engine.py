@@ -41,7 +41,7 @@ from download.sink import ByteBudget, FileSink, lanes_for, prefix_hashers
 from download.transport import Transport
 from ferry.checksums import Checksum
 from ferry.config import Limits
-from ferry.errors import FerryError, InputError, SourceError, VerificationError, is_retryable
+from ferry.errors import ChecksumFormatError, FerryError, InputError, SourceError, VerificationError, is_retryable
 from ferry.model import FileEntry, Record, inside, safe_relpath
 from ferry.progress import NullProgress, ProgressSink
 from ferry.retry import RetryPolicy, retry
@@ -341,15 +341,17 @@ class Downloader:
     async def _file_inner(
         self, record: Record, entry: FileEntry, final: Path, state: _ManifestState, verify_existing: bool
     ) -> FileResult:
-        expected = expected_checksum(entry)
+        url = self.transport.url_for(entry.uri)
+        fetcher = self.transport.fetcher_for(url)
+        expected = expected_checksum(entry) or await self._server_checksum(fetcher, url)
         if expected is None:
-            raise VerificationError("the source gives no checksum for this file, so it cannot be verified")
+            raise VerificationError(
+                "neither the record nor the server gives a checksum for this file: cannot verify it"
+            )
         algorithms = tuple(dict.fromkeys((*BASE_ALGORITHMS, expected.algorithm)))
         kept = await self._existing(entry, final, state, algorithms, verify_existing, expected)
         if kept is not None:
             return kept
-        url = self.transport.url_for(entry.uri)
-        fetcher = self.transport.fetcher_for(url)
         part = part_path(final)
 
         mismatches = 0
@@ -424,6 +426,18 @@ class Downloader:
             bytes_transferred=transferred,
             attempts=attempts,
         )
+
+    @staticmethod
+    async def _server_checksum(fetcher: ByteFetcher, url: str) -> Checksum | None:
+        """For files the record lists without a checksum: the server's own, if it has one."""
+        ask = getattr(fetcher, "source_checksum", None)
+        if ask is None:
+            return None
+        text = await ask(url)
+        try:
+            return Checksum.parse(text) if text else None
+        except ChecksumFormatError:
+            return None
 
     async def _existing(
         self,

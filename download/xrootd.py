@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from download.base import ChunkSink
 from ferry.errors import FerryError, SourceError, SourceFileMissing, SourceUnavailable
+from ferry.model import uri_path
 
 try:
     from XRootD import client as xrd_client
-    from XRootD.client.flags import OpenFlags
+    from XRootD.client.flags import OpenFlags, QueryCode
 except ImportError as exc:  # pragma: no cover - the wheel is a declared dependency
     raise ImportError("the XRootD Python bindings are missing: pip install xrootd") from exc
 
@@ -207,6 +209,25 @@ class XRootDFetcher:
             return b"".join(parts)
         finally:
             await self._close(handle)
+
+    async def source_checksum(self, url: str) -> str | None:
+        """The server's own adler32 of ``url`` (``xrdfs query checksum``), or None if it has none.
+
+        Used when a record gives no checksum (files listed only in an ``index.txt``), as
+        ``xrdcp --cksum adler32:source`` does.
+        """
+        parts = urlsplit(url)
+        fs = xrd_client.FileSystem(f"{parts.scheme}://{parts.netloc}")
+        path = uri_path(url)
+        status, response = await self._call(fs.query, QueryCode.CHECKSUM, path)
+        if not status.ok:
+            error = _error(status, "cannot ask the checksum of", url)
+            if isinstance(error, SourceFileMissing | SourceUnavailable):
+                raise error
+            return None
+        text = bytes(response or b"").split(b"\x00", 1)[0].decode("ascii", "replace").strip()
+        algorithm, _, value = text.partition(" ")
+        return f"{algorithm}:{value}" if algorithm and value else None
 
     async def close(self) -> None:
         return None

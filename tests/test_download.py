@@ -453,3 +453,21 @@ def test_corrupt_manifest_and_local_errors(
     assert api(sandbox_source, tmp_path, recid) == 1
     line = next(line for line in capsys.readouterr().err.splitlines() if "plain_1.dat" in line)
     assert f"record {recid}" in line and "local I/O error" in line
+
+
+def test_text_index_only_is_verified_with_the_servers_checksum(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = sandbox_source.record("index")
+    only_txt = {**rec, "recid": "778", "files": [f for f in rec["files"] if f.get("type") == "index.txt"]}
+    path = tmp_path / "txt.json"
+    path.write_bytes(orjson.dumps([only_txt]))
+    args = ("--records", str(path), "--dest", str(tmp_path / "data"), "778")
+    assert ferry(tmp_path, *args) == 0  # over root://, the server's adler32 stands in for the record's
+    manifest = load_manifest(tmp_path / "data" / "778")
+    assert len(manifest.entries) == 5 and all(e.source_checksum for e in manifest.entries.values())
+    # Over HTTPS there is no server checksum: the files cannot be verified, and say so.
+    args = ("--records", str(path), "--dest", str(tmp_path / "d2"), "--protocol", "https")
+    assert ferry(tmp_path, *args, "--https-base", sandbox_source.portal_url, "778") == 1
+    assert "cannot verify it" in capsys.readouterr().err
+    assert not [p for p in (tmp_path / "d2" / "778").iterdir() if p.is_file()]
