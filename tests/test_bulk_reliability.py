@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from ferry.cli import main
+from ferry.progress import Progress
 from tests.bulk_support import (
     PRIORITY,
     SyntheticSource,
@@ -272,7 +274,8 @@ def test_circuit_breaker_pauses_then_finishes_when_the_target_recovers(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, error_rate=0.9, seed=3)
+    # retry_after=0: the 503s carry no wait, so the test spends no time in Retry-After sleeps.
+    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, error_rate=0.9, seed=3, retry_after=0)
     changes: list[tuple[str, str]] = []
 
     def on_change(old: str, new: str) -> None:
@@ -282,6 +285,7 @@ def test_circuit_breaker_pauses_then_finishes_when_the_target_recovers(
 
     breaker = functools.partial(CircuitBreaker, window_s=30.0, min_requests=4, cool_down_s=0.3, on_change=on_change)
     monkeypatch.setattr("upload.runtime.CircuitBreaker", breaker)
+    monkeypatch.setattr("ferry.commands.bulk.Progress", functools.partial(Progress, interval=0.1))
     config = write_config(tmp_path, source, repo)
     dest = tmp_path / "data"
     chosen = source.recids[:12]
@@ -292,6 +296,9 @@ def test_circuit_breaker_pauses_then_finishes_when_the_target_recovers(
     assert "circuit breaker closed -> open" in err
     # No record lost: each failure while the target was down was retried, not counted.
     assert code == 0, err
+    # The progress lines count each record once, retries or not.
+    counts = [tuple(map(int, m)) for m in re.findall(r"records (\d+)/(\d+)", err)]
+    assert counts and all(done <= total == len(chosen) for done, total in counts), counts
     assert target_problems(repo, source, dest, chosen) == []
     assert ledger_problems(dest, chosen) == []
 
