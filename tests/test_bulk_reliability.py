@@ -83,11 +83,12 @@ def test_bulk_all_verified(
 def test_kill9_at_random_moments_then_resume(
     tmp_path: Path, source: SyntheticSource, repository_factory: RepoFactory
 ) -> None:
-    # Some latency so that a run lasts a few seconds and the kills land mid-flight.
+    # Some latency so that a run lasts a few seconds and the kills land mid-flight; with
+    # --publish, so a kill can also hit a publish.
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, latency_ms=10)
     config = write_config(tmp_path, source, repo)
     dest, log = tmp_path / "data", tmp_path / "ferry.log"
-    args = bulk_args(config, write_recids(tmp_path / "recids.txt", source.recids), dest)
+    args = bulk_args(config, write_recids(tmp_path / "recids.txt", source.recids), dest, "--publish")
     rng = random.Random(4)
     for _ in range(5):
         proc = spawn_ferry(args, log)
@@ -99,6 +100,7 @@ def test_kill9_at_random_moments_then_resume(
     assert run_ferry_process(args, log) == 0, log.read_text()[-3000:]
     assert target_problems(repo, source, dest, source.recids) == []
     assert ledger_problems(dest, source.recids) == []
+    assert all(e["published"] and not e["has_draft"] for e in repo.state()["entities"])
     # A second run changes nothing: everything is found done on the target.
     before = repo.state()["entities"]
     assert run_ferry_process(args, log) == 0
