@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,21 @@ pytest_plugins = [
     "tests.fixtures_repository",  # sandbox InvenioRDM/NRP repository
 ]
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "cernopendata" / "records"
-LOCAL_FIXTURES = Path(__file__).resolve().parent / "data" / "records"
+# The real DELPHI records (portal fixture format) live in the steering repository's
+# shared/ folder, which CI and developers have beside this repository's checkout.
+SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "cernopendata" / "records"
 
 
 def fixture_records_dir() -> Path:
-    """The DELPHI record fixtures: ../shared (as in CI), else the copies in tests/data."""
-    return FIXTURES if FIXTURES.is_dir() else LOCAL_FIXTURES
+    """The DELPHI record fixtures: $FERRY_FIXTURES, else ../shared/fixtures/cernopendata/records."""
+    path = Path(os.environ.get("FERRY_FIXTURES") or SHARED_FIXTURES)
+    if not any(path.glob("delphi-*.json")):
+        pytest.fail(
+            f"the DELPHI record fixtures are not at {path}: check out shared/ beside this repository "
+            "or set FERRY_FIXTURES to the folder with the delphi-*.json files",
+            pytrace=False,
+        )
+    return path
 
 
 def load_fixture_records() -> list[dict[str, Any]]:
