@@ -18,14 +18,19 @@ a. Overlap. 50 records: one with a single 1 GiB file, 24 "small" records (5 file
      upload stages run;
    - bulk: ``ferry bulk`` from scratch (fresh folder, fresh repository).
    Target: bulk <= 1.25 x max(download-only, upload-only).
-b. Memory. 100 records x 10 tiny files (1,000 files) vs 100 records x 100 tiny files
-   (10,000 files), 1-8 KiB each, full ``ferry bulk`` (download + upload). Zipping is
-   switched off (``limits.zip_threshold = 1000``; the target's 100 files per record
-   holds), so every file is its own download, upload and ledger row: the worst case for
-   per-file state. Also the 10,000 files with the default zip threshold (20), where each
-   record goes up as one bundle. Target: ratio <= 1.3 and < 300 MB.
-c. Re-run. The exact same command as the 10,000-file run of b, again, after it finished:
-   seconds and requests made to the repository.
+b. Memory, 1,000 vs 10,000 tiny files (1-8 KiB), full ``ferry bulk`` (download + upload),
+   default settings, two shapes:
+   - zip-1000 / zip-10000: 100 records of 10 / 100 files. The default zip policy bundles
+     them (more than 20 files, or 5+ files with a median under 1 MiB): one bundle and
+     its manifest per record go up, but every file is still downloaded, verified, kept
+     in the manifest and zipped.
+   - flat-1000 / flat-10000: 250 / 2,500 records of 4 files (below the small-file rule's
+     5 files, so nothing is zipped): every file is its own download, upload (4 requests)
+     and ledger row -- the worst case for per-file and per-record state.
+   (``limits.zip_threshold`` cannot switch the small-median rule off, hence the shapes.)
+   Target: ratio <= 1.3 and < 300 MB.
+c. Re-run. The exact same command as each 10,000-file run of b, again, after it
+   finished: seconds and requests made to the repository.
 """
 
 from __future__ import annotations
@@ -50,10 +55,12 @@ from benchlib import (
     MiB,
     RepoProcess,
     bench_record,
+    loadavg,
     machine,
     machine_line,
     measure,
     median,
+    proc_cpu,
     sync,
     tail,
     workdir,
@@ -63,14 +70,14 @@ from benchlib import (
 KiB = 1024
 
 
-def overlap_records(seed: int = 7) -> list[dict[str, Any]]:
+def overlap_records(seed: int = 7, shrink: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    recs = [bench_record("971000", [GiB], title="Benchmark: one 1 GiB file")]
+    recs = [bench_record("971000", [GiB // shrink], title="Benchmark: one 1 GiB file")]
     for i in range(1, 50):
         if i % 2:
-            sizes = [rng.randint(8 * MiB, 32 * MiB) for _ in range(4)]
+            sizes = [rng.randint(8 * MiB, 32 * MiB) // shrink for _ in range(4)]
         else:
-            sizes = [rng.randint(1 * MiB, 4 * MiB) for _ in range(5)]
+            sizes = [rng.randint(1 * MiB, 4 * MiB) // shrink for _ in range(5)]
         recs.append(bench_record(str(971000 + i), sizes))
     return recs
 
@@ -81,8 +88,10 @@ def tiny_records(base: int, count: int, files: int, seed: int) -> list[dict[str,
 
 
 class Bench:
-    def __init__(self, wd: Path, portal: str, all_records: list[dict[str, Any]]) -> None:
+    def __init__(self, wd: Path, portal: str, all_records: list[dict[str, Any]], xrootd_pid: int | None) -> None:
         self.wd = wd
+        self.xrootd_pid = xrootd_pid
+        self.repo_pid: int | None = None  # the repository process of the current run
         self.portal = portal
         self.by_recid = {str(r["recid"]): r for r in all_records}
         self.rows: list[dict[str, Any]] = []
@@ -104,8 +113,14 @@ class Bench:
 
     def run(self, label: str, cmd: list[str], **extra: Any) -> Measured:
         sync()
+        load = loadavg()
+        servers = proc_cpu(self.xrootd_pid) + proc_cpu(self.repo_pid)
         m = measure(cmd)
+        servers = proc_cpu(self.xrootd_pid) + proc_cpu(self.repo_pid) - servers
         row = {"label": label, "seconds": m.wall, "rc": m.rc, "rss_mb": m.maxrss_mb, "tree_mb": m.tree_peak_mb}
+        # CPU seconds of ferry (with its zip workers) and of the two servers during the run,
+        # and the 1-minute load average before it (the machine is shared).
+        row.update(cpu_ferry=m.cpu, cpu_servers=servers, load=load)
         row.update(extra)
         self.rows.append(row)
         print(
@@ -124,19 +139,15 @@ class Bench:
         ]  # fmt: skip
 
 
-def server_check(repo: RepoProcess, recids: list[str], files: int) -> str:
-    """Every recid once on the server, and ``files`` completed files with an md5 in all."""
+def server_check(repo: RepoProcess, recids: list[str], files: int | None) -> str:
+    """Every recid once on the server, every file there completed with an md5 (``files`` of them)."""
     with urllib.request.urlopen(f"{repo.url}/_sandbox/state") as resp:
         state = json.loads(resp.read())
     by = state["by_recid"]
     once = sum(1 for r in recids if r in by and len(by[r]["ids"]) == 1)
-    done = sum(
-        1
-        for e in state["entities"]
-        for f in e["draft_files"].values()
-        if f["status"] == "completed" and str(f.get("checksum") or "").startswith("md5:")
-    )
-    if once != len(recids) or done != files:
+    entries = [f for e in state["entities"] for f in e["draft_files"].values()]
+    done = sum(1 for f in entries if f["status"] == "completed" and str(f.get("checksum") or "").startswith("md5:"))
+    if once != len(recids) or done != len(entries) or (files is not None and done != files):
         raise RuntimeError(f"server holds {once}/{len(recids)} records once, {done}/{files} completed files")
     return f"{once} records once, {done} files completed with md5"
 
@@ -144,7 +155,7 @@ def server_check(repo: RepoProcess, recids: list[str], files: int) -> str:
 # --- part a -------------------------------------------------------------------------------
 
 
-def part_a(b: Bench, recs: list[dict[str, Any]], repeat: int) -> dict[str, Any]:
+def part_a(b: Bench, recs: list[dict[str, Any]], repeat: int, *, strict: bool = True) -> dict[str, Any]:
     recids = [str(r["recid"]) for r in recs]
     nfiles = sum(len(r["files"]) for r in recs)
     total = sum(int(f["size"]) for r in recs for f in r["files"])
@@ -166,12 +177,14 @@ def part_a(b: Bench, recs: list[dict[str, Any]], repeat: int) -> dict[str, Any]:
                 shutil.rmtree(dest)
                 continue
             with RepoProcess(b.wd / f"{tag}-repo", dict(GENEROUS)) as repo:
+                b.repo_pid = repo.proc.pid if repo.proc else None
                 cfg = b.config(tag, repo)
                 dest = ready if kind == "upload-only" else b.wd / tag
                 cmd = b.bulk_cmd(cfg, records, listing, dest, b.wd / f"{tag}.ledger", b.wd / f"{tag}-stats")
                 m = b.run(f"a {kind} #{trial}", cmd, kind=kind, bytes=total)
                 b.rows[-1]["requests"] = repo.request_count()
-                b.rows[-1]["server"] = server_check(repo, recids, nfiles)
+                # strict: no record is zipped, so the server holds exactly the records' files.
+                b.rows[-1]["server"] = server_check(repo, recids, nfiles if strict else None)
                 assert m.rc == 0
             if kind == "bulk":
                 shutil.rmtree(dest)
@@ -183,29 +196,25 @@ def part_a(b: Bench, recs: list[dict[str, Any]], repeat: int) -> dict[str, Any]:
 # --- parts b and c ------------------------------------------------------------------------
 
 
-def part_bc(b: Bench, small: list[dict[str, Any]], large: list[dict[str, Any]], do_c: bool) -> None:
-    nozip = {"zip_threshold": 1000}
-    for name, recs, limits in (
-        ("b-1000", small, nozip),
-        ("b-10000", large, nozip),
-        ("b-10000-zipped", large, {}),
-    ):
+def part_bc(b: Bench, scenarios: list[tuple[str, list[dict[str, Any]]]], do_c: bool) -> None:
+    for name, recs in scenarios:
         recids = [str(r["recid"]) for r in recs]
         nfiles = sum(len(r["files"]) for r in recs)
+        zipped = name.startswith("zip")
         records, listing = b.records_file(name, recids)
         with RepoProcess(b.wd / f"{name}-repo", dict(GENEROUS)) as repo:
-            cfg = b.config(name, repo, limits)
+            b.repo_pid = repo.proc.pid if repo.proc else None
+            cfg = b.config(name, repo)
             dest, ledger, stats = b.wd / f"{name}-data", b.wd / f"{name}.ledger", b.wd / f"{name}-stats"
             cmd = b.bulk_cmd(cfg, records, listing, dest, ledger, stats)
-            b.run(f"{name}", cmd, part="b", files=nfiles, zipped=not limits)
+            b.run(name, cmd, part="b", files=nfiles, records=len(recs), zipped=zipped)
             b.rows[-1]["requests"] = repo.request_count()
-            expect = nfiles if not limits else len(recs)  # zipped: one bundle per record
-            b.rows[-1]["server"] = server_check(repo, recids, expect)
-            if do_c and name == "b-10000":
+            b.rows[-1]["server"] = server_check(repo, recids, None if zipped else nfiles)
+            if do_c and nfiles >= 10_000:
                 before = repo.request_count()
-                b.run("c re-run of b-10000", cmd, part="c", files=nfiles)
+                b.run(f"re-run of {name}", cmd, part="c", files=nfiles, records=len(recs), zipped=zipped)
                 b.rows[-1]["requests"] = repo.request_count() - before
-                b.rows[-1]["server"] = server_check(repo, recids, nfiles)
+                b.rows[-1]["server"] = server_check(repo, recids, None if zipped else nfiles)
         shutil.rmtree(dest, ignore_errors=True)
 
 
@@ -221,14 +230,17 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
             f"**a. Overlap** ({a['files']} files, {a['bytes'] / 1e9:.2f} GB in 50 records; medians of "
             f"{len([r for r in rows if r.get('kind') == 'bulk'])} interleaved trials):",
             "",
-            "| run | seconds (median) | MB/s | all trials (s) | peak RSS MB (process / tree) | requests |",
-            "|---|---|---|---|---|---|",
+            "| run | seconds (median) | MB/s | all trials (s) | CPU s: ferry + servers (median) | "
+            "CPU floor on 2 cores (s) | peak RSS MB (process / tree) | requests |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for kind in ("download-only", "upload-only", "bulk"):
             rs = [r for r in rows if r.get("kind") == kind]
             trials = ", ".join(f"{r['seconds']:.2f}" for r in rs)
+            fcpu, scpu = median([r["cpu_ferry"] for r in rs]), median([r["cpu_servers"] for r in rs])
             out.append(
                 f"| {kind} | {med[kind]:.2f} | {a['bytes'] / med[kind] / 1e6:.0f} | {trials} | "
+                f"{fcpu:.1f} + {scpu:.1f} | {(fcpu + scpu) / 2:.1f} | "
                 f"{max(r['rss_mb'] for r in rs):.0f} / {max(r['tree_mb'] for r in rs):.0f} | "
                 f"{rs[0].get('requests', '-')} |"
             )
@@ -237,30 +249,32 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
     brows = {r["label"]: r for r in rows if r.get("part") == "b"}
     if brows:
         out += [
-            "**b. Memory** (100 records; tiny files of 1-8 KiB; full bulk: download + upload):",
+            "**b. Memory** (tiny files of 1-8 KiB; full bulk: download + upload; peak RSS of the ferry "
+            "process and of its process tree, i.e. with the zip worker processes):",
             "",
-            "| run | files | zipped | seconds | peak RSS MB (ferry process) | peak RSS MB (tree: + zip workers) | "
-            "requests |",
-            "|---|---|---|---|---|---|---|",
+            "| run | records | files | zipped | seconds | peak RSS MB (process) | peak RSS MB (tree) | requests |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for label, r in brows.items():
             out.append(
-                f"| {label} | {r['files']} | {'yes' if r['zipped'] else 'no'} | {r['seconds']:.1f} | "
+                f"| {label} | {r['records']} | {r['files']} | {'yes' if r['zipped'] else 'no'} | {r['seconds']:.1f} | "
                 f"{r['rss_mb']:.0f} | {r['tree_mb']:.0f} | {r['requests']} |"
             )
-        if "b-1000" in brows and "b-10000" in brows:
-            lo, hi = brows["b-1000"], brows["b-10000"]
-            out += [
-                "",
-                f"RSS ratio 10,000 / 1,000 files (no zipping): process {hi['rss_mb'] / lo['rss_mb']:.2f}, "
-                f"tree {hi['tree_mb'] / lo['tree_mb']:.2f} (target <= 1.3, and < 300 MB)",
-            ]
+        out.append("")
+        for kind in ("zip", "flat"):
+            lo, hi = brows.get(f"{kind}-1000"), brows.get(f"{kind}-10000")
+            if lo and hi:
+                out.append(
+                    f"- {kind}: RSS ratio 10,000 / 1,000 files: process **{hi['rss_mb'] / lo['rss_mb']:.2f}** "
+                    f"({lo['rss_mb']:.0f} -> {hi['rss_mb']:.0f} MB), tree {hi['tree_mb'] / lo['tree_mb']:.2f} "
+                    f"({lo['tree_mb']:.0f} -> {hi['tree_mb']:.0f} MB); target <= 1.3 and < 300 MB"
+                )
         out.append("")
     for r in rows:
         if r.get("part") == "c":
             out += [
-                f"**c. Re-run** of the finished 10,000-file bulk (same command, ledger, staging folder and "
-                f"repository): **{r['seconds']:.1f} s**, {r['requests']} requests to the repository, "
+                f"**c. {r['label']}** ({r['records']} records, {r['files']} files; same command, ledger, staging "
+                f"folder and repository): **{r['seconds']:.1f} s**, {r['requests']} requests to the repository, "
                 f"peak RSS {r['rss_mb']:.0f} MB; server afterwards: {r['server']}.",
                 "",
             ]
@@ -273,6 +287,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2, help="trials of part a")
     ap.add_argument("--json", default="/tmp/ferry-bench-bulk.json")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="a quick check of the harness: 1/16 sizes, 10 records in b")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
 
@@ -280,20 +295,32 @@ def main() -> int:
 
     facts = machine()
     wd = workdir("bulk")
-    a_recs = overlap_records() if "a" in parts else []
-    small = tiny_records(972000, 100, 10, seed=1) if parts & {"b", "c"} else []
-    large = tiny_records(973000, 100, 100, seed=2) if parts & {"b", "c"} else []
+    shrink, scale = (16, 10) if args.smoke else (1, 1)
+    a_recs = overlap_records(shrink=shrink) if "a" in parts else []
+    scenarios: list[tuple[str, list[dict[str, Any]]]] = []
+    if parts & {"b", "c"}:
+        # zip-*: 100 records of 10 or 100 tiny files (zipped by the default policy: one
+        # bundle + manifest per record). flat-*: records of 4 tiny files (below the
+        # small-file zip rule's 5), so every file is its own download, upload, ledger row.
+        scenarios = [
+            ("zip-1000", tiny_records(972000, 100 // scale, 10, seed=1)),
+            ("zip-10000", tiny_records(973000, 100 // scale, 100, seed=2)),
+            ("flat-1000", tiny_records(974000, 250 // scale, 4, seed=3)),
+            ("flat-10000", tiny_records(975000, 2500 // scale, 4, seed=4)),
+        ]
+    all_b = [r for _, recs in scenarios for r in recs]
     a_result = None
     try:
         print(f"work dir {wd}; generating data...", file=sys.stderr)
-        with run_in_thread(Sandbox(wd / "src", records=a_recs + small + large, scale=EXACT)) as sb:
+        with run_in_thread(Sandbox(wd / "src", records=a_recs + all_b, scale=EXACT)) as sb:
             # The sandbox rewrote URIs, sizes and checksums: use its records.
-            b = Bench(wd, sb.portal_url, sb.records)
+            b = Bench(wd, sb.portal_url, sb.records, sb.xrootd.pid if sb.xrootd else None)
             by = {str(r["recid"]): r for r in sb.records}
             if "a" in parts:
-                a_result = part_a(b, [by[str(r["recid"])] for r in a_recs], args.repeat)
-            if parts & {"b", "c"}:
-                part_bc(b, [by[str(r["recid"])] for r in small], [by[str(r["recid"])] for r in large], "c" in parts)
+                a_result = part_a(b, [by[str(r["recid"])] for r in a_recs], args.repeat, strict=not args.smoke)
+            if scenarios:
+                mine = [(name, [by[str(r["recid"])] for r in recs]) for name, recs in scenarios]
+                part_bc(b, mine, "c" in parts)
         Path(args.json).write_text(json.dumps({"machine": facts, "rows": b.rows, "a": a_result}, indent=1))
         print(report(facts, b.rows, a_result, " ".join(sys.argv[1:])))
     finally:

@@ -92,6 +92,12 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     from metadata.base import get_profile, transform_and_validate
     from upload.runtime import make_target
 
+    if os.environ.get("BENCH_CHUNK"):  # experiments: the read size of upload bodies
+        import upload.http
+
+        defaults = upload.http.file_range.__kwdefaults__ or {}
+        defaults["chunk"] = int(os.environ["BENCH_CHUNK"])
+        upload.http.file_range.__kwdefaults__ = defaults
     config = load_config(args.config)
     tcfg = config.target("sandbox")
     record = await RecordsFileSource([args.records]).resolve(args.recid)

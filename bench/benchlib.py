@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -89,9 +90,14 @@ def machine_line(facts: dict[str, Any]) -> str:
 # --- records ------------------------------------------------------------------------------
 
 
+@functools.cache
+def _template() -> dict[str, Any]:
+    return select_records([TEMPLATE_RECID])[0]  # reads every fixture file: once
+
+
 def bench_record(recid: str, sizes: Sequence[int], *, title: str | None = None) -> dict[str, Any]:
     """A fixture-format record: DELPHI metadata, files ``/eos/opendata/bench/<recid>/f00000.dat``..."""
-    rec = copy.deepcopy(select_records([TEMPLATE_RECID])[0])
+    rec = copy.deepcopy(_template())
     rec["recid"] = recid
     rec["title"] = title or f"Benchmark record {recid}"
     rec.pop("doi", None)  # not this record's DOI
@@ -214,6 +220,7 @@ class Measured:
     rc: int
     maxrss_kib: int  # /usr/bin/time -v: the largest single process of the tree
     tree_peak_kib: int  # /proc poll every 20 ms: the sum over the process tree
+    cpu: float  # user + system CPU seconds of the command and its waited-for children
     stdout: str
     stderr: str
 
@@ -280,12 +287,29 @@ def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll: floa
     stdout, stderr = out_f.read(), err_f.read()
     out_f.close()
     err_f.close()
-    maxrss = 0
+    maxrss, cpu = 0, 0.0
     for line in stderr.splitlines():
         if "Maximum resident set size" in line:
             maxrss = int(line.rsplit(":", 1)[1])
+        elif "User time (seconds)" in line or "System time (seconds)" in line:
+            cpu += float(line.rsplit(":", 1)[1])
     # /usr/bin/time's own RSS (~2 MB) is in the tree sum; it is small and kept (conservative).
-    return Measured(list(cmd), wall, rc, maxrss, peak, stdout, stderr)
+    return Measured(list(cmd), wall, rc, maxrss, peak, cpu, stdout, stderr)
+
+
+def proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system, with reaped children) of a live process, from /proc."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def tail(text: str, lines: int = 15) -> str:
