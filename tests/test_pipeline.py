@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,38 @@ def test_dry_run_writes_nothing(
     assert "zip: no" in out.out and "metadata:" in out.out
     assert not dest.exists()
     assert repository.state() == before
+
+
+def writes(repo: RepositoryHandle) -> list[str]:
+    return [f"{r['method']} {r['path']}" for r in repo.requests_log() if r["method"] not in ("GET", "HEAD")]
+
+
+def test_invalid_metadata_is_stopped_before_any_write(
+    tmp_path: Path, sandbox_source: SandboxSource, repository: RepositoryHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A record whose date cannot become a publication date: the profile refuses it.
+    broken = dict(sandbox_source.record("plain"), date_published="sometime", recid="990101")
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([broken]))
+    config = write_config(tmp_path, sandbox_source, repository)
+    code = run_ferry(
+        config, "upload", "990101", "--target", "sandbox", "--records", str(records), "--dest", str(tmp_path / "d")
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "record 990101" in err and "metadata.publication_date" in err
+    assert writes(repository) == []
+    assert not (tmp_path / "d" / "990101").exists()  # nothing downloaded either
+
+
+def test_production_target_needs_yes(
+    tmp_path: Path, sandbox_source: SandboxSource, repository: RepositoryHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox_source, repository, production=True)
+    args = ["upload", sandbox_source.cases["plain"], "--target", "sandbox", "--dest", str(tmp_path / "d")]
+    assert run_ferry(config, *args) == 2
+    assert "production" in capsys.readouterr().err and writes(repository) == []
+    assert run_ferry(config, *args, "--dry-run") == 0  # a dry run writes nothing: no --yes needed
+    assert writes(repository) == []
+    assert run_ferry(config, *args, "--yes") == 0
+    assert writes(repository)
