@@ -47,7 +47,11 @@ log = logging.getLogger(__name__)
 
 BodyFactory = Callable[[], AsyncIterable[bytes]]  # a fresh stream per attempt
 RetryMode = Literal["all", "safe", "none"]
-CHUNK = 8 * 1024 * 1024  # read size: fewer thread hops and writes per byte; measured ~0.8-0.9x curl on loopback
+# Read size of upload bodies. Each stream holds about two chunks (the one being sent and
+# asyncio's copy of what the socket did not take yet): 8 MiB made a 1 GiB M upload (4 parts
+# in flight) peak at ~170 MB RSS; 2 MiB gives ~87 MB for the same CPU time and speed
+# (bench/bench_upload.py, BENCH_CHUNK runs, 2026-11-21).
+CHUNK = 2 * 1024 * 1024
 
 # Words InvenioRDM/Zenodo use in 400 messages about limits rather than metadata.
 _QUOTA_WORDS = ("too many files", "maximum number", "exceed", "too large", "quota", "file size limit")
