@@ -31,21 +31,21 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
 from download.base import ByteFetcher, Source
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
-from download.sink import ByteBudget, FileSink, lanes_for, prefix_hashers
+from download.sink import ByteBudget, FileSink, MemorySink, lanes_for, prefix_hashers, pwrite_all
 from download.transport import Transport
-from ferry.checksums import Checksum
+from ferry.checksums import Checksum, MultiHasher
 from ferry.config import Limits
 from ferry.errors import ChecksumFormatError, FerryError, InputError, SourceError, VerificationError, is_retryable
 from ferry.model import FileEntry, Record, inside, safe_relpath
 from ferry.progress import NullProgress, ProgressSink
 from ferry.retry import RetryPolicy, retry
-from stats.events import StatsWriter
+from stats.events import Event, StatsWriter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ BASE_ALGORITHMS = ("adler32", "md5")  # always computed: adler32 for CERN, md5 f
 MANIFEST_SAVE_INTERVAL = 2.0
 RECORD_JSON = "record.json"
 PART_SUFFIX = ".part"
+SMALL_FILE = 1024 * 1024  # at most this size: fetched into memory, written once verified
 
 FileStatus = Literal["ok", "failed", "skipped", "dry-run"]
 
@@ -241,8 +242,11 @@ class Downloader:
             else:
                 await asyncio.to_thread(self._prepare_dir, record, record_dir)
                 state = _ManifestState(manifest)
+                # One thread hop for the whole record instead of two per file.
+                found = await asyncio.to_thread(_scan, paths)
                 tasks = [
-                    self._file(record, f, p, state, verify_existing) for f, p in zip(record.files, paths, strict=True)
+                    self._file(record, f, p, state, verify_existing, on_disk)
+                    for f, p, on_disk in zip(record.files, paths, found, strict=True)
                 ]
                 result.files = list(await asyncio.gather(*tasks))
                 await state.flush(force=True)
@@ -299,16 +303,24 @@ class Downloader:
     # --- one file --------------------------------------------------------------------------
 
     async def _file(
-        self, record: Record, entry: FileEntry, final: Path, state: _ManifestState, verify_existing: bool
+        self,
+        record: Record,
+        entry: FileEntry,
+        final: Path,
+        state: _ManifestState,
+        verify_existing: bool,
+        on_disk: _OnDisk,
     ) -> FileResult:
         async with self._slots:
             name = f"{record.recid}/{entry.key}"
             self.progress.file_started(name)
-            event = self.stats.open(
-                "download", record.recid, entry.key, bytes=entry.size or 0, transfer=self.transport.protocol
-            )
+            event: Event | _NoEvent = _NO_EVENT
+            if self.stats.dir is not None:  # building an unwritten event costs a uuid per file
+                event = self.stats.open(
+                    "download", record.recid, entry.key, bytes=entry.size or 0, transfer=self.transport.protocol
+                )
             try:
-                result = await self._file_inner(record, entry, final, state, verify_existing)
+                result = await self._file_inner(record, entry, final, state, verify_existing, on_disk)
             except Exception as raw:  # one file's failure must not stop the others
                 exc = as_ferry_error(raw)
                 if exc.recid is None:
@@ -339,7 +351,13 @@ class Downloader:
             return result
 
     async def _file_inner(
-        self, record: Record, entry: FileEntry, final: Path, state: _ManifestState, verify_existing: bool
+        self,
+        record: Record,
+        entry: FileEntry,
+        final: Path,
+        state: _ManifestState,
+        verify_existing: bool,
+        on_disk: _OnDisk,
     ) -> FileResult:
         url = self.transport.url_for(entry.uri)
         fetcher = self.transport.fetcher_for(url)
@@ -349,10 +367,13 @@ class Downloader:
                 "neither the record nor the server gives a checksum for this file: cannot verify it"
             )
         algorithms = tuple(dict.fromkeys((*BASE_ALGORITHMS, expected.algorithm)))
-        kept = await self._existing(entry, final, state, algorithms, verify_existing, expected)
+        kept = await self._existing(entry, final, on_disk.final, state, algorithms, verify_existing, expected)
         if kept is not None:
             return kept
         part = part_path(final)
+        # Small files are fetched into memory and verified before anything is written;
+        # resuming them would save nothing.
+        small = entry.size is not None and entry.size <= SMALL_FILE and on_disk.part_size is None
 
         mismatches = 0
         attempts = 0
@@ -367,9 +388,15 @@ class Downloader:
                 return mismatches <= 1  # a source mismatch is retried once
             return is_retryable(exc)
 
-        async def attempt() -> tuple[dict[str, str], int]:
+        async def attempt() -> tuple[dict[str, str], int, os.stat_result | None]:
             nonlocal attempts, transferred, resumed_any, refetched
             attempts += 1
+            if small:
+                digests, size, moved, st = await self._transfer_small(url, fetcher, entry, part, final, algorithms)
+                transferred += moved
+                if st is None:
+                    self._verify(entry, expected, digests, size, url, resumed=False)
+                return digests, size, st
             for allow_resume in (True, False):
                 try:
                     digests, size, moved, resumed = await self._transfer(
@@ -378,7 +405,7 @@ class Downloader:
                     transferred += moved
                     resumed_any = resumed_any or resumed
                     self._verify(entry, expected, digests, size, url, resumed=resumed)
-                    return digests, size
+                    return digests, size, None
                 except _ResumedPrefixBad as why:
                     log.warning(
                         "record %s, file %s: the resumed .part did not verify (%s); fetching it again from byte 0",
@@ -394,7 +421,9 @@ class Downloader:
             raise AssertionError("unreachable: a fetch from byte 0 never raises _ResumedPrefixBad")
 
         try:
-            digests, size = await retry(attempt, policy=self.policy, retryable=retryable, what=f"download {url}")
+            digests, size, published = await retry(
+                attempt, policy=self.policy, retryable=retryable, what=f"download {url}"
+            )
         except FerryError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             exc.bytes_transferred = transferred  # type: ignore[attr-defined]
@@ -404,7 +433,7 @@ class Downloader:
                     "ask the portal to stage it, then run again)"
                 )
             raise
-        st = await asyncio.to_thread(_publish, part, final)
+        st = published if published is not None else await asyncio.to_thread(_publish, part, final)
         state.put(
             ManifestEntry(
                 key=entry.key,
@@ -443,15 +472,14 @@ class Downloader:
         self,
         entry: FileEntry,
         final: Path,
+        st: os.stat_result | None,
         state: _ManifestState,
         algorithms: tuple[str, ...],
         verify_existing: bool,
         expected: Checksum,
     ) -> FileResult | None:
         """A result for a file already in place and verified, or None (after removing a bad one)."""
-        try:
-            st = await asyncio.to_thread(final.stat)
-        except FileNotFoundError:
+        if st is None:
             return None
         fresh = state.manifest.fresh_entry(entry.key)
         if fresh is not None and not verify_existing and _matches(fresh, entry):
@@ -542,6 +570,39 @@ class Downloader:
             )
         return sink.hexdigests(), end, sink.written, start > 0
 
+    async def _transfer_small(
+        self,
+        url: str,
+        fetcher: ByteFetcher,
+        entry: FileEntry,
+        part: Path,
+        final: Path,
+        algorithms: tuple[str, ...],
+    ) -> tuple[dict[str, str], int, int, os.stat_result | None]:
+        """Fetch a small file into memory, then verify, write and rename it in one thread hop.
+        Returns (digests, size, bytes moved, stat of the final file or None if it did not verify)."""
+        sink = MemorySink(self._budget, on_bytes=self.progress.advance)
+        try:
+            try:
+                remote_size = await fetcher.fetch(url, sink, start=0, expected_size=entry.size)
+                data = sink.data()
+            except FerryError as exc:
+                exc.bytes_transferred = sink.written  # type: ignore[attr-defined]
+                raise
+            if len(data) != remote_size:
+                raise VerificationError(
+                    f"got {len(data)} bytes but the server says the file has {remote_size}",
+                    expected=str(remote_size),
+                    actual=str(len(data)),
+                )
+            expected = expected_checksum(entry)
+            digests, st = await asyncio.to_thread(
+                _write_if_verified, part, final, data, algorithms, entry.size, expected
+            )
+            return digests, len(data), sink.written, st
+        finally:
+            sink.close()
+
     @staticmethod
     def _verify(
         entry: FileEntry, expected: Checksum, digests: dict[str, str], size: int, url: str, *, resumed: bool
@@ -583,6 +644,66 @@ def _read_manifest(record_dir: Path, recid: str) -> Manifest:
     except InputError as exc:
         log.warning("%s; ignoring it, files on disk will be re-verified", exc)
         return Manifest(record_dir=record_dir, recid=recid)
+
+
+class _NoEvent:
+    """Stands in for a stats event when no stats are written."""
+
+    def close(self, status: str, **kwargs: Any) -> None:
+        return None
+
+
+_NO_EVENT = _NoEvent()
+
+
+@dataclass(frozen=True)
+class _OnDisk:
+    final: os.stat_result | None  # the file under its final name, if any
+    part_size: int | None  # size of its .part, if any
+
+
+def _scan(paths: Sequence[Path]) -> list[_OnDisk]:
+    """What is already on disk for each file of a record (blocking; one call per record)."""
+    out = []
+    for final in paths:
+        try:
+            st: os.stat_result | None = final.stat()
+        except FileNotFoundError:
+            st = None
+        try:
+            part_size: int | None = part_path(final).stat().st_size
+        except FileNotFoundError:
+            part_size = None
+        out.append(_OnDisk(st, part_size))
+    return out
+
+
+def _write_if_verified(
+    part: Path,
+    final: Path,
+    data: bytes,
+    algorithms: tuple[str, ...],
+    size: int | None,
+    expected: Checksum | None,
+) -> tuple[dict[str, str], os.stat_result | None]:
+    """Hash ``data``; only if it matches ``size``/``expected``, write it as ``part`` and
+    rename it to ``final``. Nothing is written for bytes that do not verify."""
+    hasher = MultiHasher(algorithms)
+    hasher.update(data)
+    digests = hasher.hexdigests()
+    if (
+        (size is not None and len(data) != size)
+        or expected is None
+        or digests.get(expected.algorithm) != expected.value
+    ):
+        return digests, None
+    part.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pwrite_all(fd, data, 0)
+    finally:
+        os.close(fd)
+    return digests, _publish(part, final)
 
 
 def _open_part(part: Path, resume_limit: int | None) -> tuple[int, int]:
