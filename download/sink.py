@@ -3,11 +3,13 @@
 Chunks of one file may arrive out of order (several XRootD reads in flight). Each chunk
 is written with ``pwrite`` in a worker thread as soon as it arrives; the digests need the
 bytes in order, so chunks wait in a small reorder buffer until the gap before them is
-filled. Digests are split into lanes (md5 alone, adler32 and the rest together), each fed
-by its own task through the thread pool, so the two costliest hashes of one big file use
-both cores (md5 alone is ~750 MB/s on one core). Tiny in-order chunks take a fast path:
-one thread hop writes and hashes them. ``ByteBudget`` caps the bytes held in memory
-across all transfers: a chunk's reservation is returned only when every lane is done.
+filled, and are hashed while they are being written. Digests are split into lanes (md5
+alone, adler32 and the rest together); a lane is worked by one pool thread at a time,
+back to back while chunks are queued, so the two costliest hashes of one big file use both
+cores (md5 alone is ~750 MB/s on one core). Small in-order chunks take a fast path: one
+thread hop writes and hashes them. ``MemorySink`` keeps a small file whole so it can be
+verified before it is written. ``ByteBudget`` caps the bytes held in memory across all
+transfers: a chunk's reservation is returned only when its write and every lane are done.
 """
 
 from __future__ import annotations
