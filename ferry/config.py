@@ -140,9 +140,13 @@ class Config:
         try:
             return self.targets[name]
         except KeyError:
+            if self.path is None:
+                raise ConfigError(
+                    f"no target named {name!r}: no config file was read (give --config PATH, set $FERRY_CONFIG "
+                    f"or create ./ferry.toml with a [targets.{name}] section)"
+                ) from None
             known = ", ".join(sorted(self.targets)) or "none"
-            where = f" in {self.path}" if self.path else ""
-            raise ConfigError(f"no target named {name!r}{where} (configured: {known})") from None
+            raise ConfigError(f"no target named {name!r} in {self.path} (configured: {known})") from None
 
 
 def _build(cls: type, section: Mapping[str, Any], where: str, **extra: Any) -> Any:
@@ -188,15 +192,22 @@ def load_config(explicit: str | None = None) -> Config:
     return config_from_mapping(data, path=path)
 
 
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}{key} must be a table ([{where}{key}]), not {type(value).__name__}")
+    return value
+
+
 def config_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> Config:
     unknown = sorted(set(data) - {"source", "targets", "limits"})
     if unknown:
         raise ConfigError(f"{path or 'config'}: unknown section(s) {', '.join(unknown)}")
-    src = data.get("source", {}).get("cernopendata", {})
+    src = _table(_table(data, "source", ""), "cernopendata", "source.")
     source = _build(SourceConfig, src, "source.cernopendata")
     targets = {
-        name: _build(TargetConfig, section, f"targets.{name}", name=name)
-        for name, section in data.get("targets", {}).items()
+        str(name): _build(TargetConfig, _table(data["targets"], name, "targets."), f"targets.{name}", name=str(name))
+        for name in _table(data, "targets", "")
     }
-    limits = _build(Limits, data.get("limits", {}), "limits")
+    limits = _build(Limits, _table(data, "limits", ""), "limits")
     return Config(source=source, targets=targets, limits=limits, path=path)

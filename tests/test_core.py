@@ -99,6 +99,11 @@ def test_config_layers_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         config_from_mapping({"targets": {"x": {"type": "ftp"}}})
     with pytest.raises(ConfigError, match="unknown section"):
         config_from_mapping({"sources": {}})
+    for bad in ({"targets": 5}, {"targets": {"x": "invenio"}}, {"limits": []}, {"source": {"cernopendata": 1}}):
+        with pytest.raises(ConfigError, match="must be a table"):
+            config_from_mapping(bad)
+    with pytest.raises(ConfigError, match="no config file was read"):
+        config_from_mapping({}).target("nrp")
 
 
 def test_stats_writer_started_and_terminal_rows(tmp_path: Path) -> None:
