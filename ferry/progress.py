@@ -174,3 +174,107 @@ class Progress:
                 await self._task
             self._task = None
         self.finish()
+
+
+@dataclass
+class Flow:
+    """Files and bytes of one direction (download or upload)."""
+
+    files_total: int = 0
+    files_done: int = 0
+    files_failed: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    bytes_moved: int = 0
+    active: dict[str, None] = field(default_factory=dict)
+
+    def text(self, name: str, elapsed: float) -> str:
+        failed = f" ({self.files_failed} failed)" if self.files_failed else ""
+        rate = human_bytes(self.bytes_moved / elapsed)
+        return (
+            f"{name} {self.files_done}/{self.files_total} files{failed} "
+            f"{human_bytes(self.bytes_done)}/{human_bytes(self.bytes_total)} {rate}/s"
+        )
+
+
+class BulkProgress(Progress):
+    """Progress of a bulk run: records are the headline; downloads and uploads each have
+    their own files, bytes and rate (a record is done only when its upload is verified).
+
+    The downloader feeds it through the ``ProgressSink`` methods it already calls (its
+    record counts are ignored: a bulk record is finished when the runner says so, after
+    its upload is verified); the runner calls ``add_records``/``record_done``; the pipeline
+    feeds uploads through the ``upload_*`` methods.
+    """
+
+    def __init__(self, *, stream: TextIO | None = None, tty: bool | None = None, interval: float = 10.0) -> None:
+        super().__init__(stream=stream, tty=tty, interval=interval, label="bulk")
+        self.down = Flow()
+        self.up = Flow()
+
+    # records, from the runner
+    def add_records(self, count: int) -> None:
+        self.c.records_total += count
+
+    def record_done(self, *, ok: bool) -> None:
+        Progress.record_finished(self, ok=ok)
+
+    # downloads (ProgressSink)
+    def add_totals(self, *, records: int = 0, files: int = 0, bytes: int = 0) -> None:
+        self.down.files_total += files
+        self.down.bytes_total += bytes
+
+    def record_finished(self, *, ok: bool) -> None:
+        return None  # the downloader's view of a record; see record_done
+
+    def file_started(self, name: str) -> None:
+        self.down.active[name] = None
+
+    def advance(self, nbytes: int) -> None:
+        self.down.bytes_done += nbytes
+        self.down.bytes_moved += nbytes
+
+    def file_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None:
+        self.down.active.pop(name, None)
+        self.down.files_done += 1
+        self.down.bytes_done += skipped_bytes
+        self.down.files_failed += not ok
+
+    # uploads
+    def upload_totals(self, *, files: int, bytes: int) -> None:
+        self.up.files_total += files
+        self.up.bytes_total += bytes
+
+    def upload_started(self, name: str) -> None:
+        self.up.active[name] = None
+
+    def upload_advance(self, nbytes: int) -> None:
+        self.up.bytes_done += nbytes
+        self.up.bytes_moved += nbytes
+
+    def upload_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None:
+        self.up.active.pop(name, None)
+        self.up.files_done += 1
+        self.up.bytes_done += skipped_bytes
+        self.up.files_failed += not ok
+
+    def line(self) -> str:
+        c = self.c
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        failed = f" ({c.records_failed} failed)" if c.records_failed else ""
+        text = (
+            f"records {c.records_done}/{c.records_total}{failed} | "
+            f"{self.down.text('down', elapsed)} | {self.up.text('up', elapsed)}"
+        )
+        active = [*(f"down {n}" for n in self.down.active), *(f"up {n}" for n in self.up.active)]
+        if active:
+            text += f" | {len(active)} active: {active[0]}" + (" ..." if len(active) > 1 else "")
+        return text
+
+    def bar(self) -> str:
+        width = shutil.get_terminal_size((100, 20)).columns
+        c = self.c
+        frac = c.records_done / c.records_total if c.records_total else 0.0
+        full = int(min(max(frac, 0.0), 1.0) * 20)
+        text = f"[{'#' * full}{'-' * (20 - full)}] {frac * 100:5.1f}% " + self.line()
+        return text[: max(width - 1, 20)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,4 +62,15 @@ def test_bulk_all_cases(
     assert not [r for r in new if r["stage"] == "upload" and r["status"] == "ok"]
     skipped = [r for r in new if r["stage"] == "upload" and r["status"] == "skipped"]
     assert len(skipped) == sum(len(v["draft_files"]) for v in state["entities"])
+    assert {r: v["drafts"] for r, v in repository.state()["by_recid"].items()} == {cases[n]: 1 for n in GOOD}
+
+    # Staging folder gone (ledger, manifests, bundles): the target is the truth. Everything
+    # is downloaded again, bundles come out byte-identical, and nothing is uploaded twice.
+    shutil.rmtree(dest)
+    seen = {r["run_id"] for f in stats.glob("*.jsonl") for r in read_jsonl(f)}
+    assert run_ferry(config, *args) == 1
+    capsys.readouterr()
+    third = [r for f in stats.glob("*.jsonl") for r in read_jsonl(f) if r["run_id"] not in seen]
+    assert [r for r in third if r["stage"] == "download" and r["file"] and r["status"] == "ok"]
+    assert not [r for r in third if r["stage"] == "upload" and r["status"] == "ok"]
     assert {r: v["drafts"] for r, v in repository.state()["by_recid"].items()} == {cases[n]: 1 for n in GOOD}

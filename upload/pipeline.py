@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from download.manifest import Manifest, load_manifest
 from ferry.config import Limits
@@ -62,6 +62,16 @@ Fetch = Callable[[Record, Path], Awaitable[Manifest]]
 CREATE_RECHECK_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
+@runtime_checkable
+class UploadProgress(Protocol):
+    """Where upload progress goes (``ferry.progress.BulkProgress``); optional."""
+
+    def upload_totals(self, *, files: int, bytes: int) -> None: ...
+    def upload_started(self, name: str) -> None: ...
+    def upload_advance(self, nbytes: int) -> None: ...
+    def upload_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None: ...
+
+
 @dataclass
 class PipelineContext:
     """Everything records share in one run: the target, limits, ledger, stats."""
@@ -82,6 +92,7 @@ class PipelineContext:
     run_id: str | None = None
     breaker: CircuitBreaker | None = None
     on_plan: Callable[[str], None] | None = None  # dry-run plan lines (printed by the CLI)
+    upload_progress: UploadProgress | None = None
     upload_slots: asyncio.Semaphore = field(init=False)
     upload_bytes: WeightedLimiter = field(init=False)
     zip_slots: asyncio.Semaphore = field(init=False)
@@ -398,6 +409,10 @@ class RecordJob:
             await self.ctx.ledger.run(self.ctx.ledger.set_files, self.recid, rows)
         await self._ledger("uploading")
 
+        shown = self.ctx.upload_progress
+        if shown is not None:
+            shown.upload_totals(files=len(keys), bytes=sum(manifest.entries[k].size for k in keys))
+
         async def one(key: str) -> None:
             entry = manifest.entries[key]
             md5 = entry.checksums["md5"]
@@ -405,6 +420,8 @@ class RecordJob:
                 self.ctx.stats.record(
                     "upload", "skipped", self.recid, key, reason="already on the target with the same md5"
                 )
+                if shown is not None:
+                    shown.upload_finished(key, ok=True, skipped_bytes=entry.size)
                 await self._file_state(key, "verified")
                 return
             await self._put(remote, key, entry.size, md5)
@@ -425,6 +442,8 @@ class RecordJob:
         ctx = self.ctx
         path = self.record_dir / key
         attempts = 0
+        shown = ctx.upload_progress
+        sent = shown.upload_advance if shown is not None else None
 
         async def attempt() -> RemoteFile:
             nonlocal attempts
@@ -433,8 +452,10 @@ class RecordJob:
             if ctx.breaker is not None:
                 await ctx.breaker.wait_closed()
             async with ctx.upload_slots, ctx.upload_bytes.hold(size):
-                return await self._call(lambda: ctx.target.put_file(remote, key, path, size, md5), wait=False)
+                return await self._call(lambda: ctx.target.put_file(remote, key, path, size, md5, sent), wait=False)
 
+        if shown is not None:
+            shown.upload_started(key)
         event = ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
         try:
             await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
@@ -442,9 +463,13 @@ class RecordJob:
             if exc.file is None:
                 exc.file = key
             event.close("failed", error=exc, attempts=attempts)
+            if shown is not None:
+                shown.upload_finished(key, ok=False)
             await self._file_state(key, "failed", error=exc)
             raise
         event.close("ok", attempts=attempts)
+        if shown is not None:
+            shown.upload_finished(key, ok=True)
         self.result.bytes_uploaded += size
         await self._file_state(key, "verified")
 

@@ -30,7 +30,7 @@ from upload.base import Target
 from upload.invenio import InvenioTarget
 from upload.ledger import Ledger
 from upload.limits import CircuitBreaker, RateLimiter
-from upload.pipeline import Fetch, PipelineContext
+from upload.pipeline import Fetch, PipelineContext, UploadProgress
 from upload.zip_policy import ZipPolicy
 from upload.zipper import bundled_keys, zip_executor
 
@@ -170,6 +170,7 @@ async def open_run(
         delete_staged=opts.delete_staged,
         run_id=stats.run_id,
         breaker=CircuitBreaker(),
+        upload_progress=progress if isinstance(progress, UploadProgress) else None,
         on_plan=on_plan,
     )
     try:

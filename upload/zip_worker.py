@@ -11,7 +11,6 @@ New bundles are written to ``.ferry/<name>.partial`` and renamed only once verif
 from __future__ import annotations
 
 import os
-import time
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -98,17 +97,10 @@ class Inspection:
     worker_pid: int = 0
 
 
-def _dos_date(mtime_ns: int) -> tuple[int, int, int, int, int, int]:
-    """UTC (not local time: bundles must not depend on the machine's zone), clamped to ZIP's range."""
-    t = time.gmtime(mtime_ns // 1_000_000_000)
-    if t.tm_year < 1980:
-        return EMBEDDED_DATE
-    if t.tm_year > 2107:
-        return (2107, 12, 31, 23, 59, 58)
-    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
-
-
 def _zinfo(name: str, size: int, date: tuple[int, int, int, int, int, int], deflate: bool) -> zipfile.ZipInfo:
+    # Every entry carries the same fixed date (a file's mtime here is only when we
+    # downloaded it): a bundle is a function of names, order and bytes, so rebuilding it
+    # from a fresh download gives the same md5 as the copy already on the target.
     zi = zipfile.ZipInfo(name, date_time=date)
     zi.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     zi.file_size = size  # lets zipfile choose ZIP64 headers up front for large members
@@ -122,7 +114,7 @@ def _entry(zi: zipfile.ZipInfo) -> EntryRecord:
 
 def _copy_file(zf: zipfile.ZipFile, m: MemberJob, job: BundleJob) -> zipfile.ZipInfo:
     src = inside(Path(job.record_dir), m.key, where=f"record {job.recid}")
-    zi = _zinfo(m.key, m.size, _dos_date(m.mtime_ns), m.deflate)
+    zi = _zinfo(m.key, m.size, EMBEDDED_DATE, m.deflate)
     hasher = MultiHasher(("md5",)) if m.check_md5 else None
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -155,7 +147,7 @@ def _copy_file(zf: zipfile.ZipFile, m: MemberJob, job: BundleJob) -> zipfile.Zip
 
 
 def _copy_entry(zf: zipfile.ZipFile, m: MemberJob, old: zipfile.ZipFile, where: str) -> zipfile.ZipInfo:
-    zi = _zinfo(m.key, m.size, _dos_date(m.mtime_ns), m.deflate)
+    zi = _zinfo(m.key, m.size, EMBEDDED_DATE, m.deflate)
     try:
         # ZipExtFile checks the CRC when it reaches the end: a bad old entry fails here.
         with old.open(m.key) as src, zf.open(zi, "w") as dst:

@@ -12,7 +12,7 @@ from download.cache import ORDERS, CacheBuilder, MasterCache, order_recids
 from ferry.config import Config, Limits
 from ferry.errors import InputError
 from ferry.model import Record
-from ferry.progress import Progress, ProgressSink, human_bytes
+from ferry.progress import BulkProgress, human_bytes
 from upload.bulk import BulkReport, BulkRunner
 from upload.pipeline import RecordResult
 from upload.recids import read_recids
@@ -110,8 +110,8 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
     opts = dataclasses.replace(options_from(args), summary=True)
     cache_path = Path(args.cache) if args.cache else dest / ".ferry" / "master-cache.json"
     cache = MasterCache.load(cache_path, missing_ok=args.cache is None or not args.all)
-    progress = Progress(stream=sys.stderr, label="bulk")
-    async with open_run(config, opts, progress=_DownloadView(progress), on_plan=print, limits=limits) as ferry_run:
+    progress = BulkProgress(stream=sys.stderr)
+    async with open_run(config, opts, progress=progress, on_plan=print, limits=limits) as ferry_run:
         builder = CacheBuilder(cache, jobs=limits.downloads)
         if args.records:
             for path in args.records:
@@ -128,39 +128,12 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
             return cache.record(recid)
 
         def on_result(result: RecordResult) -> None:
-            progress.record_finished(ok=result.status != "failed")
+            progress.record_done(ok=result.status != "failed")
 
-        progress.add_totals(records=len(order))
+        progress.add_records(len(order))
         runner = BulkRunner(ferry_run.ctx, resolve, on_result=on_result)
         async with progress:
             return await runner.run(order)
-
-
-class _DownloadView:
-    """What the downloader may report to the bulk progress: files and bytes, not records.
-
-    A bulk record is finished when the runner says so (verified on the target, or failed),
-    not when its download ends; forwarding both counted every record twice (and once
-    more per record retry: "records 48/12").
-    """
-
-    def __init__(self, progress: ProgressSink) -> None:
-        self._progress = progress
-
-    def add_totals(self, *, records: int = 0, files: int = 0, bytes: int = 0) -> None:
-        self._progress.add_totals(files=files, bytes=bytes)
-
-    def file_started(self, name: str) -> None:
-        self._progress.file_started(name)
-
-    def advance(self, nbytes: int) -> None:
-        self._progress.advance(nbytes)
-
-    def file_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None:
-        self._progress.file_finished(name, ok=ok, skipped_bytes=skipped_bytes)
-
-    def record_finished(self, *, ok: bool) -> None:
-        return None
 
 
 def _print_summary(report: BulkReport) -> None:
