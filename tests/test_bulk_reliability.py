@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ferry.cli import main
-from ferry.progress import Progress
+from ferry.progress import BulkProgress
 from tests.bulk_support import (
     PRIORITY,
     SyntheticSource,
@@ -287,7 +287,7 @@ def test_circuit_breaker_pauses_then_finishes_when_the_target_recovers(
 
     breaker = functools.partial(CircuitBreaker, window_s=30.0, min_requests=4, cool_down_s=0.3, on_change=on_change)
     monkeypatch.setattr("upload.runtime.CircuitBreaker", breaker)
-    monkeypatch.setattr("ferry.commands.bulk.Progress", functools.partial(Progress, interval=0.1))
+    monkeypatch.setattr("ferry.commands.bulk.BulkProgress", functools.partial(BulkProgress, interval=0.1))
     config = write_config(tmp_path, source, repo)
     dest = tmp_path / "data"
     chosen = source.recids[:12]
