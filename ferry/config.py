@@ -122,9 +122,13 @@ class Limits:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     zip_threshold: int = 20
+    # Also zip records of 5+ files whose median file is smaller than this (0: never).
+    zip_small_median_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "zip_small_median_bytes" and getattr(self, f.name) == 0:
+                continue
             if getattr(self, f.name) <= 0:
                 raise ConfigError(f"limits.{f.name} must be positive, not {getattr(self, f.name)!r}")
 

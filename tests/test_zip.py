@@ -233,3 +233,13 @@ def test_huge_file_only_matters_when_zipping() -> None:
     assert not decide_zip(files, max_bundle_size=10**6).zip  # not zipped: the bundle limit is irrelevant
     with pytest.raises(QuotaError, match="file b"):
         decide_zip(files, force=True, max_bundle_size=10**6)
+
+
+def test_small_median_rule_follows_config() -> None:
+    from ferry.config import config_from_mapping
+
+    small = [(f"f{i}", 1000) for i in range(10)]
+    on = ZipPolicy.from_config(config_from_mapping({}))
+    off = ZipPolicy.from_config(config_from_mapping({"limits": {"zip_small_median_bytes": 0}}))
+    assert decide_zip(small, threshold=on.threshold, small_median_bytes=on.small_median_bytes).zip
+    assert not decide_zip(small, threshold=off.threshold, small_median_bytes=off.small_median_bytes).zip

@@ -45,10 +45,12 @@ class ZipPolicy:
 
     @classmethod
     def from_config(cls, config: Config, target: TargetConfig | None = None, **overrides: object) -> ZipPolicy:
-        """Policy from ``limits.zip_threshold`` and the target's file count and file size limits."""
+        """Policy from ``limits.zip_threshold`` / ``zip_small_median_bytes`` and the target's
+        file count and file size limits."""
         t = target or TargetConfig(name="default", type="local")
         values: dict[str, object] = {
             "threshold": config.limits.zip_threshold,
+            "small_median_bytes": config.limits.zip_small_median_bytes,
             "max_files": t.max_files_per_record,
             "max_bundle_size": t.max_file_size,
         }
