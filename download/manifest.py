@@ -29,7 +29,9 @@ class ManifestEntry:
     key: str  # path relative to the record folder
     size: int
     mtime_ns: int
-    checksums: dict[str, str]  # algorithm -> lowercase hex, at least adler32 and md5
+    # algorithm -> lowercase hex: at least adler32 and md5 for downloaded files; our zip
+    # bundles have none until an upload computed their md5 (upload.pipeline records it).
+    checksums: dict[str, str]
     source_uri: str | None = None
     source_checksum: str | None = None  # as the source declared it, normalised ("adler32:...")
 

@@ -24,6 +24,7 @@ from tests.test_invenio_support import (
     rdm_body,
     rdm_query,
 )
+from upload.http import FileRange, StreamMd5, file_md5
 from upload.limits import RateLimiter
 
 RECID = "81009"
@@ -216,6 +217,47 @@ async def test_corrupted_copy_on_the_target_is_a_verification_error(
     async with make_target(repository, tmp_path, file_attempts=2) as target:
         repository.configure(corrupt_next=1)
         assert (await target.put_file(rec, "c.txt", path, 4 * KiB, md5)).md5 == md5  # re-sent once
+
+
+@pytest.mark.parametrize("size", [4 * KiB, 70 * KiB], ids=["L", "M"])
+async def test_corrupted_copy_is_caught_without_a_known_md5(
+    repository: RepositoryHandle, tmp_path: Path, size: int
+) -> None:
+    # md5=None: the md5 computed while sending (L: in the body's read; M: beside the
+    # parts) is what the server's must equal, so a flipped byte on the way is still caught.
+    async with make_target(repository, tmp_path, file_attempts=1) as target:
+        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        assert target.plan_file(size) == ("L" if size < 64 * KiB else "M")
+        path, md5 = data_file(tmp_path, "c.zip", size)
+        repository.configure(corrupt_next=1)
+        with pytest.raises(VerificationError) as info:
+            await target.put_file(rec, "c.zip", path, size, None)
+        assert info.value.expected == f"md5:{md5}" and info.value.actual != info.value.expected
+        assert "c.zip" not in await target.list_files(rec)
+    async with make_target(repository, tmp_path, file_attempts=2) as target:
+        repository.configure(corrupt_next=1)
+        assert (await target.put_file(rec, "c.zip", path, size, None)).md5 == md5  # re-sent and re-hashed
+
+
+async def test_stream_md5_describes_one_whole_pass(tmp_path: Path) -> None:
+    path, md5 = data_file(tmp_path, "s.bin", 5 * KiB + 3)
+    sink = StreamMd5()
+
+    def body() -> FileRange:  # what file_range(..., md5=sink) makes for each attempt
+        return FileRange(path, 0, 5 * KiB + 3, None, KiB, sink)
+
+    partial = body()
+    await partial.__anext__()  # an attempt that stopped after one chunk gives no digest
+    await partial.aclose()
+    assert sink.hexdigest is None
+    chunks = [c async for c in body()]
+    assert b"".join(chunks) == path.read_bytes() and sink.hexdigest == md5
+    again = body()  # a new attempt starts afresh: the earlier digest no longer stands
+    assert sink.hexdigest is None
+    await again.aclose()
+    assert await file_md5(path, 5 * KiB + 3, chunk=KiB) == md5
+    with pytest.raises(OSError, match="ended"):
+        await file_md5(path, 6 * KiB)
 
 
 async def test_multipart_checksum_that_never_comes_is_bounded(repository: RepositoryHandle, tmp_path: Path) -> None:

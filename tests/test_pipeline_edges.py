@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from download.manifest import load_manifest
 from ferry.cli import main
 from stats.events import read_jsonl
 from tests.bulk_support import (
@@ -23,6 +26,8 @@ from tests.bulk_support import (
     write_config,
 )
 from tests.fixtures_repository import RepositoryHandle
+from upload import pipeline
+from upload.ledger import Ledger
 
 
 def record(recid: str, sizes: list[int]) -> dict[str, Any]:
@@ -85,6 +90,91 @@ def test_150_file_record_uploaded_as_split_bundles(
                     assert info.filename not in seen
                     seen[info.filename] = hashlib.md5(zf.read(info)).hexdigest()
     assert seen == source_md5
+
+
+def test_bundle_md5_is_computed_by_the_upload_and_recorded(
+    tmp_path: Path,
+    repository_factory: Callable[..., RepositoryHandle],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The zip stage leaves a bundle's md5 to the upload, which computes it while sending
+    # (one bundle as L, one as M), verifies the target's against it, and records it in the
+    # manifest and the ledger; later runs compare without sending, hashing only when the
+    # md5 is not known (a rebuilt bundle).
+    recid = "975151"
+    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
+    hashed: list[str] = []
+    real_hash = pipeline.hash_file
+
+    def counting_hash(path: str, algorithms: tuple[str, ...] = ("md5",), **kw: Any) -> Any:
+        hashed.append(Path(path).name)
+        return real_hash(path, algorithms, **kw)
+
+    monkeypatch.setattr(pipeline, "hash_file", counting_hash)
+    with synthetic_source([record(recid, [20_000 + j for j in range(30)])]) as src:
+        config = write_config(tmp_path, src, repo, max_file_size=400_000, multipart_threshold=300_000)
+        dest, stats = tmp_path / "data", tmp_path / "stats"
+        upload = ["--config", str(config), "upload", recid, "--target", "sandbox", "--dest", str(dest)]
+        upload += ["--stats-dir", str(stats)]
+        # A bundle touched after the zip stage verified it is not sent as if it were verified.
+        real_zip = pipeline.zip_record
+
+        async def zip_then_touch(*args: Any, **kw: Any) -> Any:
+            result = await real_zip(*args, **kw)
+            os.utime(result.bundles[0].path, ns=(1, 1))
+            return result
+
+        monkeypatch.setattr(pipeline, "zip_record", zip_then_touch)
+        assert main(upload) == 1
+        err = capsys.readouterr().err
+        assert f"{recid}_bundle.zip changed on disk after it was verified" in err
+        monkeypatch.setattr(pipeline, "zip_record", real_zip)
+
+        assert main(upload) == 0, capsys.readouterr().err  # the zip stage re-checks it (CRC32s) and keeps it
+        assert hashed == []  # no separate hashing: md5s came from the uploads' reads
+        rec = dest / recid
+        manifest = load_manifest(rec, recid)
+        bundles = [k for k in manifest.entries if k.endswith(".zip")]
+        assert len(bundles) == 2
+        remote = {f["key"]: f for f in _draft_files(repo, recid)}
+        assert len(remote) == 3
+        sent = {r["file"]: r["transfer"] for r in _rows(stats) if r["stage"] == "upload" and r["status"] == "started"}
+        assert sorted(sent[k] for k in bundles) == ["L", "M"]  # one multipart (hashed beside its parts)
+        parts = [r for r in repo.requests_log() if r["method"] == "PUT" and f"{recid}_bundle.zip/content/" in r["path"]]
+        assert parts
+        with Ledger.open(dest / ".ferry" / "ledger-sandbox.sqlite", readonly=True) as ledger:
+            rows = {f.key: f for f in ledger.file_status(recid)}
+        for key in [*bundles, f"{recid}_bundle_manifest.json"]:
+            md5 = md5_file(rec / key)
+            assert manifest.entries[key].checksums["md5"] == md5 == remote[key]["checksum"].removeprefix("md5:")
+            assert rows[key].md5 == md5 and rows[key].status == "verified"
+
+        # Known md5s: nothing hashed, nothing sent.
+        stats_before = len(list(_rows(stats)))
+        assert main(upload) == 0, capsys.readouterr().err
+        new = _rows(stats)[stats_before:]
+        assert hashed == [] and not [r for r in new if r["stage"] == "upload" and r["status"] == "ok"]
+
+        # The staged folder gone: downloaded and zipped again to the same bytes, md5 unknown.
+        # Each bundle is hashed once to compare with the target, and nothing is sent.
+        shutil.rmtree(rec)
+        stats_before = len(_rows(stats))
+        assert main(upload) == 0, capsys.readouterr().err
+        new = _rows(stats)[stats_before:]
+        assert sorted(hashed) == sorted(bundles)
+        assert not [r for r in new if r["stage"] == "upload" and r["status"] == "ok"]
+        manifest = load_manifest(rec, recid)
+        assert all(manifest.entries[k].checksums["md5"] == md5_file(rec / k) for k in bundles)
+
+
+def _rows(stats: Path) -> list[dict[str, Any]]:
+    return [r for f in sorted(stats.glob("*.jsonl")) for r in read_jsonl(f)]
+
+
+def _draft_files(repo: RepositoryHandle, recid: str) -> list[dict[str, Any]]:
+    (entity,) = [e for e in repo.state()["entities"] if e["recid"] == recid]
+    return [{"key": k, **v} for k, v in entity["draft_files"].items()]
 
 
 def test_upload_killed_mid_file_resumes_without_duplicates(

@@ -120,6 +120,20 @@ async def test_put_large_file(target: Target, case: TargetCase, tmp_path: Path) 
     assert got.matches(case.large + 123, md5)
 
 
+async def test_put_without_md5_computes_and_verifies_it(target: Target, case: TargetCase, tmp_path: Path) -> None:
+    # A zip bundle's md5 is not known before its upload: the target computes it from the
+    # bytes it sends, checks the server's against it, and returns it to be recorded.
+    rec = await _draft(target, case)
+    sizes = {"small.zip": 3000, "big.zip": case.large + 77, "empty.zip": 0}
+    for key, size in sizes.items():
+        path, md5 = data_file(tmp_path, key, size, seed=size)
+        sent: list[int] = []
+        got = await target.put_file(rec, key, path, size, None, progress=sent.append)
+        assert got.key == key and got.matches(size, md5) and sum(sent) >= size
+    files = await target.list_files(rec)
+    assert sorted(files) == sorted(sizes) and all(f.completed and f.md5 for f in files.values())
+
+
 async def test_keys_with_folders_and_empty_files(target: Target, case: TargetCase, tmp_path: Path) -> None:
     rec = await _draft(target, case)
     nested, md5 = data_file(tmp_path, "a/b c.txt", 700)

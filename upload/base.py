@@ -139,12 +139,18 @@ class Target(Protocol):
         key: str,
         path: Path,
         size: int,
-        md5: str,
+        md5: str | None,
         progress: Progress | None = None,
     ) -> RemoteFile:
         """Upload ``path`` as ``key``, commit, read back; raise VerificationError unless the
         target's size and md5 equal ``size`` and ``md5`` (bare hex). A finished file with the
-        same md5 is kept as is; a different or unfinished one is replaced."""
+        same md5 is kept as is; a different or unfinished one is replaced.
+
+        ``md5=None`` (the caller has not hashed the file, e.g. a fresh zip bundle): the
+        target computes it from the bytes it reads to send (no extra pass where it can),
+        checks the target's md5 against that in the same way, and returns it as the
+        ``RemoteFile``'s md5 for the caller to record. A file already under ``key`` cannot
+        be proven the same then, so it is replaced."""
         ...
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:

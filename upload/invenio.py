@@ -314,7 +314,7 @@ class InvenioTarget:
         key: str,
         path: Path,
         size: int,
-        md5: str,
+        md5: str | None,
         progress: Progress | None = None,
     ) -> RemoteFile:
         self._require_draft(rec, "upload", key)

@@ -4,6 +4,12 @@ The server's own checksum after commit is the proof: a file counts as uploaded o
 the entry reads back ``status: completed``, the expected size and ``checksum ==
 "md5:<expected>"``. Multipart checksums are computed by a background task on the server,
 so the read-back polls (bounded) while the checksum is missing or ``multipart:...``.
+
+When the caller does not know the file's md5 yet (a zip bundle: the zip stage leaves it
+to us), it is computed while the file is read to be sent: for ``L`` in the same read
+that streams the body; for ``M`` by one sequential read in a thread beside the part
+uploads (parts are read concurrently and out of order, and md5 needs the bytes in order).
+The server's md5 is then checked against that, exactly as against a given one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from urllib.parse import quote
 
 from ferry.errors import Conflict, FerryError, TargetError, TargetNotFound, TransferFailed, VerificationError
 from upload.base import Progress, RemoteFile, RemoteRecord, TransferType
-from upload.http import HttpClient, Where, file_range, maybe_applied, sleep_backoff
+from upload.http import HttpClient, StreamMd5, Where, file_md5, file_range, maybe_applied, sleep_backoff
 
 log = logging.getLogger(__name__)
 
@@ -123,28 +129,67 @@ class FileTransfers:
             )
 
     async def put(
-        self, rec: RemoteRecord, key: str, path: Path, size: int, md5: str, progress: Progress | None
+        self, rec: RemoteRecord, key: str, path: Path, size: int, md5: str | None, progress: Progress | None
     ) -> RemoteFile:
-        """One attempt: init (replacing a stale entry), content, commit, verify."""
-        md5 = md5.lower()
+        """One attempt: init (replacing a stale entry), content, commit, verify.
+
+        ``md5=None``: computed while the file is sent (see the module doc); the returned
+        file's md5 is then the one computed, confirmed by the server.
+        """
+        md5 = md5.lower() if md5 is not None else None
         transfer = self.plan(size)
         entry = await self._init(rec, key, size, md5, transfer)
         if isinstance(entry, RemoteFile):
             log.info("record %s: %s already complete with the same md5, kept", rec.recid, key)
             return entry
         links = entry.get("links") or {}
+        streamed = StreamMd5() if md5 is None else None
+        hashing: asyncio.Task[str] | None = None
         try:
             if transfer == "M" and links.get("parts"):
+                if md5 is None:
+                    hashing = asyncio.create_task(file_md5(path, size))
                 await self._put_parts(rec, key, path, size, entry, progress)
             else:
-                await self._put_content(rec, key, path, size, links, progress)
+                await self._put_content(rec, key, path, size, links, progress, streamed)
             await self._commit(rec, key, links)
+            if md5 is None:
+                md5 = await self._computed_md5(rec, key, path, size, hashing, streamed)
         except TargetNotFound as exc:
             # The server dropped the entry (a failed or broken transfer does that): start over.
             raise TransferFailed(
                 f"upload: the file entry disappeared ({exc.message})", status=exc.status, recid=rec.recid, file=key
             ) from exc
+        finally:
+            if hashing is not None:
+                if not hashing.done():
+                    hashing.cancel()
+                elif not hashing.cancelled():
+                    hashing.exception()  # retrieved: a part failure already speaks for this attempt
         return await self._verify(rec, key, links.get("self") or self._entry_link(rec, key), size, md5)
+
+    async def _computed_md5(
+        self,
+        rec: RemoteRecord,
+        key: str,
+        path: Path,
+        size: int,
+        hashing: asyncio.Task[str] | None,
+        streamed: StreamMd5 | None,
+    ) -> str:
+        """The md5 computed during this attempt's send (or, if the body was not read to its
+        end, by reading the file once more)."""
+        try:
+            if hashing is not None:
+                return await hashing
+            if streamed is not None and streamed.hexdigest is not None:
+                return streamed.hexdigest
+            log.info("record %s: the body of %s was not read to its end; hashing the file again", rec.recid, key)
+            return await file_md5(path, size)
+        except OSError as exc:
+            raise VerificationError(
+                f"upload: cannot read the file to compute its md5: {exc}", recid=rec.recid, file=key
+            ) from exc
 
     # --- init ---------------------------------------------------------------------------
 
@@ -157,12 +202,13 @@ class FileTransfers:
         return entry
 
     async def _init(
-        self, rec: RemoteRecord, key: str, size: int, md5: str, transfer: TransferType
+        self, rec: RemoteRecord, key: str, size: int, md5: str | None, transfer: TransferType
     ) -> Mapping[str, Any] | RemoteFile:
         """Start the upload of ``key``; returns the pending entry, or the finished file to keep.
 
         The init POST creates an entry, so it is never repeated blindly: after an unclear
-        failure or a duplicate-key answer we look at what the draft holds for ``key``.
+        failure or a duplicate-key answer we look at what the draft holds for ``key``. Without
+        our md5 nothing there can be proven the same, so it is replaced.
         """
         where = Where("start upload", rec.recid, key)
         for attempt in range(1, self.http.policy.attempts + 1):
@@ -182,7 +228,7 @@ class FileTransfers:
                 if attempt == self.http.policy.attempts:
                     raise
                 existing = (await self.list(rec)).get(key)
-                if existing is not None and existing.matches(size, md5):
+                if existing is not None and md5 is not None and existing.matches(size, md5):
                     return existing
                 if existing is not None:
                     # Different content, or a leftover pending upload (ours or an interrupted run's).
@@ -213,6 +259,7 @@ class FileTransfers:
         size: int,
         links: Mapping[str, Any],
         progress: Progress | None,
+        md5: StreamMd5 | None = None,
     ) -> None:
         link = links.get("content") or self._entry_link(rec, key) + "/content"
         where = Where("upload content", rec.recid, key)
@@ -221,7 +268,7 @@ class FileTransfers:
             "PUT",
             link,
             where,
-            body=file_range(path, 0, size, progress=progress),
+            body=file_range(path, 0, size, progress=progress, md5=md5),
             headers={"Content-Type": OCTET, "Content-Length": str(size)},
             retry_mode="safe",
             expect=(200, 201, 204),

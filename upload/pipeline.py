@@ -14,6 +14,7 @@ lets one record's upload overlap another's download.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from download.manifest import Manifest, load_manifest
+from ferry.checksums import hash_file
 from ferry.config import Limits
 from ferry.errors import (
     DownloadFailed,
@@ -144,6 +146,7 @@ class RecordJob:
         self.record_dir = ctx.dest / record.recid
         self.stage = "resolve"
         self.result = RecordResult(recid=record.recid, status="failed", stage="resolve")
+        self._manifest_lock = asyncio.Lock()  # md5s learnt during the upload are saved one at a time
 
     # --- the whole record ---------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class RecordJob:
         await self._ledger("zipped" if self.result.zip_used else "downloaded")
 
         self.stage = "upload"
-        remote = await self._find_or_create(body, query)
+        remote = await self._find_or_create(body, query, manifest)
         if remote is None:  # published already with exactly these files
             return "skipped"
         await self._upload_files(remote, manifest, keys)
@@ -249,7 +252,8 @@ class RecordJob:
             )
         self.result.zip_used = result.zipped
         self.result.reason = result.reason
-        # The zipper records bundles (with md5) in the manifest; read what it wrote.
+        # The zipper records bundles in the manifest (size and mtime; their md5 is computed
+        # by the upload, which reads them anyway, and recorded there); read what it wrote.
         return await asyncio.to_thread(load_manifest, self.record_dir, self.recid)
 
     def _check_target_limits(self, manifest: Manifest, keys: list[str]) -> None:
@@ -273,7 +277,7 @@ class RecordJob:
                 f"{total} bytes exceed the target's per-record limit {limits.max_record_size}", recid=self.recid
             )
 
-    async def _find_or_create(self, body: Mapping[str, Any], query: str) -> RemoteRecord | None:
+    async def _find_or_create(self, body: Mapping[str, Any], query: str, manifest: Manifest) -> RemoteRecord | None:
         """The draft to fill, never a second one for the same recid."""
         ctx, target = self.ctx, self.ctx.target
         row = await ctx.ledger.run(ctx.ledger.get, self.recid) if ctx.ledger is not None else None
@@ -292,7 +296,7 @@ class RecordJob:
         elif remote.state == "published":
             if not ctx.new_version:
                 self.result.remote_id = remote.id
-                await self._published_unchanged(remote)
+                await self._published_unchanged(remote, manifest)
                 return None
             published = remote
             draft = await self._call(lambda: target.new_version(published))
@@ -378,11 +382,12 @@ class RecordJob:
         ctx.stats.record("upload", "skipped", self.recid, reason=self.result.reason, file_count=len(files))
         return True
 
-    async def _published_unchanged(self, remote: RemoteRecord) -> None:
+    async def _published_unchanged(self, remote: RemoteRecord, manifest: Manifest) -> None:
         """A published record is left alone; it must already hold exactly our files."""
-        manifest = await asyncio.to_thread(load_manifest, self.record_dir, self.recid)
         keys = upload_keys(manifest)
         have = await self._call(lambda: self.ctx.target.list_files(remote))
+        for key in keys:  # a bundle not hashed yet: hash it now, only if it could match
+            await self._md5_to_compare(manifest, key, have.get(key))
         differ = [k for k in keys if k not in have or not _matches(have[k], manifest, k)]
         if differ:
             raise TargetError(
@@ -415,16 +420,16 @@ class RecordJob:
 
         async def one(key: str) -> None:
             entry = manifest.entries[key]
-            md5 = entry.checksums["md5"]
-            if key in have and have[key].matches(entry.size, md5):
+            md5 = await self._md5_to_compare(manifest, key, have.get(key))
+            if md5 is not None and key in have and have[key].matches(entry.size, md5):
                 self.ctx.stats.record(
                     "upload", "skipped", self.recid, key, reason="already on the target with the same md5"
                 )
                 if shown is not None:
                     shown.upload_finished(key, ok=True, skipped_bytes=entry.size)
-                await self._file_state(key, "verified")
+                await self._file_state(key, "verified", md5=md5)
                 return
-            await self._put(remote, key, entry.size, md5)
+            await self._put(remote, manifest, key, entry.size, md5)
 
         results = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
         failures = {k: r for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
@@ -438,9 +443,18 @@ class RecordJob:
                 f"{len(failures)} of {len(keys)} file(s) failed to upload (first: {first})", recid=self.recid
             ) from first
 
-    async def _put(self, remote: RemoteRecord, key: str, size: int, md5: str) -> None:
+    async def _put(self, remote: RemoteRecord, manifest: Manifest, key: str, size: int, md5: str | None) -> None:
+        """Upload one file, verified by the target's md5.
+
+        ``md5=None`` (a bundle the zip stage verified by CRC32 but did not hash): the target
+        computes the md5 while it sends the file and checks the server's against it; the
+        file must be the one the zip stage verified (size and mtime as recorded) before and
+        after, and the md5 is then recorded in the manifest and the ledger.
+        """
         ctx = self.ctx
         path = self.record_dir / key
+        if md5 is None:
+            await self._check_unchanged(manifest, key)
         attempts = 0
         shown = ctx.upload_progress
         sent = shown.upload_advance if shown is not None else None
@@ -458,7 +472,9 @@ class RecordJob:
             shown.upload_started(key)
         event = ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
         try:
-            await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
+            got = await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
+            if md5 is None:
+                md5 = await self._learn_sent_md5(remote, manifest, key, got)
         except FerryError as exc:
             if exc.file is None:
                 exc.file = key
@@ -471,7 +487,62 @@ class RecordJob:
         if shown is not None:
             shown.upload_finished(key, ok=True)
         self.result.bytes_uploaded += size
-        await self._file_state(key, "verified")
+        await self._file_state(key, "verified", md5=md5)
+
+    # --- md5s the zip stage left to the upload ------------------------------------------
+
+    async def _md5_to_compare(self, manifest: Manifest, key: str, there: RemoteFile | None) -> str | None:
+        """The local md5 of ``key`` when it is needed to decide a skip: known, or computed now
+        (once, then recorded) when the target holds a finished file of the same size. None:
+        unknown, and nothing there could match it (the upload will compute it)."""
+        md5 = manifest.entries[key].checksums.get("md5")
+        if md5 is not None:
+            return md5
+        entry = manifest.entries[key]
+        if there is None or not there.completed or there.size != entry.size or there.md5 is None:
+            return None
+        await self._check_unchanged(manifest, key)
+        path = str(self.record_dir / key)
+        md5 = (await asyncio.to_thread(hash_file, path, ("md5",))).hexdigests()["md5"]
+        await self._check_unchanged(manifest, key)  # and not while it was read
+        await self._record_md5(manifest, key, md5)
+        return md5
+
+    async def _learn_sent_md5(self, remote: RemoteRecord, manifest: Manifest, key: str, got: RemoteFile) -> str:
+        """Record the md5 the upload computed (and the target confirmed) for ``key``."""
+        if got.md5 is None:  # pragma: no cover - put_file verifies md5 before returning
+            raise VerificationError("the target returned no md5 after a verified upload", file=key)
+        try:
+            await self._check_unchanged(manifest, key)
+        except VerificationError:
+            # Changed while it was sent: what the target holds may not be the verified bundle.
+            try:
+                await self._call(functools.partial(self.ctx.target.delete_file, remote, key))
+            except TargetError as exc:
+                log.warning("record %s: could not remove %s from the draft: %s", self.recid, key, exc)
+            raise
+        await self._record_md5(manifest, key, got.md5)
+        return got.md5
+
+    async def _check_unchanged(self, manifest: Manifest, key: str) -> None:
+        """``key`` still has the size and mtime the manifest recorded when it was verified."""
+        if await asyncio.to_thread(manifest.fresh_entry, key) is None:
+            err = VerificationError(
+                f"{key} changed on disk after it was verified (size or mtime differ from the manifest); "
+                "run again to check and rebuild it",
+                recid=self.recid,
+                file=key,
+            )
+            err.retryable = False  # the same file again would fail the same way
+            raise err
+
+    async def _record_md5(self, manifest: Manifest, key: str, md5: str) -> None:
+        """Keep a computed md5 in the manifest (saved atomically), so no later run hashes
+        the file again while its size and mtime are unchanged."""
+        async with self._manifest_lock:
+            entry = manifest.entries[key]
+            manifest.put(dataclasses.replace(entry, checksums={**entry.checksums, "md5": md5}))
+            await asyncio.to_thread(manifest.save)
 
     async def _verify(self, remote: RemoteRecord, manifest: Manifest, keys: list[str]) -> None:
         """The record as a whole: every key present once, completed, with our size and md5."""
@@ -576,9 +647,11 @@ class RecordJob:
                 **facts,
             )
 
-    async def _file_state(self, key: str, status: str, error: BaseException | None = None) -> None:
+    async def _file_state(
+        self, key: str, status: str, error: BaseException | None = None, *, md5: str | None = None
+    ) -> None:
         if self.ctx.ledger is not None:
-            await self.ctx.ledger.run(self.ctx.ledger.set_file, self.recid, key, status, error=error)
+            await self.ctx.ledger.run(self.ctx.ledger.set_file, self.recid, key, status, error=error, md5=md5)
 
 
 def _bundled_all(manifest: Manifest, keys: list[str]) -> bool:
@@ -600,8 +673,10 @@ def _mismatch(remote: RemoteFile | None, manifest: Manifest, key: str) -> str | 
         return f"not completed on the target (status {remote.status})"
     if remote.size != entry.size:
         return f"size on the target {remote.size}, expected {entry.size}"
-    if remote.md5 != entry.checksums.get("md5"):
-        return f"md5 on the target {remote.md5}, expected {entry.checksums.get('md5')}"
+    if "md5" not in entry.checksums:  # pragma: no cover - every uploaded or kept file has it by now
+        return "md5 unknown locally"
+    if remote.md5 != entry.checksums["md5"]:
+        return f"md5 on the target {remote.md5}, expected {entry.checksums['md5']}"
     return None
 
 

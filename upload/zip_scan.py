@@ -1,17 +1,20 @@
-"""One sequential read of a bundle that checks every entry and hashes the whole file.
+"""One sequential read of a bundle that checks every entry against its source's CRC32.
 
 The scanner walks the file from byte 0 to EOF exactly once: it parses each entry's local
-header, checks its name, recomputes the CRC32 of the entry's data from the bytes on disk
-(inflating deflated entries) against the CRC computed from the source when it was written,
-and feeds every byte to md5 and adler32. So "verify the bundle" and "checksum the bundle
-for the uploader" cost one read, and the scan can trail the writer in a thread: entries are
-handed over as they are finished, and the scanner reads bytes that are already final.
-md5 is the slowest step (~700 MiB/s), so it runs in its own thread (hashlib drops the GIL).
+header, checks its name, and recomputes the CRC32 of the entry's data from the bytes on
+disk (inflating deflated entries) against the CRC computed from the source when it was
+written. The scan can trail the writer in a thread: entries are handed over as they are
+finished, and the scanner reads bytes that are already final.
+
+It computes no whole-file digest. The bundle's md5 (~720 MiB/s on one core here, about
+five times the cost of the CRC32 pass) is computed by the upload while it reads the bundle
+to send it (``upload.http.FileRange``): the read happens there anyway, and hashing here
+capped the zip stage near half the speed of ``cp`` (docs/benchmarks.md, Zipping).
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import queue
 import struct
 import threading
@@ -26,40 +29,11 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 _LOCAL_SIG = b"PK\x03\x04"
 _FLAG_UTF8 = 0x800
 _FLAG_DESCRIPTOR = 0x08
-_HASH_QUEUE = 16  # chunks waiting for md5: bounded memory (16 MiB)
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    size: int
-    md5: str
-    adler32: str
-
-
-class _Md5Thread:
-    """md5 of a byte stream in its own thread, so it overlaps the read and the CRCs."""
-
-    def __init__(self) -> None:
-        self._digest = hashlib.md5()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_HASH_QUEUE)
-        self._thread = threading.Thread(target=self._run, name="bundle-md5", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._digest.update(chunk)
-
-    def feed(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def hexdigest(self) -> str:
-        self._queue.put(None)
-        self._thread.join()
-        return self._digest.hexdigest()
-
-    def abandon(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+    size: int  # bytes from 0 to EOF when the scan finished
 
 
 class Scanner:
@@ -69,14 +43,8 @@ class Scanner:
         self.where = where
         self._fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in finish()/close()
         self._pos = 0
-        self._adler = 1
-        self._md5 = _Md5Thread()
+        self._buf = bytearray(CHUNK)  # entry data is read into this one buffer, not new bytes
         self._done = False
-
-    def _hash(self, data: bytes) -> None:
-        self._adler = zlib.adler32(data, self._adler)
-        self._md5.feed(data)
-        self._pos += len(data)
 
     def _read_exact(self, n: int, what: str) -> bytes:
         data = self._fh.read(n) if n else b""
@@ -86,7 +54,7 @@ class Scanner:
                 raise BundleCorrupt(f"bundle {self.where} ends inside {what} (truncated)")
             data += more
         assert data is not None
-        self._hash(data)
+        self._pos += len(data)
         return data
 
     def entry(self, e: EntryRecord, expected_crc: int) -> None:
@@ -127,12 +95,14 @@ class Scanner:
         elif e.compress_type != zipfile.ZIP_STORED:
             raise BundleCorrupt(f"bundle {self.where}: entry {e.name!r} uses compression {e.compress_type}")
         crc, size, left = 0, 0, e.compress_size
+        view = memoryview(self._buf)
         while left > 0:
-            chunk = self._fh.read(min(CHUNK, left))
-            if not chunk:
+            n = self._fh.readinto(view[: min(CHUNK, left)])
+            if not n:
                 raise BundleCorrupt(f"bundle {self.where} ends inside entry {e.name!r} (truncated)", file=e.name)
-            self._hash(chunk)
-            left -= len(chunk)
+            chunk = view[:n]
+            self._pos += n
+            left -= n
             if inflater is None:
                 crc = zlib.crc32(chunk, crc)
                 size += len(chunk)
@@ -149,18 +119,19 @@ class Scanner:
         return crc, size
 
     def finish(self) -> ScanResult:
-        """Hash the rest (central directory, end records) to EOF and return the file's digests."""
-        while chunk := self._fh.read(CHUNK):
-            self._hash(chunk)
+        """The file's size now (entries, then the central directory and end records, which
+        ``read_directory`` parses separately)."""
+        size = os.fstat(self._fh.fileno()).st_size
         self._fh.close()
         self._done = True
-        return ScanResult(self._pos, self._md5.hexdigest(), f"{self._adler & 0xFFFFFFFF:08x}")
+        if size < self._pos:
+            raise BundleCorrupt(f"bundle {self.where} shrank while it was read")
+        return ScanResult(size)
 
     def close(self) -> None:
         if not self._done:
             self._done = True
             self._fh.close()
-            self._md5.abandon()
 
 
 class TrailingScanner:

@@ -3,8 +3,10 @@
 Everything here takes and returns plain picklable dataclasses, so ``zipper`` can hand it to
 a ``ProcessPoolExecutor`` and keep the event loop free. A bundle is written from its
 sources in one read each (the CRC32 that zipfile computes while writing is the source's
-CRC), and a ``TrailingScanner`` re-reads what was written right behind the writer, checks
-every entry's CRC32 against that source CRC and computes the bundle's md5 and adler32.
+CRC), and a ``TrailingScanner`` re-reads what was written right behind the writer and
+checks every entry's CRC32 against that source CRC: a write that put other bytes on disk
+than were read from the source fails here. No whole-bundle digest is computed here: the
+upload computes the bundle's md5 while it reads the bundle to send it.
 New bundles are written to ``.ferry/<name>.partial`` and renamed only once verified.
 """
 
@@ -75,8 +77,6 @@ class BuiltBundle:
     name: str
     size: int
     mtime_ns: int
-    md5: str
-    adler32: str
     members: tuple[MemberRecord, ...]
     worker_pid: int
 
@@ -89,11 +89,9 @@ class Inspection:
     exists: bool
     problem: str | None = None
     members: tuple[MemberRecord, ...] = ()  # from its embedded manifest, checked against the directory
-    scanned: bool = False  # True: every entry's data CRC was checked and md5 computed now
+    scanned: bool = False  # True: every entry's data CRC was checked now
     size: int = 0
     mtime_ns: int = 0
-    md5: str | None = None
-    adler32: str | None = None
     worker_pid: int = 0
 
 
@@ -204,7 +202,7 @@ def _open_old(job: BundleJob) -> zipfile.ZipFile:
 
 
 def write_bundle(job: BundleJob) -> BuiltBundle:
-    """Write (build) or extend (append) one bundle, verify it, and return its digests."""
+    """Write (build) or extend (append) one bundle, verify it, and return what it holds."""
     final = Path(job.record_dir) / job.name
     append = job.mode == "append"
     if append:
@@ -268,7 +266,7 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
     st = final.stat()
     if st.st_size != scan.size:
         raise BundleCorrupt(f"bundle {job.name} changed while it was verified")
-    return BuiltBundle(job.name, st.st_size, st.st_mtime_ns, scan.md5, scan.adler32, tuple(records), os.getpid())
+    return BuiltBundle(job.name, st.st_size, st.st_mtime_ns, tuple(records), os.getpid())
 
 
 def _check_directory(path: Path, name: str, expected: Sequence[MemberRecord]) -> None:
@@ -342,4 +340,4 @@ def inspect_bundle(path: str, name: str, *, full_scan: bool) -> Inspection:
         scanner.close()
     if scan.size != st.st_size:
         return bad("it changed while it was read")
-    return replace(found, scanned=True, md5=scan.md5, adler32=scan.adler32)
+    return replace(found, scanned=True)

@@ -4,9 +4,10 @@
 manifest (``DEST/<recid>/.ferry/manifest.json``), decides by policy, and makes the bundles
 on disk hold exactly the record's verified files: new bundles are built, damaged ones
 rebuilt, new files appended, changed files replaced. The blocking work runs in a worker
-process. Afterwards the download manifest lists the bundles and
-``<recid>_bundle_manifest.json`` as files with md5/adler32, and ``extra["zip"]`` says which
-member is in which bundle; ``upload_keys(manifest)`` tells the uploader what to send.
+process. Afterwards the download manifest lists the bundles (size and mtime, no md5: the
+upload computes a bundle's md5 while it sends it and records it there) and
+``<recid>_bundle_manifest.json`` (with md5), and ``extra["zip"]`` says which member is in
+which bundle; ``upload_keys(manifest)`` tells the uploader what to send.
 
 A record zipped by an earlier run is recognised from that state (or the bundle manifest,
 or the bundles' embedded manifests) even when the originals are gone: the member count is
@@ -17,6 +18,7 @@ after every bundle was verified in this run, made durable and recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
-from ferry.checksums import MultiHasher
 from ferry.errors import FerryError, InputError, NoFilesError
 from ferry.model import inside, safe_relpath
 from stats.events import StatsWriter
@@ -59,8 +60,7 @@ class BundleInfo:
 
     path: Path
     size: int
-    md5: str
-    adler32: str
+    md5: str | None  # None for a bundle until an upload computed it (then in the manifest)
     entries: int  # member files inside (0 for the bundle manifest)
 
     @property
@@ -130,7 +130,8 @@ def bundled_keys(manifest: Manifest) -> set[str]:
 def upload_keys(manifest: Manifest) -> list[str]:
     """What the uploader sends for this record: the bundles + bundle manifest, or the files.
 
-    Each key has a manifest entry with size and md5 (``manifest.entries[key]``).
+    Each key has a manifest entry (``manifest.entries[key]``) with its size; data files and
+    the bundle manifest carry md5, a bundle only once an upload has computed it.
     """
     state = zip_state(manifest)
     if not state:
@@ -392,43 +393,30 @@ class _Zipper:
         record is zipped and where each file is.
         """
         rows: dict[str, list[MemberRecord]] = {}
-        facts: dict[str, tuple[int, int, str, str]] = {}  # size, mtime_ns, md5, adler32
+        facts: dict[str, ManifestEntry] = {}
         for a in actions:
             if a.kind == "remove":
                 continue
             if a.name in built:
                 b = built[a.name]
                 rows[a.name] = list(b.members)
-                facts[a.name] = (b.size, b.mtime_ns, b.md5, b.adler32)
+                facts[a.name] = ManifestEntry(a.name, b.size, b.mtime_ns, {})  # md5: computed by the upload
             else:  # kept: verified now (scanned) or trusted by size+mtime since it was verified
                 ins = inspections[a.name]
                 rows[a.name] = list(ins.members)
-                if ins.md5 is not None and ins.adler32 is not None:
-                    facts[a.name] = (ins.size, ins.mtime_ns, ins.md5, ins.adler32)
-                else:
-                    e = manifest.entries[a.name]
-                    facts[a.name] = (e.size, e.mtime_ns, e.checksums["md5"], e.checksums["adler32"])
-        doc = {
-            name: {
-                "size": facts[name][0],
-                "md5": facts[name][2],
-                "adler32": facts[name][3],
-                "files": [m.to_json() for m in rows[name]],
-            }
-            for name in plan
-        }
+                facts[a.name] = _kept_entry(manifest.entries.get(a.name), ins)
+        # Sizes and the members' checksums; no bundle md5 (the target reports it for each
+        # file), so these bytes depend only on the bundles' contents.
+        doc = {name: {"size": facts[name].size, "files": [m.to_json() for m in rows[name]]} for name in plan}
         data = record_manifest(self.recid, doc)
         mpath, mst = await asyncio.to_thread(_write_atomic, self.dir / manifest_name(self.recid), data)
-        hasher = MultiHasher(("md5", "adler32"))
-        hasher.update(data)
-        sums = hasher.hexdigests()
+        md5 = hashlib.md5(data).hexdigest()  # a few KB: cheap here, and the upload need not hash it
 
         for key in [k for k, e in manifest.entries.items() if _is_output(self.recid, k, e) and k not in plan]:
             manifest.drop(key)
         for name in plan:
-            size, mtime_ns, md5, adler = facts[name]
-            manifest.put(ManifestEntry(name, size, mtime_ns, {"md5": md5, "adler32": adler}))
-        manifest.put(ManifestEntry(mpath.name, len(data), mst.st_mtime_ns, sums))
+            manifest.put(facts[name])
+        manifest.put(ManifestEntry(mpath.name, len(data), mst.st_mtime_ns, {"md5": md5}))
         manifest.extra[STATE_KEY] = {
             "version": STATE_VERSION,
             "reason": decision.reason,
@@ -437,10 +425,10 @@ class _Zipper:
         }
         await asyncio.to_thread(manifest.save)
         result.bundles = [
-            BundleInfo(self.dir / name, facts[name][0], facts[name][2], facts[name][3], len(rows[name]))
+            BundleInfo(self.dir / name, facts[name].size, facts[name].checksums.get("md5"), len(rows[name]))
             for name in plan
         ]
-        result.manifest = BundleInfo(mpath, len(data), sums["md5"], sums["adler32"], 0)
+        result.manifest = BundleInfo(mpath, len(data), md5, 0)
         result.upload_keys = [*plan, mpath.name]
 
     def _delete_originals(self, members: Mapping[str, Member], bundles: Sequence[Path]) -> int:
@@ -464,6 +452,18 @@ class _Zipper:
                     break
                 parent = parent.parent
         return n
+
+
+def _kept_entry(recorded: ManifestEntry | None, ins: Inspection) -> ManifestEntry:
+    """The manifest entry of a bundle kept as it is.
+
+    Its md5 (learnt by an earlier upload) is kept only while the file has the size and
+    mtime it had then: a bundle that was rewritten (even if it verifies now) loses it, and
+    the next upload computes it again.
+    """
+    if recorded is not None and (recorded.size, recorded.mtime_ns) == (ins.size, ins.mtime_ns):
+        return ManifestEntry(recorded.key, recorded.size, recorded.mtime_ns, dict(recorded.checksums))
+    return ManifestEntry(ins.name, ins.size, ins.mtime_ns, {})
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
