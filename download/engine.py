@@ -114,23 +114,6 @@ class RecordResult:
         return lines
 
 
-def limit_heap_growth(threshold: int = 1024 * 1024) -> bool:
-    """Make glibc serve large buffers (read chunks) with mmap and return them at free.
-
-    glibc raises its mmap threshold after the first large free, after which multi-MiB
-    chunks come from per-thread heaps that keep their peak: ~30 MB more RSS for a 1 GiB
-    download. Process-wide, so only entry points (the CLI) call it. False where unsupported.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold = -3
-        return bool(libc.mallopt(m_mmap_threshold, threshold))
-    except (OSError, AttributeError):
-        return False
-
-
 def retry_policy(limits: Limits) -> RetryPolicy:
     """The retry policy the configured limits ask for (``retries`` after the first try)."""
     return RetryPolicy(attempts=limits.retries + 1, base=limits.backoff_base, maximum=limits.backoff_max)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from download.base import Source
 from download.cernopendata import PortalSource, RecordsFileSource
-from download.engine import Downloader, RecordResult, download_records, limit_heap_growth, retry_policy
+from download.engine import Downloader, RecordResult, download_records, retry_policy
 from download.transport import PROTOCOLS, Transport
 from ferry.config import Config, Limits
 from ferry.errors import InputError
@@ -121,7 +121,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
         )
         recids = args.recids
     recids = list(dict.fromkeys(str(r).strip() for r in recids))
-    limit_heap_growth()
     stats = StatsWriter(args.stats_dir)
     try:
         results = asyncio.run(_run(args, limits, transport, source, recids, stats))
