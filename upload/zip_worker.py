@@ -12,6 +12,8 @@ New bundles are written to ``.ferry/<name>.partial`` and renamed only once verif
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import zipfile
 import zlib
@@ -23,7 +25,7 @@ from typing import IO, Literal
 from download.manifest import META_DIR
 from ferry.checksums import MultiHasher
 from ferry.errors import InputError, UnsafePathError, VerificationError
-from ferry.model import inside
+from ferry.model import inside, safe_relpath
 from upload.zip_format import (
     EMBEDDED_DATE,
     EMBEDDED_NAME,
@@ -110,15 +112,44 @@ def _entry(zi: zipfile.ZipInfo) -> EntryRecord:
     return EntryRecord(zi.filename, zi.header_offset, zi.compress_size, zi.file_size, zi.CRC, zi.compress_type)
 
 
-def _copy_file(zf: zipfile.ZipFile, m: MemberJob, job: BundleJob) -> zipfile.ZipInfo:
-    src = inside(Path(job.record_dir), m.key, where=f"record {job.recid}")
+class _Sources:
+    """Opens a bundle's originals, proving each stays inside the record folder.
+
+    ``ferry.model.inside`` resolves the whole path of every file (an lstat per path
+    component, twice): a third of the zip stage's time for 1,000 small files. Here each
+    folder is resolved and checked once, and the file itself is opened with
+    ``O_NOFOLLOW``; a file that is a symlink takes the full check.
+    """
+
+    def __init__(self, job: BundleJob) -> None:
+        self.root = Path(job.record_dir)
+        self.where = f"record {job.recid}"
+        self._folders: dict[str, Path] = {}
+
+    def open(self, key: str) -> io.FileIO:
+        key = safe_relpath(key, where=self.where)  # no "..", no absolute path: as inside() checks
+        folder, _, name = key.rpartition("/")
+        parent = self._folders.get(folder)
+        if parent is None:
+            parent = inside(self.root, folder, where=self.where) if folder else self.root.resolve()
+            self._folders[folder] = parent
+        try:
+            fd = os.open(parent / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return io.FileIO(inside(self.root, key, where=self.where), "rb")  # a symlink: full check
+        return io.FileIO(fd, "rb")
+
+
+def _copy_file(zf: zipfile.ZipFile, m: MemberJob, sources: _Sources) -> zipfile.ZipInfo:
     zi = _zinfo(m.key, m.size, EMBEDDED_DATE, m.deflate)
     hasher = MultiHasher(("md5",)) if m.check_md5 else None
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
     try:
-        with open(src, "rb", buffering=0) as fh, zf.open(zi, "w") as dst:
+        with sources.open(m.key) as fh, zf.open(zi, "w") as dst:
             while n := fh.readinto(buf):
                 total += n
                 if total > m.size:
@@ -214,6 +245,7 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
         fh = open(target, "w+b")  # noqa: SIM115
     scanner = TrailingScanner(str(target), where=job.name)
     old = _open_old(job) if job.old_bundle and not append else None
+    sources = _Sources(job)
     records: list[MemberRecord] = []
     by_key = {m.key: m for m in job.members}
     try:
@@ -230,7 +262,7 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
                 if scanner.error is not None:
                     break  # the bundle is already known bad; end() raises it
                 if m.source == "file":
-                    zi = _copy_file(zf, m, job)
+                    zi = _copy_file(zf, m, sources)
                 else:
                     assert old is not None, "bundle sources need the old bundle"
                     zi = _copy_entry(zf, m, old, job.name)
