@@ -249,3 +249,24 @@ def test_small_median_rule_follows_config() -> None:
     off = ZipPolicy.from_config(config_from_mapping({"limits": {"zip_small_median_bytes": 0}}))
     assert decide_zip(small, threshold=on.threshold, small_median_bytes=on.small_median_bytes).zip
     assert not decide_zip(small, threshold=off.threshold, small_median_bytes=off.small_median_bytes).zip
+
+
+async def test_originals_behind_symlinks_stay_inside_the_record(tmp_path: Path, pool: ProcessPoolExecutor) -> None:
+    # The zip worker resolves folders once and opens files with O_NOFOLLOW; a symlink falls
+    # back to the full inside() check.
+    files = small_files(22)
+    rec = make_record(tmp_path, "44", files)
+    outside = tmp_path / "secret.dat"
+    outside.write_bytes(files["run/f0003.dat"])  # same bytes: only the path check can refuse it
+    (rec / "run/f0003.dat").unlink()
+    (rec / "run/f0003.dat").symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="outside"):
+        await zip_record(rec, "44", policy=ZipPolicy(), executor=pool)
+    # A symlink to a file inside the record folder is followed.
+    (rec / "run/f0003.dat").unlink()
+    (rec / "copy").mkdir()
+    (rec / "copy/f0003.dat").write_bytes(files["run/f0003.dat"])
+    (rec / "run/f0003.dat").symlink_to(rec / "copy/f0003.dat")
+    result = await zip_record(rec, "44", policy=ZipPolicy(), executor=pool)
+    with zipfile.ZipFile(result.bundles[0].path) as zf:
+        assert zf.read("run/f0003.dat") == files["run/f0003.dat"]
