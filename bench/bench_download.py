@@ -348,7 +348,7 @@ def main() -> int:
             # The client maps only root://eospublic.cern.ch/ URIs to its --server for HTTP:
             # the portal stand-in serves this record with the public host in its URIs.
             public = "root://eospublic.cern.ch/"
-            rec = {**rec, "files": [{**f, "uri": public + f["uri"].split("//", 2)[2]} for f in rec["files"]]}
+            rec = {**rec, "files": [{**f, "uri": public + "/" + f["uri"].split("//", 2)[2]} for f in rec["files"]]}
             results["cernopendata_client"] = {"case": name, **cernopendata_client(work, [rec], root, rec["recid"])}
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nMachine: {machine_line(facts)}; results in {work / 'results.json'}\n")
