@@ -7,9 +7,10 @@ Cache: WARM for both. Before every timed run the sources are read once (so both 
 the page cache), and ``sync`` flushes earlier runs' dirty pages so writeback of one run does
 not slow the next. Neither cp nor the zip stage fsyncs (the zip stage only fsyncs with
 ``--delete-originals``). The zip time is the whole ``zip_record`` stage: decide, write the
-bundle, re-read it to check every entry's CRC32, md5 + adler32 of the bundle, bundle
-manifest, state saved; the worker process pool is started before timing, as in the
-pipeline. Prints a Markdown table for docs/benchmarks.md.
+bundle, re-read it right behind the writer to check every entry's CRC32, bundle manifest,
+state saved (no md5 of the bundle: since 2026-11-21 the upload computes it while sending);
+the worker process pool is started before timing, as in the pipeline. Prints a Markdown
+table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
