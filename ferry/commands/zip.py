@@ -142,6 +142,7 @@ def _print_result(r: ZipResult) -> None:
     for line in r.actions:
         print(f"  {line}")
     for b in r.bundles:
-        print(f"  {b.key}  {b.size} bytes  md5:{b.md5}  {b.entries} files")
+        md5 = f"md5:{b.md5}" if b.md5 else "md5 computed when uploaded"
+        print(f"  {b.key}  {b.size} bytes  {md5}  {b.entries} files")
     if r.manifest is not None:
         print(f"  {r.manifest.key}  {r.manifest.size} bytes  md5:{r.manifest.md5}")
