@@ -27,6 +27,7 @@ portal's 10,000-hit cap by splitting the query), or from JSON arrays of records.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -41,9 +42,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ferry.checksums import Checksum
+from download.cernopendata import build_record, cache_file_entries
 from ferry.errors import FerryError, InputError, SourceError, SourceUnavailable
-from ferry.model import FileEntry, Record, assign_keys
+from ferry.model import Record
 from ferry.retry import RetryPolicy, retry, server_delay
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,11 @@ def category_of(metadata: Mapping[str, Any] | None) -> str:
 def record_from_json(data: Mapping[str, Any]) -> Record:
     """A ``Record`` from portal record JSON: the fixture format or the API's ``metadata``.
 
-    ``files[]`` (``uri``, ``size``, ``checksum``) and ``metadata._file_indices[].files[]``
-    (expanded index entries) are read. Index files that were not expanded (``type:
-    index.json|index.txt`` in the fixture format) cannot be listed without fetching them:
-    that is an ``InputError`` naming them (the CERN source module expands them).
+    ``files[]`` and ``metadata._file_indices[].files[]`` (expanded index entries) are read,
+    and parsed by ``download.cernopendata.build_record``. Index files that were not
+    expanded (``type: index.json|index.txt`` in the fixture format) cannot be listed
+    without fetching them: that is an ``InputError`` naming them (the CERN source module
+    expands them). A record without files is kept (parents with only relations).
     """
     metadata = data.get("metadata") if isinstance(data.get("metadata"), Mapping) else data
     assert isinstance(metadata, Mapping)
@@ -127,33 +129,7 @@ def record_from_json(data: Mapping[str, Any]) -> Record:
             recid=recid,
             field="files",
         )
-    uris = []
-    for f in raw:
-        uri = f.get("uri")
-        if not isinstance(uri, str) or not uri:
-            raise InputError(f"file entry without uri: {dict(f)!r}", recid=recid, field="files.uri")
-        uris.append(uri)
-    keys = assign_keys(uris, where=f"record {recid}")
-    files = []
-    for f, key in zip(raw, keys, strict=True):
-        size = f.get("size")
-        if size is not None and (not isinstance(size, int) or size < 0):
-            raise InputError(f"size {size!r} is not a byte count", recid=recid, file=key, field="size")
-        sums = tuple(
-            Checksum.parse(c, default_algorithm="adler32", where=f"record {recid}, file {key}")
-            for c in ([f["checksum"]] if f.get("checksum") else [])
-        )
-        files.append(
-            FileEntry(
-                key=key,
-                uri=str(f["uri"]),
-                size=size,
-                checksums=sums,
-                availability=str(f.get("availability") or "online"),
-                description=f.get("description"),
-            )
-        )
-    return Record(recid=recid, metadata=metadata, files=tuple(files))
+    return build_record(recid, metadata, raw, allow_empty=True)
 
 
 # --- entries ------------------------------------------------------------------------------
@@ -209,31 +185,13 @@ def record_from_entry(recid: str, entry: Mapping[str, Any], *, parse: Parse = re
     if not isinstance(meta, Mapping) or not meta:
         why = entry.get("error") or "the cache has no record metadata for it"
         raise InputError(str(why), recid=recid, field="record")
+    source = str(entry.get("source") or "cernopendata")
     files_json = entry.get("files")
     if not files_json:
         record = parse(meta)
-        return Record(recid=recid, metadata=record.metadata, files=record.files, source=record.source)
-    files = []
-    for i, f in enumerate(files_json):
-        if not isinstance(f, Mapping) or not f.get("remote"):
-            raise InputError(f"files[{i}] has no remote URI", recid=recid, field=f"files[{i}].remote")
-        key = f.get("path") or assign_keys([str(f["remote"])], where=f"record {recid}")[0]
-        texts = f.get("checksums") or ([f["checksum"]] if f.get("checksum") else [])
-        sums = tuple(
-            Checksum.parse(str(c), default_algorithm="adler32", where=f"record {recid}, file {key}") for c in texts
-        )
-        size = f.get("size")
-        files.append(
-            FileEntry(
-                key=str(key),
-                uri=str(f["remote"]),
-                size=int(size) if isinstance(size, int | float) else None,
-                checksums=sums,
-                availability=str(f.get("availability") or "online"),
-            )
-        )
-    assign_keys([f.key for f in files], where=f"record {recid}")  # refuses unsafe or repeated paths
-    return Record(recid=recid, metadata=meta, files=tuple(files), source=str(entry.get("source") or "cernopendata"))
+        return Record(recid=recid, metadata=record.metadata, files=record.files, source=source)
+    record = build_record(recid, meta, cache_file_entries(recid, files_json))
+    return dataclasses.replace(record, source=source)
 
 
 def entry_size(entry: Mapping[str, Any] | None) -> int | None:

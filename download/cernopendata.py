@@ -72,14 +72,18 @@ def is_index(entry: Mapping[str, Any]) -> bool:
     return str(entry.get("type") or "") in INDEX_TYPES
 
 
-def build_record(recid: str, metadata: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> Record:
-    """A ``Record`` from data file entries (``uri``, ``size``, ``checksum``[, ``availability``]).
+def build_record(
+    recid: str, metadata: Mapping[str, Any], entries: Iterable[Mapping[str, Any]], *, allow_empty: bool = False
+) -> Record:
+    """A ``Record`` from data file entries (``uri``, ``size``, ``checksum`` or a list in
+    ``checksums``[, ``availability``, ``description``]): the one place where file entries
+    become ``FileEntry``s, whatever they came from (API, fixture file, master cache).
 
-    Raises ``NoFilesError`` for an empty list, ``InputError`` subclasses for a bad entry,
-    each naming the record and the file.
+    Raises ``NoFilesError`` for an empty list (unless ``allow_empty``: the master cache keeps
+    parent records), ``InputError`` subclasses for a bad entry, each naming the record and file.
     """
     raw = list(entries)
-    if not raw:
+    if not raw and not allow_empty:
         raise NoFilesError("the record lists no files (a parent record with only relations?)", recid=recid)
     uris: list[str] = []
     for i, entry in enumerate(raw):
@@ -101,15 +105,13 @@ def build_record(recid: str, metadata: Mapping[str, Any], entries: Iterable[Mapp
             size = int(size)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise InputError(f"size {size!r} is not a byte count", recid=recid, file=uri, field="size")
-        checksums: tuple[Checksum, ...] = ()
-        text = entry.get("checksum")
-        if text:
-            try:
-                checksums = (Checksum.parse(str(text)),)
-            except ChecksumFormatError as exc:
-                raise ChecksumFormatError(exc.message, recid=recid, file=uri, field="checksum") from exc
-            if str(text).split(":", 1)[0].strip().lower() == "alder32":
-                notes.append(f"{key}: checksum written as 'alder32', read as adler32")
+        texts = entry.get("checksums") or ([entry["checksum"]] if entry.get("checksum") else [])
+        try:
+            checksums = tuple(Checksum.parse(str(text)) for text in texts)
+        except ChecksumFormatError as exc:
+            raise ChecksumFormatError(exc.message, recid=recid, file=uri, field="checksum") from exc
+        if any(str(text).split(":", 1)[0].strip().lower() == "alder32" for text in texts):
+            notes.append(f"{key}: checksum written as 'alder32', read as adler32")
         availability = str(entry.get("availability") or "online")
         files.append(
             FileEntry(
@@ -122,6 +124,27 @@ def build_record(recid: str, metadata: Mapping[str, Any], entries: Iterable[Mapp
             )
         )
     return Record(recid=recid, metadata=metadata, files=tuple(files), notes=tuple(notes))
+
+
+def cache_file_entries(recid: str, files: Any) -> list[dict[str, Any]]:
+    """A master-cache entry's ``files`` (ours or the seed's: ``remote``, ``size``,
+    ``checksum``/``checksums``, ...) as file entries for ``build_record``. The local key is
+    always derived from the URI by our rules, never taken from a cache's ``path``."""
+    out = []
+    for i, f in enumerate(_file_list(files, recid, "files")):
+        remote = f.get("remote")
+        if not isinstance(remote, str) or not remote.strip():
+            raise InputError(f"files[{i}] has no remote URI", recid=recid, field=f"files[{i}].remote")
+        out.append(
+            {
+                "uri": remote,
+                "size": f.get("size"),
+                "checksum": f.get("checksum"),
+                "checksums": f.get("checksums"),
+                "availability": f.get("availability"),
+            }
+        )
+    return out
 
 
 def parse_index_json(data: bytes, *, recid: str, index_uri: str) -> list[dict[str, Any]]:
@@ -379,16 +402,7 @@ class RecordsFileSource:
             raise InputError(str(entry.get("error") or "the cache has no record metadata for it"), recid=recid)
         files = entry.get("files")
         if files:
-            entries = [
-                {
-                    "uri": f.get("remote"),
-                    "size": f.get("size"),
-                    "checksum": f.get("checksum"),
-                    "availability": f.get("availability"),
-                }
-                for f in _file_list(files, recid, "files")
-            ]
-            return build_record(recid, meta, entries)
+            return build_record(recid, meta, cache_file_entries(recid, files))
         return await record_from_fixture({**meta, "recid": meta.get("recid") or recid}, self.read_index)
 
     async def close(self) -> None:
