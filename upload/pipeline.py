@@ -39,6 +39,7 @@ from ferry.errors import (
     VerificationError,
 )
 from ferry.model import Record
+from ferry.progress import human_bytes
 from ferry.retry import RetryPolicy, retry
 from metadata.base import Profile, transform_and_validate
 from stats.events import StatsWriter
@@ -593,12 +594,12 @@ class RecordJob:
         local = sum(1 for k, _ in files if manifest.fresh_entry(k) is not None)
         remote = await self._call(lambda: ctx.target.find(self.recid, query))
         where = f"existing {remote.state} {remote.id}" if remote else "a new draft"
-        ctx.plan(f"record {self.recid}: {len(files)} file(s), {_size(sum(s for _, s in files))}, into {where}")
+        ctx.plan(f"record {self.recid}: {len(files)} file(s), {human_bytes(sum(s for _, s in files))}, into {where}")
         ctx.plan(f"  download: {len(files) - local} to fetch, {local} already verified locally")
         ctx.plan(f"  zip: {'yes' if decision.zip else 'no'} ({decision.reason})")
         if not decision.zip:
             for key, size in files:
-                ctx.plan(f"  upload {key}: {_size(size)}, transfer {ctx.target.plan_file(size)}")
+                ctx.plan(f"  upload {key}: {human_bytes(size)}, transfer {ctx.target.plan_file(size)}")
         else:
             ctx.plan(f"  upload {decision.bundles} bundle(s) + bundle manifest")
         ctx.plan(f"  metadata: {_short_json(body)}")
@@ -678,15 +679,6 @@ def _mismatch(remote: RemoteFile | None, manifest: Manifest, key: str) -> str | 
     if remote.md5 != entry.checksums["md5"]:
         return f"md5 on the target {remote.md5}, expected {entry.checksums['md5']}"
     return None
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def _short_json(body: Mapping[str, Any], limit: int = 400) -> str:
