@@ -19,18 +19,23 @@ a. Overlap. 50 records: one with a single 1 GiB file, 24 "small" records (5 file
    - bulk: ``ferry bulk`` from scratch (fresh folder, fresh repository).
    Target: bulk <= 1.25 x max(download-only, upload-only).
 b. Memory, 1,000 vs 10,000 tiny files (1-8 KiB), full ``ferry bulk`` (download + upload),
-   default settings, two shapes:
-   - zip-1000 / zip-10000: 100 records of 10 / 100 files. The default zip policy bundles
-     them (more than 20 files, or 5+ files with a median under 1 MiB): one bundle and
-     its manifest per record go up, but every file is still downloaded, verified, kept
-     in the manifest and zipped.
-   - flat-1000 / flat-10000: 250 / 2,500 records of 4 files (below the small-file rule's
-     5 files, so nothing is zipped): every file is its own download, upload (4 requests)
-     and ledger row -- the worst case for per-file and per-record state.
-   (``limits.zip_threshold`` cannot switch the small-median rule off, hence the shapes.)
+   the SAME number of records (100) with 10x the files per record, two shapes:
+   - files-1000 / files-10000: 100 records of 10 / 100 files, every file uploaded on its
+     own (not zipped): ``[limits] zip_threshold = 1000``, ``zip_small_median_bytes = 0``
+     (the small-median zip rule off), the target's ``max_files_per_record = 1000`` and the
+     sandbox repository's ``max_files = 1000``. Every file is its own download, upload
+     (init, content, commit, read-back) and ledger row: the shape the target is about.
+   - zip-1000 / zip-10000: the same shape with default limits, so each record is zipped
+     (one bundle + its manifest go up; every file is still downloaded, verified, kept in
+     the manifest and zipped).
+   ``--b-repeat`` interleaved trials (fresh folder, ledger and repository each); medians.
    Target: ratio <= 1.3 and < 300 MB.
 c. Re-run. The exact same command as each 10,000-file run of b, again, after it
-   finished: seconds and requests made to the repository.
+   finished (same ledger, folder, repository): seconds and requests to the repository.
+
+Every run records the 1/5/15-minute load averages before and after (the machine is
+shared); run the whole script under ``flock /tmp/ferry-bench.lock`` so that benchmarks
+of other helpers never run at the same time.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from benchlib import (
     RepoProcess,
     bench_record,
     loadavg,
+    loadavg3,
     machine,
     machine_line,
     measure,
@@ -104,27 +110,34 @@ class Bench:
         listing.write_text("\n".join(recids) + "\n")
         return path, listing
 
-    def config(self, name: str, repo: RepoProcess | None, limits: dict[str, Any] | None = None) -> Path:
+    def config(
+        self,
+        name: str,
+        repo: RepoProcess | None,
+        limits: dict[str, Any] | None = None,
+        target: dict[str, Any] | None = None,
+    ) -> Path:
         path = self.wd / f"{name}.toml"
         if repo is None:
             path.write_text(f'[source.cernopendata]\nportal = "{self.portal}"\n')
             return path
-        return write_config(path, portal=self.portal, repo=repo, limits=limits)
+        return write_config(path, portal=self.portal, repo=repo, limits=limits, target=target)
 
     def run(self, label: str, cmd: list[str], **extra: Any) -> Measured:
         sync()
-        load = loadavg()
+        load, load3 = loadavg(), loadavg3()
         servers = proc_cpu(self.xrootd_pid) + proc_cpu(self.repo_pid)
         m = measure(cmd)
         servers = proc_cpu(self.xrootd_pid) + proc_cpu(self.repo_pid) - servers
         row = {"label": label, "seconds": m.wall, "rc": m.rc, "rss_mb": m.maxrss_mb, "tree_mb": m.tree_peak_mb}
         # CPU seconds of ferry (with its zip workers) and of the two servers during the run,
         # and the 1-minute load average before it (the machine is shared).
-        row.update(cpu_ferry=m.cpu, cpu_servers=servers, load=load)
+        row.update(cpu_ferry=m.cpu, cpu_servers=servers, load=load, load_before=load3, load_after=loadavg3())
         row.update(extra)
         self.rows.append(row)
         print(
-            f"{label}: {m.wall:.2f} s, rc {m.rc}, RSS {m.maxrss_mb:.0f} MB (tree {m.tree_peak_mb:.0f} MB) "
+            f"{label}: {m.wall:.2f} s, rc {m.rc}, RSS {m.maxrss_mb:.0f} MB (tree {m.tree_peak_mb:.0f} MB), "
+            f"CPU {m.cpu:.1f} + servers {servers:.1f} s, load {load3} -> {row['load_after']} "
             + " ".join(f"{k}={v}" for k, v in extra.items()),
             file=sys.stderr,
         )
@@ -196,33 +209,59 @@ def part_a(b: Bench, recs: list[dict[str, Any]], repeat: int, *, strict: bool = 
 # --- parts b and c ------------------------------------------------------------------------
 
 
-def part_bc(b: Bench, scenarios: list[tuple[str, list[dict[str, Any]]]], do_c: bool) -> None:
-    for name, recs in scenarios:
-        recids = [str(r["recid"]) for r in recs]
-        nfiles = sum(len(r["files"]) for r in recs)
-        zipped = name.startswith("zip")
-        records, listing = b.records_file(name, recids)
-        with RepoProcess(b.wd / f"{name}-repo", dict(GENEROUS)) as repo:
-            b.repo_pid = repo.proc.pid if repo.proc else None
-            cfg = b.config(name, repo)
-            dest, ledger, stats = b.wd / f"{name}-data", b.wd / f"{name}.ledger", b.wd / f"{name}-stats"
-            cmd = b.bulk_cmd(cfg, records, listing, dest, ledger, stats)
-            b.run(name, cmd, part="b", files=nfiles, records=len(recs), zipped=zipped)
-            b.rows[-1]["requests"] = repo.request_count()
-            b.rows[-1]["server"] = server_check(repo, recids, None if zipped else nfiles)
-            if do_c and nfiles >= 10_000:
-                before = repo.request_count()
-                b.run(f"re-run of {name}", cmd, part="c", files=nfiles, records=len(recs), zipped=zipped)
-                b.rows[-1]["requests"] = repo.request_count() - before
-                b.rows[-1]["server"] = server_check(repo, recids, None if zipped else nfiles)
-        shutil.rmtree(dest, ignore_errors=True)
+# Files uploaded one by one: the zip rules off (threshold above the files of a record, the
+# small-median rule at 0) and a target (and sandbox repository) allowing 1,000 files.
+UNZIPPED_LIMITS = {"zip_threshold": 1000, "zip_small_median_bytes": 0}
+UNZIPPED_TARGET = {"max_files_per_record": 1000}
+
+
+def part_bc(
+    b: Bench, scenarios: list[tuple[str, list[dict[str, Any]]]], shapes: list[str], repeat: int, do_c: bool
+) -> None:
+    """Every (shape, size) once per trial, interleaved; re-run (c) after each 10,000-file run."""
+    for trial in range(1, repeat + 1):
+        for shape in shapes:
+            for size, recs in scenarios:
+                name = f"{shape}-{size}"
+                recids = [str(r["recid"]) for r in recs]
+                nfiles = sum(len(r["files"]) for r in recs)
+                zipped = shape == "zip"
+                records, listing = b.records_file(name, recids)
+                tag = f"{name}-{trial}"
+                knobs = dict(GENEROUS) if zipped else dict(GENEROUS, max_files=1000)
+                with RepoProcess(b.wd / f"{tag}-repo", knobs) as repo:
+                    b.repo_pid = repo.proc.pid if repo.proc else None
+                    if zipped:
+                        cfg = b.config(tag, repo)
+                    else:
+                        cfg = b.config(tag, repo, limits=UNZIPPED_LIMITS, target=UNZIPPED_TARGET)
+                    dest, ledger, stats = b.wd / f"{tag}-data", b.wd / f"{tag}.ledger", b.wd / f"{tag}-stats"
+                    cmd = b.bulk_cmd(cfg, records, listing, dest, ledger, stats)
+                    info = {"part": "b", "name": name, "trial": trial, "files": nfiles, "records": len(recs)}
+                    b.run(f"{name} #{trial}", cmd, zipped=zipped, **info)
+                    b.rows[-1]["requests"] = repo.request_count()
+                    # Unzipped: the server must hold exactly the records' files.
+                    b.rows[-1]["server"] = server_check(repo, recids, None if zipped else nfiles)
+                    if do_c and nfiles >= 10_000:
+                        before = repo.request_count()
+                        info["part"] = "c"
+                        b.run(f"re-run of {name} #{trial}", cmd, zipped=zipped, **info)
+                        b.rows[-1]["requests"] = repo.request_count() - before
+                        b.rows[-1]["server"] = server_check(repo, recids, None if zipped else nfiles)
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.rmtree(stats, ignore_errors=True)
 
 
 # --- report -------------------------------------------------------------------------------
 
 
 def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] | None, argv: str) -> str:
-    out = [f"Command: `.venv/bin/python bench/bench_bulk.py {argv}`  ", f"Machine: {machine_line(facts)}", ""]
+    out = [
+        f"Command: `flock /tmp/ferry-bench.lock .venv/bin/python bench/bench_bulk.py {argv}`  ",
+        f"Machine: {machine_line(facts)}  ",
+        f"Load average (1, 5, 15 min) before: {facts.get('load_before')}; after: {facts.get('load_after')}",
+        "",
+    ]
     if a is not None:
         med = a["medians"]
         worst = max(med["download-only"], med["upload-only"])
@@ -231,8 +270,8 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
             f"{len([r for r in rows if r.get('kind') == 'bulk'])} interleaved trials):",
             "",
             "| run | seconds (median) | MB/s | all trials (s) | CPU s: ferry + servers (median) | "
-            "CPU floor on 2 cores (s) | peak RSS MB (process / tree) | requests |",
-            "|---|---|---|---|---|---|---|---|",
+            "CPU floor on 2 cores (s) | peak RSS MB (process / tree) | requests | 1-min load before each trial |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for kind in ("download-only", "upload-only", "bulk"):
             rs = [r for r in rows if r.get("kind") == kind]
@@ -242,49 +281,64 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
                 f"| {kind} | {med[kind]:.2f} | {a['bytes'] / med[kind] / 1e6:.0f} | {trials} | "
                 f"{fcpu:.1f} + {scpu:.1f} | {(fcpu + scpu) / 2:.1f} | "
                 f"{max(r['rss_mb'] for r in rs):.0f} / {max(r['tree_mb'] for r in rs):.0f} | "
-                f"{rs[0].get('requests', '-')} |"
+                f"{rs[0].get('requests', '-')} | {', '.join(f'{r[0]:.2f}' for r in ((x['load'],) for x in rs))} |"
             )
         out += ["", f"bulk / max(download-only, upload-only) = {med['bulk']:.2f} / {worst:.2f} = "
                     f"**{med['bulk'] / worst:.2f}** (target <= 1.25)", ""]  # fmt: skip
-    brows = {r["label"]: r for r in rows if r.get("part") == "b"}
+    brows = [r for r in rows if r.get("part") == "b"]
     if brows:
         out += [
-            "**b. Memory** (tiny files of 1-8 KiB; full bulk: download + upload; peak RSS of the ferry "
-            "process and of its process tree, i.e. with the zip worker processes):",
+            "**b. Memory** (100 records, tiny files of 1-8 KiB; full bulk: download + upload; peak RSS of "
+            "the ferry process (time -v) and of its process tree, i.e. with zip workers; medians of "
+            f"{max(r['trial'] for r in brows)} interleaved trials):",
             "",
-            "| run | records | files | zipped | seconds | peak RSS MB (process) | peak RSS MB (tree) | requests |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | files | zipped | seconds | CPU s ferry + servers | peak RSS MB process (trials) | "
+            "peak RSS MB tree | requests | load before -> after (1st trial) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for label, r in brows.items():
+        names = list(dict.fromkeys(r["name"] for r in brows))
+        meds: dict[str, tuple[float, float]] = {}
+        for name in names:
+            rs = [r for r in brows if r["name"] == name]
+            rss, tree = median([r["rss_mb"] for r in rs]), median([r["tree_mb"] for r in rs])
+            meds[name] = (rss, tree)
             out.append(
-                f"| {label} | {r['records']} | {r['files']} | {'yes' if r['zipped'] else 'no'} | {r['seconds']:.1f} | "
-                f"{r['rss_mb']:.0f} | {r['tree_mb']:.0f} | {r['requests']} |"
+                f"| {name} | {rs[0]['files']} | {'yes' if rs[0]['zipped'] else 'no'} | "
+                f"{median([r['seconds'] for r in rs]):.1f} | {median([r['cpu_ferry'] for r in rs]):.1f} + "
+                f"{median([r['cpu_servers'] for r in rs]):.1f} | {rss:.0f} "
+                f"({', '.join(f'{v:.0f}' for v in (r['rss_mb'] for r in rs))}) | {tree:.0f} | {rs[0]['requests']} | "
+                f"{rs[0]['load_before']} -> {rs[0]['load_after']} |"
             )
         out.append("")
-        for kind in ("zip", "flat"):
-            lo, hi = brows.get(f"{kind}-1000"), brows.get(f"{kind}-10000")
+        for shape in ("files", "zip"):
+            lo, hi = meds.get(f"{shape}-1000"), meds.get(f"{shape}-10000")
             if lo and hi:
                 out.append(
-                    f"- {kind}: RSS ratio 10,000 / 1,000 files: process **{hi['rss_mb'] / lo['rss_mb']:.2f}** "
-                    f"({lo['rss_mb']:.0f} -> {hi['rss_mb']:.0f} MB), tree {hi['tree_mb'] / lo['tree_mb']:.2f} "
-                    f"({lo['tree_mb']:.0f} -> {hi['tree_mb']:.0f} MB); target <= 1.3 and < 300 MB"
+                    f"- {shape}: median peak RSS 10,000 / 1,000 files: process **{hi[0] / lo[0]:.2f}** "
+                    f"({lo[0]:.0f} -> {hi[0]:.0f} MB), tree {hi[1] / lo[1]:.2f} ({lo[1]:.0f} -> {hi[1]:.0f} MB); "
+                    "target <= 1.3 and < 300 MB"
                 )
         out.append("")
-    for r in rows:
-        if r.get("part") == "c":
-            out += [
-                f"**c. {r['label']}** ({r['records']} records, {r['files']} files; same command, ledger, staging "
-                f"folder and repository): **{r['seconds']:.1f} s**, {r['requests']} requests to the repository, "
-                f"peak RSS {r['rss_mb']:.0f} MB; server afterwards: {r['server']}.",
-                "",
-            ]
+    crows = [r for r in rows if r.get("part") == "c"]
+    for name in dict.fromkeys(r["name"] for r in crows):
+        rs = [r for r in crows if r["name"] == name]
+        out += [
+            f"**c. re-run of {name}** ({rs[0]['records']} records, {rs[0]['files']} files; same command, ledger, "
+            f"staging folder and repository): median **{median([r['seconds'] for r in rs]):.1f} s** "
+            f"({', '.join(f'{v:.1f}' for v in (r['seconds'] for r in rs))}), {rs[0]['requests']} requests to the "
+            f"repository, CPU {median([r['cpu_ferry'] for r in rs]):.1f} s, peak RSS "
+            f"{median([r['rss_mb'] for r in rs]):.0f} MB; server afterwards: {rs[-1]['server']}.",
+            "",
+        ]
     return "\n".join(out)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="a,b,c")
-    ap.add_argument("--repeat", type=int, default=2, help="trials of part a")
+    ap.add_argument("--repeat", type=int, default=3, help="trials of part a")
+    ap.add_argument("--b-repeat", type=int, default=3, help="trials of parts b and c")
+    ap.add_argument("--shapes", default="files,zip", help="part b shapes: files (not zipped), zip")
     ap.add_argument("--json", default="/tmp/ferry-bench-bulk.json")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="a quick check of the harness: 1/16 sizes, 10 records in b")
@@ -294,19 +348,16 @@ def main() -> int:
     from sandbox.stack import Sandbox, run_in_thread
 
     facts = machine()
+    facts["load_before"] = loadavg3()
     wd = workdir("bulk")
     shrink, scale = (16, 10) if args.smoke else (1, 1)
     a_recs = overlap_records(shrink=shrink) if "a" in parts else []
     scenarios: list[tuple[str, list[dict[str, Any]]]] = []
     if parts & {"b", "c"}:
-        # zip-*: 100 records of 10 or 100 tiny files (zipped by the default policy: one
-        # bundle + manifest per record). flat-*: records of 4 tiny files (below the
-        # small-file zip rule's 5), so every file is its own download, upload, ledger row.
+        # 100 records of 10 or 100 tiny files; the shapes (zipped or not) are limits only.
         scenarios = [
-            ("zip-1000", tiny_records(972000, 100 // scale, 10, seed=1)),
-            ("zip-10000", tiny_records(973000, 100 // scale, 100, seed=2)),
-            ("flat-1000", tiny_records(974000, 250 // scale, 4, seed=3)),
-            ("flat-10000", tiny_records(975000, 2500 // scale, 4, seed=4)),
+            ("1000", tiny_records(972000, 100 // scale, 10, seed=1)),
+            ("10000", tiny_records(973000, 100 // scale, 100, seed=2)),
         ]
     all_b = [r for _, recs in scenarios for r in recs]
     a_result = None
@@ -320,7 +371,8 @@ def main() -> int:
                 a_result = part_a(b, [by[str(r["recid"])] for r in a_recs], args.repeat, strict=not args.smoke)
             if scenarios:
                 mine = [(name, [by[str(r["recid"])] for r in recs]) for name, recs in scenarios]
-                part_bc(b, mine, "c" in parts)
+                part_bc(b, mine, args.shapes.split(","), args.b_repeat, "c" in parts)
+        facts["load_after"] = loadavg3()
         Path(args.json).write_text(json.dumps({"machine": facts, "rows": b.rows, "a": a_result}, indent=1))
         print(report(facts, b.rows, a_result, " ".join(sys.argv[1:])))
     finally:

@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -59,10 +60,12 @@ from benchlib import (
     MiB,
     RepoProcess,
     bench_record,
+    loadavg3,
     machine,
     machine_line,
     measure,
     median,
+    proc_cpu,
     sync,
     tail,
     workdir,
@@ -294,6 +297,7 @@ def run_trial(
     with RepoProcess(repo_dir, knobs) as repo:
         cfg = write_cfg(wd / f"ferry-{name}-{who}-{trial}.toml", repo, sb_portal, big_l=name == "big-L",
                         many=name in ("small", "e2e-small"))  # fmt: skip
+        srv0 = proc_cpu(repo.proc.pid if repo.proc else None)  # after start-up
         big = dest / BIG_RECID / "f00000.dat"
         small = sorted((dest / SMALL_RECID).glob("f*.dat"))
         recid = BIG_RECID if name in ("big-L", "big-M", "e2e-big") else SMALL_RECID
@@ -303,28 +307,38 @@ def run_trial(
         if who == "ferry" and name.startswith("e2e"):
             m = ferry_e2e(cfg, records, dest, recid, wd / f"stats-{name}-{trial}")
             row.update(seconds=m.wall, requests=repo.request_count(), rss_mb=m.maxrss_mb, tree_mb=m.tree_peak_mb)
+            row["cpu"] = m.cpu
         elif who == "ferry":
             seconds, res, m = ferry_put(cfg, records, dest, recid)
             row.update(seconds=seconds, requests=res["requests"], rss_mb=m.maxrss_mb, tree_mb=m.tree_peak_mb)
+            row["cpu"] = m.cpu  # the whole worker process, interpreter start and draft creation included
         else:
             files = _files_link(repo, records, recid)
             before = repo.request_count()
+            cpu0 = _children_cpu()
             if name == "big-L":
                 seconds = curl_big_l(repo, files, big)
             elif name == "big-M":
                 seconds = curl_big_m(repo, files, big, parts)
             else:
                 seconds = curl_small(repo, files, small)
-            row.update(seconds=seconds, requests=repo.request_count() - before)
+            row.update(seconds=seconds, requests=repo.request_count() - before, cpu=_children_cpu() - cpu0)
+        row["cpu_server"] = proc_cpu(repo.proc.pid if repo.proc else None) - srv0  # the trial, draft creation too
         state = _state(repo)
         row["verified_on_server"] = state
     row["mb_s"] = row["bytes"] / row["seconds"] / 1e6
     print(
         f"{name:9s} {who:5s} #{trial}: {row['seconds']:.2f} s, {row['mb_s']:.0f} MB/s, "
-        f"{row['requests']} requests, server: {state}",
+        f"{row['requests']} requests, CPU {row['cpu']:.2f} s (server {row['cpu_server']:.2f} s), server: {state}",
         file=sys.stderr,
     )
     return row
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this harness's reaped children (the curl processes)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _state(repo: RepoProcess) -> str:
@@ -361,6 +375,7 @@ def main() -> int:
     from sandbox.stack import Sandbox, run_in_thread
 
     facts = machine()
+    facts["load_before"] = loadavg3()
     wd = workdir("upload")
     try:
         recs = [
@@ -400,6 +415,7 @@ def main() -> int:
                         whos = whos[::-1]  # alternate who goes first
                     for who in whos:
                         rows.append(run_trial(name, who, wd, trial, sb.portal_url, records, dest, parts))
+        facts["load_after"] = loadavg3()
         Path(args.json).write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
         print(report(facts, rows, args))
     finally:
@@ -413,13 +429,14 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Nam
         return median([r[field] for r in rows if r["name"] == name and r["who"] == who])
 
     out = [
-        f"Command: `.venv/bin/python bench/bench_upload.py {' '.join(sys.argv[1:])}`  ",
+        f"Command: `flock /tmp/ferry-bench.lock .venv/bin/python bench/bench_upload.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {machine_line(facts)}  ",
+        f"Load average (1, 5, 15 min) before: {facts.get('load_before')}; after: {facts.get('load_after')}  ",
         f"Medians of {args.repeat} interleaved trials, each against a fresh sandbox repository process.",
         "",
         "| transfer | ferry s | ferry MB/s | curl s | curl MB/s | ferry/curl bytes/s | requests/file ferry | "
-        "requests/file curl | ferry peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "requests/file curl | CPU s ferry / curl | CPU s server (ferry / curl trials) | ferry peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("big-L", "big-M", "small", "e2e-big", "e2e-small"):
         if not any(r["name"] == name for r in rows):
@@ -432,10 +449,23 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Nam
         cs, cr = med(peer, "curl", "seconds"), med(peer, "curl", "mb_s")
         creq = med(peer, "curl", "requests") / files
         label = name if peer == name else f"{name} (vs curl {peer})"
+        fcpu, ccpu = med(name, "ferry", "cpu"), med(peer, "curl", "cpu")
+        fsrv, csrv = med(name, "ferry", "cpu_server"), med(peer, "curl", "cpu_server")
         out.append(
             f"| {label} | {fs:.2f} | {fr:.0f} | {cs:.2f} | {cr:.0f} | **{fr / cr:.2f}** | {freq:.1f} | {creq:.1f} | "
-            f"{rss:.0f} |"
+            f"{fcpu:.2f} / {ccpu:.2f} | {fsrv:.2f} / {csrv:.2f} | {rss:.0f} |"
         )
+    out += ["", "All trials, seconds (ferry / curl) and per-pair ratio of bytes/s:", ""]
+    for name in ("big-L", "big-M", "small"):
+        fs_ = [r["seconds"] for r in rows if r["name"] == name and r["who"] == "ferry"]
+        cs_ = [r["seconds"] for r in rows if r["name"] == name and r["who"] == "curl"]
+        if fs_ and cs_:
+            pairs = ", ".join(f"{f:.2f} / {c:.2f} ({c / f:.2f})" for f, c in zip(fs_, cs_, strict=False))
+            out.append(f"- {name}: {pairs}")
+    for name in ("e2e-big", "e2e-small"):
+        fs_ = [r["seconds"] for r in rows if r["name"] == name]
+        if fs_:
+            out.append(f"- {name}: {', '.join(f'{f:.2f}' for f in fs_)}")
     return "\n".join(out)
 
 

@@ -312,6 +312,11 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def loadavg3() -> str:
+    """The 1/5/15-minute load averages as ``uptime`` prints them (the machine is shared)."""
+    return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
