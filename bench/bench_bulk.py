@@ -63,6 +63,7 @@ from benchlib import (
     loadavg,
     loadavg3,
     machine,
+    machine_cpu,
     machine_line,
     measure,
     median,
@@ -127,18 +128,23 @@ class Bench:
         sync()
         load, load3 = loadavg(), loadavg3()
         servers = proc_cpu(self.xrootd_pid) + proc_cpu(self.repo_pid)
+        busy = machine_cpu()
         m = measure(cmd)
+        busy = machine_cpu() - busy
         servers = proc_cpu(self.xrootd_pid) + proc_cpu(self.repo_pid) - servers
         row = {"label": label, "seconds": m.wall, "rc": m.rc, "rss_mb": m.maxrss_mb, "tree_mb": m.tree_peak_mb}
         # CPU seconds of ferry (with its zip workers) and of the two servers during the run,
         # and the 1-minute load average before it (the machine is shared).
         row.update(cpu_ferry=m.cpu, cpu_servers=servers, load=load, load_before=load3, load_after=loadavg3())
+        # CPU the machine spent on anything else during the run (other helpers; ~0 when quiet;
+        # includes this harness's /proc polling and the kernel's writeback threads).
+        row["cpu_other"] = busy - m.cpu - servers
         row.update(extra)
         self.rows.append(row)
         print(
             f"{label}: {m.wall:.2f} s, rc {m.rc}, RSS {m.maxrss_mb:.0f} MB (tree {m.tree_peak_mb:.0f} MB), "
-            f"CPU {m.cpu:.1f} + servers {servers:.1f} s, load {load3} -> {row['load_after']} "
-            + " ".join(f"{k}={v}" for k, v in extra.items()),
+            f"CPU {m.cpu:.1f} + servers {servers:.1f} s, other {row['cpu_other']:.1f} s, "
+            f"load {load3} -> {row['load_after']} " + " ".join(f"{k}={v}" for k, v in extra.items()),
             file=sys.stderr,
         )
         if m.rc != 0:
@@ -270,8 +276,9 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
             f"{len([r for r in rows if r.get('kind') == 'bulk'])} interleaved trials):",
             "",
             "| run | seconds (median) | MB/s | all trials (s) | CPU s: ferry + servers (median) | "
-            "CPU floor on 2 cores (s) | peak RSS MB (process / tree) | requests | 1-min load before each trial |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "CPU floor on 2 cores (s) | peak RSS MB (process / tree) | requests | 1-min load before each trial | "
+            "CPU s of other processes, each trial |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for kind in ("download-only", "upload-only", "bulk"):
             rs = [r for r in rows if r.get("kind") == kind]
@@ -281,7 +288,8 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
                 f"| {kind} | {med[kind]:.2f} | {a['bytes'] / med[kind] / 1e6:.0f} | {trials} | "
                 f"{fcpu:.1f} + {scpu:.1f} | {(fcpu + scpu) / 2:.1f} | "
                 f"{max(r['rss_mb'] for r in rs):.0f} / {max(r['tree_mb'] for r in rs):.0f} | "
-                f"{rs[0].get('requests', '-')} | {', '.join(f'{r[0]:.2f}' for r in ((x['load'],) for x in rs))} |"
+                f"{rs[0].get('requests', '-')} | {', '.join(f'{v:.2f}' for v in (x['load'] for x in rs))} | "
+                f"{', '.join(f'{v:.1f}' for v in (x['cpu_other'] for x in rs))} |"
             )
         out += ["", f"bulk / max(download-only, upload-only) = {med['bulk']:.2f} / {worst:.2f} = "
                     f"**{med['bulk'] / worst:.2f}** (target <= 1.25)", ""]  # fmt: skip
@@ -293,8 +301,8 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
             f"{max(r['trial'] for r in brows)} interleaved trials):",
             "",
             "| run | files | zipped | seconds | CPU s ferry + servers | peak RSS MB process (trials) | "
-            "peak RSS MB tree | requests | load before -> after (1st trial) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "peak RSS MB tree | requests | load before -> after (1st trial) | CPU s other processes (trials) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         names = list(dict.fromkeys(r["name"] for r in brows))
         meds: dict[str, tuple[float, float]] = {}
@@ -307,7 +315,8 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
                 f"{median([r['seconds'] for r in rs]):.1f} | {median([r['cpu_ferry'] for r in rs]):.1f} + "
                 f"{median([r['cpu_servers'] for r in rs]):.1f} | {rss:.0f} "
                 f"({', '.join(f'{v:.0f}' for v in (r['rss_mb'] for r in rs))}) | {tree:.0f} | {rs[0]['requests']} | "
-                f"{rs[0]['load_before']} -> {rs[0]['load_after']} |"
+                f"{rs[0]['load_before']} -> {rs[0]['load_after']} | "
+                f"{', '.join(f'{v:.1f}' for v in (x['cpu_other'] for x in rs))} |"
             )
         out.append("")
         for shape in ("files", "zip"):
@@ -327,7 +336,8 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], a: dict[str, Any] 
             f"staging folder and repository): median **{median([r['seconds'] for r in rs]):.1f} s** "
             f"({', '.join(f'{v:.1f}' for v in (r['seconds'] for r in rs))}), {rs[0]['requests']} requests to the "
             f"repository, CPU {median([r['cpu_ferry'] for r in rs]):.1f} s, peak RSS "
-            f"{median([r['rss_mb'] for r in rs]):.0f} MB; server afterwards: {rs[-1]['server']}.",
+            f"{median([r['rss_mb'] for r in rs]):.0f} MB, CPU of other processes "
+            f"{', '.join(f'{v:.1f}' for v in (x['cpu_other'] for x in rs))} s; server afterwards: {rs[-1]['server']}.",
             "",
         ]
     return "\n".join(out)

@@ -62,6 +62,7 @@ from benchlib import (
     bench_record,
     loadavg3,
     machine,
+    machine_cpu,
     machine_line,
     measure,
     median,
@@ -298,6 +299,7 @@ def run_trial(
         cfg = write_cfg(wd / f"ferry-{name}-{who}-{trial}.toml", repo, sb_portal, big_l=name == "big-L",
                         many=name in ("small", "e2e-small"))  # fmt: skip
         srv0 = proc_cpu(repo.proc.pid if repo.proc else None)  # after start-up
+        busy0, harness0 = machine_cpu(), _self_cpu()
         big = dest / BIG_RECID / "f00000.dat"
         small = sorted((dest / SMALL_RECID).glob("f*.dat"))
         recid = BIG_RECID if name in ("big-L", "big-M", "e2e-big") else SMALL_RECID
@@ -324,12 +326,15 @@ def run_trial(
                 seconds = curl_small(repo, files, small)
             row.update(seconds=seconds, requests=repo.request_count() - before, cpu=_children_cpu() - cpu0)
         row["cpu_server"] = proc_cpu(repo.proc.pid if repo.proc else None) - srv0  # the trial, draft creation too
+        # CPU the machine spent on other processes meanwhile (other helpers; ~0 when quiet).
+        row["cpu_other"] = machine_cpu() - busy0 - row["cpu"] - row["cpu_server"] - (_self_cpu() - harness0)
         state = _state(repo)
         row["verified_on_server"] = state
     row["mb_s"] = row["bytes"] / row["seconds"] / 1e6
     print(
         f"{name:9s} {who:5s} #{trial}: {row['seconds']:.2f} s, {row['mb_s']:.0f} MB/s, "
-        f"{row['requests']} requests, CPU {row['cpu']:.2f} s (server {row['cpu_server']:.2f} s), server: {state}",
+        f"{row['requests']} requests, CPU {row['cpu']:.2f} s (server {row['cpu_server']:.2f} s, other "
+        f"{row['cpu_other']:.2f} s), server: {state}",
         file=sys.stderr,
     )
     return row
@@ -338,6 +343,11 @@ def run_trial(
 def _children_cpu() -> float:
     """User + system CPU seconds of this harness's reaped children (the curl processes)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
 
@@ -461,11 +471,15 @@ def report(facts: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Nam
         cs_ = [r["seconds"] for r in rows if r["name"] == name and r["who"] == "curl"]
         if fs_ and cs_:
             pairs = ", ".join(f"{f:.2f} / {c:.2f} ({c / f:.2f})" for f, c in zip(fs_, cs_, strict=False))
-            out.append(f"- {name}: {pairs}")
+            other = ", ".join(
+                f"{r['cpu_other']:.1f}" for r in rows if r["name"] == name and r["who"] in ("ferry", "curl")
+            )
+            out.append(f"- {name}: {pairs}; CPU s of other processes per trial: {other}")
     for name in ("e2e-big", "e2e-small"):
         fs_ = [r["seconds"] for r in rows if r["name"] == name]
         if fs_:
-            out.append(f"- {name}: {', '.join(f'{f:.2f}' for f in fs_)}")
+            other = ", ".join(f"{r['cpu_other']:.1f}" for r in rows if r["name"] == name)
+            out.append(f"- {name}: {', '.join(f'{f:.2f}' for f in fs_)}; CPU s of other processes: {other}")
     return "\n".join(out)
 
 

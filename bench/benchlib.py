@@ -312,6 +312,15 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat: everything but idle
+    and iowait). The difference over a run minus the CPU of the processes we measured is the
+    CPU used by something else (other helpers' jobs): evidence that a run was undisturbed."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def loadavg3() -> str:
     """The 1/5/15-minute load averages as ``uptime`` prints them (the machine is shared)."""
     return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
