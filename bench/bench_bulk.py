@@ -7,7 +7,7 @@ deterministic pseudo-random bytes) and the sandbox repository as its own process
 limits off). Default ferry limits unless said otherwise. Every ferry run is a separate
 process under ``/usr/bin/time -v``; peak RSS is reported two ways: the largest single
 process (time -v) and the sum over the process tree (ferry + zip workers), polled from
-/proc every 20 ms.
+/proc every 50 ms.
 
 a. Overlap. 50 records: one with a single 1 GiB file, 24 "small" records (5 files of
    1-4 MiB) and 25 "medium" ones (4 files of 8-32 MiB). Three commands, interleaved, each

@@ -219,7 +219,7 @@ class Measured:
     wall: float
     rc: int
     maxrss_kib: int  # /usr/bin/time -v: the largest single process of the tree
-    tree_peak_kib: int  # /proc poll every 20 ms: the sum over the process tree
+    tree_peak_kib: int  # /proc poll every 50 ms: the sum over the process tree
     cpu: float  # user + system CPU seconds of the command and its waited-for children
     stdout: str
     stderr: str
@@ -233,34 +233,41 @@ class Measured:
         return self.tree_peak_kib * 1024 / 1e6
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """RSS (KiB) of ``pid`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
         try:
-            text = Path(f"/proc/{entry.name}/status").read_text()
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
         except OSError:
             continue
-        ppid, kib = 0, 0
-        for line in text.splitlines():
-            if line.startswith("PPid:"):
-                ppid = int(line.split()[1])
-            elif line.startswith("VmRSS:"):
-                kib = int(line.split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-        rss[int(entry.name)] = kib
+    return out
+
+
+def _tree_rss_kib(pid: int) -> int:
+    """RSS (KiB) of ``pid`` and all its descendants, from /proc.
+
+    Walks ``/proc/PID/task/TID/children`` and reads ``statm``: a handful of small reads per
+    poll. (Scanning every /proc/*/status instead cost ~0.25 of a core at 20 ms, taken from
+    the measured command on this 2-core machine.)"""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
-        todo.extend(children.get(p, []))
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * _PAGE_KIB
+        except (OSError, IndexError, ValueError):
+            continue
+        todo.extend(_children(p))
     return total
 
 
-def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll: float = 0.02) -> Measured:
+def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll: float = 0.05) -> Measured:
     """Run ``cmd`` under ``/usr/bin/time -v``; wall time, exit code, peak RSS two ways."""
     full = ["/usr/bin/time", "-v", *cmd]
     out_f = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below
