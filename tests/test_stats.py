@@ -325,3 +325,20 @@ def test_cli_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     listed = capsys.readouterr().out.split()
     assert listed and all(Path(p).is_file() and p.endswith(".png") for p in listed)
     assert {Path(p).stem for p in listed} >= {"sankey", "throughput", "durations", "concurrency", "errors"}
+
+
+def test_stats_csv_on_demand_for_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run killed with kill -9 never wrote its CSV: `ferry stats csv` writes it from the JSONL."""
+    from ferry.cli import main as ferry_main
+    from stats.events import StatsWriter
+
+    stats = StatsWriter(tmp_path, run_id="killed")
+    stats.open("download", "1", "a.dat", bytes=5).close("ok")
+    stats.open("upload", "1", "a.dat", bytes=5)  # never closed: the process died here
+    stats.close()
+    (tmp_path / "killed.csv").unlink()  # a killed process never got to write its CSV
+    assert ferry_main(["stats", "csv", str(tmp_path)]) == 0
+    assert str(tmp_path / "killed.csv") in capsys.readouterr().out
+    lines = (tmp_path / "killed.csv").read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("schema_version,run_id") and lines[-1].count(",started,") == 1
+    assert ferry_main(["stats", "csv", str(tmp_path / "nothing-here")]) == 2

@@ -1,4 +1,4 @@
-"""`ferry stats summary|figures STATS_DIR...`: post-run analysis of stats JSONL/CSV.
+"""`ferry stats summary|figures|csv STATS_DIR...`: post-run analysis of stats JSONL/CSV.
 
 The analysis needs pandas and matplotlib (requirements.txt), which the pipeline does not;
 they are imported only when a stats command runs, and their absence is a clear error.
@@ -38,7 +38,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     figures.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="directory for the figures")
     figures.add_argument("--no-html", action="store_true", help="PNG only, no interactive Sankey HTML")
     figures.set_defaults(func=run)
+    export = actions.add_parser(
+        "csv",
+        parents=[common],
+        help="write (or refresh) the CSV of each JSONL run, e.g. of a run killed before it could",
+    )
+    export.add_argument("paths", nargs="+", metavar="STATS_DIR", help="stats directory or .jsonl file")
+    export.set_defaults(func=run_csv)
     parser.set_defaults(func=run)
+
+
+def run_csv(args: argparse.Namespace, config: Config) -> int:
+    """CSV export needs no analysis packages: the same rows as the JSONL, one file per run."""
+    from pathlib import Path
+
+    from stats.events import export_csv
+
+    runs: list[Path] = []
+    for raw in args.paths:
+        path = Path(raw)
+        if path.is_dir():
+            runs += sorted(path.glob("*.jsonl"))
+        elif path.suffix == ".jsonl" and path.is_file():
+            runs.append(path)
+        else:
+            raise InputError(f"{path}: not a stats directory or .jsonl file")
+    if not runs:
+        raise InputError(f"no .jsonl stats in {', '.join(args.paths)}")
+    for jsonl in runs:
+        print(export_csv(jsonl, jsonl.with_suffix(".csv")))
+    return 0
 
 
 def _analysis(name: str) -> ModuleType:
