@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import shutil
 import sys
 import urllib.request
@@ -102,6 +103,7 @@ class Bench:
         self.portal = portal
         self.by_recid = {str(r["recid"]): r for r in all_records}
         self.rows: list[dict[str, Any]] = []
+        self.ferry: list[str] = [FERRY]  # --ferry: another way to start ferry for the bulk runs (profilers)
 
     def records_file(self, name: str, recids: list[str]) -> tuple[Path, Path]:
         """A records file with only these records (the cache loads all of it) and a recid list."""
@@ -153,7 +155,7 @@ class Bench:
 
     def bulk_cmd(self, cfg: Path, records: Path, recids: Path, dest: Path, ledger: Path, stats: Path) -> list[str]:
         return [
-            FERRY, "--config", str(cfg), "bulk", "--recids", str(recids), "--records", str(records),
+            *self.ferry, "--config", str(cfg), "bulk", "--recids", str(recids), "--records", str(records),
             "--target", "sandbox", "--dest", str(dest), "--ledger", str(ledger), "--stats-dir", str(stats),
         ]  # fmt: skip
 
@@ -351,6 +353,7 @@ def main() -> int:
     ap.add_argument("--shapes", default="files,zip", help="part b shapes: files (not zipped), zip")
     ap.add_argument("--json", default="/tmp/ferry-bench-bulk.json")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--ferry", help="command that starts ferry for the bulk runs, e.g. 'python trace.py' (profiling)")
     ap.add_argument("--smoke", action="store_true", help="a quick check of the harness: 1/16 sizes, 10 records in b")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -376,6 +379,8 @@ def main() -> int:
         with run_in_thread(Sandbox(wd / "src", records=a_recs + all_b, scale=EXACT)) as sb:
             # The sandbox rewrote URIs, sizes and checksums: use its records.
             b = Bench(wd, sb.portal_url, sb.records, sb.xrootd.pid if sb.xrootd else None)
+            if args.ferry:
+                b.ferry = shlex.split(args.ferry)
             by = {str(r["recid"]): r for r in sb.records}
             if "a" in parts:
                 a_result = part_a(b, [by[str(r["recid"])] for r in a_recs], args.repeat, strict=not args.smoke)
