@@ -1,6 +1,6 @@
 """Benchmark: ``ferry bulk`` -- stage overlap, memory vs number of files, re-run overhead.
 
-    .venv/bin/python bench/bench_bulk.py [--parts a,b,c] [--repeat 2]
+    flock /tmp/ferry-bench.lock .venv/bin/python bench/bench_bulk.py [--parts a,b,c] [--repeat 3] [--b-repeat 3]
 
 All against the sandbox on loopback: XRootD serving generated data (sandbox.datagen,
 deterministic pseudo-random bytes) and the sandbox repository as its own process (rate

@@ -1,6 +1,6 @@
 """Benchmark: uploads into the sandbox repository, ferry vs ``curl -T``, in the same run.
 
-    .venv/bin/python bench/bench_upload.py [--repeat 3] [--keep]
+    flock /tmp/ferry-bench.lock .venv/bin/python bench/bench_upload.py [--repeat 3] [--keep]
 
 Data: one record with a 1 GiB file, one with 500 x 2 MiB (deterministic pseudo-random
 bytes from sandbox.datagen), served by the sandbox XRootD and downloaded once with
