@@ -351,13 +351,32 @@ class RecordsFileSource:
     """Resolves recids from local JSON files: arrays of fixture-format records, or a master
     cache (an object keyed by recid)."""
 
-    def __init__(self, paths: Iterable[str | Path], *, read_index: ReadIndex | None = None) -> None:
+    def __init__(self, paths: Iterable[str | Path], *, read_index: ReadIndex | None = None, eager: bool = True) -> None:
+        """``eager=False`` parses the files on first use only: a bulk run that finds every
+        record in its master cache never needs them, and would keep a second copy in memory."""
         self.read_index = read_index
-        self.records: dict[str, Mapping[str, Any]] = {}
-        self.cache_entries: dict[str, Mapping[str, Any]] = {}
+        self._records: dict[str, Mapping[str, Any]] = {}
+        self._cache_entries: dict[str, Mapping[str, Any]] = {}
         self.paths = [Path(p) for p in paths]
-        for path in self.paths:
-            self._load(path)
+        self._loaded = False
+        if eager:
+            self._load_all()
+
+    def _load_all(self) -> None:
+        if not self._loaded:
+            for path in self.paths:
+                self._load(path)
+            self._loaded = True
+
+    @property
+    def records(self) -> dict[str, Mapping[str, Any]]:
+        self._load_all()
+        return self._records
+
+    @property
+    def cache_entries(self) -> dict[str, Mapping[str, Any]]:
+        self._load_all()
+        return self._cache_entries
 
     def _load(self, path: Path) -> None:
         try:
@@ -372,14 +391,14 @@ class RecordsFileSource:
             # A master cache (download/cache.py format): recid -> {"record": ..., "files": ...}.
             for recid, entry in data.items():
                 if isinstance(entry, Mapping):
-                    self.cache_entries[str(recid).strip()] = entry
+                    self._cache_entries[str(recid).strip()] = entry
             return
         if not isinstance(data, list):
             raise InputError(f"records file {path} must hold a JSON array of records")
         for i, item in enumerate(data):
             if not isinstance(item, Mapping) or not str(item.get("recid") or "").strip():
                 raise InputError(f"records file {path}: item {i} is not a record with a recid", field=f"[{i}]")
-            self.records[str(item["recid"]).strip()] = item
+            self._records[str(item["recid"]).strip()] = item
 
     @property
     def recids(self) -> list[str]:

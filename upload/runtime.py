@@ -78,7 +78,8 @@ def confirm_production(tcfg: TargetConfig, *, yes: bool, dry_run: bool) -> None:
 
 def make_source(config: Config, opts: RunOptions, transport: Transport, limits: Limits) -> Source:
     if opts.records:
-        return RecordsFileSource(opts.records, read_index=transport.read_index)
+        # Lazy: a bulk run reads these files into its master cache and resolves from there.
+        return RecordsFileSource(opts.records, read_index=transport.read_index, eager=False)
     portal = (opts.portal or config.source.portal).rstrip("/")
     return PortalSource(
         portal, read_index=transport.read_index, policy=retry_policy(limits), verify_tls=config.source.verify_tls
