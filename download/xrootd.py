@@ -192,6 +192,37 @@ class XRootDFetcher:
         if failure:
             raise failure[0]
 
+    def read_whole_blocking(self, url: str, expected_size: int) -> tuple[bytes, int]:
+        """Blocking (run it in a worker thread): the whole of a small file in one read.
+
+        Returns (bytes, remote size). Per-file overhead rules small files: open, read and
+        close here take one trip from the event loop instead of three callbacks, each
+        waking the loop and taking the GIL from an XRootD thread (5,000 x 4 KiB files: ~40
+        futex calls per file instead of ~115, and half the wall time). The sync calls
+        release the GIL while they wait. One byte more than expected is asked for, so a
+        file that grew is seen (its size then comes from a stat); the caller verifies.
+        """
+        handle = xrd_client.File()
+        status, _ = handle.open(url, OpenFlags.READ, timeout=self.timeout)
+        if not status.ok:
+            raise _error(status, "cannot open", url)
+        try:
+            want = expected_size + 1
+            status, data = handle.read(0, want, timeout=self.timeout)
+            if not status.ok:
+                raise _error(status, f"read of {want} bytes at 0 failed for", url)
+            data = bytes(data or b"")
+            if len(data) < want:
+                return data, len(data)
+            status, info = handle.stat(False, timeout=self.timeout)
+            if not status.ok:
+                raise _error(status, "cannot stat", url)
+            return data, int(info.size)
+        finally:
+            # Closing a read handle cannot lose data; a failure here must not mask the result.
+            with contextlib.suppress(Exception):
+                handle.close(timeout=self.timeout)
+
     async def read_small(self, url: str, *, max_size: int) -> bytes:
         handle = await self._open(url)
         try:
