@@ -51,8 +51,8 @@ from stats.events import Event, StatsWriter
 
 log = logging.getLogger(__name__)
 
-# Computed for every file: adler32 for CERN, md5 for uploads (unless limits.download_md5
-# is false: md5 is then left to the upload, which computes it while sending).
+# Computed for every file: adler32 for CERN, md5 for uploads (unless the Downloader is
+# made with md5=False: md5 is then left to the upload, which computes it while sending).
 BASE_ALGORITHMS = ("adler32", "md5")
 MANIFEST_SAVE_INTERVAL = 2.0
 RECORD_JSON = "record.json"
@@ -153,6 +153,7 @@ class Downloader:
         progress: ProgressSink | None = None,
         policy: RetryPolicy | None = None,
         executor: Executor | None = None,
+        md5: bool = True,
     ) -> None:
         self.transport = transport
         self.limits = limits or Limits()
@@ -164,7 +165,7 @@ class Downloader:
             max_workers=max(4, min(16, self.limits.downloads * 2)), thread_name_prefix="ferry-io"
         )
         self._slots = asyncio.Semaphore(self.limits.downloads)
-        self._base_algorithms = tuple(a for a in BASE_ALGORITHMS if a != "md5" or self.limits.download_md5)
+        self._base_algorithms = tuple(a for a in BASE_ALGORITHMS if a != "md5" or md5)
         # One file's worth of reads in flight: md5 (one core) is the bottleneck of a single
         # stream, so more buffered chunks would only raise the RSS, not the speed.
         self._budget = ByteBudget(self.limits.chunks_in_flight * self.limits.chunk_size)

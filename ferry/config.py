@@ -124,13 +124,10 @@ class Limits:
     zip_threshold: int = 20
     # Also zip records of 5+ files whose median file is smaller than this (0: never).
     zip_small_median_bytes: int = 1024 * 1024
-    # md5 of every downloaded file in the same pass as the source checksum (for uploads);
-    # false: verify the source checksum only and let the upload compute md5 while sending.
-    download_md5: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.type == "bool" or (f.name == "zip_small_median_bytes" and getattr(self, f.name) == 0):
+            if f.name == "zip_small_median_bytes" and getattr(self, f.name) == 0:
                 continue
             if getattr(self, f.name) <= 0:
                 raise ConfigError(f"limits.{f.name} must be positive, not {getattr(self, f.name)!r}")

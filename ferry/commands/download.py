@@ -20,8 +20,8 @@ from stats.events import StatsWriter
 DESCRIPTION = """\
 Download CERN Open Data records and verify every file against the source's size and
 checksum (adler32, or sha1 where the record gives it) while it streams in; md5 is
-computed in the same pass for uploads (--no-md5, or [limits] download_md5 = false, leaves
-it to the upload, which computes it while sending: faster downloads, the same checks).
+computed in the same pass for uploads (--no-md5 leaves it to the upload, which computes
+it while sending: faster downloads, the same checks against the source).
 
 Files land in DEST/<recid>/<basename> (the sub-path after the common prefix when basenames
 repeat inside a record). Bytes go to <name>.part first and are renamed only once verified,
@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     parser.add_argument(
         "--no-md5",
         action="store_true",
-        help="verify the source checksum only; leave md5 to the upload (default: [limits] download_md5)",
+        help="verify the source checksum only; leave md5 to the upload (faster; default: md5 in the same pass)",
     )
     parser.set_defaults(func=run)
 
@@ -110,8 +110,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
     limits = config.limits
     if args.jobs is not None:
         limits = dataclasses.replace(limits, downloads=args.jobs)
-    if args.no_md5:
-        limits = dataclasses.replace(limits, download_md5=False)
     portal = (args.portal or config.source.portal).rstrip("/")
     protocol = args.protocol or config.source.protocol
     transport = Transport.create(
@@ -147,7 +145,7 @@ async def _run(
 ) -> list[RecordResult]:
     progress = Progress(stream=sys.stderr)
     run_event = stats.open("run", None, reason=f"download {len(recids)} record(s)")
-    downloader = Downloader(transport, limits=limits, stats=stats, progress=progress)
+    downloader = Downloader(transport, limits=limits, stats=stats, progress=progress, md5=not args.no_md5)
     try:
         async with progress:
             results = await download_records(
