@@ -3,7 +3,7 @@
 Run by hand (not part of the test suite)::
 
     .venv/bin/python bench/bench_download.py [--repeat 3] [--cases big,medium,small]
-        [--cernopendata-client] [--keep]
+        [--cernopendata-client] [--no-md5] [--keep]
 
 Cases (files generated once in /tmp/ferry-bench-download-*, random bytes):
 
@@ -122,10 +122,10 @@ def prepare_server_checksums(root: Path, server: XRootDServer, names: list[str])
                 raise SystemExit(f"xrootd cannot checksum {path}: {status.message}")
 
 
-def run_ferry(records_file: Path, recid: str, dest: Path) -> Measured:
+def run_ferry(records_file: Path, recid: str, dest: Path, extra: list[str]) -> Measured:
     shutil.rmtree(dest, ignore_errors=True)
     sync()
-    cmd = [FERRY, "download", "--records", str(records_file), "--dest", str(dest), recid]
+    cmd = [FERRY, "download", "--records", str(records_file), "--dest", str(dest), *extra, recid]
     return measure(cmd)
 
 
@@ -263,6 +263,11 @@ def main() -> int:
         default="stored",
         help="stored: xrootd keeps adler32 per file, as EOS does (default); computed: the sandbox as shipped",
     )
+    parser.add_argument(
+        "--no-md5",
+        action="store_true",
+        help="run ferry with --no-md5 (source checksum only; md5 left to the upload)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated data and downloads")
     parser.add_argument("--workdir", help="reuse this folder (data generated once)")
     args = parser.parse_args()
@@ -305,7 +310,7 @@ def main() -> int:
             load_before = os.getloadavg()[0]
             for _ in range(args.repeat):
                 dest = work / "out-ferry"
-                r = run_ferry(records_file, recid, dest)
+                r = run_ferry(records_file, recid, dest, ["--no-md5"] if args.no_md5 else [])
                 check(r, "ferry", dest / recid, count)
                 runs["ferry"].append(r)
                 dest = work / "out-xrdcp"
@@ -374,7 +379,7 @@ def main() -> int:
             f"load {s['load_1min_before_after']}; xrdcp runs failed and redone: {s['xrdcp_failed_runs']}; "
             f"walls ferry {s['ferry']['walls']} xrdcp {s['xrdcp']['walls']}"
         )
-    print(f"server checksums: {args.server_checksums}")
+    print(f"server checksums: {args.server_checksums}; ferry md5: {'no (--no-md5)' if args.no_md5 else 'yes'}")
     if "cernopendata_client" in results:
         print("\ncernopendata-client:", json.dumps(results["cernopendata_client"], indent=1))
     if not args.keep and not args.workdir:

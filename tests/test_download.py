@@ -97,6 +97,22 @@ def test_fresh_download_is_verified(
     assert list(stats.glob("*.csv")), "the CSV export is written at the end"
 
 
+def test_no_md5_still_verifies_the_source_checksum(sandbox_source: SandboxSource, tmp_path: Path) -> None:
+    """--no-md5: files verified against adler32 and in the manifest without md5 (a source
+    mismatch under --no-md5: test_source_checksum_mismatch_fails_that_file_only)."""
+    recid = sandbox_source.cases["plain"]
+    assert from_file(sandbox_source, tmp_path, "--no-md5", recid) == 0
+    record_dir = tmp_path / "data" / recid
+    manifest = load_manifest(record_dir)
+    files = data_files(sandbox_source.record("plain"))
+    assert len(manifest.entries) == len(files)
+    for f in files:
+        name = f["uri"].rsplit("/", 1)[1]
+        got = record_dir / name
+        assert got.read_bytes() == local(sandbox_source, f["uri"]).read_bytes()
+        assert manifest.entries[name].checksums == {"adler32": f["checksum"].split(":")[1]}
+
+
 def test_rerun_moves_nothing_and_rewrites_nothing(
     sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -192,12 +208,13 @@ def test_corrupt_part_prefix_is_detected_and_repaired(
     assert row["reason"] == "refetched"
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-md5"]])
 def test_source_checksum_mismatch_fails_that_file_only(
-    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
 ) -> None:
     recid = sandbox_source.cases["bad_checksum"]
     stats = tmp_path / "stats"
-    code = api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats))
+    code = api(sandbox_source, tmp_path, recid, "--stats-dir", str(stats), *flags)
     err = capsys.readouterr().err
     assert code == 1
     record = sandbox_source.record("bad_checksum")
@@ -462,7 +479,7 @@ def test_text_index_only_is_verified_with_the_servers_checksum(
     only_txt = {**rec, "recid": "778", "files": [f for f in rec["files"] if f.get("type") == "index.txt"]}
     path = tmp_path / "txt.json"
     path.write_bytes(orjson.dumps([only_txt]))
-    args = ("--records", str(path), "--dest", str(tmp_path / "data"), "778")
+    args: tuple[str, ...] = ("--records", str(path), "--dest", str(tmp_path / "data"), "778")
     assert ferry(tmp_path, *args) == 0  # over root://, the server's adler32 stands in for the record's
     manifest = load_manifest(tmp_path / "data" / "778")
     assert len(manifest.entries) == 5 and all(e.source_checksum for e in manifest.entries.values())
