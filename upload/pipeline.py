@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+import orjson
+
 from download.manifest import Manifest, load_manifest
 from ferry.checksums import hash_file
 from ferry.config import Limits
@@ -49,7 +51,7 @@ from upload.ledger import Ledger
 from upload.limits import CircuitBreaker, WeightedLimiter
 from upload.zip_format import is_zip_output
 from upload.zip_policy import ZipPolicy, decide_zip
-from upload.zipper import upload_keys, zip_record
+from upload.zipper import bundled_keys, upload_keys, zip_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -656,8 +658,6 @@ class RecordJob:
 
 
 def _bundled_all(manifest: Manifest, keys: list[str]) -> bool:
-    from upload.zipper import bundled_keys
-
     return set(keys) <= bundled_keys(manifest)
 
 
@@ -682,7 +682,5 @@ def _mismatch(remote: RemoteFile | None, manifest: Manifest, key: str) -> str | 
 
 
 def _short_json(body: Mapping[str, Any], limit: int = 400) -> str:
-    import orjson
-
     text = orjson.dumps(body).decode()
     return text if len(text) <= limit else text[:limit] + "..."

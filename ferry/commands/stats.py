@@ -10,10 +10,12 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from ferry.config import Config
 from ferry.errors import InputError
+from stats.events import export_csv
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -50,10 +52,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 def run_csv(args: argparse.Namespace, config: Config) -> int:
     """CSV export needs no analysis packages: the same rows as the JSONL, one file per run."""
-    from pathlib import Path
-
-    from stats.events import export_csv
-
     runs: list[Path] = []
     for raw in args.paths:
         path = Path(raw)
