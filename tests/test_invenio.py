@@ -12,7 +12,14 @@ import aiohttp
 import pytest
 
 from ferry.config import ConfigError
-from ferry.errors import AuthError, QuotaError, TransferFailed, ValidationError, VerificationError
+from ferry.errors import (
+    AuthError,
+    QuotaError,
+    TargetUnavailable,
+    TransferFailed,
+    ValidationError,
+    VerificationError,
+)
 from tests.fixtures_repository import RepositoryHandle
 from tests.test_invenio_support import (
     KiB,
@@ -24,7 +31,7 @@ from tests.test_invenio_support import (
     rdm_body,
     rdm_query,
 )
-from upload.http import FileRange, StreamMd5, file_md5
+from upload.http import FileRange, StreamMd5, file_md5, maybe_applied
 from upload.limits import RateLimiter
 
 RECID = "81009"
@@ -40,7 +47,7 @@ async def test_l_and_m_uploads_send_octet_stream_parts_and_poll_checksum(
 ) -> None:
     repository.configure(checksum_delay_ms=200)  # the multipart md5 appears later: the client must poll
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         small, small_md5 = data_file(tmp_path, "small.json", 10 * KiB)
         large, large_md5 = data_file(tmp_path, "large.root", 100 * KiB + 5)
         assert target.plan_file(10 * KiB) == "L" and target.plan_file(100 * KiB + 5) == "M"
@@ -56,7 +63,7 @@ async def test_l_and_m_uploads_send_octet_stream_parts_and_poll_checksum(
 
 async def test_nrp_discovery_creates_at_the_model(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path, model="particles", community="delphi", workflow="basic") as target:
-        rec = await target.create(RECID, particles_body(RECID), query=particles_query(RECID))
+        rec = await target.create(RECID, particles_body(RECID))
         assert "/api/particles/" in rec.links["self"]
         parent = (await _raw_get(repository, rec.links["self"]))["parent"]
         assert parent["communities"]["default"] == "delphi" and parent["workflow"] == "basic"
@@ -108,7 +115,7 @@ async def test_token_never_logged_in_a_full_run(
     caplog.set_level(logging.DEBUG)
     repository.configure(force_429=1, retry_after=0)
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "a.txt", 100 * KiB)
         await target.put_file(rec, "a.txt", path, 100 * KiB, md5)
         await target.publish(rec)
@@ -133,34 +140,18 @@ async def test_429_burst_honours_retry_after_and_pauses_the_limiter(
     assert limiter.paused_until > 0
 
 
-async def test_create_whose_answer_is_lost_makes_no_twin(repository: RepositoryHandle, tmp_path: Path) -> None:
-    # The server creates the draft, then answers 502: the client must find it, not POST again.
+async def test_create_whose_answer_is_lost_is_raised_not_repeated(repository: RepositoryHandle, tmp_path: Path) -> None:
+    # The server creates the draft, then answers 502/504. The target does not guess: it
+    # raises a retryable error marked maybe_applied (the pipeline then looks for the draft
+    # before creating again: tests/test_pipeline.py), and never POSTs a second time.
     repository.configure(error_after_rate=1.0, error_match=r"^POST /api/records$")
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
-    slot = _by_recid(repository)
-    assert slot["drafts"] == 1 and slot["ids"] == [rec.id]
-    assert len(log_rows(repository, "POST", "/api/records")) == 1
-
-
-async def test_lost_create_with_a_lagging_index_still_makes_no_twin(
-    repository: RepositoryHandle, tmp_path: Path
-) -> None:
-    repository.configure(error_after_rate=1.0, error_match=r"^POST /api/records$", index_delay_ms=300)
-    async with make_target(repository, tmp_path, create_check_delay=0.6) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
-    assert _by_recid(repository)["ids"] == [rec.id]
-
-
-async def test_create_without_query_is_not_repeated_after_unclear_failure(
-    repository: RepositoryHandle, tmp_path: Path
-) -> None:
-    repository.configure(error_after_rate=1.0, error_match=r"^POST /api/records$")
-    async with make_target(repository, tmp_path) as target:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(TargetUnavailable) as info:
             await target.create(RECID, rdm_body(RECID))
-    assert RECID in str(info.value)
+    assert RECID in str(info.value) and info.value.recid == RECID
+    assert info.value.retryable and maybe_applied(info.value)
     assert len(log_rows(repository, "POST", "/api/records")) == 1
+    assert _by_recid(repository)["drafts"] == 1  # it did happen: the pipeline's search finds it
 
 
 async def test_server_errors_on_reads_are_retried(repository: RepositoryHandle, tmp_path: Path) -> None:
@@ -173,7 +164,7 @@ async def test_server_errors_on_reads_are_retried(repository: RepositoryHandle, 
 
 async def test_failed_transfer_is_retried_then_reported_cleanly(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "t.txt", 5 * KiB)
         repository.configure(transfer_fail_next=1)  # 200 {"errors": "File upload transfer failed."}
         assert (await target.put_file(rec, "t.txt", path, 5 * KiB, md5)).md5 == md5
@@ -191,7 +182,7 @@ async def test_failed_transfer_is_retried_then_reported_cleanly(repository: Repo
 
 async def test_dropped_connections_mid_body_are_recovered(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         small, small_md5 = data_file(tmp_path, "s.txt", 30 * KiB)
         large, large_md5 = data_file(tmp_path, "l.root", 80 * KiB)
         repository.configure(drop_next=1)
@@ -206,7 +197,7 @@ async def test_corrupted_copy_on_the_target_is_a_verification_error(
     repository: RepositoryHandle, tmp_path: Path
 ) -> None:
     async with make_target(repository, tmp_path, file_attempts=1) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "c.txt", 4 * KiB)
         repository.configure(corrupt_next=1)
         with pytest.raises(VerificationError) as info:
@@ -226,7 +217,7 @@ async def test_corrupted_copy_is_caught_without_a_known_md5(
     # md5=None: the md5 computed while sending (L: in the body's read; M: beside the
     # parts) is what the server's must equal, so a flipped byte on the way is still caught.
     async with make_target(repository, tmp_path, file_attempts=1) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         assert target.plan_file(size) == ("L" if size < 64 * KiB else "M")
         path, md5 = data_file(tmp_path, "c.zip", size)
         repository.configure(corrupt_next=1)
@@ -263,7 +254,7 @@ async def test_stream_md5_describes_one_whole_pass(tmp_path: Path) -> None:
 async def test_multipart_checksum_that_never_comes_is_bounded(repository: RepositoryHandle, tmp_path: Path) -> None:
     repository.configure(checksum_delay_ms=60_000)
     async with make_target(repository, tmp_path, checksum_timeout=0.5, file_attempts=1) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "slow.root", 70 * KiB)
         with pytest.raises(VerificationError, match=r"multipart|pending"):
             await target.put_file(rec, "slow.root", path, 70 * KiB, md5)
@@ -284,7 +275,7 @@ async def _raw_init(repository: RepositoryHandle, files_link: str, key: str) -> 
 
 async def test_partial_and_duplicate_files_are_replaced_or_kept(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "p.txt", 3 * KiB)
         # A pending entry left by an interrupted run: deleted and uploaded again.
         await _raw_init(repository, rec.links["files"], "p.txt")
@@ -302,7 +293,7 @@ async def test_partial_and_duplicate_files_are_replaced_or_kept(repository: Repo
 
 async def test_find_existing_draft_from_a_new_session(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as first:
-        rec = await first.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await first.create(RECID, rdm_body(RECID))
     async with make_target(repository, tmp_path) as second:
         found = await second.find(RECID, rdm_query(RECID))
     assert found is not None and found.id == rec.id and found.state == "draft" and found.links["files"]
@@ -310,7 +301,7 @@ async def test_find_existing_draft_from_a_new_session(repository: RepositoryHand
 
 async def test_publish_direct(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "d.txt", KiB)
         await target.put_file(rec, "d.txt", path, KiB, md5)
         outcome = await target.publish(rec)
@@ -325,7 +316,7 @@ async def test_publish_through_the_request_workflow(
 ) -> None:
     repository.configure(publish_workflow=workflow)
     async with make_target(repository, tmp_path, model="particles") as target:
-        rec = await target.create(RECID, particles_body(RECID), query=particles_query(RECID))
+        rec = await target.create(RECID, particles_body(RECID))
         assert "publish" not in rec.links and "applicable-requests" in rec.links
         path, md5 = data_file(tmp_path, "w.txt", KiB)
         await target.put_file(rec, "w.txt", path, KiB, md5)
@@ -341,7 +332,7 @@ async def test_publish_through_the_request_workflow(
 
 async def test_publish_refused_keeps_the_servers_field_messages(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         with pytest.raises(ValidationError) as info:
             await target.publish(rec)  # files enabled, none uploaded
     assert info.value.status == 400 and info.value.recid == RECID
@@ -354,7 +345,7 @@ async def test_invalid_metadata_saved_by_the_server_is_reported(repository: Repo
     del body["metadata"]["creators"]
     async with make_target(repository, tmp_path) as target:
         with pytest.raises(ValidationError) as info:
-            await target.create(RECID, body, query=rdm_query(RECID))
+            await target.create(RECID, body)
     assert {"metadata.title", "metadata.creators"} <= set(info.value.errors)
     assert "Shorter than minimum length 3." in info.value.errors["metadata.title"]
     async with make_target(repository, tmp_path, strict_metadata=False) as lenient:
@@ -366,7 +357,7 @@ async def test_invalid_metadata_saved_by_the_server_is_reported(repository: Repo
 async def test_quota_errors(repository_factory: Callable[..., RepositoryHandle], tmp_path: Path) -> None:
     repo = repository_factory(max_files=1, max_file_size=10 * KiB)
     async with make_target(repo, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         one, md5 = data_file(tmp_path, "1.txt", KiB)
         await target.put_file(rec, "1.txt", one, KiB, md5)
         with pytest.raises(QuotaError) as info:
@@ -385,7 +376,7 @@ async def test_lost_answers_on_file_init_and_commit_are_checked_not_repeated_bli
     repository: RepositoryHandle, tmp_path: Path
 ) -> None:
     async with make_target(repository, tmp_path, file_attempts=5) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         # Init and commit take effect, then the answer is lost (502/504) half of the time.
         repository.configure(error_after_rate=0.5, error_match=r"^POST .*/draft/files(/[^/]+/commit)?$", seed=7)
         sizes = {"a.txt": 2 * KiB, "b.txt": 3 * KiB, "c.root": 40 * KiB, "d.root": 70 * KiB}
@@ -402,7 +393,7 @@ async def test_lost_answers_on_file_init_and_commit_are_checked_not_repeated_bli
 
 async def test_publish_whose_answer_is_lost_is_recognised(repository: RepositoryHandle, tmp_path: Path) -> None:
     async with make_target(repository, tmp_path) as target:
-        rec = await target.create(RECID, rdm_body(RECID), query=rdm_query(RECID))
+        rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "p.txt", KiB)
         await target.put_file(rec, "p.txt", path, KiB, md5)
         repository.configure(error_after_rate=1.0, error_match=r"^POST .*/actions/publish$")

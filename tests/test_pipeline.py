@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,39 @@ def test_production_target_needs_yes(
     assert writes(repository) == []
     assert run_ferry(config, *args, "--yes") == 0
     assert writes(repository)
+
+
+# The NRP model's create endpoint (write_config uses model = "particles").
+CREATE = r"^POST /api/particles$"
+
+
+def _rows(stats: Path) -> list[dict[str, Any]]:
+    return [r for f in sorted(stats.glob("*.jsonl")) for r in read_jsonl(f)]
+
+
+@pytest.mark.parametrize("index_delay_ms", [0, 1200], ids=["index-current", "index-lagging"])
+def test_create_whose_answer_is_lost_makes_no_twin(
+    tmp_path: Path,
+    sandbox_source: SandboxSource,
+    repository: RepositoryHandle,
+    capsys: pytest.CaptureFixture[str],
+    index_delay_ms: int,
+) -> None:
+    # The server creates the draft, then answers 502/504. The target raises that (it does
+    # not guess); the pipeline must find the draft, asking the search again while its index
+    # lags (1.2 s: its first look, 0.5 s after the failure, misses), and never POST again.
+    repository.configure(error_after_rate=1.0, error_match=CREATE, index_delay_ms=index_delay_ms)
+    config = write_config(tmp_path, sandbox_source, repository)
+    recid = sandbox_source.cases["plain"]
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    code = run_ferry(config, "upload", recid, "--target", "sandbox", "--dest", str(dest), "--stats-dir", str(stats))
+    assert code == 0, capsys.readouterr().err
+
+    log = repository.requests_log()
+    creates = [i for i, r in enumerate(log) if re.search(CREATE, f"{r['method']} {r['path']}")]
+    assert len(creates) == 1 and log[creates[0]]["status"] >= 500  # lost, and not repeated
+    (done,) = [r for r in _rows(stats) if r["stage"] == "record" and r["status"] == "ok"]
+    slot = repository.state()["by_recid"][recid]
+    assert slot["drafts"] == 1 and slot["ids"] == [done["extra"]["remote_id"]]
+    searches = [r for r in log[creates[0] :] if r["method"] == "GET" and r["path"].startswith("/api/user/")]
+    assert len(searches) >= (2 if index_delay_ms else 1)  # the lagging case did need a second look

@@ -80,7 +80,7 @@ def needs(case: TargetCase, ability: str) -> None:
 
 
 async def _draft(target: Target, case: TargetCase, recid: str = "81009") -> Any:
-    return await target.create(recid, case.body(recid), query=case.query(recid))
+    return await target.create(recid, case.body(recid))
 
 
 async def test_find_nothing_then_the_created_draft(target: Target, case: TargetCase) -> None:

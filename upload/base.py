@@ -2,9 +2,9 @@
 
 A target is dumb on purpose: it finds, creates and updates one record, lists and puts its
 files (each put verified by the target's own checksum), publishes, and makes new
-versions. Policy (what to skip, ordering, dry runs, stats, when to publish) lives in the
-pipeline. Every method raises only ``ferry.errors`` classes; messages name the recid and
-the file key.
+versions. Policy (what to skip, ordering, dry runs, stats, when to publish, whether a
+create whose answer was lost happened) lives in the pipeline. Every method raises only
+``ferry.errors`` classes; messages name the recid and the file key.
 
 Records are addressed by the *source* recid (e.g. CERN ``81009``); the target's own id
 (``4d0ns-ntd89``) is carried in ``RemoteRecord.id``. How to find a recid on the target is
@@ -121,8 +121,11 @@ class Target(Protocol):
         ledger), or None when the target no longer has it."""
         ...
 
-    async def create(self, recid: str, body: Mapping[str, Any], *, query: str | None = None) -> RemoteRecord:
-        """Create a draft. ``query`` lets a failed create be checked (and not repeated) safely."""
+    async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
+        """Create a draft and return it, or raise. Never repeated after a failure that may have
+        taken effect (a lost answer): that error is raised, retryable and marked
+        ``upload.http.maybe_applied``, and the caller (the pipeline) looks for the draft
+        before it creates again; a target does not guess."""
         ...
 
     async def update_metadata(self, rec: RemoteRecord, body: Mapping[str, Any]) -> RemoteRecord:

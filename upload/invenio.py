@@ -7,8 +7,11 @@ or ``M`` transfers (``upload.invenio_files``), publish directly or through the s
 the server gives them.
 
 Requests that create something (draft, file entry, publish request) are never repeated
-blindly: after an unclear failure the target looks first (a search for the recid, the
-file list, the draft) and only then tries again, so no run leaves two drafts for a recid.
+blindly. File entries and publish requests are checked here after an unclear failure (the
+file list, the request list, the draft) before another try. A draft create that may have
+happened is not guessed at: it is raised (``maybe_applied``) to the pipeline, which
+searches for the draft, patiently because search indexes lag, before it creates again
+(``upload.pipeline.RecordJob._create``), so no run leaves two drafts for a recid.
 """
 
 from __future__ import annotations
@@ -97,9 +100,6 @@ class InvenioTarget:
             attempts=int(options.get("file_attempts", 3)), base=self.http.policy.base, maximum=self.http.policy.maximum
         )
         self._strict = bool(options.get("strict_metadata", True))
-        # Search indexes lag behind writes (OpenSearch refresh): wait before looking for a draft
-        # whose create failed unclearly, or a twin could be created.
-        self._check_delay = float(options.get("create_check_delay", 1.0))
         self._create_url = self.http.url("api/records")
         self._search_url = self.http.url("api/user/records")
         self._requests_url = self.http.url("api/requests")
@@ -261,32 +261,16 @@ class InvenioTarget:
             return self._record(body, recid)
         return None
 
-    async def create(self, recid: str, body: Mapping[str, Any], *, query: str | None = None) -> RemoteRecord:
+    async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
         await self._ensure_ready()
         where = Where("create draft", recid)
-        payload = self._with_parent(body)
-        attempts = self.http.policy.attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = await self.http.request(
-                    "POST", self._create_url, where, json=payload, expect=(200, 201), retry_mode="safe"
-                )
-            except FerryError as exc:
-                if not (exc.retryable and maybe_applied(exc)) or attempt == attempts or query is None:
-                    raise
-                await asyncio.sleep(max(self._check_delay, self.http.policy.backoff(attempt)))
-                existing = await self.find(recid, query)
-                if existing is not None:
-                    log.info(
-                        "record %s: the create failed unclearly (%s) but draft %s exists; using it",
-                        recid,
-                        exc,
-                        existing.id,
-                    )
-                    return existing
-                continue
-            return self._checked(self._record(resp.body, recid), where.what)
-        raise AssertionError("unreachable")
+        # "safe": only failures that certainly never reached the server are repeated here. A
+        # lost answer (timeout, 502/504) may have created the draft: it is raised with
+        # maybe_applied set, and the pipeline looks for the draft before asking again.
+        resp = await self.http.request(
+            "POST", self._create_url, where, json=self._with_parent(body), expect=(200, 201), retry_mode="safe"
+        )
+        return self._checked(self._record(resp.body, recid), where.what)
 
     async def update_metadata(self, rec: RemoteRecord, body: Mapping[str, Any]) -> RemoteRecord:
         self._require_draft(rec, "update metadata")

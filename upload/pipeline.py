@@ -324,12 +324,12 @@ class RecordJob:
     async def _create(self, body: Mapping[str, Any], query: str) -> RemoteRecord:
         """Create the draft; after an unclear failure, look (patiently) before trying again.
 
-        A create whose answer was lost (timeout, 502/504) may have happened. One quick
-        search is not enough when the index lags behind (the target's own check looks
-        once, after ``create_check_delay``): POSTing again after a missed look makes a twin
-        draft. So the target is asked not to guess (no ``query``), and this searches with
-        the same delays as after a crash. The create intent stays in the ledger until the
-        id is known, so a crash anywhere in here is handled alike by the next run.
+        The one place that decides whether a create whose answer was lost (timeout,
+        502/504) happened: targets raise such a failure (``maybe_applied``) rather than
+        guess. One quick search is not enough when the index lags behind: POSTing again
+        after a missed look makes a twin draft. So this searches with the same delays as
+        after a crash. The create intent stays in the ledger until the id is known, so a
+        crash anywhere in here is handled alike by the next run.
         """
         ctx, target = self.ctx, self.ctx.target
         if ctx.ledger is not None:
