@@ -26,9 +26,7 @@ import logging
 import posixpath
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from ferry.checksums import Checksum, MultiHasher
 from ferry.errors import (
@@ -44,6 +42,10 @@ from ferry.errors import (
 )
 from ferry.model import FileEntry, Record, assign_keys, uri_path
 from ferry.retry import RetryPolicy, retry, server_delay
+
+if TYPE_CHECKING:
+    # Imported where a session is made (~0.1 s): `--records` with root:// never needs it.
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +291,8 @@ class PortalSource:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._verify_tls),
                 timeout=aiohttp.ClientTimeout(total=300, connect=20),
@@ -308,6 +312,8 @@ class PortalSource:
         return await retry(get, policy=self.policy, what=f"GET {url}")
 
     async def _get(self, url: str, recid: str) -> dict[str, Any]:
+        import aiohttp
+
         try:
             async with self.session.get(url, headers={"Accept": "application/json"}) as resp:
                 if resp.status == 404 or resp.status == 410:

@@ -58,6 +58,10 @@ MANIFEST_SAVE_INTERVAL = 2.0
 RECORD_JSON = "record.json"
 PART_SUFFIX = ".part"
 SMALL_FILE = 1024 * 1024  # at most this size: fetched into memory, written once verified
+# Fresh small files go to a worker thread in batches (see Downloader._small_batch): at most
+# this many files or bytes per batch, so progress and stats stay fine-grained.
+BATCH_FILES = 32
+BATCH_BYTES = 4 * 1024 * 1024
 
 FileStatus = Literal["ok", "failed", "skipped", "dry-run"]
 
@@ -85,9 +89,11 @@ class FileResult:
 class RecordResult:
     recid: str
     record_dir: Path
-    files: list[FileResult] = field(default_factory=list)
+    # Kept out of the repr: asyncio.run's exit path (CPython 3.11) reprs the main task's
+    # result, which for 5,000 files cost 0.1 s of a 1.5 s run.
+    files: list[FileResult] = field(default_factory=list, repr=False)
     error: FerryError | None = None  # the record as a whole failed (resolution, unsafe path...)
-    record: Record | None = None
+    record: Record | None = field(default=None, repr=False)
     dry_run: bool = False
 
     @property
@@ -233,11 +239,14 @@ class Downloader:
             else:
                 await asyncio.to_thread(self._prepare_dir, record, record_dir)
                 state = _ManifestState(manifest)
-                tasks = [
-                    self._file(record, f, p, state, verify_existing, on_disk)
-                    for f, (p, on_disk) in zip(record.files, located, strict=True)
-                ]
-                result.files = list(await asyncio.gather(*tasks))
+                batches, single = self._batches(record, located)
+                tasks = [self._small_batch(record, batch, state) for batch in batches]
+                tasks += [self._one(i, record, record.files[i], *located[i], state, verify_existing) for i in single]
+                files: list[FileResult | None] = [None] * len(record.files)
+                for done in await asyncio.gather(*tasks):
+                    for i, file_result in done:
+                        files[i] = file_result
+                result.files = [f for f in files if f is not None]
                 await state.flush(force=True)
         except Exception as raw:  # the record fails; the other records go on
             exc = as_ferry_error(raw)
@@ -289,7 +298,160 @@ class Downloader:
         self.stats.record("download", "dry-run", record.recid, entry.key, bytes=entry.size or 0, reason=action)
         return FileResult(key=entry.key, path=final, size=entry.size, status=status, action=action)
 
+    # --- small fresh files, in batches ----------------------------------------------------------
+
+    def _batches(self, record: Record, located: list[tuple[Path, _OnDisk]]) -> tuple[list[list[_Small]], list[int]]:
+        """Split a record's files into batches of fresh small files and the rest (by index).
+
+        Per-file overhead rules small files: each file on its own costs a task, a slot, a
+        thread hop and a wake-up of the event loop (~0.3 ms of event-loop CPU, as much as
+        fetching a 4 KiB file). A batch is one thread job fetching, verifying, writing and
+        renaming its files in turn. Only files with nothing on disk (no final file, no
+        ``.part``), a known size and a checksum in the record qualify, and only over a
+        fetcher that can read a whole file in a blocking call (XRootD); anything unusual
+        takes the one-file path with all its checks.
+        """
+        batches: list[list[_Small]] = []
+        single: list[int] = []
+        current: list[_Small] = []
+        current_bytes = 0
+        for i, (entry, (final, on_disk)) in enumerate(zip(record.files, located, strict=True)):
+            expected = expected_checksum(entry)
+            size = entry.size
+            small = (
+                size is not None
+                and size <= SMALL_FILE
+                and expected is not None
+                and on_disk.final is None
+                and on_disk.part_size is None
+            )
+            url = self.transport.url_for(entry.uri) if small else ""
+            fetcher = self.transport.fetcher_for(url) if small else None
+            read = getattr(fetcher, "read_whole_blocking", None)
+            if not small or read is None or size is None or expected is None:
+                single.append(i)
+                continue
+            if current and (len(current) >= BATCH_FILES or current_bytes + size > BATCH_BYTES):
+                batches.append(current)
+                current, current_bytes = [], 0
+            current.append(_Small(i, entry, final, on_disk, url, read, size, expected))
+            current_bytes += size
+        if current:
+            batches.append(current)
+        return batches, single
+
+    async def _small_batch(
+        self, record: Record, batch: list[_Small], state: _ManifestState
+    ) -> list[tuple[int, FileResult]]:
+        """Fetch a batch of small files in one worker-thread job; files that did not verify
+        or hit an error go on through the one-file path (retries, error reports), with the
+        batch's try counted."""
+        names = [f"{record.recid}/{item.entry.key}" for item in batch]
+        async with self._slots:
+            for name in names:
+                self.progress.file_started(name)
+            # One file's bytes are held at a time: the batch weighs its largest file.
+            taken = await self._budget.acquire(max(item.size for item in batch) + 1)
+            try:
+                loop = asyncio.get_running_loop()
+                outcomes = await loop.run_in_executor(self.executor, self._fetch_batch_blocking, record.recid, batch)
+            finally:
+                self._budget.release(taken)
+        out: list[tuple[int, FileResult]] = []
+        retry_later: list[tuple[_Small, bool]] = []
+        for item, name, outcome in zip(batch, names, outcomes, strict=True):
+            if outcome.st is None:
+                retry_later.append((item, outcome.mismatch))
+                continue
+            self.progress.advance(item.size)
+            self.progress.file_finished(name, ok=True)
+            state.put(
+                ManifestEntry(
+                    key=item.entry.key,
+                    size=item.size,
+                    mtime_ns=outcome.st.st_mtime_ns,
+                    checksums=outcome.digests,
+                    source_uri=item.entry.uri,
+                    source_checksum=str(item.expected),
+                )
+            )
+            out.append(
+                (
+                    item.index,
+                    FileResult(
+                        key=item.entry.key,
+                        path=item.final,
+                        size=item.size,
+                        status="ok",
+                        action="fetched",
+                        checksums=outcome.digests,
+                        bytes_transferred=item.size,
+                        attempts=1,
+                    ),
+                )
+            )
+        await state.flush()
+        again = [
+            self._one(item.index, record, item.entry, item.final, item.on_disk, state, False, tried=(1, int(mismatch)))
+            for item, mismatch in retry_later
+        ]
+        for done in await asyncio.gather(*again):
+            out.extend(done)
+        return out
+
+    def _fetch_batch_blocking(self, recid: str, batch: list[_Small]) -> list[_Outcome]:
+        """Blocking (a worker thread): each file of the batch read whole, verified, written as
+        ``.part`` and renamed, in turn. A file that fails is left for the one-file path."""
+        outcomes = []
+        for item in batch:
+            event: Event | _NoEvent = _NO_EVENT
+            if self.stats.dir is not None:
+                # The started row is written only if this try counts (see below).
+                event = self.stats.open(
+                    "download",
+                    recid,
+                    item.entry.key,
+                    write_started=False,
+                    bytes=item.size,
+                    transfer=self.transport.protocol,
+                )
+            try:
+                data, remote_size = item.read(item.url, item.size)
+                if len(data) != remote_size:
+                    raise SourceError("short read")  # the one-file path names the sizes
+                digests, st = _write_if_verified(
+                    part_path(item.final), item.final, data, self._algorithms(item.expected), item.size, item.expected
+                )
+            except (FerryError, OSError) as exc:
+                log.debug("record %s, file %s: batch try failed (%s); retrying it alone", recid, item.entry.key, exc)
+                outcomes.append(_Outcome(None, {}, mismatch=False))
+                continue  # no terminal row yet: the one-file path writes its own event
+            if st is None:
+                outcomes.append(_Outcome(None, digests, mismatch=True))
+                continue
+            event.write_started()
+            event.close("ok", bytes=item.size, attempts=1, reason="fetched")
+            outcomes.append(_Outcome(st, digests, mismatch=False))
+        return outcomes
+
+    def _algorithms(self, expected: Checksum) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self._base_algorithms, expected.algorithm)))
+
     # --- one file --------------------------------------------------------------------------
+
+    async def _one(
+        self,
+        index: int,
+        record: Record,
+        entry: FileEntry,
+        final: Path,
+        on_disk: _OnDisk,
+        state: _ManifestState,
+        verify_existing: bool,
+        *,
+        tried: tuple[int, int] = (0, 0),
+    ) -> list[tuple[int, FileResult]]:
+        return [(index, await self._file(record, entry, final, state, verify_existing, on_disk, tried=tried))]
 
     async def _file(
         self,
@@ -299,6 +461,8 @@ class Downloader:
         state: _ManifestState,
         verify_existing: bool,
         on_disk: _OnDisk,
+        *,
+        tried: tuple[int, int] = (0, 0),
     ) -> FileResult:
         async with self._slots:
             name = f"{record.recid}/{entry.key}"
@@ -309,7 +473,7 @@ class Downloader:
                     "download", record.recid, entry.key, bytes=entry.size or 0, transfer=self.transport.protocol
                 )
             try:
-                result = await self._file_inner(record, entry, final, state, verify_existing, on_disk)
+                result = await self._file_inner(record, entry, final, state, verify_existing, on_disk, tried)
             except Exception as raw:  # one file's failure must not stop the others
                 exc = as_ferry_error(raw)
                 if exc.recid is None:
@@ -347,7 +511,9 @@ class Downloader:
         state: _ManifestState,
         verify_existing: bool,
         on_disk: _OnDisk,
+        tried: tuple[int, int] = (0, 0),
     ) -> FileResult:
+        """``tried``: (attempts, source mismatches) already spent on this file by a batch."""
         url = self.transport.url_for(entry.uri)
         fetcher = self.transport.fetcher_for(url)
         expected = expected_checksum(entry) or await self._server_checksum(fetcher, url)
@@ -355,7 +521,7 @@ class Downloader:
             raise VerificationError(
                 "neither the record nor the server gives a checksum for this file: cannot verify it"
             )
-        algorithms = tuple(dict.fromkeys((*self._base_algorithms, expected.algorithm)))
+        algorithms = self._algorithms(expected)
         kept = await self._existing(entry, final, on_disk.final, state, algorithms, verify_existing, expected)
         if kept is not None:
             return kept
@@ -364,8 +530,7 @@ class Downloader:
         # resuming them would save nothing.
         small = entry.size is not None and entry.size <= SMALL_FILE and on_disk.part_size is None
 
-        mismatches = 0
-        attempts = 0
+        attempts, mismatches = tried
         transferred = 0
         resumed_any = False
         refetched = False
@@ -660,6 +825,9 @@ def _read_manifest(record_dir: Path, recid: str) -> Manifest:
 class _NoEvent:
     """Stands in for a stats event when no stats are written."""
 
+    def write_started(self) -> None:
+        return None
+
     def close(self, status: str, **kwargs: Any) -> None:
         return None
 
@@ -671,6 +839,27 @@ _NO_EVENT = _NoEvent()
 class _OnDisk:
     final: os.stat_result | None  # the file under its final name, if any
     part_size: int | None  # size of its .part, if any
+
+
+@dataclass(frozen=True)
+class _Small:
+    """A fresh small file of a batch, with what the worker thread needs to fetch it."""
+
+    index: int  # in the record's file list
+    entry: FileEntry
+    final: Path
+    on_disk: _OnDisk
+    url: str
+    read: Callable[[str, int], tuple[bytes, int]]
+    size: int
+    expected: Checksum
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    st: os.stat_result | None  # the final file's stat; None: not written
+    digests: dict[str, str]
+    mismatch: bool  # the bytes did not match the record's size/checksum
 
 
 def _locate(record_dir: Path, keys: Sequence[str], recid: str) -> list[tuple[Path, _OnDisk]]:

@@ -9,12 +9,16 @@ whole. HTTP failures are translated into the ferry error tree here.
 from __future__ import annotations
 
 import re
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from download.base import ChunkSink
 from ferry.errors import FerryError, SourceError, SourceFileMissing, SourceUnavailable
 from ferry.model import uri_path
+
+if TYPE_CHECKING:
+    # aiohttp costs ~0.1 s to import; a root:// download never needs it, so it is imported
+    # where a session is made or its errors are caught, not at start-up.
+    import aiohttp
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -60,6 +64,8 @@ class HTTPSFetcher:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections, ssl=self._verify_tls),
                 # No total timeout: a large file may take hours; stalls are caught per read.
@@ -69,6 +75,8 @@ class HTTPSFetcher:
         return self._session
 
     async def fetch(self, url: str, sink: ChunkSink, *, start: int, expected_size: int | None) -> int:
+        import aiohttp
+
         headers = {"Accept-Encoding": "identity"}
         if start > 0:
             headers["Range"] = f"bytes={start}-"
@@ -107,6 +115,8 @@ class HTTPSFetcher:
             raise SourceUnavailable(f"cannot read {url}: {exc or type(exc).__name__}") from exc
 
     async def read_small(self, url: str, *, max_size: int) -> bytes:
+        import aiohttp
+
         try:
             async with self.session.get(url) as resp:
                 if resp.status != 200:

@@ -27,7 +27,31 @@ COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "st
 log = logging.getLogger("ferry")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Common flags that take a value: needed to find the command name in argv without argparse.
+_VALUE_FLAGS = frozenset({"--config", "--log-level", "--log-file"})
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (``None`` for ``--help``, ``--version``, typos)."""
+    it = iter(argv)
+    for token in it:
+        if token in _VALUE_FLAGS:
+            next(it, None)
+        elif token in ("--", "-h", "--help", "--version"):
+            break  # the top-level help or version: every command must be known
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``) the parser of one command.
+
+    Every command module imports what its command needs (aiohttp, the XRootD bindings,
+    pandas, the sandbox servers); importing all of them costs ~0.4 s, more than a small
+    download takes. A run that names its command imports only that one; ``--help`` and
+    unknown commands still see them all.
+    """
     # The common flags work before or after the command name. Their defaults are suppressed
     # so a sub-parser never overwrites a value given before the command with its default.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -44,14 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dataferry {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in (only,) if only else COMMANDS:
         module = importlib.import_module(f"ferry.commands.{name}")
         module.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=chosen_command(argv))
     args = parser.parse_args(argv)
     # Defaults of the common flags are filled here, not by argparse: sub-parsers share the
     # flag objects, and a default set on one would overwrite a value given to another.

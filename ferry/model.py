@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,8 +77,9 @@ def safe_relpath(key: str, *, where: str = "") -> str:
         raise UnsafePathError(f"file path {key!r} contains a backslash{suffix}")
     if key.startswith("/") or (len(key) > 1 and key[1] == ":"):
         raise UnsafePathError(f"file path {key!r} is absolute{suffix}")
-    parts = PurePosixPath(key).parts
-    if any(p == ".." for p in parts):
+    # str.split, not PurePosixPath: this runs for every file of every record (10,000s).
+    parts = key.split("/")
+    if ".." in parts:
         raise UnsafePathError(f"file path {key!r} climbs out of its folder with '..'{suffix}")
     clean = [p for p in parts if p not in ("", ".")]
     if not clean:
@@ -108,7 +109,7 @@ def assign_keys(uris: Sequence[str], *, where: str = "") -> list[str]:
             raise UnsafePathError(f"URI {u!r} names no file", file=u)
         if "\x00" in p:
             raise UnsafePathError(f"URI {u!r} contains a NUL byte", file=u)
-        if any(part == ".." for part in PurePosixPath(p).parts):
+        if ".." in p.split("/"):
             raise UnsafePathError(f"URI {u!r} climbs out of its folder with '..'", file=u)
     names = [posixpath.basename(p) for p in paths]
     if len(set(names)) == len(names):
@@ -119,7 +120,10 @@ def assign_keys(uris: Sequence[str], *, where: str = "") -> list[str]:
         keys = [posixpath.relpath(p, common) if common else p.lstrip("/") for p in paths]
     out = []
     for u, k in zip(uris, keys, strict=True):
-        out.append(safe_relpath(k, where=f"{where}, URI {u}" if where else f"URI {u}"))
+        try:
+            out.append(safe_relpath(k))
+        except UnsafePathError:  # again, with the message naming the URI (built only here)
+            safe_relpath(k, where=f"{where}, URI {u}" if where else f"URI {u}")
     if len(set(out)) != len(out):
         dupes = sorted({k for k in out if out.count(k) > 1})
         raise UnsafePathError(

@@ -132,6 +132,12 @@ class Event:
                 row["error"] = error
         self.writer.write(row)
 
+    def write_started(self) -> None:
+        """Write the ``started`` row of an event opened with ``write_started=False`` (its
+        start time is still the opening time): for work whose try is only accounted once it
+        is known to count, e.g. a batch try that gives a failed file back to the one-file path."""
+        self.writer.write(self._row("started"))
+
     def _row(self, status: str, *, end: datetime | None = None, duration: float | None = None) -> dict[str, Any]:
         throughput = None
         if duration and self.bytes and status == "ok":

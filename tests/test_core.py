@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from ferry.checksums import Checksum, MultiHasher, hash_file
+from ferry.cli import COMMANDS, chosen_command
+from ferry.cli import main as cli_main
 from ferry.config import Secret, config_from_mapping
 from ferry.errors import ChecksumFormatError, ConfigError, UnsafePathError
 from ferry.model import assign_keys, inside, safe_relpath
@@ -130,3 +134,41 @@ def test_stats_writer_started_and_terminal_rows(tmp_path: Path) -> None:
     with open(tmp_path / "r1.jsonl", "ab") as fh:
         fh.write(orjson.dumps({"x": 1})[:-2])
     assert len(list(read_jsonl(tmp_path / "r1.jsonl"))) == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["download", "1"], "download"),
+        (["--log-level", "INFO", "--config", "x.toml", "bulk", "--all"], "bulk"),
+        (["--config=x.toml", "stats", "summary"], "stats"),
+        (["--help", "download"], None),
+        (["--version"], None),
+        (["downlod"], None),
+        ([], None),
+    ],
+)
+def test_chosen_command_finds_the_command_name(argv: list[str], expected: str | None) -> None:
+    assert chosen_command(argv) == expected
+
+
+def test_a_command_imports_only_what_it_needs() -> None:
+    # Start-up time is part of every small download: `ferry download` must not pay for
+    # aiohttp, the upload pipeline or the sandbox servers.
+    code = (
+        "import sys\n"
+        "from ferry.cli import main\n"
+        "try:\n    main(['download', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('aiohttp', 'upload.pipeline', 'sandbox.stack', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in text

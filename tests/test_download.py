@@ -230,6 +230,11 @@ def test_source_checksum_mismatch_fails_that_file_only(
     rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p)]
     failed = next(r for r in rows if r["file"] == "bad.dat" and r["status"] == "failed")
     assert failed["attempts"] == 2 and failed["error_type"] == "VerificationError"  # retried once
+    # One event per file, whichever path fetched it (small files go in batches over root://,
+    # and a batch gives a failed file back to the one-file path): no started row is orphaned.
+    for name, terminal in (("bad.dat", "failed"), ("good_0.dat", "ok"), ("good_1.dat", "ok")):
+        statuses = [r["status"] for r in rows if r["stage"] == "download" and r["file"] == name]
+        assert statuses == ["started", terminal], (name, statuses)
 
 
 def test_missing_file_on_the_server(
@@ -488,3 +493,45 @@ def test_text_index_only_is_verified_with_the_servers_checksum(
     assert ferry(tmp_path, *args, "--https-base", sandbox_source.portal_url, "778") == 1
     assert "cannot verify it" in capsys.readouterr().err
     assert not [p for p in (tmp_path / "d2" / "778").iterdir() if p.is_file()]
+
+
+def test_small_files_in_batches_fail_one_by_one(
+    sandbox_source: SandboxSource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "many" has 40 small files: over root:// they are fetched in batches of up to 32 by
+    # worker threads. A file that fails inside a batch (wrong checksum in the record, file
+    # gone from the server) must fail alone, with the same retries and messages as on the
+    # one-file path, while every other file of both batches is verified and kept.
+    record = json.loads(json.dumps(sandbox_source.record("many")))
+    recid = str(record["recid"])
+    files = record["files"]
+    bad, gone = files[5], files[33]
+    bad["checksum"] = f"adler32:{int(bad['checksum'].split(':')[1], 16) ^ 0x10:08x}"
+    gone["uri"] = gone["uri"].replace("many_033.dat", "many_033_gone.dat")
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([record]))
+    stats = tmp_path / "stats"
+    code = ferry(
+        tmp_path, "--records", str(records), "--dest", str(tmp_path / "data"), "--stats-dir", str(stats), recid
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert any("many_005.dat" in line and "checksum mismatch" in line for line in err.splitlines())
+    assert any("many_033_gone.dat" in line and "no such file" in line for line in err.splitlines())
+    record_dir = tmp_path / "data" / recid
+    manifest = load_manifest(record_dir, recid)
+    kept = {f["uri"].rsplit("/", 1)[1]: f for f in files if f is not bad and f is not gone}
+    assert set(manifest.entries) == set(kept)
+    for name, entry in kept.items():
+        data = (record_dir / name).read_bytes()
+        assert len(data) == entry["size"] and f"adler32:{zlib.adler32(data):08x}" == entry["checksum"]
+        assert manifest.entries[name].checksums["md5"] == hashlib.md5(data).hexdigest()
+    assert not (record_dir / "many_005.dat").exists() and not (record_dir / "many_033_gone.dat").exists()
+    assert not list(record_dir.glob("*.part"))
+    rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p) if r["stage"] == "download" and r["file"]]
+    assert sum(r["status"] == "started" for r in rows) == 40
+    assert sum(r["status"] == "ok" for r in rows) == 38
+    failed = {r["file"]: r for r in rows if r["status"] == "failed"}
+    assert set(failed) == {"many_005.dat", "many_033_gone.dat"}
+    assert failed["many_005.dat"]["attempts"] == 2  # the batch's try, then one retry
+    assert failed["many_033_gone.dat"]["error_type"] == "SourceFileMissing"
