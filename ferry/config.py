@@ -89,7 +89,10 @@ class TargetConfig:
                 raise ConfigError(f"targets.{self.name}.{name} must be positive")
 
     def token(self) -> Secret | None:
-        """Read the token now (from ``token_env`` first, then ``token_file``)."""
+        """Read the token now (from ``token_env`` first, then ``token_file``).
+
+        Every call reads again: a run reads it once (``upload.runtime.open_run``) and passes
+        the ``Secret`` along."""
         if self.token_env:
             value = os.environ.get(self.token_env)
             if value:

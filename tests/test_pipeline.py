@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from ferry.cli import main
+from ferry.config import Secret, TargetConfig
 from stats.events import read_jsonl
 from tests.fixtures_repository import RepositoryHandle
 from tests.fixtures_xrootd import SandboxSource
@@ -163,3 +165,48 @@ def test_create_whose_answer_is_lost_makes_no_twin(
     assert slot["drafts"] == 1 and slot["ids"] == [done["extra"]["remote_id"]]
     searches = [r for r in log[creates[0] :] if r["method"] == "GET" and r["path"].startswith("/api/user/")]
     assert len(searches) >= (2 if index_delay_ms else 1)  # the lagging case did need a second look
+
+
+def test_token_is_read_once_per_run_and_never_shown(
+    tmp_path: Path,
+    sandbox_source: SandboxSource,
+    repository: RepositoryHandle,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[str] = []
+    real_token = TargetConfig.token
+
+    def counting_token(self: TargetConfig) -> Secret | None:
+        reads.append(self.name)
+        return real_token(self)
+
+    monkeypatch.setattr(TargetConfig, "token", counting_token)
+    config = write_config(tmp_path, sandbox_source, repository)
+    recid = sandbox_source.cases["plain"]
+    dest, stats, log = tmp_path / "data", tmp_path / "stats", tmp_path / "ferry.log"
+    args = ["upload", recid, "--target", "sandbox", "--dest", str(dest)]
+    code = run_ferry(config, *args, "--stats-dir", str(stats), "--log-level", "DEBUG", "--log-file", str(log))
+    out = capsys.readouterr()
+    # ferry.logs.setup_logging drops old handlers without closing them: close the log file
+    # here, or the next in-process run leaves it to the garbage collector (a warning).
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+    assert code == 0, out.err
+    assert reads == ["sandbox"]  # one read for the whole run (target, its HTTP client, the stats)
+    shown = [out.out, out.err, log.read_text(), *(p.read_text() for p in stats.rglob("*") if p.is_file())]
+    assert log.read_text() and all(repository.token not in text for text in shown)
+
+    # A token file that is empty or gone: a config error naming the target, before any write.
+    before = writes(repository)
+    token_file = tmp_path / "token"
+    token_file.write_text(" \n")
+    assert run_ferry(config, *args) == 2
+    err = capsys.readouterr().err
+    assert "targets.sandbox" in err and "is empty" in err
+    token_file.unlink()
+    assert run_ferry(config, *args) == 2
+    err = capsys.readouterr().err
+    assert "targets.sandbox" in err and "cannot read token_file" in err
+    assert writes(repository) == before

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ferry.config import ConfigError, Limits, TargetConfig
+from ferry.config import ConfigError, Limits, Secret, TargetConfig
 from ferry.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
 from ferry.retry import RetryPolicy, retry
 from upload.base import (
@@ -70,9 +70,12 @@ class InvenioTarget:
         self,
         config: TargetConfig,
         *,
+        token: Secret | None = None,
         limiter: RequestLimiter | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
+        """``token``: the target's token as the run read it (once, ``upload.runtime.open_run``);
+        None reads it from ``config`` here (tests, tools building a target on its own)."""
         if config.type != "invenio":
             raise ConfigError(f"targets.{config.name}: type {config.type!r} is not an InvenioRDM target")
         options = dict(config.options)
@@ -81,7 +84,7 @@ class InvenioTarget:
         self.limits = TargetLimits(config.max_files_per_record, config.max_file_size, config.max_record_size)
         self.http = HttpClient(
             config.url,
-            config.token(),
+            token if token is not None else config.token(),
             limiter=limiter,
             policy=policy,
             verify_tls=config.verify_tls,
@@ -108,9 +111,14 @@ class InvenioTarget:
 
     @classmethod
     def from_config(
-        cls, config: TargetConfig, limits: Limits | None = None, *, limiter: RequestLimiter | None = None
+        cls,
+        config: TargetConfig,
+        limits: Limits | None = None,
+        *,
+        limiter: RequestLimiter | None = None,
+        token: Secret | None = None,
     ) -> InvenioTarget:
-        return cls(config, limiter=limiter, policy=policy_from_limits(limits or Limits()))
+        return cls(config, token=token, limiter=limiter, policy=policy_from_limits(limits or Limits()))
 
     def __repr__(self) -> str:
         return f"InvenioTarget({self.name!r}, {self.config.url!r})"

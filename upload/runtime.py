@@ -19,7 +19,7 @@ from download.cernopendata import PortalSource, RecordsFileSource
 from download.engine import Downloader, retry_policy
 from download.manifest import Manifest, load_manifest
 from download.transport import Transport
-from ferry.config import Config, Limits, TargetConfig
+from ferry.config import Config, Limits, Secret, TargetConfig
 from ferry.errors import ConfigError, DownloadFailed, InputError
 from ferry.logs import register_secret
 from ferry.model import Record
@@ -54,14 +54,19 @@ class RunOptions:
     summary: bool = False  # write the run summary row when the stats close (bulk runs)
 
 
-def make_target(tcfg: TargetConfig, limits: Limits) -> Target:
-    """The target object for a configured target (one module per system)."""
-    token = tcfg.token()
+def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None) -> Target:
+    """The target object for a configured target (one module per system).
+
+    ``token``: the target's token, already read by the caller (``open_run`` reads it once
+    per run); None reads it here (a tool building only the target).
+    """
+    if token is None:
+        token = tcfg.token()
     if token is not None:
         register_secret(token.reveal())
     limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
     if tcfg.type == "invenio":
-        return InvenioTarget.from_config(tcfg, limits, limiter=limiter)
+        return InvenioTarget.from_config(tcfg, limits, limiter=limiter, token=token)
     raise ConfigError(f"targets.{tcfg.name}: type {tcfg.type!r} is not supported yet (supported: invenio)")
 
 
@@ -143,11 +148,13 @@ async def open_run(
         protocol, https_base=opts.https_base or portal, limits=limits, verify_tls=config.source.verify_tls
     )
     profile = get_profile(tcfg.profile)
+    # The token is read here, once per run (a missing or empty token file is a ConfigError
+    # naming the target, before anything starts), and handed to the target and the stats.
     token = tcfg.token()
     stats = StatsWriter(opts.stats_dir, opts.run_id, redact=(token.reveal(),) if token else (), summary=opts.summary)
     source = make_source(config, opts, transport, limits)
     downloader = Downloader(transport, limits=limits, stats=stats, progress=progress)
-    target = make_target(tcfg, limits)
+    target = make_target(tcfg, limits, token=token)
     ledger = None
     if not opts.dry_run:
         ledger_path = opts.ledger or (opts.dest / ".ferry" / f"ledger-{tcfg.name}.sqlite")
