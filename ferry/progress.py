@@ -47,12 +47,20 @@ class NullProgress:
         return None
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def human_bytes(n: float | None, *, digits: int = 1, missing: str = "-") -> str:
+    """``n`` bytes in decimal units (kB = 1000 B), for people: "512 B", "1.5 MB".
+
+    The one byte formatter of the project (progress, plans, ``ferry cache``, stats
+    summaries). ``digits``: decimals above bytes (the stats summary shows 2); ``missing``:
+    what an unknown size (None) shows as.
+    """
+    if n is None:
+        return missing
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
         n /= 1000
-    return f"{n:.1f} TB"
+    return f"{n:.{digits}f} TB"
 
 
 @dataclass

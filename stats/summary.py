@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from ferry.progress import human_bytes
 from stats.load import WORK_STAGES, final_record_status, open_events, runs, stage_throughput, terminal
 from stats.timeline import span_seconds
 
@@ -113,15 +114,6 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
 # --- terminal rendering -------------------------------------------------------------------
 
 
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
-
-
 def human_seconds(s: float | None) -> str:
     if s is None:
         return "-"
@@ -176,8 +168,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     moved = summary["moved"]
     out.append(
-        f"moved:   {human_bytes(moved['bytes_downloaded'])} in {moved['files_downloaded']} files downloaded, "
-        f"{human_bytes(moved['bytes_uploaded'])} in {moved['files_uploaded']} files uploaded"
+        f"moved:   {human_bytes(moved['bytes_downloaded'], digits=2)} in {moved['files_downloaded']} files downloaded, "
+        f"{human_bytes(moved['bytes_uploaded'], digits=2)} in {moved['files_uploaded']} files uploaded"
     )
     tp = summary["throughput"]
     out.append(f"overall: {_rate(tp['overall_mbps'])} delivered over {human_seconds(tp['wall_s'])} of run time")
@@ -195,7 +187,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                 str(s["failed"]),
                 str(s["skipped"]),
                 str(s["files"]),
-                human_bytes(s["bytes"]),
+                human_bytes(s["bytes"], digits=2),
                 human_seconds(s["active_s"]),
                 _rate(s["mbps"]),
                 _rate(s["median_mbps"]),
@@ -222,7 +214,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                 s["recid"],
                 str(s["status"]),
                 human_seconds(s["duration_s"]),
-                human_bytes(s["bytes"]),
+                human_bytes(s["bytes"], digits=2),
                 "-" if s["file_count"] is None else str(s["file_count"]),
                 {True: "yes", False: "no", None: "-"}[s["zip_used"]],
             ]

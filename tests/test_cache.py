@@ -451,6 +451,9 @@ def test_ferry_cache_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["cache", "order", str(sub)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["81000", "80519", "424242"]
+    # Sizes in ferry.progress.human_bytes' format; an unknown one (not found) shows "?".
+    assert re.fullmatch(r"\d+\.\d (kB|MB|GB|TB)", " ".join(lines[0].split()[3:5]))
+    assert lines[2].split()[3] == "?"
     assert main(["cache", "show", str(sub), "1"]) == 2
     assert main(["cache", "build", "-o", str(sub)]) == 2
     assert "nothing to build from" in capsys.readouterr().err

@@ -172,3 +172,21 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     text = capsys.readouterr().out
     for name in COMMANDS:
         assert name in text
+
+
+def test_human_bytes_is_the_one_byte_formatter() -> None:
+    # Imported here: this block was appended to the file; ferry.progress is the one formatter
+    # that progress lines, dry-run plans, `ferry cache` and the stats summary all use.
+    from ferry.progress import human_bytes
+
+    assert [human_bytes(n) for n in (0, 999, 1000, 1500, 123_456_789, 10**9, 5 * 10**12)] == [
+        "0 B",
+        "999 B",
+        "1.0 kB",
+        "1.5 kB",
+        "123.5 MB",
+        "1.0 GB",
+        "5.0 TB",
+    ]
+    assert human_bytes(123_456_789, digits=2) == "123.46 MB" and human_bytes(512, digits=2) == "512 B"
+    assert human_bytes(None) == "-" and human_bytes(None, missing="?") == "?"

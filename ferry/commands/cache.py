@@ -29,6 +29,7 @@ from download.cache import (
 from ferry.config import Config
 from ferry.errors import InputError, SourceError
 from ferry.model import Record
+from ferry.progress import human_bytes
 from upload.recids import RecidList, read_recids
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -103,17 +104,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     order.add_argument("file", metavar="FILE")
     order.add_argument("--order", choices=ORDERS, default="priority", help="ordering (default: priority)")
     order.add_argument("--recids", metavar="FILE", help="only these recids (and, for --order file, their order)")
-
-
-def human(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def _report_recid_list(parsed: RecidList) -> None:
@@ -194,9 +184,9 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
         print(f"ferry: warning: {warning}", file=sys.stderr)
     s = cache.stats()
     print(
-        f"{'updated' if existed else 'wrote'} {args.output}: {s.records} records, {s.files} files, {human(s.bytes)} "
-        f"({len(report.added)} added, {len(report.refreshed)} refreshed, {len(report.unchanged)} unchanged, "
-        f"{len(report.skipped)} already cached; {len(report.errors)} errors"
+        f"{'updated' if existed else 'wrote'} {args.output}: {s.records} records, {s.files} files, "
+        f"{human_bytes(s.bytes)} ({len(report.added)} added, {len(report.refreshed)} refreshed, "
+        f"{len(report.unchanged)} unchanged, {len(report.skipped)} already cached; {len(report.errors)} errors"
         f"{f', {report.queries} search requests' if report.queries else ''})"
     )
     return EXIT_FAILED if failed or report.errors else EXIT_OK
@@ -237,10 +227,8 @@ def run_show(args: argparse.Namespace, config: Config) -> int:
         ]
         if entry.get("error"):
             flags.append(f"error: {entry['error']}")
-        print(
-            f"{recid:>10}  {entry.get('category', '?'):<12} {len(files):>6} {human(entry_size(entry)):>10}  "
-            f"{', '.join(flags)}"
-        )
+        size = human_bytes(entry_size(entry), missing="?")
+        print(f"{recid:>10}  {entry.get('category', '?'):<12} {len(files):>6} {size:>10}  {', '.join(flags)}")
     return EXIT_OK
 
 
@@ -251,7 +239,7 @@ def run_stats(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     print(f"records:          {s.records}")
     print(f"files:            {s.files} ({s.downloaded_files} downloaded)")
-    print(f"bytes:            {s.bytes} ({human(s.bytes)})")
+    print(f"bytes:            {s.bytes} ({human_bytes(s.bytes)})")
     print(f"done:             {s.done}")
     print(f"without files:    {s.without_files}")
     print(f"with errors:      {s.with_errors}")
@@ -270,5 +258,6 @@ def run_order(args: argparse.Namespace, config: Config) -> int:
     else:
         recids = cache.recids()
     for d in order_recids(recids, cache, args.order):
-        print(f"{d.position + 1:>6}  {d.recid:>10}  {d.category:<12} {human(d.size):>10}  {d.reason}")
+        size = human_bytes(d.size, missing="?")
+        print(f"{d.position + 1:>6}  {d.recid:>10}  {d.category:<12} {size:>10}  {d.reason}")
     return code
