@@ -112,7 +112,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     body = transform_and_validate(profile, record.metadata)
     target = make_target(tcfg, config.limits)
     try:
-        remote = await target.create(args.recid, body, query=profile.find_query(args.recid))
+        remote = await target.create(args.recid, body)
         before = target.requests_sent  # type: ignore[attr-defined]
         slots = asyncio.Semaphore(args.uploads)
 

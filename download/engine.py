@@ -57,9 +57,11 @@ BASE_ALGORITHMS = ("adler32", "md5")
 MANIFEST_SAVE_INTERVAL = 2.0
 RECORD_JSON = "record.json"
 PART_SUFFIX = ".part"
-SMALL_FILE = 1024 * 1024  # at most this size: fetched into memory, written once verified
-# Fresh small files go to a worker thread in batches (see Downloader._small_batch): at most
-# this many files or bytes per batch, so progress and stats stay fine-grained.
+# A "small" file fits in one read of ``limits.chunk_size`` (4 MiB): it is fetched into
+# memory in that one read (no more memory than one chunk of a streamed file) and written
+# only once verified. Fresh small files go to a worker thread in batches (see
+# Downloader._batches): at most this many files or bytes per batch, so progress and stats
+# stay fine-grained.
 BATCH_FILES = 32
 BATCH_BYTES = 4 * 1024 * 1024
 
@@ -320,7 +322,7 @@ class Downloader:
             size = entry.size
             small = (
                 size is not None
-                and size <= SMALL_FILE
+                and size <= self.limits.chunk_size
                 and expected is not None
                 and on_disk.final is None
                 and on_disk.part_size is None
@@ -528,7 +530,7 @@ class Downloader:
         part = part_path(final)
         # Small files are fetched into memory and verified before anything is written;
         # resuming them would save nothing.
-        small = entry.size is not None and entry.size <= SMALL_FILE and on_disk.part_size is None
+        small = entry.size is not None and entry.size <= self.limits.chunk_size and on_disk.part_size is None
 
         attempts, mismatches = tried
         transferred = 0

@@ -29,6 +29,7 @@ def setup_logging(level: str = "WARNING", log_file: str | None = None) -> None:
     root.setLevel(logging.DEBUG if log_file else level.upper())
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        handler.close()  # a --log-file of an earlier in-process run stays open otherwise
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level.upper())
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))

@@ -170,7 +170,6 @@ def write_config(
         "model": "particles",
         "requests_per_minute": 100_000,
         "requests_per_hour": 1_000_000,
-        "create_check_delay": 0.2,
     }
     options.update(target)
     lim: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 1.0, "retries": 3}

@@ -144,12 +144,11 @@ def test_lost_create_answer_with_lagging_search_makes_no_twin(
     tmp_path: Path, source: SyntheticSource, repository_factory: RepoFactory
 ) -> None:
     # The first create takes effect but its answer is lost; the index lags 3 s, longer
-    # than the target's own quick re-check (create_check_delay = 1 s, its default). A
-    # second POST after one missed look would be a twin draft.
+    # than one quick look: a second POST after one missed search would be a twin draft.
     repo = repository_factory(
         rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=3000, error_after_rate=1.0, error_match=CREATE
     )
-    config = write_config(tmp_path, source, repo, create_check_delay=1.0)
+    config = write_config(tmp_path, source, repo)
     lost = lambda: [r for r in repo.requests_log() if r["method"] == "POST" and r["status"] >= 500]  # noqa: E731
 
     def heal() -> None:  # the next creates answer normally

@@ -67,7 +67,7 @@ def make_config(
     known = {f.name for f in dataclasses.fields(TargetConfig)}
     fields = {k: v for k, v in options.items() if k in known}
     extra = {k: v for k, v in options.items() if k not in known}
-    opts: dict[str, Any] = {"create_check_delay": 0.0, "checksum_timeout": 15.0, "file_attempts": 3, **extra}
+    opts: dict[str, Any] = {"checksum_timeout": 15.0, "file_attempts": 3, **extra}
     return TargetConfig(
         name="sandbox",
         type="invenio",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ferry.config import Config
 from ferry.errors import InputError
+from ferry.progress import human_bytes
 from sandbox.datagen import DataGenError, Scale
 from sandbox.stack import DEFAULT_RECIDS, DEFAULT_SCALE, SANDBOX_TARGET, Sandbox, SandboxError, config_toml
 from sandbox.xrootd import XRootDError
@@ -184,7 +185,7 @@ def banner(sb: Sandbox) -> str:
     return (
         textwrap.dedent(
             f"""\
-        ferry sandbox is up ({len(recids)} records, {total / 1e6:.1f} MB of generated data)
+        ferry sandbox is up ({len(recids)} records, {human_bytes(total)} of generated data)
           XRootD:      {sb.xrootd_url}   (serving {sb.data_root})
           portal API:  {sb.portal_url}/api/records/<recid>   (HTTP mirror: {sb.portal_url}/eos/opendata/...)
           records:     {sb.records_file}
