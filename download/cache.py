@@ -33,7 +33,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,9 +256,6 @@ class MasterCache:
         if p is None:
             raise InputError("no path to save the master cache to")
         p.parent.mkdir(parents=True, exist_ok=True)
-        data = orjson.dumps(
-            dict(sorted(self.entries.items(), key=lambda kv: recid_key(kv[0]))), option=orjson.OPT_INDENT_2
-        )
         try:
             mode = p.stat().st_mode & 0o777  # keep the mode of the file we replace
         except FileNotFoundError:
@@ -267,7 +264,8 @@ class MasterCache:
         try:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                for piece in _json_pieces(self.entries):
+                    out.write(piece)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, p)
@@ -334,6 +332,47 @@ class MasterCache:
             cat = entry.get("category") or category_of(entry.get("record"))
             s.categories[cat] = s.categories.get(cat, 0) + 1
         return s
+
+
+def _json_pieces(entries: Mapping[str, Entry]) -> Iterator[bytes]:
+    """The cache as indented JSON sorted by recid, one entry at a time: the same bytes as
+    ``orjson.dumps(sorted entries, option=OPT_INDENT_2)`` without ever holding the whole
+    document (10,000 files: ~4 MB at the memory peak of a bulk run's start)."""
+    if not entries:
+        yield b"{}"
+        return
+    for i, recid in enumerate(sorted(entries, key=recid_key)):
+        body = orjson.dumps(entries[recid], option=orjson.OPT_INDENT_2)
+        # JSON strings never hold a raw newline, so this only indents the lines one level.
+        yield (b"{\n  " if i == 0 else b",\n  ") + orjson.dumps(recid) + b": " + body.replace(b"\n", b"\n  ")
+    yield b"\n}"
+
+
+class PackedEntries:
+    """The entries a bulk run works on, each kept as its compact JSON until its turn.
+
+    A run needs a record's entry once, when the record starts. Kept as Python dicts (the
+    record JSON plus one dict per file) the whole cache cost ~0.7 KB of memory per file
+    for the whole run, so a run's memory grew with the number of files it was given;
+    as orjson bytes an entry takes about a third of that and is parsed on use.
+    """
+
+    def __init__(self, cache: MasterCache, recids: Iterable[str]) -> None:
+        self._raw: dict[str, bytes] = {}
+        for recid in recids:
+            entry = cache.get(recid)
+            if entry is not None:
+                self._raw[recid] = orjson.dumps(entry)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def record(self, recid: str) -> Record:
+        """As ``MasterCache.record``: ``InputError`` when missing or unusable."""
+        raw = self._raw.get(recid)
+        if raw is None:
+            raise InputError("not in the master cache", recid=recid)
+        return record_from_entry(recid, orjson.loads(raw))
 
 
 def _normalise(entry: dict[str, Any]) -> Entry:

@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
 from download.cache import (
     CacheBuilder,
     MasterCache,
+    PackedEntries,
     PortalSearch,
     category_of,
     field_values,
     order_recids,
+    recid_key,
     record_from_json,
 )
 from ferry.cli import main
@@ -54,6 +57,9 @@ def test_cache_from_all_delphi_fixtures(tmp_path: Path, delphi_records: list[dic
     assert s.categories == {"collision": 53, "simulated": 694, "unclassified": 20, "no-metadata": 0}
     assert s.without_files == 4  # parent/doc records listing no files: the bulk runner fails them
     cache.save()
+    # Written entry by entry (bounded memory), yet the very document one dumps would give.
+    whole = dict(sorted(cache.entries.items(), key=lambda kv: recid_key(kv[0])))
+    assert (tmp_path / "cache.json").read_bytes() == orjson.dumps(whole, option=orjson.OPT_INDENT_2)
 
     loaded = MasterCache.load(tmp_path / "cache.json")
     raw = json.loads((tmp_path / "cache.json").read_text())
@@ -159,6 +165,14 @@ def test_seed_shaped_cache_is_read(tmp_path: Path) -> None:
     assert [f.key for f in cache.record("80002").files] == ["z.root"]
     with pytest.raises(InputError, match="no record metadata"):
         cache.record("80003")
+    # What a bulk run keeps: the chosen entries, packed, giving the same records and errors.
+    packed = PackedEntries(cache, ["80001", "80002", "80003", "80009"])
+    assert len(packed) == 3
+    assert packed.record("80001") == cache.record("80001") and packed.record("80002") == cache.record("80002")
+    with pytest.raises(InputError, match="no record metadata"):
+        packed.record("80003")
+    with pytest.raises(InputError, match="not in the master cache"):
+        packed.record("80009")
     s = cache.stats()
     assert (s.records, s.files, s.bytes, s.downloaded_files, s.done) == (3, 2, 15, 1, 1)
 

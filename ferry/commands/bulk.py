@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from download.cache import ORDERS, CacheBuilder, MasterCache, order_recids
+from download.cache import ORDERS, CacheBuilder, MasterCache, OrderDecision, PackedEntries, order_recids
 from ferry.config import Config, Limits
 from ferry.errors import InputError
 from ferry.model import Record
@@ -106,26 +107,13 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[InputError]]:
 
 
 async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids: list[str]) -> BulkReport:
-    dest = Path(args.dest)
     opts = dataclasses.replace(options_from(args), summary=True)
-    cache_path = Path(args.cache) if args.cache else dest / ".ferry" / "master-cache.json"
-    cache = MasterCache.load(cache_path, missing_ok=args.cache is None or not args.all)
     progress = BulkProgress(stream=sys.stderr)
     async with open_run(config, opts, progress=progress, on_plan=print, limits=limits) as ferry_run:
-        builder = CacheBuilder(cache, jobs=limits.downloads)
-        if args.records:
-            for path in args.records:
-                builder.add_records_file(path)
-        if args.all:
-            recids = cache.recids()
-        else:
-            await builder.add_recids(recids, ferry_run.source.resolve)
-        if not args.dry_run:
-            await asyncio.to_thread(builder.save)
-        order = order_recids(recids, cache, args.order)
+        order, entries = await _plan(args, limits, recids, ferry_run.source.resolve)
 
         async def resolve(recid: str) -> Record:
-            return cache.record(recid)
+            return entries.record(recid)
 
         def on_result(result: RecordResult) -> None:
             progress.record_done(ok=result.status != "failed")
@@ -134,6 +122,27 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
         runner = BulkRunner(ferry_run.ctx, resolve, on_result=on_result)
         async with progress:
             return await runner.run(order)
+
+
+async def _plan(
+    args: argparse.Namespace, limits: Limits, recids: list[str], resolve: Callable[[str], Awaitable[Record]]
+) -> tuple[list[OrderDecision], PackedEntries]:
+    """Bring the master cache up to date, save it, order the recids; returns the order and
+    the chosen entries packed for the run (the cache itself is not kept: see PackedEntries)."""
+    cache_path = Path(args.cache) if args.cache else Path(args.dest) / ".ferry" / "master-cache.json"
+    cache = MasterCache.load(cache_path, missing_ok=args.cache is None or not args.all)
+    builder = CacheBuilder(cache, jobs=limits.downloads)
+    if args.records:
+        for path in args.records:
+            builder.add_records_file(path)
+    if args.all:
+        recids = cache.recids()
+    else:
+        await builder.add_recids(recids, resolve)
+    if not args.dry_run:
+        await asyncio.to_thread(builder.save)
+    order = order_recids(recids, cache, args.order)
+    return order, PackedEntries(cache, recids)
 
 
 def _print_summary(report: BulkReport) -> None:
