@@ -19,6 +19,7 @@ from ferry import __version__
 from ferry.config import load_config
 from ferry.errors import FerryError, InputError
 from ferry.logs import setup_logging
+from ferry.memory import one_malloc_arena
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -75,6 +76,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    one_malloc_arena()  # before the command's imports start any thread (see ferry/memory.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=chosen_command(argv))
     args = parser.parse_args(argv)
