@@ -401,3 +401,21 @@ async def test_publish_whose_answer_is_lost_is_recognised(repository: Repository
     assert outcome.state == "published"
     assert len(log_rows(repository, "POST", "/actions/publish")) == 1
     assert _by_recid(repository)["records"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"parts_in_fligth": 8}, "unknown key(s) parts_in_fligth"),
+        ({"connections": "16"}, "targets.sandbox.connections must be a whole number > 0, not '16'"),
+        ({"read_timeout": 0}, "targets.sandbox.read_timeout must be a number > 0"),
+        ({"strict_metadata": "no"}, "targets.sandbox.strict_metadata must be true or false"),
+    ],
+)
+def test_misspelt_or_mistyped_target_options_are_config_errors(
+    repository: RepositoryHandle, tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    # A misspelt option silently ignored is a setting the user believes in and does not have.
+    with pytest.raises(ConfigError) as info:
+        make_target(repository, tmp_path, **options)
+    assert message in str(info.value)

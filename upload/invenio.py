@@ -63,6 +63,45 @@ def policy_from_limits(limits: Limits) -> RetryPolicy:
     return RetryPolicy(attempts=limits.retries + 1, base=limits.backoff_base, maximum=limits.backoff_max)
 
 
+# The keys of a [targets.X] section beyond TargetConfig's own fields, with their defaults.
+# Anything else is refused: a misspelt option silently ignored is a setting the user
+# believes in and does not have.
+OPTION_DEFAULTS: dict[str, int | float | bool] = {
+    "connections": 16,
+    "read_timeout": 600.0,
+    "parts_in_flight": 4,
+    "checksum_timeout": 120.0,
+    "file_attempts": 3,
+    "strict_metadata": True,
+}
+
+
+def _options(config: TargetConfig) -> dict[str, int | float | bool]:
+    """The target's options with defaults filled in and types checked (ConfigError naming
+    the key otherwise)."""
+    where = f"targets.{config.name}"
+    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} "
+            f"(an InvenioRDM target also takes: {', '.join(sorted(OPTION_DEFAULTS))})"
+        )
+    out = dict(OPTION_DEFAULTS)
+    for key, value in config.options.items():
+        default = OPTION_DEFAULTS[key]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = number and isinstance(value, int) and value > 0, "a whole number > 0"
+        else:
+            ok, kind = number and value > 0, "a number > 0"
+        if not ok:
+            raise ConfigError(f"{where}.{key} must be {kind}, not {value!r}")
+        out[key] = value
+    return out
+
+
 class InvenioTarget:
     """An InvenioRDM/NRP repository as a ``upload.base.Target``. One HTTP session per instance."""
 
@@ -78,7 +117,7 @@ class InvenioTarget:
         None reads it from ``config`` here (tests, tools building a target on its own)."""
         if config.type != "invenio":
             raise ConfigError(f"targets.{config.name}: type {config.type!r} is not an InvenioRDM target")
-        options = dict(config.options)
+        options = _options(config)
         self.name = config.name
         self.config = config
         self.limits = TargetLimits(config.max_files_per_record, config.max_file_size, config.max_record_size)
@@ -88,21 +127,21 @@ class InvenioTarget:
             limiter=limiter,
             policy=policy,
             verify_tls=config.verify_tls,
-            connections=int(options.get("connections", 16)),
-            read_timeout=float(options.get("read_timeout", 600.0)),
+            connections=int(options["connections"]),
+            read_timeout=float(options["read_timeout"]),
         )
         self._settings = FileSettings(
             multipart_threshold=config.multipart_threshold,
             part_size=config.part_size,
-            parts_in_flight=int(options.get("parts_in_flight", 4)),
-            checksum_timeout=float(options.get("checksum_timeout", 120.0)),
+            parts_in_flight=int(options["parts_in_flight"]),
+            checksum_timeout=float(options["checksum_timeout"]),
         )
         self._files = FileTransfers(self.http, self._settings)
         # Whole-file attempts (init, content, commit, verify); each request retries on its own too.
         self._file_policy = RetryPolicy(
-            attempts=int(options.get("file_attempts", 3)), base=self.http.policy.base, maximum=self.http.policy.maximum
+            attempts=int(options["file_attempts"]), base=self.http.policy.base, maximum=self.http.policy.maximum
         )
-        self._strict = bool(options.get("strict_metadata", True))
+        self._strict = bool(options["strict_metadata"])
         self._create_url = self.http.url("api/records")
         self._search_url = self.http.url("api/user/records")
         self._requests_url = self.http.url("api/requests")
