@@ -424,7 +424,7 @@ class Downloader:
                 digests, st = _write_if_verified(
                     part_path(item.final), item.final, data, self._algorithms(item.expected), item.size, item.expected
                 )
-            except (FerryError, OSError) as exc:
+            except Exception as exc:  # whatever it is, the one-file path meets it again and reports it
                 log.debug("record %s, file %s: batch try failed (%s); retrying it alone", recid, item.entry.key, exc)
                 outcomes.append(_Outcome(None, {}, mismatch=False))
                 continue  # no terminal row yet: the one-file path writes its own event
