@@ -235,7 +235,13 @@ def wait_for(predicate: Any, *, timeout: float = 30.0, step: float = 0.01) -> bo
 
 
 def stats_rows(stats_dir: Path) -> list[dict[str, Any]]:
-    return [r for f in sorted(stats_dir.glob("*.jsonl")) for r in read_jsonl(f)]
+    """Every stats row of every run in ``stats_dir``, runs in the order they started.
+
+    Not by file name: a run id has one-second resolution plus a random suffix, so two runs
+    started in the same second would sort at random (and "rows after run N" with them)."""
+    runs = [list(read_jsonl(f)) for f in stats_dir.glob("*.jsonl")]
+    runs.sort(key=lambda rows: rows[0]["start"] if rows else "")
+    return [r for rows in runs for r in rows]
 
 
 # --- truth checks -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from tests.bulk_support import (
     md5_file,
     run_ferry_process,
     spawn_ferry,
+    stats_rows,
     synthetic_source,
     wait_for,
     write_config,
@@ -169,7 +170,7 @@ def test_bundle_md5_is_computed_by_the_upload_and_recorded(
 
 
 def _rows(stats: Path) -> list[dict[str, Any]]:
-    return [r for f in sorted(stats.glob("*.jsonl")) for r in read_jsonl(f)]
+    return stats_rows(stats)  # runs in the order they started (see there)
 
 
 def _draft_files(repo: RepositoryHandle, recid: str) -> list[dict[str, Any]]:
