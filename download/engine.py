@@ -320,17 +320,16 @@ class Downloader:
         for i, (entry, (final, on_disk)) in enumerate(zip(record.files, located, strict=True)):
             expected = expected_checksum(entry)
             size = entry.size
-            small = (
-                size is not None
-                and size <= self.limits.chunk_size
-                and expected is not None
-                and on_disk.final is None
-                and on_disk.part_size is None
-            )
-            url = self.transport.url_for(entry.uri) if small else ""
-            fetcher = self.transport.fetcher_for(url) if small else None
-            read = getattr(fetcher, "read_whole_blocking", None)
-            if not small or read is None or size is None or expected is None:
+            fresh = on_disk.final is None and on_disk.part_size is None
+            if size is None or size > self.limits.chunk_size or expected is None or not fresh:
+                single.append(i)
+                continue
+            url = self.transport.url_for(entry.uri)
+            try:
+                read = getattr(self.transport.fetcher_for(url), "read_whole_blocking", None)
+            except SourceError:  # no way to fetch it: the one-file path fails this file alone
+                read = None
+            if read is None:
                 single.append(i)
                 continue
             if current and (len(current) >= BATCH_FILES or current_bytes + size > BATCH_BYTES):
@@ -418,17 +417,20 @@ class Downloader:
                     transfer=self.transport.protocol,
                 )
             try:
-                data, remote_size = item.read(item.url, item.size)
-                if len(data) != remote_size:
-                    raise SourceError("short read")  # the one-file path names the sizes
-                digests, st = _write_if_verified(
-                    part_path(item.final), item.final, data, self._algorithms(item.expected), item.size, item.expected
+                _, _, digests, st = _fetch_small(
+                    item.read,
+                    item.url,
+                    part_path(item.final),
+                    item.final,
+                    self._algorithms(item.expected),
+                    item.size,
+                    item.expected,
                 )
             except Exception as exc:  # whatever it is, the one-file path meets it again and reports it
                 log.debug("record %s, file %s: batch try failed (%s); retrying it alone", recid, item.entry.key, exc)
                 outcomes.append(_Outcome(None, {}, mismatch=False))
                 continue  # no terminal row yet: the one-file path writes its own event
-            if st is None:
+            if st is None:  # wrong size or checksum: a source mismatch, as on the one-file path
                 outcomes.append(_Outcome(None, digests, mismatch=True))
                 continue
             event.write_started()

@@ -508,6 +508,8 @@ def test_small_files_in_batches_fail_one_by_one(
     bad, gone = files[5], files[33]
     bad["checksum"] = f"adler32:{int(bad['checksum'].split(':')[1], 16) ^ 0x10:08x}"
     gone["uri"] = gone["uri"].replace("many_033.dat", "many_033_gone.dat")
+    odd = files[20]  # a scheme nobody serves: fails alone, not the record
+    odd["uri"] = "ftp://127.0.0.1/" + odd["uri"].rsplit("/", 1)[1]
     records = tmp_path / "records.json"
     records.write_text(json.dumps([record]))
     stats = tmp_path / "stats"
@@ -518,9 +520,10 @@ def test_small_files_in_batches_fail_one_by_one(
     assert code == 1
     assert any("many_005.dat" in line and "checksum mismatch" in line for line in err.splitlines())
     assert any("many_033_gone.dat" in line and "no such file" in line for line in err.splitlines())
+    assert any("many_020.dat" in line and "no way to fetch" in line for line in err.splitlines())
     record_dir = tmp_path / "data" / recid
     manifest = load_manifest(record_dir, recid)
-    kept = {f["uri"].rsplit("/", 1)[1]: f for f in files if f is not bad and f is not gone}
+    kept = {f["uri"].rsplit("/", 1)[1]: f for f in files if f is not bad and f is not gone and f is not odd}
     assert set(manifest.entries) == set(kept)
     for name, entry in kept.items():
         data = (record_dir / name).read_bytes()
@@ -530,8 +533,8 @@ def test_small_files_in_batches_fail_one_by_one(
     assert not list(record_dir.glob("*.part"))
     rows = [r for p in stats.glob("*.jsonl") for r in read_jsonl(p) if r["stage"] == "download" and r["file"]]
     assert sum(r["status"] == "started" for r in rows) == 40
-    assert sum(r["status"] == "ok" for r in rows) == 38
+    assert sum(r["status"] == "ok" for r in rows) == 37
     failed = {r["file"]: r for r in rows if r["status"] == "failed"}
-    assert set(failed) == {"many_005.dat", "many_033_gone.dat"}
+    assert set(failed) == {"many_005.dat", "many_020.dat", "many_033_gone.dat"}
     assert failed["many_005.dat"]["attempts"] == 2  # the batch's try, then one retry
     assert failed["many_033_gone.dat"]["error_type"] == "SourceFileMissing"
