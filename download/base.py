@@ -1,6 +1,6 @@
 """The small protocols of the download side: a source resolves records, a fetcher moves bytes.
 
-A ``Source`` turns a recid into a ``ferry.model.Record`` (files, sizes, expected
+A ``Source`` turns a recid into a ``ferry.core.model.Record`` (files, sizes, expected
 checksums, safe keys). A ``ByteFetcher`` speaks one transfer protocol (``root``,
 ``https``): it copies the bytes of a URL from an offset into a ``ChunkSink`` and says how
 big the remote file is. Everything else (where files go, resume, verification, retries,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ferry.model import Record
+from ferry.core.model import Record
 
 
 @runtime_checkable

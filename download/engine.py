@@ -11,7 +11,7 @@ For each file of a record (``DEST/<recid>/<key>``):
 3. Size and checksum (the source's algorithm, plus adler32 and md5 for the manifest and
    uploads) are computed while the bytes stream in. Only a verified file is renamed to its
    final name: a file that failed never exists under it.
-4. Transient errors are retried with backoff and jitter (``ferry.retry``); a checksum
+4. Transient errors are retried with backoff and jitter (``ferry.core.retry``); a checksum
    mismatch from the source is retried once, then the file fails naming record, file,
    expected and actual values. Other files of the record go on.
 
@@ -41,12 +41,12 @@ from download.base import ByteFetcher, Source
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
 from download.sink import ByteBudget, FileSink, MemorySink, lanes_for, prefix_hashers, pwrite_all
 from download.transport import Transport
-from ferry.checksums import Checksum, MultiHasher
-from ferry.config import Limits
-from ferry.errors import ChecksumFormatError, FerryError, InputError, SourceError, VerificationError, is_retryable
-from ferry.model import FileEntry, Record, inside, safe_relpath
+from ferry.core.checksums import Checksum, MultiHasher
+from ferry.core.config import Limits
+from ferry.core.errors import ChecksumFormatError, FerryError, InputError, SourceError, VerificationError, is_retryable
+from ferry.core.model import FileEntry, Record, inside, safe_relpath
+from ferry.core.retry import RetryPolicy, retry
 from ferry.progress import NullProgress, ProgressSink
-from ferry.retry import RetryPolicy, retry
 from stats.events import Event, StatsWriter
 
 log = logging.getLogger(__name__)
@@ -867,7 +867,7 @@ class _Outcome:
 
 
 def _locate(record_dir: Path, keys: Sequence[str], recid: str) -> list[tuple[Path, _OnDisk]]:
-    """For each key: its path, proven inside ``record_dir`` as ``ferry.model.inside`` does,
+    """For each key: its path, proven inside ``record_dir`` as ``ferry.core.model.inside`` does,
     and what is already on disk there (blocking; one call per record).
 
     ``inside`` resolves every path component (~0.1 ms a file: a tenth of the per-file

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from ferry.errors import InputError
-from ferry.model import safe_relpath
+from ferry.core.errors import InputError
+from ferry.core.model import safe_relpath
 
 META_DIR = ".ferry"
 MANIFEST_NAME = "manifest.json"
@@ -30,7 +30,7 @@ class ManifestEntry:
     size: int
     mtime_ns: int
     # algorithm -> lowercase hex: at least adler32 and md5 for downloaded files; our zip
-    # bundles have none until an upload computed their md5 (upload.pipeline records it).
+    # bundles have none until an upload computed their md5 (pipeline.job records it).
     checksums: dict[str, str]
     source_uri: str | None = None
     source_checksum: str | None = None  # as the source declared it, normalised ("adler32:...")

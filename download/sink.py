@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
-from ferry.checksums import MultiHasher, hash_file
+from ferry.core.checksums import MultiHasher, hash_file
 
 # Chunks up to this size, arriving in order with no hashing queued, are written and hashed
 # in one thread hop: per-file overhead dominates for small files, not hashing.

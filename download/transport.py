@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from download.base import ByteFetcher
-from download.cernopendata import MAX_INDEX_BYTES
-from download.https import HTTPSFetcher, https_url
-from download.xrootd import XRootDFetcher
-from ferry.config import DEFAULT_PORTAL, Limits
-from ferry.errors import ConfigError, SourceError
+from download.fetchers.https import HTTPSFetcher, https_url
+from download.fetchers.xrootd import XRootDFetcher
+from download.sources.cernopendata import MAX_INDEX_BYTES
+from ferry.core.config import DEFAULT_PORTAL, Limits
+from ferry.core.errors import ConfigError, SourceError
 
 PROTOCOLS = ("root", "https")
 _SCHEMES = {"root": "root", "roots": "root", "xroot": "root", "xroots": "root", "http": "https", "https": "https"}

@@ -1,0 +1,1 @@
+"""Fetchers: one transfer protocol each (XRootD, HTTPS); they move bytes, nothing else."""

@@ -1,0 +1,1 @@
+"""Sources: where records come from (the CERN portal API, records files, master caches)."""

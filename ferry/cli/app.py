@@ -1,0 +1,110 @@
+"""The ``ferry`` command line: parses flags, loads config, runs one command, maps errors.
+
+Each command lives in ``ferry/cli/commands/<name>.py`` with ``register(subparsers)``; the
+command's function returns an exit code. Only this module turns ``FerryError`` into a
+message and an exit code: 0 all verified, 1 some records/files failed, 2 bad usage,
+config or input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ferry import __version__
+from ferry.cli.memory import one_malloc_arena
+from ferry.core.config import load_config
+from ferry.core.errors import FerryError, InputError
+from ferry.core.logs import setup_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats")
+
+log = logging.getLogger("ferry")
+
+
+# Common flags that take a value: needed to find the command name in argv without argparse.
+_VALUE_FLAGS = frozenset({"--config", "--log-level", "--log-file"})
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (``None`` for ``--help``, ``--version``, typos)."""
+    it = iter(argv)
+    for token in it:
+        if token in _VALUE_FLAGS:
+            next(it, None)
+        elif token in ("--", "-h", "--help", "--version"):
+            break  # the top-level help or version: every command must be known
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``) the parser of one command.
+
+    Every command module imports what its command needs (aiohttp, the XRootD bindings,
+    pandas, the sandbox servers); importing all of them costs ~0.4 s, more than a small
+    download takes. A run that names its command imports only that one; ``--help`` and
+    unknown commands still see them all.
+    """
+    # The common flags work before or after the command name. Their defaults are suppressed
+    # so a sub-parser never overwrites a value given before the command with its default.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--config", metavar="PATH", help="config file (default ./ferry.toml or $FERRY_CONFIG)")
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default WARNING")
+    common.add_argument("--log-file", metavar="PATH", help="also write a detailed log to PATH")
+    parser = argparse.ArgumentParser(
+        prog="ferry",
+        description=(
+            "dataferry moves dataset records (CERN Open Data -> InvenioRDM/NRP, Zenodo, S3) "
+            "and verifies every byte: source checksum on arrival, target checksum after upload."
+        ),
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"dataferry {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in (only,) if only else COMMANDS:
+        module = importlib.import_module(f"ferry.cli.commands.{name}")
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    one_malloc_arena()  # before the command's imports start any thread (see ferry/cli/memory.py)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=chosen_command(argv))
+    args = parser.parse_args(argv)
+    # Defaults of the common flags are filled here, not by argparse: sub-parsers share the
+    # flag objects, and a default set on one would overwrite a value given to another.
+    for name, default in (("config", None), ("log_level", "WARNING"), ("log_file", None)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    setup_logging(args.log_level, args.log_file)
+    try:
+        config = load_config(args.config)
+        code: int = args.func(args, config)
+        return code
+    except KeyboardInterrupt:
+        print("ferry: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`ferry ... | head`): stop quietly, as other tools do, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except InputError as exc:
+        print(f"ferry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FerryError as exc:
+        print(f"ferry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.kind == "ConfigError" else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""`ferry upload`: one record, end to end, into a configured target."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ferry.core.config import Config, Limits
+from ferry.core.errors import FerryError
+from ferry.progress import Progress
+from pipeline.job import RecordJob, RecordResult
+from pipeline.runtime import RunOptions, open_run, with_jobs
+
+DESCRIPTION = """\
+Upload one record: resolve it (portal API or --records), download and verify its files
+(reusing files already verified in DEST/<recid>/), zip them when the record has many
+files, transform and validate its metadata, upload every file into a draft on the target,
+check every file's md5 and size on the target, and publish if asked.
+
+Nothing is written to the target before the metadata validates. Re-running the same
+command after an interruption finishes the job: the existing draft is found again (the
+ledger, then a search on the target), files already there with the same md5 are kept,
+others are replaced. A record already published is left alone unless --new-version.
+
+Exit status: 0 when the record was verified on the target (or was already there);
+1 when it failed (the stage and each failed file named on stderr); 2 for bad usage,
+configuration or input.
+"""
+
+EPILOG = """\
+examples:
+  ferry upload 80509 --target nrp-test --dry-run
+  ferry upload 80509 --target nrp-test --dest data --stats-dir stats --publish
+
+the target comes from the config file ([targets.NAME]: type, url, token_file or token_env,
+profile, model, community, publish, requests_per_minute, requests_per_hour, ...).
+"""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `ferry upload` and `ferry bulk`."""
+    parser.add_argument("--target", required=True, metavar="NAME", help="a [targets.NAME] of the config file")
+    parser.add_argument("--dest", metavar="DIR", default="data", help="staging folder for downloads (default: ./data)")
+    parser.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL, then CSV) to DIR")
+    parser.add_argument("--portal", metavar="URL", help="portal base URL for the record API (default: from config)")
+    parser.add_argument(
+        "--records", metavar="FILE.json", action="append", help="read records from this JSON file (repeatable)"
+    )
+    parser.add_argument("--protocol", choices=("root", "https"), help="download over XRootD (default) or HTTPS")
+    parser.add_argument("--https-base", metavar="URL", help="where /eos/opendata/... is served over HTTPS")
+    parser.add_argument(
+        "--publish", action=argparse.BooleanOptionalAction, default=None, help="publish (default: the target's setting)"
+    )
+    parser.add_argument("--new-version", action="store_true", help="make a new version of an already published record")
+    parser.add_argument("--delete-staged", action="store_true", help="delete a record's local files once verified")
+    parser.add_argument("--ledger", metavar="PATH", help="progress ledger (default DEST/.ferry/ledger-TARGET.sqlite)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="files downloaded at once (default: limits.downloads)")
+    parser.add_argument("--uploads", type=int, metavar="N", help="files uploaded at once (default: limits.uploads)")
+    parser.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan (files, transfers, metadata); write nothing anywhere"
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "upload",
+        parents=[common],
+        help="download, verify, transform and upload one record",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("recid", metavar="RECID", help="the source record id")
+    add_run_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        target=args.target,
+        dest=Path(args.dest),
+        stats_dir=args.stats_dir,
+        portal=args.portal,
+        records=tuple(args.records or ()),
+        protocol=args.protocol,
+        https_base=args.https_base,
+        publish=args.publish,
+        new_version=args.new_version,
+        dry_run=args.dry_run,
+        delete_staged=args.delete_staged,
+        ledger=Path(args.ledger) if args.ledger else None,
+        yes=args.yes,
+    )
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
+    result = asyncio.run(_run(args, config, limits))
+    return print_results([result])
+
+
+async def _run(args: argparse.Namespace, config: Config, limits: Limits) -> RecordResult:
+    progress = Progress(stream=sys.stderr)
+    async with open_run(config, options_from(args), progress=progress, on_plan=print, limits=limits) as ferry_run:
+        event = ferry_run.ctx.stats.open("resolve", str(args.recid))
+        try:
+            record = await ferry_run.source.resolve(str(args.recid).strip())
+        except FerryError as exc:
+            if exc.recid is None:
+                exc.recid = str(args.recid)
+            event.close("failed", error=exc)
+            return RecordResult(recid=str(args.recid), status="failed", stage="resolve", error=exc)
+        event.close("ok", file_count=len(record.files), bytes=record.total_size)
+        progress.add_totals(records=1)
+        async with progress:
+            result = await RecordJob(ferry_run.ctx, record).run()
+        progress.record_finished(ok=result.status != "failed")
+        return result
+
+
+def print_results(results: list[RecordResult]) -> int:
+    """One line per record on stdout, one per failure on stderr; the exit code."""
+    for r in results:
+        if r.status == "ok":
+            where = f" as {r.remote_id}" if r.remote_id else ""
+            published = f", {r.publish.state}" if r.publish else ""
+            zipped = ", zipped" if r.zip_used else ""
+            print(f"record {r.recid}: ok, {r.file_count} file(s) verified on the target{where}{zipped}{published}")
+        elif r.status == "skipped":
+            print(f"record {r.recid}: skipped ({r.reason})")
+    for r in results:
+        for line in r.lines():
+            print(f"ferry: error: {line}", file=sys.stderr)
+    return 1 if any(r.status == "failed" for r in results) else 0

@@ -1,0 +1,220 @@
+"""Configuration: frozen, validated objects built from defaults -> file -> env -> flags.
+
+The file is TOML (``--config PATH``, else ``$FERRY_CONFIG``, else ``./ferry.toml``;
+a missing default file is fine, a missing named file is an error). Secrets are read
+from files or environment variables when needed, and never kept in a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ferry.core.errors import ConfigError
+
+DEFAULT_PORTAL = "https://opendata.cern.ch"
+DEFAULT_CONFIG_NAME = "ferry.toml"
+
+
+class Secret:
+    """A token whose value never shows in repr, str, logs or stats."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    portal: str = DEFAULT_PORTAL
+    protocol: str = "root"  # root | https
+    verify_tls: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("root", "https"):
+            raise ConfigError(f"source.cernopendata.protocol must be 'root' or 'https', not {self.protocol!r}")
+        if not self.portal.startswith(("http://", "https://")):
+            raise ConfigError(f"source.cernopendata.portal must be an http(s) URL, not {self.portal!r}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    type: str  # invenio | zenodo | s3 | local
+    url: str = ""
+    token_file: str | None = None
+    token_env: str | None = None
+    profile: str = "inveniordm"
+    model: str | None = None
+    community: str | None = None
+    workflow: str | None = None
+    publish: bool = False
+    production: bool = False
+    verify_tls: bool = True
+    requests_per_minute: int = 450
+    requests_per_hour: int = 4500
+    max_files_per_record: int = 100
+    max_file_size: int = 10 * 10**9
+    max_record_size: int = 10 * 10**9
+    multipart_threshold: int = 50 * 1024 * 1024
+    part_size: int = 50 * 1024 * 1024
+    options: Mapping[str, Any] = field(default_factory=dict)  # type-specific extras
+
+    def __post_init__(self) -> None:
+        if self.type not in ("invenio", "zenodo", "s3", "local"):
+            raise ConfigError(f"targets.{self.name}.type {self.type!r} is not one of invenio, zenodo, s3, local")
+        if self.type in ("invenio", "zenodo") and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"targets.{self.name}.url must be an http(s) URL, not {self.url!r}")
+        for name in ("requests_per_minute", "requests_per_hour", "max_files_per_record", "part_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"targets.{self.name}.{name} must be positive")
+
+    def token(self) -> Secret | None:
+        """Read the token now (from ``token_env`` first, then ``token_file``).
+
+        Every call reads again: a run reads it once (``pipeline.runtime.open_run``) and passes
+        the ``Secret`` along."""
+        if self.token_env:
+            value = os.environ.get(self.token_env)
+            if value:
+                return Secret(value.strip())
+            if not self.token_file:
+                raise ConfigError(f"targets.{self.name}: environment variable {self.token_env} is not set")
+        if self.token_file:
+            path = Path(self.token_file).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"targets.{self.name}: cannot read token_file {path}: {exc.strerror}") from exc
+            if not value:
+                raise ConfigError(f"targets.{self.name}: token_file {path} is empty")
+            return Secret(value)
+        return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    records_in_flight: int = 8
+    downloads: int = 8
+    chunks_in_flight: int = 8  # per large file (XRootD reads)
+    chunk_size: int = 4 * 1024 * 1024
+    zip_workers: int = 2
+    uploads: int = 4
+    upload_bytes_in_flight: int = 512 * 1024 * 1024
+    staging_bytes: int = 50 * 10**9
+    retries: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    zip_threshold: int = 20
+    # Also zip records of 5+ files whose median file is smaller than this (0: never).
+    zip_small_median_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name == "zip_small_median_bytes" and getattr(self, f.name) == 0:
+                continue
+            if getattr(self, f.name) <= 0:
+                raise ConfigError(f"limits.{f.name} must be positive, not {getattr(self, f.name)!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    targets: Mapping[str, TargetConfig] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    path: Path | None = None
+
+    def target(self, name: str) -> TargetConfig:
+        try:
+            return self.targets[name]
+        except KeyError:
+            if self.path is None:
+                raise ConfigError(
+                    f"no target named {name!r}: no config file was read (give --config PATH, set $FERRY_CONFIG "
+                    f"or create ./ferry.toml with a [targets.{name}] section)"
+                ) from None
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise ConfigError(f"no target named {name!r} in {self.path} (configured: {known})") from None
+
+
+def _build(cls: type, section: Mapping[str, Any], where: str, **extra: Any) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(section) - known)
+    if unknown and "options" not in known:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {k: v for k, v in section.items() if k in known}
+    if unknown:
+        kwargs["options"] = {k: section[k] for k in unknown}
+    for f in fields(cls):
+        if f.name in kwargs and f.type in ("int", "bool") and type(kwargs[f.name]).__name__ != f.type:
+            raise ConfigError(f"{where}.{f.name} must be {f.type}, not {kwargs[f.name]!r}")
+    try:
+        return cls(**kwargs, **extra)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def config_path(explicit: str | None) -> tuple[Path | None, bool]:
+    """Which file to read, and whether it must exist."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    env = os.environ.get("FERRY_CONFIG")
+    if env:
+        return Path(env).expanduser(), True
+    default = Path(DEFAULT_CONFIG_NAME)
+    return (default, False) if default.exists() else (None, False)
+
+
+def load_config(explicit: str | None = None) -> Config:
+    path, required = config_path(explicit)
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return Config()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return config_from_mapping(data, path=path)
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}{key} must be a table ([{where}{key}]), not {type(value).__name__}")
+    return value
+
+
+def config_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> Config:
+    unknown = sorted(set(data) - {"source", "targets", "limits"})
+    if unknown:
+        raise ConfigError(f"{path or 'config'}: unknown section(s) {', '.join(unknown)}")
+    src = _table(_table(data, "source", ""), "cernopendata", "source.")
+    source = _build(SourceConfig, src, "source.cernopendata")
+    targets = {
+        str(name): _build(TargetConfig, _table(data["targets"], name, "targets."), f"targets.{name}", name=str(name))
+        for name in _table(data, "targets", "")
+    }
+    limits = _build(Limits, _table(data, "limits", ""), "limits")
+    return Config(source=source, targets=targets, limits=limits, path=path)

@@ -1,0 +1,228 @@
+"""The bulk runner: many records through the pipeline at once, bounded, resumable.
+
+Records are started in the chosen order (priority by default) and flow through the
+per-record pipeline concurrently: at most ``records_in_flight`` at once, each stage
+bounded by the shared context (downloads, zip workers, uploads, bytes in flight, the
+target's request rate), and never more than the staging budget downloaded ahead of the
+uploads. The ledger records progress; the target is the truth, so a re-run after kill -9
+asks it before writing and finishes what was left.
+
+Stopping: the first SIGINT/SIGTERM stops starting records and lets those in flight
+finish; the second cancels them (the ledger stays consistent: every write is a
+transaction, and a cancelled record is simply not finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from download.sources.cache import OrderDecision
+from ferry.core.errors import FerryError
+from ferry.core.model import Record
+from ferry.core.retry import RetryPolicy
+from pipeline.job import PipelineContext, RecordJob, RecordResult
+from pipeline.limits import ByteBudget
+from stats.events import Status
+
+log = logging.getLogger(__name__)
+
+Resolve = Callable[[str], Awaitable[Record]]
+OnResult = Callable[[RecordResult], None]
+
+
+@dataclass
+class BulkReport:
+    results: dict[str, RecordResult] = field(default_factory=dict)
+    not_started: list[str] = field(default_factory=list)  # stopped before their turn
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results.values() if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.interrupted
+            and not self.not_started
+            and all(r.status in ("ok", "skipped", "dry-run") for r in self.results.values())
+        )
+
+    def failure_lines(self) -> list[str]:
+        return [line for r in self.results.values() for line in r.lines()]
+
+
+class StopSignal:
+    """First signal: stop starting work. Second: cancel what runs."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self.count = 0
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def track(self, task: asyncio.Task[object]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def trigger(self) -> None:
+        self.count += 1
+        self.stopping.set()
+        if self.count == 1:
+            log.warning("stopping: no new records will start; finishing the ones in flight (signal again to cancel)")
+        else:
+            log.warning("cancelling the records in flight")
+            for task in list(self._tasks):
+                task.cancel()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.trigger)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+
+class BulkRunner:
+    def __init__(
+        self,
+        ctx: PipelineContext,
+        resolve: Resolve,
+        *,
+        staging: ByteBudget | None = None,
+        record_retries: int = 2,
+        on_result: OnResult | None = None,
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.resolve = resolve
+        self.staging = staging or ByteBudget(ctx.limits.staging_bytes)
+        self.record_retries = record_retries
+        self.on_result = on_result
+        self.stop = stop or StopSignal()
+        self.in_flight = asyncio.Semaphore(ctx.limits.records_in_flight)
+
+    async def run(self, order: Sequence[OrderDecision]) -> BulkReport:
+        ctx = self.ctx
+        report = BulkReport()
+        run_event = ctx.stats.open("run", None, file_count=len(order), reason=f"{len(order)} record(s) selected")
+        if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
+            await ctx.ledger.run(ctx.ledger.start_run, ctx.run_id, command="bulk")
+        tasks: list[asyncio.Task[object]] = []
+        try:
+            with self.stop.installed():
+                for decision in order:
+                    if self.stop.stopping.is_set():
+                        report.not_started.append(decision.recid)
+                        continue
+                    # Admission: wait for a slot, or for a stop request.
+                    acquired = await self._admit()
+                    if not acquired:
+                        report.not_started.append(decision.recid)
+                        continue
+                    task: asyncio.Task[object] = asyncio.create_task(self._one(decision, report))
+                    self.stop.track(task)
+                    tasks.append(task)
+                done = await asyncio.gather(*tasks, return_exceptions=True)
+                for outcome in done:
+                    if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                        raise outcome
+        finally:
+            report.interrupted = self.stop.count > 0
+            status: Status = "failed" if not report.ok else ("dry-run" if ctx.dry_run else "ok")
+            summary: dict[str, object] = {s: report.count(s) for s in ("ok", "failed", "skipped", "dry-run")}
+            summary |= {"not_started": len(report.not_started), "interrupted": report.interrupted}
+            run_event.close(status, reason=_summary_text(summary), summary=summary)
+            if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
+                await ctx.ledger.run(ctx.ledger.end_run, ctx.run_id, status, summary)
+        return report
+
+    async def _admit(self) -> bool:
+        acquire = asyncio.ensure_future(self.in_flight.acquire())
+        stopped = asyncio.ensure_future(self.stop.stopping.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if acquire.done() and not acquire.cancelled():
+            stopped.cancel()
+            if self.stop.stopping.is_set():
+                self.in_flight.release()
+                return False
+            return True
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        if acquire.done() and not acquire.cancelled():
+            self.in_flight.release()
+        return False
+
+    async def _one(self, decision: OrderDecision, report: BulkReport) -> None:
+        ctx = self.ctx
+        recid = decision.recid
+        try:
+            try:
+                with ctx.stats.open("resolve", recid, reason=decision.reason, priority=decision.position):
+                    record = await self.resolve(recid)
+            except FerryError as exc:
+                if exc.recid is None:
+                    exc.recid = recid
+                result = RecordResult(recid=recid, status="failed", stage="resolve", error=exc)
+                ctx.stats.record("record", "failed", recid, error=exc, stage_reached="resolve")
+                if ctx.ledger is not None and not ctx.dry_run:
+                    await ctx.ledger.run(ctx.ledger.set_record_status, recid, "failed", error=exc, attempt=True)
+                self._done(report, result)
+                return
+            reservation = None
+            if not ctx.dry_run:
+                reservation = await self.staging.reserve(record.total_size)
+            try:
+                result = await self._with_retries(record)
+            finally:
+                if reservation is not None:
+                    reservation.release()
+            self._done(report, result)
+        finally:
+            self.in_flight.release()
+
+    async def _with_retries(self, record: Record) -> RecordResult:
+        policy = RetryPolicy(attempts=self.record_retries + 1, base=self.ctx.limits.backoff_base * 4)
+        breaker = self.ctx.breaker
+        attempt = 0
+        while True:
+            opened = breaker.opened if breaker is not None else 0
+            result = await RecordJob(self.ctx, record).run()
+            retryable = result.error is not None and result.error.retryable
+            if result.status != "failed" or not retryable or self.stop.stopping.is_set():
+                return result
+            if breaker is not None and (breaker.opened > opened or breaker.state != "closed"):
+                # The target failed most requests and the run paused: this failure says
+                # nothing about the record, so it costs no attempt. The next try waits for
+                # the breaker (its first target call does), which paces the loop: a target
+                # that stays down keeps the run paused, probing, until it is back or stopped.
+                log.info("record %s failed while the target was unavailable (%s); retrying", record.recid, result.error)
+                continue
+            attempt += 1
+            if attempt >= policy.attempts:
+                return result
+            delay = policy.backoff(attempt)
+            log.info("record %s failed (%s); retrying the record in %.1fs", record.recid, result.error, delay)
+            await asyncio.sleep(delay)
+
+    def _done(self, report: BulkReport, result: RecordResult) -> None:
+        report.results[result.recid] = result
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def _summary_text(summary: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in summary.items())

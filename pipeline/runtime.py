@@ -1,0 +1,208 @@
+"""Assembles one run from configuration: source, downloader, target, profile, ledger, stats.
+
+The commands (`ferry upload`, `ferry bulk`, `ferry demo`) only parse flags and print;
+everything they share about wiring the pipeline together is here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from download.base import Source
+from download.engine import Downloader, retry_policy
+from download.manifest import Manifest, load_manifest
+from download.sources.cernopendata import PortalSource, RecordsFileSource
+from download.transport import Transport
+from ferry.core.config import Config, Limits, Secret, TargetConfig
+from ferry.core.errors import ConfigError, DownloadFailed, InputError
+from ferry.core.logs import register_secret
+from ferry.core.model import Record
+from ferry.progress import ProgressSink
+from metadata.base import get_profile
+from pipeline.job import Fetch, PipelineContext, UploadProgress
+from pipeline.ledger import Ledger
+from pipeline.limits import CircuitBreaker, RateLimiter
+from stats.events import StatsWriter
+from upload.targets.base import Target
+from upload.targets.invenio import InvenioTarget
+from upload.zip.policy import ZipPolicy
+from upload.zip.zipper import bundled_keys, zip_executor
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    target: str
+    dest: Path
+    stats_dir: str | None = None
+    portal: str | None = None
+    records: Sequence[str] = ()
+    protocol: str | None = None
+    https_base: str | None = None
+    publish: bool | None = None  # None: the target's `publish` setting
+    new_version: bool = False
+    dry_run: bool = False
+    delete_staged: bool = False
+    ledger: Path | None = None
+    yes: bool = False
+    run_id: str | None = None
+    summary: bool = False  # write the run summary row when the stats close (bulk runs)
+
+
+def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None) -> Target:
+    """The target object for a configured target (one module per system).
+
+    ``token``: the target's token, already read by the caller (``open_run`` reads it once
+    per run); None reads it here (a tool building only the target).
+    """
+    if token is None:
+        token = tcfg.token()
+    if token is not None:
+        register_secret(token.reveal())
+    limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
+    if tcfg.type == "invenio":
+        return InvenioTarget.from_config(tcfg, limits, limiter=limiter, token=token)
+    raise ConfigError(f"targets.{tcfg.name}: type {tcfg.type!r} is not supported yet (supported: invenio)")
+
+
+def confirm_production(tcfg: TargetConfig, *, yes: bool, dry_run: bool) -> None:
+    """A target marked ``production = true`` needs --yes (or a typed confirmation) to write."""
+    if not tcfg.production or yes or dry_run:
+        return
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"target {tcfg.name!r} ({tcfg.url}) is marked production; write to it? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            return
+    raise ConfigError(f"target {tcfg.name!r} is marked production = true: pass --yes to write to it")
+
+
+def make_source(config: Config, opts: RunOptions, transport: Transport, limits: Limits) -> Source:
+    if opts.records:
+        # Lazy: a bulk run reads these files into its master cache and resolves from there.
+        return RecordsFileSource(opts.records, read_index=transport.read_index, eager=False)
+    portal = (opts.portal or config.source.portal).rstrip("/")
+    return PortalSource(
+        portal, read_index=transport.read_index, policy=retry_policy(limits), verify_tls=config.source.verify_tls
+    )
+
+
+def make_fetch(downloader: Downloader, dest: Path) -> Fetch:
+    """The pipeline's download stage: fetch and verify every file, or say which failed."""
+
+    async def fetch(record: Record, record_dir: Path) -> Manifest:
+        before = await asyncio.to_thread(load_manifest, record_dir, record.recid)
+        bundled = bundled_keys(before)
+        if bundled:
+            # Originals deleted after zipping (`ferry zip --delete-originals`) live in the
+            # verified bundles now: fetching them again would undo that for nothing.
+            gone = {f.key for f in record.files if f.key in bundled and not (record_dir / f.key).exists()}
+            record = dataclasses.replace(record, files=tuple(f for f in record.files if f.key not in gone))
+        result = await downloader.download_record(record, dest)
+        if result.error is not None:
+            raise result.error
+        if not result.ok:
+            failures = {f.key: (f.error.message if f.error else "failed") for f in result.failures}
+            first = next(iter(failures.items()))
+            raise DownloadFailed(
+                f"{len(failures)} of {len(result.files)} file(s) failed to download (first: {first[0]}: {first[1]})",
+                failures=failures,
+                # The engine already retried each file (transient errors with backoff, a
+                # checksum mismatch once): repeating the whole record would not help.
+                retryable=False,
+                recid=record.recid,
+            )
+        return await asyncio.to_thread(load_manifest, record_dir, record.recid)
+
+    return fetch
+
+
+@dataclass
+class Run:
+    ctx: PipelineContext
+    source: Source
+    downloader: Downloader
+    target_config: TargetConfig
+
+
+@contextlib.asynccontextmanager
+async def open_run(
+    config: Config,
+    opts: RunOptions,
+    *,
+    progress: ProgressSink | None = None,
+    on_plan: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
+) -> AsyncIterator[Run]:
+    """Everything one run needs, closed in the right order afterwards."""
+    limits = limits or config.limits
+    tcfg = config.target(opts.target)
+    confirm_production(tcfg, yes=opts.yes, dry_run=opts.dry_run)
+    protocol = opts.protocol or config.source.protocol
+    portal = (opts.portal or config.source.portal).rstrip("/")
+    transport = Transport.create(
+        protocol, https_base=opts.https_base or portal, limits=limits, verify_tls=config.source.verify_tls
+    )
+    profile = get_profile(tcfg.profile)
+    # The token is read here, once per run (a missing or empty token file is a ConfigError
+    # naming the target, before anything starts), and handed to the target and the stats.
+    token = tcfg.token()
+    stats = StatsWriter(opts.stats_dir, opts.run_id, redact=(token.reveal(),) if token else (), summary=opts.summary)
+    source = make_source(config, opts, transport, limits)
+    downloader = Downloader(transport, limits=limits, stats=stats, progress=progress)
+    target = make_target(tcfg, limits, token=token)
+    ledger = None
+    if not opts.dry_run:
+        ledger_path = opts.ledger or (opts.dest / ".ferry" / f"ledger-{tcfg.name}.sqlite")
+        ledger_path.parent.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger.open(ledger_path, target=tcfg.name)
+    pool = zip_executor(limits.zip_workers) if not opts.dry_run else None
+    publish = tcfg.publish if opts.publish is None else opts.publish
+    ctx = PipelineContext(
+        target=target,
+        profile=profile,
+        dest=opts.dest,
+        fetch=make_fetch(downloader, opts.dest),
+        stats=stats,
+        limits=limits,
+        zip_policy=ZipPolicy.from_config(config, tcfg),
+        zip_executor=pool,
+        ledger=ledger,
+        publish=publish,
+        new_version=opts.new_version,
+        dry_run=opts.dry_run,
+        delete_staged=opts.delete_staged,
+        run_id=stats.run_id,
+        breaker=CircuitBreaker(),
+        upload_progress=progress if isinstance(progress, UploadProgress) else None,
+        on_plan=on_plan,
+    )
+    try:
+        yield Run(ctx=ctx, source=source, downloader=downloader, target_config=tcfg)
+    finally:
+        with contextlib.suppress(Exception):
+            await source.close()
+        await downloader.close()
+        await target.aclose()
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown)
+        if ledger is not None:
+            ledger.close()
+        stats.close()
+
+
+def with_jobs(limits: Limits, *, downloads: int | None = None, uploads: int | None = None) -> Limits:
+    changes = {}
+    if downloads is not None:
+        if downloads < 1:
+            raise InputError("--jobs must be at least 1")
+        changes["downloads"] = downloads
+    if uploads is not None:
+        if uploads < 1:
+            raise InputError("--uploads must be at least 1")
+        changes["uploads"] = uploads
+    return replace(limits, **changes) if changes else limits

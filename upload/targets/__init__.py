@@ -1,0 +1,1 @@
+"""Targets: where records go. Each system is one module behind ``upload.targets.base``."""
