@@ -90,18 +90,18 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
 
     # BENCH_LOG=DEBUG shows every request with its duration (time since start in ms).
     logging.basicConfig(level=os.environ.get("BENCH_LOG", "WARNING"), format="%(relativeCreated)7.0f %(message)s")
-    from download.cernopendata import RecordsFileSource
     from download.manifest import load_manifest
-    from ferry.config import load_config
+    from download.sources.cernopendata import RecordsFileSource
+    from ferry.core.config import load_config
     from metadata.base import get_profile, transform_and_validate
-    from upload.runtime import make_target
+    from pipeline.runtime import make_target
 
     if os.environ.get("BENCH_CHUNK"):  # experiments: the read size of upload bodies
-        import upload.http
+        import upload.targets.http
 
-        defaults = upload.http.file_range.__kwdefaults__ or {}
+        defaults = upload.targets.http.file_range.__kwdefaults__ or {}
         defaults["chunk"] = int(os.environ["BENCH_CHUNK"])
-        upload.http.file_range.__kwdefaults__ = defaults
+        upload.targets.http.file_range.__kwdefaults__ = defaults
     config = load_config(args.config)
     tcfg = config.target("sandbox")
     record = await RecordsFileSource([args.records]).resolve(args.recid)
@@ -141,10 +141,10 @@ def _auth(token: str) -> list[str]:
 def _files_link(repo: RepoProcess, records: Path, recid: str) -> str:
     """Create the draft (not timed) through ferry's own client; the curl side fills it."""
     sys.path.insert(0, str(ROOT))
-    from download.cernopendata import RecordsFileSource
-    from ferry.config import Secret, TargetConfig
+    from download.sources.cernopendata import RecordsFileSource
+    from ferry.core.config import Secret, TargetConfig
     from metadata.base import get_profile, transform_and_validate
-    from upload.invenio import InvenioTarget
+    from upload.targets.invenio import InvenioTarget
 
     async def create() -> str:
         tcfg = TargetConfig(name="sandbox", type="invenio", url=repo.url, profile="nrp-particles", model="particles")

@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from download.manifest import ManifestEntry, load_manifest, manifest_path
-from upload.zip_policy import ZipPolicy
-from upload.zipper import zip_executor, zip_record
+from upload.zip.policy import ZipPolicy
+from upload.zip.zipper import zip_executor, zip_record
 
 MiB = 1024 * 1024
 SETS = {"small": (1000, MiB), "large": (2, 1024 * MiB)}

@@ -19,7 +19,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ferry.errors import ConfigError, InputError, ValidationError
+from ferry.core.errors import ConfigError, InputError, ValidationError
 from metadata.cernopendata import text, unwrap
 from metadata.schema import Check, FieldIssue, run
 

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ferry.errors import InputError
+from ferry.core.errors import InputError
 from metadata.energy import Energy, ecms_from_text, parse_energy
 from metadata.schema import edtf_bounds, is_edtf
 from metadata.text import PORTAL, Link, Section
@@ -31,7 +31,7 @@ _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "
 
 
 def unwrap(record: Any) -> Mapping[str, Any]:
-    """The portal record JSON from a fixture entry, an API answer or a ``ferry.model.Record``.
+    """The portal record JSON from a fixture entry, an API answer or a ``ferry.core.model.Record``.
 
     The record API wraps the fixture shape in ``{"id", "metadata": {...}}``.
     """

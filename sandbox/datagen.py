@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ferry.checksums import MultiHasher
-from ferry.model import uri_path
+from ferry.core.checksums import MultiHasher
+from ferry.core.model import uri_path
 
 CHUNK = 1024 * 1024
 EOS_PREFIX = "/eos/opendata/"

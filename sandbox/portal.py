@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ferry.model import uri_path
+from ferry.core.model import uri_path
 
 log = logging.getLogger(__name__)
 

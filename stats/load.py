@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from ferry.errors import InputError
+from ferry.core.errors import InputError
 from stats.events import FIELDS, SCHEMA_VERSION, STAGES, STATUSES, TERMINAL, read_jsonl
 
 INT_COLUMNS = ("schema_version", "seq", "bytes", "file_count", "attempts")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ferry.errors import (
+from ferry.core.errors import (
     FerryError,
     NoFilesError,
     SourceFileMissing,

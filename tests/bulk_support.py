@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.ledger import Ledger
 from sandbox.datagen import Scale
 from sandbox.stack import Sandbox, run_in_thread, served_tempdir
 from stats.events import read_jsonl
 from tests.fixtures_repository import RepositoryHandle
-from upload.ledger import Ledger
-from upload.zip_format import EMBEDDED_NAME, is_zip_output
+from upload.zip.format import EMBEDDED_NAME, is_zip_output
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = Scale(factor=1.0, minimum=0, maximum=1 << 40)  # generated sizes are the declared ones

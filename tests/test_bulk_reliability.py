@@ -23,6 +23,8 @@ import pytest
 
 from ferry.cli import main
 from ferry.progress import BulkProgress
+from pipeline.ledger import Ledger
+from pipeline.limits import CircuitBreaker, RateLimiter
 from tests.bulk_support import (
     PRIORITY,
     SyntheticSource,
@@ -45,8 +47,6 @@ from tests.bulk_support import (
     write_recids,
 )
 from tests.fixtures_repository import RepositoryHandle
-from upload.ledger import Ledger
-from upload.limits import CircuitBreaker, RateLimiter
 
 RepoFactory = Callable[..., RepositoryHandle]
 CREATE = "^POST /api/[a-z]+$"  # a draft create (model or records collection), nothing else
@@ -255,7 +255,7 @@ def test_request_rate_never_exceeds_the_limit_from_server_log(
     # The throttle's windows are 60 s / 3600 s; a test cannot wait for minutes, so the
     # same limiter runs with a 2 s "minute": at most `per_window` requests in any 2 s.
     window, per_window = 2.0, 12
-    monkeypatch.setattr("upload.runtime.RateLimiter", functools.partial(RateLimiter, minute=window))
+    monkeypatch.setattr("pipeline.runtime.RateLimiter", functools.partial(RateLimiter, minute=window))
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
     config = write_config(tmp_path, source, repo, requests_per_minute=per_window)
     dest = tmp_path / "data"
@@ -285,8 +285,8 @@ def test_circuit_breaker_pauses_then_finishes_when_the_target_recovers(
             threading.Thread(target=repo.configure, kwargs={"error_rate": 0.0}).start()
 
     breaker = functools.partial(CircuitBreaker, window_s=30.0, min_requests=4, cool_down_s=0.3, on_change=on_change)
-    monkeypatch.setattr("upload.runtime.CircuitBreaker", breaker)
-    monkeypatch.setattr("ferry.commands.bulk.BulkProgress", functools.partial(BulkProgress, interval=0.1))
+    monkeypatch.setattr("pipeline.runtime.CircuitBreaker", breaker)
+    monkeypatch.setattr("ferry.cli.commands.bulk.BulkProgress", functools.partial(BulkProgress, interval=0.1))
     config = write_config(tmp_path, source, repo)
     dest = tmp_path / "data"
     chosen = source.recids[:12]

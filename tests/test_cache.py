@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from download.cache import (
+from download.sources.cache import (
     CacheBuilder,
     MasterCache,
     PackedEntries,
@@ -28,10 +28,10 @@ from download.cache import (
     record_from_json,
 )
 from ferry.cli import main
-from ferry.errors import InputError, RecordNotFound
-from ferry.model import Record
+from ferry.core.errors import InputError, RecordNotFound
+from ferry.core.model import Record
+from pipeline.recids import parse_recids, read_recids
 from tests.conftest import fixture_records_dir
-from upload.recids import parse_recids, read_recids
 
 FIXTURE_FILES = sorted(fixture_records_dir().glob("*.json"))
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ferry.checksums import Checksum, MultiHasher, hash_file
 from ferry.cli import COMMANDS, chosen_command
 from ferry.cli import main as cli_main
-from ferry.config import Secret, config_from_mapping
-from ferry.errors import ChecksumFormatError, ConfigError, UnsafePathError
-from ferry.memory import one_malloc_arena
-from ferry.model import assign_keys, inside, safe_relpath
+from ferry.cli.memory import one_malloc_arena
+from ferry.core.checksums import Checksum, MultiHasher, hash_file
+from ferry.core.config import Secret, config_from_mapping
+from ferry.core.errors import ChecksumFormatError, ConfigError, UnsafePathError
+from ferry.core.model import assign_keys, inside, safe_relpath
 from stats.events import StatsWriter, read_jsonl
 
 
@@ -161,7 +161,7 @@ def test_a_command_imports_only_what_it_needs() -> None:
         "import sys\n"
         "from ferry.cli import main\n"
         "try:\n    main(['download', '--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('aiohttp', 'upload.pipeline', 'sandbox.stack', 'pandas') if m in sys.modules))\n"
+        "print(sorted(m for m in ('aiohttp', 'pipeline.job', 'sandbox.stack', 'pandas') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ferry.config import ConfigError
-from ferry.errors import (
+from ferry.core.config import ConfigError
+from ferry.core.errors import (
     AuthError,
     QuotaError,
     TargetUnavailable,
@@ -20,6 +20,7 @@ from ferry.errors import (
     ValidationError,
     VerificationError,
 )
+from pipeline.limits import RateLimiter
 from tests.fixtures_repository import RepositoryHandle
 from tests.test_invenio_support import (
     KiB,
@@ -31,8 +32,7 @@ from tests.test_invenio_support import (
     rdm_body,
     rdm_query,
 )
-from upload.http import FileRange, StreamMd5, file_md5, maybe_applied
-from upload.limits import RateLimiter
+from upload.targets.http import FileRange, StreamMd5, file_md5, maybe_applied
 
 RECID = "81009"
 

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ferry.config import TargetConfig
-from ferry.retry import RetryPolicy
+from ferry.core.config import TargetConfig
+from ferry.core.retry import RetryPolicy
 from tests.fixtures_repository import RepositoryHandle
-from upload.base import RequestLimiter
-from upload.invenio import InvenioTarget
+from upload.targets.base import RequestLimiter
+from upload.targets.invenio import InvenioTarget
 
 KiB = 1024
 FAST = RetryPolicy(attempts=4, base=0.01, maximum=0.05)

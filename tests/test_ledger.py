@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from upload.ledger import Ledger, LedgerError, LedgerLocked
+from pipeline.ledger import Ledger, LedgerError, LedgerLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_second_run_on_same_ledger_is_refused(tmp_path: Path) -> None:
     holder = _child(
         f"""
         import time
-        from upload.ledger import Ledger
+        from pipeline.ledger import Ledger
         ledger = Ledger.open({str(path)!r})
         print("open", flush=True)
         time.sleep(60)
@@ -188,7 +188,7 @@ def test_kill9_inside_a_transaction_leaves_it_unapplied(tmp_path: Path) -> None:
     child = _child(
         f"""
         import time
-        from upload.ledger import Ledger
+        from pipeline.ledger import Ledger
         ledger = Ledger.open({str(path)!r})
         ledger.set_files("1", [("a", 1, None)])
         ledger.begin_create("1")
@@ -214,7 +214,7 @@ def test_kill9_at_random_moments_keeps_records_whole(tmp_path: Path) -> None:
     for trial in range(3):
         child = _child(
             f"""
-            from upload.ledger import Ledger
+            from pipeline.ledger import Ledger
             ledger = Ledger.open({str(path)!r})
             print("go", flush=True)
             for i in range(100000):

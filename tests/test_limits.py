@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from upload.limits import CLOSED, HALF_OPEN, OPEN, ByteBudget, CircuitBreaker, RateLimiter, WeightedLimiter
+from pipeline.limits import CLOSED, HALF_OPEN, OPEN, ByteBudget, CircuitBreaker, RateLimiter, WeightedLimiter
 
 
 class FakeClock:

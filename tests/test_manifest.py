@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from download.manifest import ManifestEntry, load_manifest, manifest_path
-from ferry.errors import InputError, UnsafePathError
+from ferry.core.errors import InputError, UnsafePathError
 
 
 def test_manifest_roundtrip_and_freshness(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ferry.errors import ConfigError, InputError
+from ferry.core.errors import ConfigError, InputError
 from metadata.base import Profile, get_profile, profile_names, register_profile, transform_and_validate
 
 PROFILES = ("nrp-particles", "inveniordm")
@@ -251,7 +251,7 @@ def test_api_wrapped_record_is_accepted(by_recid: dict[str, dict[str, Any]]) -> 
     profile = get_profile("nrp-particles")
     assert profile.transform(wrapped) == profile.transform(by_recid["81009"])
     # the pipeline's own model object works too
-    from ferry.model import Record
+    from ferry.core.model import Record
 
     record = Record(recid="81009", metadata=by_recid["81009"])
     assert profile.transform(record) == profile.transform(by_recid["81009"])  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ferry.errors import InputError, ValidationError
+from ferry.core.errors import InputError, ValidationError
 from metadata.base import get_profile, transform_and_validate
 from metadata.cernopendata import edtf_date, license_of
 from metadata.energy import ecms_from_text, parse_energy

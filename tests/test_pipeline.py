@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ferry.cli import main
-from ferry.config import Secret, TargetConfig
+from ferry.core.config import Secret, TargetConfig
 from stats.events import read_jsonl
 from tests.fixtures_repository import RepositoryHandle
 from tests.fixtures_xrootd import SandboxSource
@@ -188,7 +188,7 @@ def test_token_is_read_once_per_run_and_never_shown(
     args = ["upload", recid, "--target", "sandbox", "--dest", str(dest)]
     code = run_ferry(config, *args, "--stats-dir", str(stats), "--log-level", "DEBUG", "--log-file", str(log))
     out = capsys.readouterr()
-    # ferry.logs.setup_logging drops old handlers without closing them: close the log file
+    # ferry.core.logs.setup_logging drops old handlers without closing them: close the log file
     # here, or the next in-process run leaves it to the garbage collector (a warning).
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):

@@ -14,6 +14,8 @@ import pytest
 
 from download.manifest import load_manifest
 from ferry.cli import main
+from pipeline import job as pipeline
+from pipeline.ledger import Ledger
 from stats.events import read_jsonl
 from tests.bulk_support import (
     BASE,
@@ -27,8 +29,6 @@ from tests.bulk_support import (
     write_config,
 )
 from tests.fixtures_repository import RepositoryHandle
-from upload import pipeline
-from upload.ledger import Ledger
 
 
 def record(recid: str, sizes: list[int]) -> dict[str, Any]:

@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from download.cernopendata import (
+from download.sink import ByteBudget, FileSink, lanes_for, prefix_hashers
+from download.sources.cernopendata import (
     PortalSource,
     RecordsFileSource,
     build_record,
     record_from_api,
     record_from_fixture,
 )
-from download.sink import ByteBudget, FileSink, lanes_for, prefix_hashers
-from ferry.checksums import MultiHasher
 from ferry.cli import main
-from ferry.errors import ChecksumFormatError, InputError, NoFilesError, RecordNotFound, UnsafePathError
+from ferry.core.checksums import MultiHasher
+from ferry.core.errors import ChecksumFormatError, InputError, NoFilesError, RecordNotFound, UnsafePathError
 from tests.conftest import fixture_records_dir
 from tests.fixtures_xrootd import SandboxSource
 

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from ferry.errors import RateLimited, SourceUnavailable, ValidationError
-from ferry.retry import RetryPolicy, retry, server_delay
+from ferry.core.errors import RateLimited, SourceUnavailable, ValidationError
+from ferry.core.retry import RetryPolicy, retry, server_delay
 
 
 async def test_retry_recovers_then_gives_up_on_fatal() -> None:

@@ -19,8 +19,8 @@ import pytest
 from XRootD import client as xrd_client
 from XRootD.client.flags import QueryCode
 
-from ferry.checksums import Checksum, hash_file
-from ferry.model import uri_path
+from ferry.core.checksums import Checksum, hash_file
+from ferry.core.model import uri_path
 from sandbox.cases import BIG_SIZE, CASES
 from sandbox.datagen import DataGenerator, DataGenError, Scale, mirror_records
 from sandbox.portal import start_portal

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ferry.cli import main
-from ferry.errors import InputError
+from ferry.core.errors import InputError
 from stats.events import StatsWriter, read_jsonl
 from stats.load import (
     final_record_status,

@@ -1,4 +1,4 @@
-"""The shared conformance suite every upload target passes (``upload.base.Target``).
+"""The shared conformance suite every upload target passes (``upload.targets.base.Target``).
 
 A target joins by adding one ``TargetCase`` to ``CASES``: a factory that builds the target
 against a real server on loopback (using whatever pytest fixtures it needs), the metadata
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ferry.errors import Conflict, TargetError, VerificationError
+from ferry.core.errors import Conflict, TargetError, VerificationError
 from tests.test_invenio_support import (
     KiB,
     data_file,
@@ -30,7 +30,7 @@ from tests.test_invenio_support import (
     rdm_body,
     rdm_query,
 )
-from upload.base import Target
+from upload.targets.base import Target
 
 TargetFactory = Callable[[pytest.FixtureRequest, Path], Target]
 

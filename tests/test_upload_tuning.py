@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from upload.http import CHUNK, file_range
-from upload.invenio_files import checksum_poll_cap
+from upload.targets.http import CHUNK, file_range
+from upload.targets.invenio_files import checksum_poll_cap
 
 GB = 10**9
 

@@ -14,11 +14,11 @@ import pytest
 
 from download.manifest import ManifestEntry, load_manifest
 from ferry.cli import main
-from ferry.errors import QuotaError, UnsafePathError
-from upload.zip_format import EMBEDDED_NAME, bundle_index, bundle_name, parse_embedded
-from upload.zip_policy import ZipPolicy, decide_zip, parse_ext_list, split
-from upload.zip_worker import inspect_bundle
-from upload.zipper import upload_keys, zip_executor, zip_record
+from ferry.core.errors import QuotaError, UnsafePathError
+from upload.zip.format import EMBEDDED_NAME, bundle_index, bundle_name, parse_embedded
+from upload.zip.policy import ZipPolicy, decide_zip, parse_ext_list, split
+from upload.zip.worker import inspect_bundle
+from upload.zip.zipper import upload_keys, zip_executor, zip_record
 
 MiB = 1024 * 1024
 
@@ -242,7 +242,7 @@ def test_huge_file_only_matters_when_zipping() -> None:
 
 
 def test_small_median_rule_follows_config() -> None:
-    from ferry.config import config_from_mapping
+    from ferry.core.config import config_from_mapping
 
     small = [(f"f{i}", 1000) for i in range(10)]
     on = ZipPolicy.from_config(config_from_mapping({}))

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from download.manifest import load_manifest, manifest_path
-from ferry.errors import InputError, VerificationError
+from ferry.core.errors import InputError, VerificationError
 from tests.test_zip import make_record, put_file, small_files
-from upload.zip_format import EMBEDDED_NAME, parse_embedded
-from upload.zip_policy import ZipPolicy
-from upload.zip_worker import inspect_bundle
-from upload.zipper import ZipResult, bundled_keys, is_zipped, upload_keys, zip_executor, zip_record
+from upload.zip.format import EMBEDDED_NAME, parse_embedded
+from upload.zip.policy import ZipPolicy
+from upload.zip.worker import inspect_bundle
+from upload.zip.zipper import ZipResult, bundled_keys, is_zipped, upload_keys, zip_executor, zip_record
 
 POLICY = ZipPolicy(max_bundle_size=60_000)
 
