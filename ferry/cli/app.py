@@ -23,7 +23,7 @@ from ferry.core.logs import setup_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats")
+COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats", "manifest", "verify")
 
 log = logging.getLogger("ferry")
 
