@@ -13,6 +13,8 @@ import pytest
 pytest_plugins = [
     "tests.fixtures_xrootd",  # XRootD server + portal stand-in over generated data
     "tests.fixtures_repository",  # sandbox InvenioRDM/NRP repository
+    "tests.fixtures_s3",  # moto and SeaweedFS S3 servers
+    "tests.fixtures_zenodo",  # Zenodo stand-in (deposit + records API)
 ]
 
 # The real DELPHI records (portal fixture format) live in the steering repository's

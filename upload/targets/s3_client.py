@@ -1,0 +1,401 @@
+"""The S3 client layer: one aiobotocore client per target, and one error mapping.
+
+Credentials and the endpoint come from the standard AWS chain, as the AWS CLI finds them:
+an explicit ``profile`` (else ``AWS_PROFILE``), the ``AWS_*`` environment including
+``AWS_SESSION_TOKEN`` (so keys minted by S3 Access Grants or STS work unchanged), the
+shared config files, and ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (botocore reads
+them) unless ``endpoint_url`` is given. Requests are signed by botocore, never by us.
+
+Every failure leaves this module as a ``ferry.core.errors`` class, made in
+``map_s3_error`` and nowhere else. The rule that matters most: a HEAD answers "absent"
+only on a real 404; a 403, a 500 or a timeout is an error, never "absent", so a refusal
+to read can never make us overwrite what we could not see.
+
+Checksums the client sends: ``Content-MD5`` given by the caller on every PUT and part.
+botocore's own CRC32 trailers are turned off (``when_required``): many S3-compatible
+servers reject the aws-chunked bodies they need, and the md5 already proves the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiohttp
+import botocore.exceptions as bce
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+
+from ferry.core.errors import (
+    AuthError,
+    ConfigError,
+    Conflict,
+    FerryError,
+    QuotaError,
+    RateLimited,
+    TargetError,
+    TargetNotFound,
+    TargetUnavailable,
+    VerificationError,
+)
+from ferry.core.retry import server_delay
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client as RawClient
+else:
+    RawClient = Any
+
+AddressingStyle = Literal["auto", "path", "virtual"]
+
+
+class CredentialsExpired(AuthError):
+    """The credentials ran out mid-run (STS/Access Grants session tokens): nothing more can be
+    written until they are renewed. Not retryable; the run stops and a re-run resumes."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """``s3://bucket/prefix`` split; ``key(...)`` joins parts under the prefix."""
+
+    bucket: str
+    prefix: str  # no leading or trailing '/', may be empty
+
+    @classmethod
+    def parse(cls, url: str, *, where: str = "url") -> S3Location:
+        if not isinstance(url, str) or not url.startswith("s3://"):
+            raise ConfigError(f"{where}: {url!r} is not an s3://bucket/prefix URL")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not bucket or len(bucket) < 3 or "/" in bucket or bucket != bucket.strip():
+            raise ConfigError(f"{where}: {url!r} names no valid bucket")
+        prefix = prefix.strip("/")
+        if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+            raise ConfigError(f"{where}: {url!r} has an empty, '.' or '..' path segment")
+        return cls(bucket, prefix)
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / config files / AWS
+    profile: str | None = None  # else AWS_PROFILE, else the default chain
+    region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION / profile, else us-east-1
+    connections: int = 16  # pooled connections (parts in flight across files)
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0  # a part of 100+ MiB on a slow link still answers within this
+    attempts: int = 3  # botocore's own tries per request (standard mode); the pipeline retries files
+    addressing_style: AddressingStyle = "auto"  # botocore picks path style for IP endpoints
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # without quotes; an md5 hex for single PUTs, "<md5-of-md5s>-N" for multipart
+    metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata, keys lower case
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """An unfinished multipart upload."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
+
+
+# --- errors ------------------------------------------------------------------------------
+
+_EXPIRED = {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired"}
+_AUTH = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "SignatureDoesNotMatch",
+    "AuthorizationHeaderMalformed",
+    "InvalidSecurity",
+    "AccountProblem",
+    "NotSignedUp",
+}
+_NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchBucket", "NoSuchVersion", "404"}
+_SLOW = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+_TRANSIENT = {"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "OperationAborted"}
+_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "IncompleteBody"}
+_QUOTA = {"EntityTooLarge", "MaxMessageLengthExceeded", "TooManyParts", "QuotaExceeded"}
+_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "BucketAlreadyOwnedByYou", "InvalidObjectState"}
+
+
+def map_s3_error(
+    exc: BaseException,
+    *,
+    what: str,
+    bucket: str | None = None,
+    key: str | None = None,
+    recid: str | None = None,
+    file: str | None = None,
+    write: bool = False,
+) -> FerryError:
+    """The ``ferry.core.errors`` class for anything a client call raised.
+
+    ``what`` names the operation (``HEAD``, ``upload part 3``); ``bucket``/``key`` where;
+    ``recid``/``file`` the record and file it was for. ``write``: the request changes
+    state, so a lost answer is marked ``maybe_applied`` (the caller looks before repeating).
+    Messages carry the server's code and words, never credentials.
+    """
+    if isinstance(exc, FerryError):
+        return exc
+    place = f"s3://{bucket}/{key}" if bucket and key else f"s3://{bucket}" if bucket else "S3"
+    kw: dict[str, Any] = {"recid": recid, "file": file}
+    err: FerryError
+    if isinstance(exc, bce.ClientError):
+        response: Mapping[str, Any] = exc.response or {}
+        error = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        status = int(meta.get("HTTPStatusCode") or 0) or None
+        code = str(error.get("Code") or status or "")
+        text = str(error.get("Message") or "").strip()
+        headers = {str(k).title(): str(v) for k, v in (meta.get("HTTPHeaders") or {}).items()}
+        message = f"{what} {place}: {code}" + (f" ({text})" if text and text != code else "")
+        kw["status"] = status
+        if code in _EXPIRED:
+            err = CredentialsExpired(f"{message}: the credentials have expired; renew them and run again", **kw)
+        elif code in _AUTH or status in (401, 403):
+            err = AuthError(message, **kw)
+        elif code in _SLOW or status == 429:
+            err = RateLimited(message, retry_after=server_delay(headers), status=status)
+            err.recid, err.file = recid, file
+        elif code in _NOT_FOUND or status == 404:
+            err = TargetNotFound(message, **kw)
+        elif code in _DIGEST:
+            err = VerificationError(f"{message}: the bytes sent do not match their checksum", recid=recid, file=file)
+        elif code in _QUOTA or status == 413:
+            err = QuotaError(message, **kw)
+        elif code in _CONFLICT or status in (409, 412):
+            err = Conflict(message, **kw)
+        elif code in _TRANSIENT or (status is not None and status >= 500):
+            err = TargetUnavailable(message, **kw)
+            err.maybe_applied = write
+        elif status == 400 and what == "HEAD" and code == "400":
+            # A HEAD answer has no body, hence no reason: in practice expired or malformed
+            # credentials or a wrong region. Never "absent".
+            err = AuthError(f"{message}: refused without a reason (expired credentials or wrong region?)", **kw)
+        else:
+            err = TargetError(message, **kw)
+    elif isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        err = AuthError(f"{what} {place}: no usable AWS credentials ({exc}); set a profile or AWS_* variables", **kw)
+    elif isinstance(exc, bce.ProfileNotFound):
+        err = ConfigError(f"{what} {place}: {exc}")
+    elif isinstance(
+        exc,
+        bce.CredentialRetrievalError | bce.TokenRetrievalError | bce.SSOTokenLoadError | bce.UnauthorizedSSOTokenError,
+    ):
+        err = CredentialsExpired(f"{what} {place}: credentials could not be renewed ({exc}); renew them and run again")
+    elif isinstance(exc, bce.ParamValidationError | bce.InvalidRegionError | bce.NoRegionError):
+        err = ConfigError(f"{what} {place}: {exc}")
+    elif isinstance(exc, bce.HTTPClientError | bce.EndpointConnectionError | bce.ResponseStreamingError):
+        # Connection refused/reset, timeouts (ConnectTimeoutError, ReadTimeoutError are here too).
+        err = TargetUnavailable(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
+        err.maybe_applied = write and not isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError)
+    elif isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        err = TargetUnavailable(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
+        err.maybe_applied = write
+    elif isinstance(exc, bce.BotoCoreError):
+        err = TargetError(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
+    else:
+        err = TargetError(f"{what} {place}: unexpected {type(exc).__name__}: {exc}", **kw)
+    return err
+
+
+@dataclass(frozen=True)
+class At:
+    """Which record and file a call is for, for error messages."""
+
+    recid: str | None = None
+    file: str | None = None
+
+
+NOWHERE = At()
+
+
+@contextlib.contextmanager
+def _mapped(what: str, bucket: str, key: str | None = None, *, at: At = NOWHERE, write: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise map_s3_error(exc, what=what, bucket=bucket, key=key, recid=at.recid, file=at.file, write=write) from exc
+
+
+def _etag(value: Any) -> str:
+    return str(value or "").strip('"')
+
+
+# --- the client --------------------------------------------------------------------------
+
+
+class S3Client:
+    """The calls the S3 target makes, each mapped into ferry errors. ``await S3Client.open(settings)``."""
+
+    def __init__(self, raw: RawClient, stack: contextlib.AsyncExitStack, settings: S3Settings) -> None:
+        self.raw = raw  # the aiobotocore client, for calls this class does not wrap
+        self.settings = settings
+        self._stack = stack
+
+    @classmethod
+    async def open(cls, settings: S3Settings, *, where: str = "S3") -> S3Client:
+        config = AioConfig(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_pool_connections=settings.connections,
+            retries={"max_attempts": settings.attempts, "mode": "standard"},
+            s3={"addressing_style": settings.addressing_style},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            warm_up_loader_caches=True,  # service model JSON loaded in a thread, not on the loop
+        )
+        stack = contextlib.AsyncExitStack()
+        try:
+            session = AioSession(profile=settings.profile)
+            region = settings.region or session.get_config_variable("region") or "us-east-1"
+            raw = await stack.enter_async_context(
+                session.create_client("s3", region_name=region, endpoint_url=settings.endpoint_url, config=config)
+            )
+        except Exception as exc:
+            await stack.aclose()
+            raise map_s3_error(exc, what=f"{where}: open client") from exc
+        return cls(raw, stack, settings)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    @property
+    def endpoint_url(self) -> str:
+        return str(self.raw.meta.endpoint_url)
+
+    async def head(self, bucket: str, key: str, at: At = NOWHERE) -> ObjectInfo | None:
+        """The object, or None only when the server says 404. Anything else raises."""
+        try:
+            with _mapped("HEAD", bucket, key, at=at):
+                r = await self.raw.head_object(Bucket=bucket, Key=key)
+        except TargetNotFound:
+            return None
+        return ObjectInfo(
+            key=key,
+            size=int(r["ContentLength"]),
+            etag=_etag(r.get("ETag")),
+            metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
+            last_modified=r.get("LastModified"),
+        )
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_md5: str,
+        metadata: Mapping[str, str],
+        content_type: str | None = None,
+        at: At = NOWHERE,
+    ) -> str:
+        """One PUT with ``Content-MD5`` (base64); returns the ETag."""
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        with _mapped("PUT", bucket, key, write=True, at=at):
+            r = await self.raw.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentMD5=content_md5, Metadata=dict(metadata), **extra
+            )
+        return _etag(r.get("ETag"))
+
+    async def create_multipart(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        metadata: Mapping[str, str],
+        content_type: str | None = None,
+        at: At = NOWHERE,
+    ) -> str:
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        with _mapped("create multipart upload", bucket, key, write=True, at=at):
+            r = await self.raw.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata), **extra)
+        return str(r["UploadId"])
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: bytes, *, content_md5: str, at: At = NOWHERE
+    ) -> str:
+        with _mapped(f"upload part {number}", bucket, key, at=at):
+            r = await self.raw.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=content_md5
+            )
+        return _etag(r.get("ETag"))
+
+    async def complete_multipart(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]], at: At = NOWHERE
+    ) -> str:
+        doc: Any = {"Parts": [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in parts]}
+        with _mapped("complete multipart upload", bucket, key, write=True, at=at):
+            r = await self.raw.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload=doc
+            )
+        return _etag(r.get("ETag"))
+
+    async def abort_multipart(self, bucket: str, key: str, upload_id: str, at: At = NOWHERE) -> None:
+        """Abort; an upload already gone (aborted or completed) is not an error."""
+        try:
+            with _mapped("abort multipart upload", bucket, key, at=at):
+                await self.raw.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except TargetNotFound:
+            return
+
+    async def list_uploads(self, bucket: str, prefix: str) -> list[UploadInfo]:
+        """Unfinished multipart uploads under ``prefix``."""
+        out: list[UploadInfo] = []
+        with _mapped("list multipart uploads", bucket, prefix or None):
+            async for page in self.raw.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+                for u in page.get("Uploads") or []:
+                    out.append(UploadInfo(str(u["Key"]), str(u["UploadId"]), u.get("Initiated")))
+        return out
+
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Objects under ``prefix`` (no user metadata: LIST does not return it)."""
+        with _mapped("list objects", bucket, prefix or None):
+            async for page in self.raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for o in page.get("Contents") or []:
+                    yield ObjectInfo(
+                        str(o["Key"]), int(o.get("Size") or 0), _etag(o.get("ETag")), {}, o.get("LastModified")
+                    )
+
+    async def copy(self, bucket: str, src_key: str, dst_key: str, at: At = NOWHERE) -> str:
+        """Server-side copy keeping the source's metadata (single request: objects up to 5 GB)."""
+        with _mapped("copy", bucket, dst_key, write=True, at=at):
+            r = await self.raw.copy_object(
+                Bucket=bucket, Key=dst_key, CopySource={"Bucket": bucket, "Key": src_key}, MetadataDirective="COPY"
+            )
+        return _etag((r.get("CopyObjectResult") or {}).get("ETag"))
+
+    async def delete(self, bucket: str, key: str, at: At = NOWHERE) -> None:
+        """Delete; S3 answers 204 for a missing key too."""
+        with _mapped("DELETE", bucket, key, at=at):
+            await self.raw.delete_object(Bucket=bucket, Key=key)
+
+    async def get_bytes(self, bucket: str, key: str, *, limit: int = 16 * 1024 * 1024, at: At = NOWHERE) -> bytes:
+        """A small object's content (manifests, locks); TargetNotFound when absent."""
+        with _mapped("GET", bucket, key, at=at):
+            r = await self.raw.get_object(Bucket=bucket, Key=key)
+            if int(r.get("ContentLength") or 0) > limit:
+                r["Body"].close()
+                raise TargetError(f"GET s3://{bucket}/{key}: larger than {limit} bytes", recid=at.recid, file=at.file)
+            async with r["Body"] as stream:
+                data: bytes = await stream.read()
+        return data
