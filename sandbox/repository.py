@@ -42,8 +42,10 @@ from sandbox.repository_core import BYTES_READ_KEY, DROPPED_KEY, MODELS, USER_KE
 from sandbox.repository_options import RepositoryOptions
 from sandbox.repository_records import REPO
 from sandbox.repository_store import Obj
+from sandbox.repository_tls import CA_FILE, ensure_tls, server_context
 
 REQUEST_LOG = "requests.jsonl"
+TLS_DIR = "tls"  # under the data dir, with --https
 MODEL_PATTERN = "|".join(MODELS)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -275,6 +277,7 @@ async def admin_config(request: web.Request) -> web.Response:
 def build_app(repo: Repo, request_log: Path) -> web.Application:
     app = web.Application(middlewares=[sandbox_middleware], client_max_size=16 << 20)
     app[REPO] = repo
+    repo.expander = repository_nrp.expanded
     log = open(request_log, "ab")  # noqa: SIM115 - closed on app cleanup
     app[TRAFFIC] = Traffic(log=log)
     app.add_routes(repository_nrp.routes(MODEL_PATTERN))
@@ -326,6 +329,7 @@ class RunningRepository:
     request_log: Path
     repo: Repo = field(repr=False)
     runner: web.AppRunner = field(repr=False)
+    ca_file: Path | None = None  # set when serving HTTPS: the CA clients must trust
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -344,9 +348,13 @@ async def start_repository(
     port: int = 0,
     tokens: str | Sequence[str] | None = None,
     public_url: str | None = None,
+    tls_dir: Path | None = None,
     **options: Any,
 ) -> RunningRepository:
-    """Start the sandbox in this event loop; `options` are RepositoryOptions knobs."""
+    """Start the sandbox in this event loop; `options` are RepositoryOptions knobs.
+
+    With `tls_dir` it serves HTTPS with a CA of its own written there (`ca_file`).
+    """
     data = Path(data_dir)
     await asyncio.to_thread(data.mkdir, parents=True, exist_ok=True)
     opts = RepositoryOptions()
@@ -356,20 +364,22 @@ async def start_repository(
     request_log = data / REQUEST_LOG
     runner = web.AppRunner(build_app(repo, request_log), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    tls = await asyncio.to_thread(ensure_tls, tls_dir) if tls_dir is not None else None
+    site = web.TCPSite(runner, host, port, ssl_context=server_context(tls) if tls is not None else None)
     await site.start()
     server = site._server
     assert server is not None and isinstance(server, asyncio.base_events.Server)
     bound = server.sockets[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return RunningRepository(
-        url=f"http://{shown}:{bound}",
+        url=f"{'https' if tls is not None else 'http'}://{shown}:{bound}",
         token=token_list[0],
         tokens=token_list,
         data_dir=data,
         request_log=request_log,
         repo=repo,
         runner=runner,
+        ca_file=tls.ca_file if tls is not None else None,
     )
 
 
@@ -380,6 +390,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token", action="append", help="accepted bearer token (repeatable; one per user)")
     parser.add_argument("--public-url", help="base URL for links (default: the request's host)")
+    parser.add_argument(
+        "--https",
+        action="store_true",
+        help=f"serve HTTPS with a sandbox CA written to DATA/{TLS_DIR}/{CA_FILE} (trust it via SSL_CERT_FILE)",
+    )
     for f in dataclasses.fields(RepositoryOptions):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"knob_{f.name}", metavar="VALUE")
     return parser
@@ -388,7 +403,13 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> None:
     knobs = {k[5:]: v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
     running = await start_repository(
-        args.data, host=args.host, port=args.port, tokens=args.token, public_url=args.public_url, **knobs
+        args.data,
+        host=args.host,
+        port=args.port,
+        tokens=args.token,
+        public_url=args.public_url,
+        tls_dir=args.data / TLS_DIR if args.https else None,
+        **knobs,
     )
     print(running.url, flush=True)
     if not args.token:

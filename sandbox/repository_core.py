@@ -12,6 +12,7 @@ import asyncio
 import copy
 import mimetypes
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -82,6 +83,8 @@ class Repo:
     rng: random.Random = field(init=False)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     public_url: str | None = None
+    # (repo, entity, base, draft?) -> the `expanded` section for `?expand=1` (NRP flavour)
+    expander: Callable[[Repo, Obj, str, bool], Obj] | None = None
 
     def __post_init__(self) -> None:
         self.store = Store(self.data_dir, self.index_doc)

@@ -14,10 +14,12 @@ import secrets
 from aiohttp import web
 
 from sandbox.repository_core import INVENIO_VERSION, NRP_MODEL, ApiError, Repo, fail, json_response
-from sandbox.repository_records import REPO, _model, do_publish, publish_errors
+from sandbox.repository_records import REPO, _model, do_publish, open_version_draft, publish_errors, start_new_version
 from sandbox.repository_store import Obj, now_iso
 
 PUBLISH_DRAFT = "publish_draft"
+NEW_VERSION = "new_version"
+REQUEST_NAMES = {PUBLISH_DRAFT: "Publish draft", NEW_VERSION: "New version"}
 
 
 def _repo(request: web.Request) -> Repo:
@@ -54,6 +56,8 @@ async def well_known(request: web.Request) -> web.Response:
     base = repo.base(request)
     return json_response(
         {
+            # nrp-cmd refuses an info document without its schema id (oarepo-runtime sends it)
+            "schema": "local://introspection-v1.0.0.json",
             "name": "dataferry sandbox repository",
             "description": "A local stand-in for an NRP (oarepo) / InvenioRDM repository",
             "version": "sandbox",
@@ -64,6 +68,8 @@ async def well_known(request: web.Request) -> web.Response:
             "links": {
                 "self": f"{base}/.well-known/repository",
                 "api": f"{base}/api",
+                "records": f"{base}/api/records",
+                "drafts": f"{base}/api/user/records",
                 "models": f"{base}/.well-known/repository/models",
                 "requests": f"{base}/api/requests",
                 "user_records": f"{base}/api/user/records",
@@ -85,58 +91,117 @@ async def model(request: web.Request) -> web.Response:
 
 
 # --- requests ---------------------------------------------------------------------------------
-def _open_publish_request(repo: Repo, eid: str) -> Obj | None:
+def _open_request(repo: Repo, eid: str, rtype: str) -> Obj | None:
     for req in repo.store.requests.values():
-        if req["topic_id"] == eid and req["type"] == PUBLISH_DRAFT and req["status"] in ("created", "submitted"):
+        if req["topic_id"] == eid and req["type"] == rtype and req["status"] in ("created", "submitted"):
             return req
     return None
 
 
-async def applicable_draft(request: web.Request) -> web.Response:
+def _open_publish_request(repo: Repo, eid: str) -> Obj | None:
+    return _open_request(repo, eid, PUBLISH_DRAFT)
+
+
+def _applicable_types(repo: Repo, entity: Obj, *, draft: bool) -> list[str]:
+    """Request types the owner may create on this topic now (oarepo's applicable requests)."""
+    if not repo.workflow_requests(entity):
+        return []
+    if draft:
+        if entity.get("draft") is None or _open_request(repo, entity["id"], PUBLISH_DRAFT) is not None:
+            return []
+        return [PUBLISH_DRAFT]
+    if entity.get("record") is None or _open_request(repo, entity["id"], NEW_VERSION) is not None:
+        return []
+    # A new version is offered while the parent has no unpublished next version.
+    return [] if open_version_draft(repo, entity) is not None else [NEW_VERSION]
+
+
+def _type_json(repo: Repo, entity: Obj, base: str, rtype: str, *, draft: bool) -> Obj:
+    root = repo.api_root(entity, base) + ("/draft" if draft else "")
+    return {
+        "type_id": rtype,
+        "name": REQUEST_NAMES[rtype],
+        "description": REQUEST_NAMES[rtype],
+        "links": {"actions": {"create": f"{root}/requests/{rtype}"}},
+    }
+
+
+def _applicable(request: web.Request, *, draft: bool) -> web.Response:
     repo = _repo(request)
-    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
-    hits: list[Obj] = []
-    if repo.workflow_requests(entity) and _open_publish_request(repo, entity["id"]) is None:
-        root = repo.api_root(entity, repo.base(request))
-        hits.append(
-            {
-                "type_id": PUBLISH_DRAFT,
-                "name": "Publish draft",
-                "description": "Request publishing of a draft",
-                "links": {"actions": {"create": f"{root}/draft/requests/{PUBLISH_DRAFT}"}},
-            }
-        )
-    return json_response({"hits": {"hits": hits, "total": len(hits)}})
+    if draft:
+        entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    else:
+        user = repo.require_user(request)
+        entity = repo.published(request, _model(request), request.match_info["id"])
+        if entity["owner"] != user:
+            fail(403, "Permission denied.")
+    base = repo.base(request)
+    hits = [_type_json(repo, entity, base, t, draft=draft) for t in _applicable_types(repo, entity, draft=draft)]
+    root = repo.api_root(entity, base) + ("/draft" if draft else "") + "/requests/applicable"
+    # nrp-cmd reads a list without links.self as a broken response
+    return json_response({"hits": {"hits": hits, "total": len(hits)}, "links": {"self": root}})
+
+
+async def applicable_draft(request: web.Request) -> web.Response:
+    return _applicable(request, draft=True)
 
 
 async def applicable_record(request: web.Request) -> web.Response:
-    repo = _repo(request)
-    repo.require_user(request)
-    repo.published(request, _model(request), request.match_info["id"])
-    return json_response({"hits": {"hits": [], "total": 0}})
+    return _applicable(request, draft=False)
+
+
+def expanded(repo: Repo, entity: Obj, base: str, draft: bool) -> Obj:
+    """The `expanded` section oarepo adds with `?expand=1`: open requests, applicable types."""
+    if not repo.workflow_requests(entity):
+        return {}
+    topic_requests = [
+        request_json(repo, r, base)
+        for r in repo.store.requests.values()
+        if r["topic_id"] == entity["id"] and r["status"] in ("created", "submitted")
+    ]
+    types = [_type_json(repo, entity, base, t, draft=draft) for t in _applicable_types(repo, entity, draft=draft)]
+    return {"requests": topic_requests, "request_types": types}
+
+
+def _receiver(repo: Repo) -> Obj:
+    # oarepo workflows name a receiver when the request is created; auto-approved ones
+    # go to the "auto_approve" entity, others to the curators.
+    if repo.options.publish_workflow == "curator":
+        return {"group": "curators"}
+    return {"auto_approve": "true"}
 
 
 async def create_request(request: web.Request) -> web.Response:
     repo = _repo(request)
-    entity = repo.owned_draft(request, _model(request), request.match_info["id"])
-    if request.match_info["type"] != PUBLISH_DRAFT or not repo.workflow_requests(entity):
-        fail(400, f"Request type {request.match_info['type']} is not applicable to this record.")
-    if _open_publish_request(repo, entity["id"]) is not None:
-        fail(400, "A publish_draft request is already open for this record.")
+    rtype = request.match_info["type"]
+    draft = request.path.rstrip("/").rsplit("/", 3)[-3] == "draft"
+    if draft:
+        entity = repo.owned_draft(request, _model(request), request.match_info["id"])
+    else:
+        user = repo.require_user(request)
+        entity = repo.published(request, _model(request), request.match_info["id"])
+        if entity["owner"] != user:
+            fail(403, "Permission denied.")
+    if rtype not in _applicable_types(repo, entity, draft=draft):
+        if rtype in REQUEST_NAMES and _open_request(repo, entity["id"], rtype) is not None:
+            fail(400, f"A {rtype} request is already open for this record.")
+        fail(400, f"Request type {rtype} is not applicable to this record.")
     body = await repo.json_body(request)
     payload = body.get("payload") if isinstance(body, dict) else None
     now = now_iso()
     req: Obj = {
         "id": secrets.token_hex(16),
         "number": str(len(repo.store.requests) + 1),
-        "type": PUBLISH_DRAFT,
+        "type": rtype,
         "title": "",
         "status": "created",
         "created": now,
         "updated": now,
         "created_by": entity["owner"],
+        "receiver": _receiver(repo),
         "topic_model": entity["model"],
         "topic_id": entity["id"],
+        "topic_draft": draft,
         "payload": dict(payload) if isinstance(payload, dict) else {},
         "revision_id": 1,
     }
@@ -159,7 +224,7 @@ def request_json(repo: Repo, req: Obj, base: str) -> Obj:
     entity = repo.store.entities.get(req["topic_id"])
     topic_links: Obj = {}
     if entity is not None:
-        if entity.get("draft") is not None:
+        if entity.get("draft") is not None and req.get("topic_draft", True):
             topic_links = repo.draft_links(entity, base)
         elif entity.get("record") is not None:
             topic_links = repo.record_links(entity, base)
@@ -176,8 +241,8 @@ def request_json(repo: Repo, req: Obj, base: str) -> Obj:
         "updated": req["updated"],
         "revision_id": req["revision_id"],
         "created_by": {"user": str(req["created_by"])},
-        "receiver": {"user": "curator"} if status != "created" else None,
-        "topic": {f"{req['topic_model']}_draft": req["topic_id"]},
+        "receiver": dict(req.get("receiver") or {"group": "curators"}),
+        "topic": {f"{req['topic_model']}{'_draft' if req.get('topic_draft', True) else ''}": req["topic_id"]},
         "payload": dict(req["payload"]),
         "links": {
             "self": root,
@@ -192,6 +257,14 @@ def request_json(repo: Repo, req: Obj, base: str) -> Obj:
 
 def _accept(repo: Repo, req: Obj, base: str) -> None:
     entity = repo.store.entities.get(req["topic_id"])
+    if req["type"] == NEW_VERSION:
+        if entity is None or entity.get("record") is None:
+            fail(400, "The record of this request no longer exists.")
+        new = start_new_version(repo, entity, entity["owner"])
+        req["status"] = "accepted"
+        req["payload"]["draft_record:links:self"] = f"{repo.api_root(new, base)}/draft"
+        req["payload"]["draft_record:links:self_html"] = f"{base}/{new['model']}/{new['id']}/edit"
+        return
     if entity is None or entity.get("draft") is None:
         fail(400, "The draft of this request no longer exists.")
     do_publish(repo, entity)
@@ -211,13 +284,14 @@ async def request_action(request: web.Request) -> web.Response:
     status = req["status"]
     creator = req["created_by"] == user
     if action == "submit" and status == "created" and creator:
-        entity = repo.store.entities.get(req["topic_id"])
-        if entity is None or entity.get("draft") is None:
-            fail(400, "The draft of this request no longer exists.")
-        # NRP validates the draft when the publish request is submitted.
-        errors = publish_errors(repo, entity)
-        if errors:
-            raise ApiError(400, "A validation error occurred.", errors)
+        if req["type"] == PUBLISH_DRAFT:
+            entity = repo.store.entities.get(req["topic_id"])
+            if entity is None or entity.get("draft") is None:
+                fail(400, "The draft of this request no longer exists.")
+            # NRP validates the draft when the publish request is submitted.
+            errors = publish_errors(repo, entity)
+            if errors:
+                raise ApiError(400, "A validation error occurred.", errors)
         req["status"] = "submitted"
         if repo.options.publish_workflow in ("direct", "auto"):
             _accept(repo, req, base)  # auto-approve: the workflow's curator is the system
@@ -263,6 +337,7 @@ def routes(model_pattern: str) -> list[web.RouteDef]:
         web.get(item + "/draft/requests/applicable", applicable_draft),
         web.get(item + "/requests/applicable", applicable_record),
         web.post(item + "/draft/requests/{type}", create_request),
+        web.post(item + "/requests/{type}", create_request),
         web.get("/api/requests", list_requests),
         web.get("/api/requests/{rid}", read_request),
         web.post("/api/requests/{rid}/actions/{action}", request_action),

@@ -31,13 +31,21 @@ def _etag(revision: int) -> dict[str, str]:
     return {"ETag": f'"{revision}"'}
 
 
+def _expand(repo: Repo, request: web.Request, entity: Obj, body: Obj, *, draft: bool) -> None:
+    """`?expand=1` (oarepo): the record's open requests and applicable request types."""
+    if repo.expander is not None and request.query.get("expand", "").lower() in ("1", "true"):
+        body["expanded"] = repo.expander(repo, entity, repo.base(request), draft)
+
+
 def draft_response(repo: Repo, request: web.Request, entity: Obj, status: int = 200) -> web.Response:
     body = repo.draft_json(entity, repo.base(request))
+    _expand(repo, request, entity, body, draft=True)
     return json_response(body, status, _etag(body["revision_id"]))
 
 
 def record_response(repo: Repo, request: web.Request, entity: Obj, status: int = 200) -> web.Response:
     body = repo.record_json(entity, repo.base(request))
+    _expand(repo, request, entity, body, draft=False)
     return json_response(body, status, _etag(body["revision_id"]))
 
 
@@ -135,10 +143,20 @@ async def discard_draft(request: web.Request) -> web.Response:
 
 
 async def edit_record(request: web.Request) -> web.Response:
-    """POST .../draft on a published record: a draft of it (the existing one if any), 201."""
+    """POST .../draft: a draft of the record (the existing one if any), 201.
+
+    On a never-published draft (a new version's) InvenioRDM's edit returns that draft;
+    inveniordm-py's new-version flow relies on it.
+    """
     repo = _repo(request)
     user = repo.require_user(request)
-    entity = repo.published(request, _model(request), request.match_info["id"])
+    model = _model(request)
+    entity = repo.entity(model, request.match_info["id"])
+    if entity.get("record") is None and entity.get("draft") is not None:
+        if entity["owner"] != user:
+            fail(403, "Permission denied.")
+        return draft_response(repo, request, entity, 201)
+    entity = repo.published(request, model, request.match_info["id"])
     if entity["owner"] != user:
         fail(403, "Permission denied.")
     if entity.get("draft") is None:
@@ -250,10 +268,23 @@ async def new_version(request: web.Request) -> web.Response:
     entity = repo.published(request, _model(request), request.match_info["id"])
     if entity["owner"] != user:
         fail(403, "Permission denied.")
-    parent = repo.parent_of(entity)
-    latest = repo.store.entities[parent["versions"][-1]]
+    return draft_response(repo, request, start_new_version(repo, entity, user), 201)
+
+
+def open_version_draft(repo: Repo, entity: Obj) -> Obj | None:
+    """The unpublished next version of this record's parent, if one is open."""
+    latest = repo.store.entities[repo.parent_of(entity)["versions"][-1]]
     if latest.get("record") is None and latest.get("draft") is not None:
-        return draft_response(repo, request, latest, 201)  # the next version's draft exists already
+        return latest
+    return None
+
+
+def start_new_version(repo: Repo, entity: Obj, user: int) -> Obj:
+    """A new version's draft of a published record (the open one if it exists already)."""
+    parent = repo.parent_of(entity)
+    existing = open_version_draft(repo, entity)
+    if existing is not None:
+        return existing
     source = _latest_published(repo, parent)
     record = source["record"]
     metadata = copy.deepcopy(record.get("metadata") or {})
@@ -290,7 +321,7 @@ async def new_version(request: web.Request) -> web.Response:
     repo.store.save_entity(new)
     for sibling in parent["versions"][:-1]:
         repo.store.reindex(sibling)
-    return draft_response(repo, request, new, 201)
+    return new
 
 
 def _latest_published(repo: Repo, parent: Obj) -> Obj:

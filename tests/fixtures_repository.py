@@ -9,6 +9,13 @@ tests while the repository keeps running, and so that `restart()` really restart
 
     def test_y(repository_factory):
         repo = repository_factory(rate_per_minute=5, max_files=3, tokens=["a", "b"])
+
+    def test_z(https_repository):       # HTTPS with the sandbox's own CA (opt-in)
+        https_repository.url            # https://127.0.0.1:PORT
+        https_repository.ca_file        # trust it: SSL_CERT_FILE / REQUESTS_CA_BUNDLE / ca_file
+        https_repository.client_env()   # os.environ plus both variables set to ca_file
+
+`repository_factory(https=True, ...)` gives the same with knobs.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import os
 import secrets
 import select
+import ssl
 import subprocess
 import sys
 import time
@@ -52,6 +60,21 @@ class RepositoryHandle:
     tokens: list[str]
     options: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    https: bool = False
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The sandbox CA (PEM) when serving HTTPS, else None."""
+        return self.data_dir / "tls" / "ca.pem" if self.https else None
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """os.environ for a client process; trusts the sandbox CA when serving HTTPS."""
+        env = dict(os.environ)
+        if self.ca_file is not None:
+            env["SSL_CERT_FILE"] = str(self.ca_file)
+            env["REQUESTS_CA_BUNDLE"] = str(self.ca_file)
+        env.update(extra)
+        return env
 
     # --- control ---------------------------------------------------------------------
     def configure(self, **knobs: Any) -> None:
@@ -74,7 +97,7 @@ class RepositoryHandle:
         """Stop and start again on the same port with the same data, tokens and knobs."""
         port = int(self.url.rsplit(":", 1)[1])
         self.stop()
-        self.process, self.url = _spawn(self.data_dir, port, self.tokens, self.options)
+        self.process, self.url = _spawn(self.data_dir, port, self.tokens, self.options, https=self.https)
 
     def stop(self) -> None:
         proc = self.process
@@ -95,14 +118,17 @@ class RepositoryHandle:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file is not None else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return json.loads(resp.read())
 
 
 def _spawn(
-    data_dir: Path, port: int, tokens: list[str], options: dict[str, Any]
+    data_dir: Path, port: int, tokens: list[str], options: dict[str, Any], *, https: bool = False
 ) -> tuple[subprocess.Popen[bytes], str]:
     cmd = [sys.executable, "-m", "sandbox.repository", "--data", str(data_dir), "--port", str(port)]
+    if https:
+        cmd.append("--https")
     for token in tokens:
         cmd.append(f"--token={token}")
     for name, value in options.items():
@@ -123,7 +149,7 @@ def _spawn(
         elif proc.poll() is not None:
             break
     url = line.decode().strip()
-    if not url.startswith("http://"):
+    if not url.startswith("https://" if https else "http://"):
         proc.kill()
         proc.wait()
         log_text = (data_dir / "server.log").read_text(errors="replace")[-2000:]
@@ -132,11 +158,11 @@ def _spawn(
 
 
 def start_repository_process(
-    data_dir: Path, *, tokens: list[str] | None = None, port: int = 0, **options: Any
+    data_dir: Path, *, tokens: list[str] | None = None, port: int = 0, https: bool = False, **options: Any
 ) -> RepositoryHandle:
     """Start one sandbox repository subprocess (callers must call .stop())."""
     tokens = tokens or [secrets.token_urlsafe(24)]
-    proc, url = _spawn(data_dir, port, tokens, options)
+    proc, url = _spawn(data_dir, port, tokens, options, https=https)
     return RepositoryHandle(
         url=url,
         token=tokens[0],
@@ -145,6 +171,7 @@ def start_repository_process(
         request_log=data_dir / "requests.jsonl",
         options=dict(options),
         process=proc,
+        https=https,
     )
 
 
@@ -153,9 +180,9 @@ def repository_factory(tmp_path: Path) -> Iterator[Callable[..., RepositoryHandl
     """Start sandbox repositories with custom knobs: `repository_factory(max_files=3)`."""
     handles: list[RepositoryHandle] = []
 
-    def make(*, tokens: list[str] | None = None, **options: Any) -> RepositoryHandle:
+    def make(*, tokens: list[str] | None = None, https: bool = False, **options: Any) -> RepositoryHandle:
         data_dir = tmp_path / f"repository-{len(handles)}"
-        handle = start_repository_process(data_dir, tokens=tokens, **options)
+        handle = start_repository_process(data_dir, tokens=tokens, https=https, **options)
         handles.append(handle)
         return handle
 
@@ -170,3 +197,9 @@ def repository_factory(tmp_path: Path) -> Iterator[Callable[..., RepositoryHandl
 def repository(repository_factory: Callable[..., RepositoryHandle]) -> RepositoryHandle:
     """A sandbox repository with InvenioRDM defaults (100/min, 5000/h; NRP flavour on)."""
     return repository_factory()
+
+
+@pytest.fixture
+def https_repository(repository_factory: Callable[..., RepositoryHandle]) -> RepositoryHandle:
+    """The same sandbox over HTTPS with its own CA (`.ca_file`, `.client_env()`)."""
+    return repository_factory(https=True)
