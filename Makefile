@@ -7,8 +7,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
+# nrp-cmd needs Python >= 3.12: its own venv (tests/test_official_clients_nrp.py uses it).
+NRP_VENV   := .venv-nrp
+NRP_STAMP  := $(NRP_VENV)/.installed
+NRP_PYTHON ?= $(shell for p in python3.12 python3.13 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3); do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 
-.PHONY: setup system-deps venv demo test lint typecheck pytest bench clean
+.PHONY: setup system-deps venv nrp-venv demo test lint typecheck pytest bench clean
 
 setup: system-deps venv
 
@@ -30,6 +35,17 @@ $(STAMP): pyproject.toml requirements_upload.txt requirements.txt requirements_d
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
+nrp-venv: $(NRP_STAMP)
+
+$(NRP_STAMP): requirements_nrp.txt
+	@if [ -z "$(NRP_PYTHON)" ]; then \
+		echo ">> WARNING: no Python >= 3.12 found: nrp-cmd is not installed and its tests will fail"; \
+	else \
+		{ test -x $(NRP_VENV)/bin/python || $(NRP_PYTHON) -m venv $(NRP_VENV); } && \
+		$(NRP_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements_nrp.txt && \
+		touch $(NRP_STAMP); \
+	fi
+
 demo: setup
 	$(BIN)/ferry demo
 
@@ -40,7 +56,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup nrp-venv
 	$(BIN)/pytest -q
 
 test: setup lint typecheck pytest
@@ -49,4 +65,4 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NRP_VENV) .pytest_cache .mypy_cache .ruff_cache
