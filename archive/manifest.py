@@ -140,9 +140,9 @@ def _row(fields: list[str], *, where: str, line: int) -> ManifestRow:
     if not _SHA256.match(sha):
         raise ManifestError(f"{where} line {line}: {fields[1]!r} is not a sha256 (64 hex digits)")
     try:
-        safe = safe_relpath(path, where=f"{where} line {line}")
+        safe = safe_relpath(path)
     except InputError as exc:
-        raise ManifestError(exc.message) from None
+        raise ManifestError(f"{where} line {line}: {exc.message}") from None
     if safe != path:
         # A path we would store under another name ("a//b", "./a") breaks verification.
         raise ManifestError(f"{where} line {line}: path {path!r} is not in normal form (would be {safe!r})")
