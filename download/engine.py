@@ -45,7 +45,7 @@ from ferry.core.checksums import Checksum, MultiHasher
 from ferry.core.config import Limits
 from ferry.core.errors import ChecksumFormatError, FerryError, InputError, SourceError, VerificationError, is_retryable
 from ferry.core.model import FileEntry, Record, inside, safe_relpath
-from ferry.core.retry import RetryPolicy, retry
+from ferry.core.retry import RetryPolicy, request_policy, retry
 from ferry.progress import NullProgress, ProgressSink
 from stats.events import Event, StatsWriter
 
@@ -126,9 +126,7 @@ class RecordResult:
         return lines
 
 
-def retry_policy(limits: Limits) -> RetryPolicy:
-    """The retry policy the configured limits ask for (``retries`` after the first try)."""
-    return RetryPolicy(attempts=limits.retries + 1, base=limits.backoff_base, maximum=limits.backoff_max)
+retry_policy = request_policy  # the name the download side has used
 
 
 def expected_checksum(entry: FileEntry) -> Checksum | None:
@@ -199,7 +197,7 @@ class Downloader:
         except FerryError as exc:
             if exc.recid is None:
                 exc.recid = recid
-            event.close("failed", error=exc, attempts=getattr(exc, "attempts", 1))
+            event.close("failed", error=exc, attempts=exc.attempts)
             raise
         tries = getattr(source, "attempts", {}).get(recid, 1)
         event.close("ok", file_count=len(record.files), bytes=record.total_size, attempts=tries)
@@ -490,8 +488,8 @@ class Downloader:
                     size=entry.size,
                     status="failed",
                     action="failed",
-                    attempts=getattr(exc, "attempts", 1),
-                    bytes_transferred=getattr(exc, "bytes_transferred", 0),
+                    attempts=exc.attempts,
+                    bytes_transferred=exc.bytes_transferred,
                     error=exc,
                 )
             event.close(
@@ -583,8 +581,8 @@ class Downloader:
                 attempt, policy=self.policy, retryable=retryable, what=f"download {url}"
             )
         except FerryError as exc:
-            exc.attempts = attempts  # type: ignore[attr-defined]
-            exc.bytes_transferred = transferred  # type: ignore[attr-defined]
+            exc.attempts = attempts
+            exc.bytes_transferred = transferred
             if entry.availability != "online" and isinstance(exc, SourceError):
                 exc.message += (
                     f" (the file is on tape, availability {entry.availability!r}: "
@@ -714,7 +712,7 @@ class Downloader:
             except BaseException as exc:
                 sink.abort()
                 if isinstance(exc, FerryError):
-                    exc.bytes_transferred = sink.written  # type: ignore[attr-defined]
+                    exc.bytes_transferred = sink.written
                 raise
         finally:
             await asyncio.to_thread(os.close, fd)
@@ -750,7 +748,7 @@ class Downloader:
                     self.executor, _fetch_small, blocking, url, part, final, algorithms, entry.size, expected
                 )
             except FerryError as exc:
-                exc.bytes_transferred = 0  # type: ignore[attr-defined]
+                exc.bytes_transferred = 0
                 raise
             finally:
                 self._budget.release(taken)
@@ -768,7 +766,7 @@ class Downloader:
                 remote_size = await fetcher.fetch(url, sink, start=0, expected_size=entry.size)
                 data = sink.data()
             except FerryError as exc:
-                exc.bytes_transferred = sink.written  # type: ignore[attr-defined]
+                exc.bytes_transferred = sink.written
                 raise
             if len(data) != remote_size:
                 raise VerificationError(

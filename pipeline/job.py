@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 import orjson
 
 from download.manifest import Manifest, load_manifest
-from ferry.core.checksums import hash_file
+from ferry.core.checksums import Checksum, choose_hash, hash_file
 from ferry.core.config import Limits
 from ferry.core.errors import (
     DownloadFailed,
@@ -224,9 +224,12 @@ class RecordJob:
         await self._verify(remote, manifest, keys)
         await self._ledger("uploaded")
 
-        if ctx.publish:
+        if ctx.publish and ctx.target.abilities.publish:
             self.stage = "publish"
             self.result.publish = await self._publish(remote)
+        elif ctx.ledger is not None and not ctx.target.abilities.drafts:
+            # Nothing to publish: a verified record on a target without drafts is final.
+            await ctx.ledger.run(ctx.ledger.set_record_status, self.recid, "published")
 
         if ctx.delete_staged:
             await asyncio.to_thread(shutil.rmtree, self.record_dir, True)
@@ -368,17 +371,19 @@ class RecordJob:
         if row is None or not row.ok or row.status != "published" or not row.remote_id:
             return False
         files = {f.key: f for f in await ctx.ledger.run(ctx.ledger.file_status, self.recid)}
-        if not files or any(f.status != "verified" or f.md5 is None or f.size is None for f in files.values()):
+        if not files or any(f.status != "verified" or f.checksum is None or f.size is None for f in files.values()):
             return False
         source = {f.key: f.size for f in self.record.files}
         if not all(is_zip_output(self.recid, k) for k in files) and source != {k: f.size for k, f in files.items()}:
             return False
         record_id = row.remote_id
         remote = await self._call(lambda: ctx.target.get(self.recid, record_id))
-        if remote is None or remote.state != "published":
+        if remote is None or remote.state == "draft":  # "open": final on a target without drafts
             return False
         have = await self._call(lambda: ctx.target.list_files(remote))
-        if set(have) != set(files) or not all(have[k].matches(f.size or 0, f.md5 or "") for k, f in files.items()):
+        if set(have) != set(files) or not all(
+            f.checksum is not None and have[k].matches(f.size or 0, f.checksum) for k, f in files.items()
+        ):
             return False
         self.result.remote_id, self.result.file_count = remote.id, len(files)
         self.result.reason = f"already published as {remote.id} with the same files"
@@ -390,8 +395,8 @@ class RecordJob:
         keys = upload_keys(manifest)
         have = await self._call(lambda: self.ctx.target.list_files(remote))
         for key in keys:  # a bundle not hashed yet: hash it now, only if it could match
-            await self._md5_to_compare(manifest, key, have.get(key))
-        differ = [k for k in keys if k not in have or not _matches(have[k], manifest, k)]
+            await self._checksum_to_compare(manifest, key, have.get(key))
+        differ = [k for k in keys if _mismatch(have.get(k), manifest, k, self._hash_for(manifest, k)) is not None]
         if differ:
             raise TargetError(
                 f"already published as {remote.id} with different files ({', '.join(differ[:5])}); "
@@ -413,7 +418,7 @@ class RecordJob:
             log.info("record %s: removing %s from the draft (not part of this upload)", self.recid, stale)
             await self._call(functools.partial(target.delete_file, remote, stale))
         if self.ctx.ledger is not None:
-            rows = [(k, manifest.entries[k].size, manifest.entries[k].checksums.get("md5")) for k in keys]
+            rows = [(k, manifest.entries[k].size, self._known(manifest, k)) for k in keys]
             await self.ctx.ledger.run(self.ctx.ledger.set_files, self.recid, rows)
         await self._ledger("uploading")
 
@@ -423,16 +428,20 @@ class RecordJob:
 
         async def one(key: str) -> None:
             entry = manifest.entries[key]
-            md5 = await self._md5_to_compare(manifest, key, have.get(key))
-            if md5 is not None and key in have and have[key].matches(entry.size, md5):
+            expected = await self._checksum_to_compare(manifest, key, have.get(key))
+            if expected is not None and key in have and have[key].matches(entry.size, expected):
                 self.ctx.stats.record(
-                    "upload", "skipped", self.recid, key, reason="already on the target with the same md5"
+                    "upload",
+                    "skipped",
+                    self.recid,
+                    key,
+                    reason=f"already on the target with the same {expected.algorithm}",
                 )
                 if shown is not None:
                     shown.upload_finished(key, ok=True, skipped_bytes=entry.size)
-                await self._file_state(key, "verified", md5=md5)
+                await self._file_state(key, "verified", checksum=expected)
                 return
-            await self._put(remote, manifest, key, entry.size, md5)
+            await self._put(remote, manifest, key, entry.size, expected)
 
         results = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
         failures = {k: r for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
@@ -446,17 +455,20 @@ class RecordJob:
                 f"{len(failures)} of {len(keys)} file(s) failed to upload (first: {first})", recid=self.recid
             ) from first
 
-    async def _put(self, remote: RemoteRecord, manifest: Manifest, key: str, size: int, md5: str | None) -> None:
-        """Upload one file, verified by the target's md5.
+    async def _put(
+        self, remote: RemoteRecord, manifest: Manifest, key: str, size: int, expected: Checksum | None
+    ) -> None:
+        """Upload one file, verified by the target's checksum in the negotiated hash.
 
-        ``md5=None`` (a bundle the zip stage verified by CRC32 but did not hash): the target
-        computes the md5 while it sends the file and checks the server's against it; the
-        file must be the one the zip stage verified (size and mtime as recorded) before and
-        after, and the md5 is then recorded in the manifest and the ledger.
+        ``expected=None`` (e.g. a bundle the zip stage verified by CRC32 but did not hash):
+        the target computes its hash while it sends the file and checks the stored file
+        against it; the file must be the one the zip stage verified (size and mtime as
+        recorded) before and after, and the value is then recorded in the manifest and the
+        ledger.
         """
         ctx = self.ctx
         path = self.record_dir / key
-        if md5 is None:
+        if expected is None:
             await self._check_unchanged(manifest, key)
         attempts = 0
         shown = ctx.upload_progress
@@ -469,15 +481,17 @@ class RecordJob:
             if ctx.breaker is not None:
                 await ctx.breaker.wait_closed()
             async with ctx.upload_slots, ctx.upload_bytes.hold(size):
-                return await self._call(lambda: ctx.target.put_file(remote, key, path, size, md5, sent), wait=False)
+                return await self._call(
+                    lambda: ctx.target.put_file(remote, key, path, size, expected, sent), wait=False
+                )
 
         if shown is not None:
             shown.upload_started(key)
         event = ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
         try:
             got = await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
-            if md5 is None:
-                md5 = await self._learn_sent_md5(remote, manifest, key, got)
+            if expected is None:
+                expected = await self._learn_sent(remote, manifest, key, got)
         except FerryError as exc:
             if exc.file is None:
                 exc.file = key
@@ -490,31 +504,44 @@ class RecordJob:
         if shown is not None:
             shown.upload_finished(key, ok=True)
         self.result.bytes_uploaded += size
-        await self._file_state(key, "verified", md5=md5)
+        await self._file_state(key, "verified", checksum=expected)
 
-    # --- md5s the zip stage left to the upload ------------------------------------------
+    # --- the negotiated hash, and values the zip stage left to the upload ----------------
 
-    async def _md5_to_compare(self, manifest: Manifest, key: str, there: RemoteFile | None) -> str | None:
-        """The local md5 of ``key`` when it is needed to decide a skip: known, or computed now
-        (once, then recorded) when the target holds a finished file of the same size. None:
-        unknown, and nothing there could match it (the upload will compute it)."""
-        md5 = manifest.entries[key].checksums.get("md5")
-        if md5 is not None:
-            return md5
-        entry = manifest.entries[key]
-        if there is None or not there.completed or there.size != entry.size or there.md5 is None:
+    def _hash_for(self, manifest: Manifest, key: str) -> str:
+        """The hash ``key`` is verified with: the target's best that we know (or will compute)."""
+        return choose_hash(self.ctx.target.abilities.hashes, manifest.entries[key].checksums)
+
+    def _known(self, manifest: Manifest, key: str) -> Checksum | None:
+        algorithm = self._hash_for(manifest, key)
+        value = manifest.entries[key].checksums.get(algorithm)
+        return Checksum(algorithm, value) if value is not None else None
+
+    async def _checksum_to_compare(self, manifest: Manifest, key: str, there: RemoteFile | None) -> Checksum | None:
+        """The local value of ``key`` in the negotiated hash when it is needed to decide a
+        skip: known, or computed now (once, then recorded) when the target holds a finished
+        file of the same size. None: unknown, and nothing there could match it (the upload
+        will compute it)."""
+        known = self._known(manifest, key)
+        if known is not None:
+            return known
+        entry, algorithm = manifest.entries[key], self._hash_for(manifest, key)
+        if there is None or not there.completed or there.size != entry.size or there.checksum(algorithm) is None:
             return None
         await self._check_unchanged(manifest, key)
         path = str(self.record_dir / key)
-        md5 = (await asyncio.to_thread(hash_file, path, ("md5",))).hexdigests()["md5"]
+        value = (await asyncio.to_thread(hash_file, path, (algorithm,))).hexdigests()[algorithm]
         await self._check_unchanged(manifest, key)  # and not while it was read
-        await self._record_md5(manifest, key, md5)
-        return md5
+        checksum = Checksum(algorithm, value)
+        await self._record_checksum(manifest, key, checksum)
+        return checksum
 
-    async def _learn_sent_md5(self, remote: RemoteRecord, manifest: Manifest, key: str, got: RemoteFile) -> str:
-        """Record the md5 the upload computed (and the target confirmed) for ``key``."""
-        if got.md5 is None:  # pragma: no cover - put_file verifies md5 before returning
-            raise VerificationError("the target returned no md5 after a verified upload", file=key)
+    async def _learn_sent(self, remote: RemoteRecord, manifest: Manifest, key: str, got: RemoteFile) -> Checksum:
+        """Record the value the upload computed (and the target confirmed) for ``key``."""
+        algorithm = self._hash_for(manifest, key)
+        value = got.checksum(algorithm)
+        if value is None:  # pragma: no cover - put_file verifies before returning
+            raise VerificationError(f"the target returned no {algorithm} after a verified upload", file=key)
         try:
             await self._check_unchanged(manifest, key)
         except VerificationError:
@@ -524,8 +551,9 @@ class RecordJob:
             except TargetError as exc:
                 log.warning("record %s: could not remove %s from the draft: %s", self.recid, key, exc)
             raise
-        await self._record_md5(manifest, key, got.md5)
-        return got.md5
+        checksum = Checksum(algorithm, value)
+        await self._record_checksum(manifest, key, checksum)
+        return checksum
 
     async def _check_unchanged(self, manifest: Manifest, key: str) -> None:
         """``key`` still has the size and mtime the manifest recorded when it was verified."""
@@ -539,19 +567,20 @@ class RecordJob:
             err.retryable = False  # the same file again would fail the same way
             raise err
 
-    async def _record_md5(self, manifest: Manifest, key: str, md5: str) -> None:
-        """Keep a computed md5 in the manifest (saved atomically), so no later run hashes
+    async def _record_checksum(self, manifest: Manifest, key: str, checksum: Checksum) -> None:
+        """Keep a computed value in the manifest (saved atomically), so no later run hashes
         the file again while its size and mtime are unchanged."""
         async with self._manifest_lock:
             entry = manifest.entries[key]
-            manifest.put(dataclasses.replace(entry, checksums={**entry.checksums, "md5": md5}))
+            checksums = {**entry.checksums, checksum.algorithm: checksum.value}
+            manifest.put(dataclasses.replace(entry, checksums=checksums))
             await asyncio.to_thread(manifest.save)
 
     async def _verify(self, remote: RemoteRecord, manifest: Manifest, keys: list[str]) -> None:
-        """The record as a whole: every key present once, completed, with our size and md5."""
+        """The record as a whole: every key present once, completed, with our size and checksum."""
         with self.ctx.stats.open("verify", self.recid, file_count=len(keys)) as event:
             have = await self._call(lambda: self.ctx.target.list_files(remote))
-            checked = {k: _mismatch(have.get(k), manifest, k) for k in keys}
+            checked = {k: _mismatch(have.get(k), manifest, k, self._hash_for(manifest, k)) for k in keys}
             bad = {k: why for k, why in checked.items() if why is not None}
             extra = sorted(set(have) - set(keys))
             if bad or extra:
@@ -651,22 +680,17 @@ class RecordJob:
             )
 
     async def _file_state(
-        self, key: str, status: str, error: BaseException | None = None, *, md5: str | None = None
+        self, key: str, status: str, error: BaseException | None = None, *, checksum: Checksum | None = None
     ) -> None:
         if self.ctx.ledger is not None:
-            await self.ctx.ledger.run(self.ctx.ledger.set_file, self.recid, key, status, error=error, md5=md5)
+            await self.ctx.ledger.run(self.ctx.ledger.set_file, self.recid, key, status, error=error, checksum=checksum)
 
 
 def _bundled_all(manifest: Manifest, keys: list[str]) -> bool:
     return set(keys) <= bundled_keys(manifest)
 
 
-def _matches(remote: RemoteFile, manifest: Manifest, key: str) -> bool:
-    entry = manifest.entries.get(key)
-    return entry is not None and remote.matches(entry.size, entry.checksums.get("md5", ""))
-
-
-def _mismatch(remote: RemoteFile | None, manifest: Manifest, key: str) -> str | None:
+def _mismatch(remote: RemoteFile | None, manifest: Manifest, key: str, algorithm: str) -> str | None:
     entry = manifest.entries[key]
     if remote is None:
         return "missing on the target"
@@ -674,10 +698,12 @@ def _mismatch(remote: RemoteFile | None, manifest: Manifest, key: str) -> str | 
         return f"not completed on the target (status {remote.status})"
     if remote.size != entry.size:
         return f"size on the target {remote.size}, expected {entry.size}"
-    if "md5" not in entry.checksums:  # pragma: no cover - every uploaded or kept file has it by now
-        return "md5 unknown locally"
-    if remote.md5 != entry.checksums["md5"]:
-        return f"md5 on the target {remote.md5}, expected {entry.checksums['md5']}"
+    ours = entry.checksums.get(algorithm)
+    if ours is None:
+        return f"{algorithm} unknown locally"
+    theirs = remote.checksum(algorithm)
+    if theirs != ours:
+        return f"{algorithm} on the target {theirs}, expected {ours}"
     return None
 
 

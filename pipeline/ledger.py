@@ -40,9 +40,12 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
+from ferry.core.checksums import Checksum
 from ferry.core.errors import FerryError
 
-SCHEMA_VERSION = 1
+# 2: files.md5 became files.checksum, the verified (algorithm, value) pair as "alg:hex"
+# (the hash the pipeline negotiated with the target). Version-1 ledgers are migrated in place.
+SCHEMA_VERSION = 2
 
 RECORD_STATUSES = (
     "pending",
@@ -117,7 +120,7 @@ CREATE TABLE IF NOT EXISTS files (
     recid TEXT NOT NULL REFERENCES records (recid) ON DELETE CASCADE,
     key TEXT NOT NULL,
     size INTEGER,
-    md5 TEXT,
+    checksum TEXT,
     status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ({", ".join(repr(s) for s in FILE_STATUSES)})),
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
@@ -156,7 +159,7 @@ class FileRow:
     recid: str
     key: str
     size: int | None
-    md5: str | None
+    checksum: Checksum | None  # the verified value, in the hash negotiated with the target
     status: str
     attempts: int
     last_error: str | None
@@ -165,6 +168,16 @@ class FileRow:
 
 _RECORD_COLS = ", ".join(RecordRow.__dataclass_fields__)
 _FILE_COLS = ", ".join(FileRow.__dataclass_fields__)
+
+
+def _file_row(row: Sequence[Any]) -> FileRow:
+    values = list(row)
+    values[3] = Checksum.parse(values[3]) if values[3] else None
+    return FileRow(*values)
+
+
+def _text(checksum: Checksum | None) -> str | None:
+    return str(checksum) if checksum is not None else None
 
 
 def _record_row(row: Sequence[Any]) -> RecordRow:
@@ -234,6 +247,11 @@ class Ledger:
             version = self._meta("schema_version")
             if version is None:
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif version == "1":
+                # md5 values were bare hex: they become "md5:<hex>" pairs in the renamed column.
+                c.execute("ALTER TABLE files RENAME COLUMN md5 TO checksum")
+                c.execute("UPDATE files SET checksum = 'md5:' || checksum WHERE checksum IS NOT NULL")
+                c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             self._check_version()
             if target is not None:
                 bound = self._meta("target")
@@ -250,6 +268,8 @@ class Ledger:
 
     def _check_version(self) -> None:
         version = self._meta("schema_version")
+        if self._readonly and version == "1":
+            raise LedgerError(f"ledger {self.path} has schema version 1: open it once for writing to migrate it")
         if version is not None and int(version) > SCHEMA_VERSION:
             raise LedgerError(
                 f"ledger {self.path} has schema version {version}, newer than this dataferry ({SCHEMA_VERSION})"
@@ -557,8 +577,8 @@ class Ledger:
 
     # --- files ------------------------------------------------------------------------
 
-    def set_files(self, recid: str, files: Iterable[tuple[str, int | None, str | None]]) -> None:
-        """Register a record's files ``(key, size, md5)`` in one transaction (existing rows keep status).
+    def set_files(self, recid: str, files: Iterable[tuple[str, int | None, Checksum | None]]) -> None:
+        """Register a record's files ``(key, size, checksum)`` in one transaction (existing rows keep status).
 
         Also sets the record's ``file_count`` and ``bytes`` from the list.
         """
@@ -570,10 +590,10 @@ class Ledger:
                 "INSERT INTO records (recid, updated_at) VALUES (?, ?) ON CONFLICT (recid) DO NOTHING", (recid, now)
             )
             c.executemany(
-                "INSERT INTO files (recid, key, size, md5, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO files (recid, key, size, checksum, updated_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (recid, key) DO UPDATE SET size = coalesce(excluded.size, size), "
-                "md5 = coalesce(excluded.md5, md5)",
-                ((recid, k, s, m, now) for k, s, m in items),
+                "checksum = coalesce(excluded.checksum, checksum)",
+                ((recid, k, s, _text(m), now) for k, s, m in items),
             )
             c.execute(
                 "UPDATE records SET file_count = ?, bytes = ? WHERE recid = ?",
@@ -587,7 +607,7 @@ class Ledger:
         status: str,
         *,
         size: int | None = None,
-        md5: str | None = None,
+        checksum: Checksum | None = None,
         error: BaseException | str | None = None,
         attempt: bool = False,
     ) -> None:
@@ -603,11 +623,12 @@ class Ledger:
                 "INSERT INTO records (recid, updated_at) VALUES (?, ?) ON CONFLICT (recid) DO NOTHING", (recid, now)
             )
             c.execute(
-                "INSERT INTO files (recid, key, size, md5, status, attempts, last_error, updated_at) "
+                "INSERT INTO files (recid, key, size, checksum, status, attempts, last_error, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recid, key) DO UPDATE SET "
-                "size = coalesce(excluded.size, size), md5 = coalesce(excluded.md5, md5), status = excluded.status, "
+                "size = coalesce(excluded.size, size), checksum = coalesce(excluded.checksum, checksum), "
+                "status = excluded.status, "
                 "attempts = attempts + ?, last_error = excluded.last_error, updated_at = excluded.updated_at",
-                (recid, key, size, md5, status, 1 if attempt else 0, _err(error), now, 1 if attempt else 0),
+                (recid, key, size, _text(checksum), status, 1 if attempt else 0, _err(error), now, 1 if attempt else 0),
             )
 
     def file_status(self, recid: str, key: str | None = None) -> list[FileRow]:
@@ -616,7 +637,7 @@ class Ledger:
             rows = self._read(f"SELECT {_FILE_COLS} FROM files WHERE recid = ? ORDER BY key", (str(recid),))
         else:
             rows = self._read(f"SELECT {_FILE_COLS} FROM files WHERE recid = ? AND key = ?", (str(recid), key))
-        return [FileRow(*r) for r in rows]
+        return [_file_row(r) for r in rows]
 
     # --- overview ---------------------------------------------------------------------
 

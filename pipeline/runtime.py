@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from download.base import Source
-from download.engine import Downloader, retry_policy
+from download.engine import Downloader
 from download.manifest import Manifest, load_manifest
-from download.sources.cernopendata import PortalSource, RecordsFileSource
+from download.sources import SourceDeps, open_source
 from download.transport import Transport
 from ferry.core.config import Config, Limits, Secret, TargetConfig
 from ferry.core.errors import ConfigError, DownloadFailed, InputError
@@ -29,8 +29,8 @@ from pipeline.job import Fetch, PipelineContext, UploadProgress
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, RateLimiter
 from stats.events import StatsWriter
+from upload import targets
 from upload.targets.base import Target
-from upload.targets.invenio import InvenioTarget
 from upload.zip.policy import ZipPolicy
 from upload.zip.zipper import bundled_keys, zip_executor
 
@@ -55,7 +55,7 @@ class RunOptions:
 
 
 def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None) -> Target:
-    """The target object for a configured target (one module per system).
+    """The target object for a configured target (one module per system, by registry).
 
     ``token``: the target's token, already read by the caller (``open_run`` reads it once
     per run); None reads it here (a tool building only the target).
@@ -65,9 +65,7 @@ def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = No
     if token is not None:
         register_secret(token.reveal())
     limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
-    if tcfg.type == "invenio":
-        return InvenioTarget.from_config(tcfg, limits, limiter=limiter, token=token)
-    raise ConfigError(f"targets.{tcfg.name}: type {tcfg.type!r} is not supported yet (supported: invenio)")
+    return targets.make_target(tcfg, limits, token=token, limiter=limiter)
 
 
 def confirm_production(tcfg: TargetConfig, *, yes: bool, dry_run: bool) -> None:
@@ -81,14 +79,11 @@ def confirm_production(tcfg: TargetConfig, *, yes: bool, dry_run: bool) -> None:
     raise ConfigError(f"target {tcfg.name!r} is marked production = true: pass --yes to write to it")
 
 
-def make_source(config: Config, opts: RunOptions, transport: Transport, limits: Limits) -> Source:
-    if opts.records:
-        # Lazy: a bulk run reads these files into its master cache and resolves from there.
-        return RecordsFileSource(opts.records, read_index=transport.read_index, eager=False)
-    portal = (opts.portal or config.source.portal).rstrip("/")
-    return PortalSource(
-        portal, read_index=transport.read_index, policy=retry_policy(limits), verify_tls=config.source.verify_tls
-    )
+def make_source(
+    config: Config, opts: RunOptions, transport: Transport, limits: Limits, name: str = "cernopendata"
+) -> Source:
+    deps = SourceDeps(config=config, limits=limits, transport=transport, portal=opts.portal, records=opts.records)
+    return open_source(name, deps)
 
 
 def make_fetch(downloader: Downloader, dest: Path) -> Fetch:

@@ -21,6 +21,8 @@ from ferry.core.errors import (
     VerificationError,
 )
 from pipeline.limits import RateLimiter
+from ferry.core.checksums import Checksum
+from tests.checksum_support import md5_sum
 from tests.fixtures_repository import RepositoryHandle
 from tests.test_invenio_support import (
     KiB,
@@ -51,8 +53,12 @@ async def test_l_and_m_uploads_send_octet_stream_parts_and_poll_checksum(
         small, small_md5 = data_file(tmp_path, "small.json", 10 * KiB)
         large, large_md5 = data_file(tmp_path, "large.root", 100 * KiB + 5)
         assert target.plan_file(10 * KiB) == "L" and target.plan_file(100 * KiB + 5) == "M"
-        assert (await target.put_file(rec, "small.json", small, 10 * KiB, small_md5)).md5 == small_md5
-        assert (await target.put_file(rec, "large.root", large, 100 * KiB + 5, large_md5)).md5 == large_md5
+        assert (await target.put_file(rec, "small.json", small, 10 * KiB, md5_sum(small_md5))).checksum(
+            "md5"
+        ) == small_md5
+        assert (await target.put_file(rec, "large.root", large, 100 * KiB + 5, md5_sum(large_md5))).checksum(
+            "md5"
+        ) == large_md5
     parts = log_rows(repository, "PUT", "large.root/content/")
     assert len(parts) == 7  # 16 KiB parts for 100 KiB + 5 bytes
     assert len(log_rows(repository, "PUT", "small.json/content")) == 1
@@ -117,7 +123,7 @@ async def test_token_never_logged_in_a_full_run(
     async with make_target(repository, tmp_path) as target:
         rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "a.txt", 100 * KiB)
-        await target.put_file(rec, "a.txt", path, 100 * KiB, md5)
+        await target.put_file(rec, "a.txt", path, 100 * KiB, md5_sum(md5))
         await target.publish(rec)
     assert caplog.records  # something was logged at DEBUG
     assert repository.token not in caplog.text
@@ -167,13 +173,13 @@ async def test_failed_transfer_is_retried_then_reported_cleanly(repository: Repo
         rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "t.txt", 5 * KiB)
         repository.configure(transfer_fail_next=1)  # 200 {"errors": "File upload transfer failed."}
-        assert (await target.put_file(rec, "t.txt", path, 5 * KiB, md5)).md5 == md5
+        assert (await target.put_file(rec, "t.txt", path, 5 * KiB, md5_sum(md5))).checksum("md5") == md5
         inits = [r for r in log_rows(repository, "POST") if r["path"].endswith("/draft/files")]
         assert len(inits) == 2
 
         repository.configure(transfer_fail_rate=1.0)
         with pytest.raises(TransferFailed) as info:
-            await target.put_file(rec, "u.txt", path, 5 * KiB, md5)
+            await target.put_file(rec, "u.txt", path, 5 * KiB, md5_sum(md5))
         assert info.value.recid == RECID and info.value.file == "u.txt"
         assert "transfer failed" in str(info.value).lower() and "u.txt" in str(info.value)
         repository.configure(transfer_fail_rate=0.0)
@@ -186,11 +192,12 @@ async def test_dropped_connections_mid_body_are_recovered(repository: Repository
         small, small_md5 = data_file(tmp_path, "s.txt", 30 * KiB)
         large, large_md5 = data_file(tmp_path, "l.root", 80 * KiB)
         repository.configure(drop_next=1)
-        assert (await target.put_file(rec, "s.txt", small, 30 * KiB, small_md5)).md5 == small_md5
+        assert (await target.put_file(rec, "s.txt", small, 30 * KiB, md5_sum(small_md5))).checksum("md5") == small_md5
         repository.configure(drop_next=1)
-        assert (await target.put_file(rec, "l.root", large, 80 * KiB, large_md5)).md5 == large_md5
+        assert (await target.put_file(rec, "l.root", large, 80 * KiB, md5_sum(large_md5))).checksum("md5") == large_md5
         files = await target.list_files(rec)
-    assert files["s.txt"].matches(30 * KiB, small_md5) and files["l.root"].matches(80 * KiB, large_md5)
+    assert files["s.txt"].matches(30 * KiB, Checksum("md5", small_md5))
+    assert files["l.root"].matches(80 * KiB, Checksum("md5", large_md5))
 
 
 async def test_corrupted_copy_on_the_target_is_a_verification_error(
@@ -201,13 +208,13 @@ async def test_corrupted_copy_on_the_target_is_a_verification_error(
         path, md5 = data_file(tmp_path, "c.txt", 4 * KiB)
         repository.configure(corrupt_next=1)
         with pytest.raises(VerificationError) as info:
-            await target.put_file(rec, "c.txt", path, 4 * KiB, md5)
+            await target.put_file(rec, "c.txt", path, 4 * KiB, md5_sum(md5))
         assert info.value.expected == f"md5:{md5}" and info.value.actual != info.value.expected
         assert info.value.recid == RECID and info.value.file == "c.txt"
         assert "c.txt" not in await target.list_files(rec)  # the wrong copy is not left to be published
     async with make_target(repository, tmp_path, file_attempts=2) as target:
         repository.configure(corrupt_next=1)
-        assert (await target.put_file(rec, "c.txt", path, 4 * KiB, md5)).md5 == md5  # re-sent once
+        assert (await target.put_file(rec, "c.txt", path, 4 * KiB, md5_sum(md5))).checksum("md5") == md5  # re-sent once
 
 
 @pytest.mark.parametrize("size", [4 * KiB, 70 * KiB], ids=["L", "M"])
@@ -227,7 +234,7 @@ async def test_corrupted_copy_is_caught_without_a_known_md5(
         assert "c.zip" not in await target.list_files(rec)
     async with make_target(repository, tmp_path, file_attempts=2) as target:
         repository.configure(corrupt_next=1)
-        assert (await target.put_file(rec, "c.zip", path, size, None)).md5 == md5  # re-sent and re-hashed
+        assert (await target.put_file(rec, "c.zip", path, size, None)).checksum("md5") == md5  # re-sent and re-hashed
 
 
 async def test_stream_md5_describes_one_whole_pass(tmp_path: Path) -> None:
@@ -257,7 +264,7 @@ async def test_multipart_checksum_that_never_comes_is_bounded(repository: Reposi
         rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "slow.root", 70 * KiB)
         with pytest.raises(VerificationError, match=r"multipart|pending"):
-            await target.put_file(rec, "slow.root", path, 70 * KiB, md5)
+            await target.put_file(rec, "slow.root", path, 70 * KiB, md5_sum(md5))
 
 
 async def _raw_get(repository: RepositoryHandle, url: str) -> Any:
@@ -280,15 +287,15 @@ async def test_partial_and_duplicate_files_are_replaced_or_kept(repository: Repo
         # A pending entry left by an interrupted run: deleted and uploaded again.
         await _raw_init(repository, rec.links["files"], "p.txt")
         assert (await target.list_files(rec))["p.txt"].status == "pending"
-        assert (await target.put_file(rec, "p.txt", path, 3 * KiB, md5)).matches(3 * KiB, md5)
+        assert (await target.put_file(rec, "p.txt", path, 3 * KiB, md5_sum(md5))).matches(3 * KiB, md5)
         assert len(log_rows(repository, "DELETE", "p.txt")) == 1
         # The same file again: kept, no content sent.
         before = len(log_rows(repository, "PUT", "p.txt/content"))
-        await target.put_file(rec, "p.txt", path, 3 * KiB, md5)
+        await target.put_file(rec, "p.txt", path, 3 * KiB, md5_sum(md5))
         assert len(log_rows(repository, "PUT", "p.txt/content")) == before
         # Different content under the same key: replaced.
         other, other_md5 = data_file(tmp_path, "p2.txt", 3 * KiB, seed=9)
-        assert (await target.put_file(rec, "p.txt", other, 3 * KiB, other_md5)).md5 == other_md5
+        assert (await target.put_file(rec, "p.txt", other, 3 * KiB, md5_sum(other_md5))).checksum("md5") == other_md5
 
 
 async def test_find_existing_draft_from_a_new_session(repository: RepositoryHandle, tmp_path: Path) -> None:
@@ -303,7 +310,7 @@ async def test_publish_direct(repository: RepositoryHandle, tmp_path: Path) -> N
     async with make_target(repository, tmp_path) as target:
         rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "d.txt", KiB)
-        await target.put_file(rec, "d.txt", path, KiB, md5)
+        await target.put_file(rec, "d.txt", path, KiB, md5_sum(md5))
         outcome = await target.publish(rec)
     assert outcome.state == "published" and outcome.request_id is None
     assert log_rows(repository, "POST", "/draft/actions/publish")
@@ -319,7 +326,7 @@ async def test_publish_through_the_request_workflow(
         rec = await target.create(RECID, particles_body(RECID))
         assert "publish" not in rec.links and "applicable-requests" in rec.links
         path, md5 = data_file(tmp_path, "w.txt", KiB)
-        await target.put_file(rec, "w.txt", path, KiB, md5)
+        await target.put_file(rec, "w.txt", path, KiB, md5_sum(md5))
         outcome = await target.publish(rec)
         assert outcome.state == state and outcome.request_id
         if state == "pending-review":
@@ -359,17 +366,17 @@ async def test_quota_errors(repository_factory: Callable[..., RepositoryHandle],
     async with make_target(repo, tmp_path) as target:
         rec = await target.create(RECID, rdm_body(RECID))
         one, md5 = data_file(tmp_path, "1.txt", KiB)
-        await target.put_file(rec, "1.txt", one, KiB, md5)
+        await target.put_file(rec, "1.txt", one, KiB, md5_sum(md5))
         with pytest.raises(QuotaError) as info:
-            await target.put_file(rec, "2.txt", one, KiB, md5)
+            await target.put_file(rec, "2.txt", one, KiB, md5_sum(md5))
         assert info.value.file == "2.txt"
         await target.delete_file(rec, "1.txt")
         big, big_md5 = data_file(tmp_path, "big.txt", 20 * KiB)
         with pytest.raises(QuotaError):
-            await target.put_file(rec, "big.txt", big, 20 * KiB, big_md5)
+            await target.put_file(rec, "big.txt", big, 20 * KiB, md5_sum(big_md5))
     async with make_target(repo, tmp_path, max_file_size=KiB) as client_side:
         with pytest.raises(QuotaError, match="limit"):
-            await client_side.put_file(rec, "big.txt", big, 20 * KiB, big_md5)
+            await client_side.put_file(rec, "big.txt", big, 20 * KiB, md5_sum(big_md5))
 
 
 async def test_lost_answers_on_file_init_and_commit_are_checked_not_repeated_blindly(
@@ -382,11 +389,11 @@ async def test_lost_answers_on_file_init_and_commit_are_checked_not_repeated_bli
         sizes = {"a.txt": 2 * KiB, "b.txt": 3 * KiB, "c.root": 40 * KiB, "d.root": 70 * KiB}
         made = {key: data_file(tmp_path, key, size) for key, size in sizes.items()}
         for key, (path, md5) in made.items():
-            assert (await target.put_file(rec, key, path, sizes[key], md5)).md5 == md5
+            assert (await target.put_file(rec, key, path, sizes[key], md5_sum(md5))).checksum("md5") == md5
         repository.configure(error_after_rate=0.0)
         files = await target.list_files(rec)
     assert sorted(files) == sorted(sizes)
-    assert all(files[k].matches(sizes[k], made[k][1]) for k in sizes)
+    assert all(files[k].matches(sizes[k], Checksum("md5", made[k][1])) for k in sizes)
     lost = [r for r in log_rows(repository, "POST", "/draft/files") if r["status"] >= 500]
     assert lost  # the seed does hit these requests
 
@@ -395,7 +402,7 @@ async def test_publish_whose_answer_is_lost_is_recognised(repository: Repository
     async with make_target(repository, tmp_path) as target:
         rec = await target.create(RECID, rdm_body(RECID))
         path, md5 = data_file(tmp_path, "p.txt", KiB)
-        await target.put_file(rec, "p.txt", path, KiB, md5)
+        await target.put_file(rec, "p.txt", path, KiB, md5_sum(md5))
         repository.configure(error_after_rate=1.0, error_match=r"^POST .*/actions/publish$")
         outcome = await target.publish(rec)
     assert outcome.state == "published"

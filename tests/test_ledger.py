@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ferry.core.checksums import Checksum
 from pipeline.ledger import Ledger, LedgerError, LedgerLocked
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +51,9 @@ def test_record_and_file_flow(tmp_path: Path) -> None:
         ledger.start_run("run-1", command="bulk", target="sandbox")
         row = ledger.record("80001")
         assert row.status == "pending" and row.attempts == 0 and not row.ok
-        ledger.set_files("80001", [("a.root", 10, None), ("b.root", 20, "md5b")])
+        ledger.set_files("80001", [("a.root", 10, None), ("b.root", 20, Checksum("md5", "b" * 32))])
         ledger.set_record_status("80001", "downloading", attempt=True)
-        ledger.set_file("80001", "a.root", "downloaded", md5="md5a")
+        ledger.set_file("80001", "a.root", "downloaded", checksum=Checksum("md5", "a" * 32))
         with pytest.raises(LedgerError, match="file is pending"):
             ledger.set_record_status("80001", "uploaded")
         ledger.set_file("80001", "b.root", "failed", error=RuntimeError("boom"), attempt=True)
@@ -64,7 +65,7 @@ def test_record_and_file_flow(tmp_path: Path) -> None:
             ledger.set_file("80001", key, "verified")
         row = ledger.set_record_status("80001", "uploaded")
         assert row.ok and row.file_count == 2 and row.bytes == 30 and row.attempts == 1
-        assert [f.md5 for f in ledger.file_status("80001")] == ["md5a", "md5b"]
+        assert [str(f.checksum) for f in ledger.file_status("80001")] == ["md5:" + "a" * 32, "md5:" + "b" * 32]
         assert ledger.file_status("80001", "nope") == []
 
         ledger.set_record_status("80002", "failed", error="portal said 404", attempt=True)
@@ -214,6 +215,7 @@ def test_kill9_at_random_moments_keeps_records_whole(tmp_path: Path) -> None:
     for trial in range(3):
         child = _child(
             f"""
+            from ferry.core.checksums import Checksum
             from pipeline.ledger import Ledger
             ledger = Ledger.open({str(path)!r})
             print("go", flush=True)
@@ -221,7 +223,7 @@ def test_kill9_at_random_moments_keeps_records_whole(tmp_path: Path) -> None:
                 recid = "{trial}" + str(i)
                 ledger.set_files(recid, [(f"f{{j}}", j, None) for j in range(300)])
                 for j in range(0, 300, 100):
-                    ledger.set_file(recid, f"f{{j}}", "verified", md5="m")
+                    ledger.set_file(recid, f"f{{j}}", "verified", checksum=Checksum("md5", "c" * 32))
             """
         )
         _wait_line(child, "go")

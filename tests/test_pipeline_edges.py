@@ -14,6 +14,7 @@ import pytest
 
 from download.manifest import load_manifest
 from ferry.cli import main
+from ferry.core.checksums import Checksum
 from pipeline import job as pipeline
 from pipeline.ledger import Ledger
 from stats.events import read_jsonl
@@ -149,7 +150,7 @@ def test_bundle_md5_is_computed_by_the_upload_and_recorded(
         for key in [*bundles, f"{recid}_bundle_manifest.json"]:
             md5 = md5_file(rec / key)
             assert manifest.entries[key].checksums["md5"] == md5 == remote[key]["checksum"].removeprefix("md5:")
-            assert rows[key].md5 == md5 and rows[key].status == "verified"
+            assert rows[key].checksum == Checksum("md5", md5) and rows[key].status == "verified"
 
         # Known md5s: nothing hashed, nothing sent.
         stats_before = len(list(_rows(stats)))

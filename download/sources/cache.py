@@ -607,7 +607,7 @@ class PortalSearch:
                 async with self.session.get(self.url, params=params, headers={"Accept": "application/json"}) as resp:
                     if resp.status == 429 or resp.status >= 500:
                         exc = SourceUnavailable(f"portal search answered HTTP {resp.status} for q={query!r}")
-                        exc.retry_after = server_delay(resp.headers)  # type: ignore[attr-defined]
+                        exc.retry_after = server_delay(resp.headers)
                         raise exc
                     if resp.status >= 400:
                         text = (await resp.text())[:200]

@@ -41,11 +41,13 @@ from ferry.core.errors import (
     VerificationError,
 )
 from ferry.core.model import FileEntry, Record, assign_keys, uri_path
-from ferry.core.retry import RetryPolicy, retry, server_delay
+from ferry.core.retry import RetryPolicy, request_policy, retry, server_delay
 
 if TYPE_CHECKING:
     # Imported where a session is made (~0.1 s): `--records` with root:// never needs it.
     import aiohttp
+
+    from download.sources import SourceDeps
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +326,7 @@ class PortalSource:
                     exc = SourceUnavailable(
                         f"the portal {self.portal} answered HTTP {resp.status} for {url}", recid=recid
                     )
-                    exc.retry_after = server_delay(resp.headers)  # type: ignore[attr-defined]
+                    exc.retry_after = server_delay(resp.headers)
                     raise exc
                 if resp.status != 200:
                     raise SourceError(f"the portal answered HTTP {resp.status} for {url}", recid=recid)
@@ -438,3 +440,17 @@ def make_resolver(portal: str, session: aiohttp.ClientSession) -> Callable[[str]
     """A bare ``resolve(recid)`` over the portal API on a caller's session (used by ``ferry cache``)."""
     source = PortalSource(portal, session=session)
     return source.resolve
+
+
+def open_source(deps: SourceDeps) -> PortalSource | RecordsFileSource:
+    """The CERN source of a run: the ``--records`` files when given, else the portal API."""
+    if deps.records:
+        # Lazy: a bulk run reads these files into its master cache and resolves from there.
+        return RecordsFileSource(deps.records, read_index=deps.transport.read_index, eager=False)
+    portal = (deps.portal or deps.config.source.portal).rstrip("/")
+    return PortalSource(
+        portal,
+        read_index=deps.transport.read_index,
+        policy=request_policy(deps.limits),
+        verify_tls=deps.config.source.verify_tls,
+    )

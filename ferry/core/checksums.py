@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,6 +72,23 @@ class Checksum:
                 f"checksum {raw!r} has {len(value)} hex digits, {algorithm} needs {want}{_at(where)}"
             )
         return cls(algorithm, value)
+
+
+def choose_hash(target_hashes: Sequence[str], known: Iterable[str]) -> str:
+    """The hash to verify a file with: the target's best one that we already know a value
+    for, else the target's best (to be computed while the file is sent).
+
+    The one place the pipeline negotiates hashes: a target lists what it reports, best
+    first (InvenioRDM and Zenodo: md5; S3: md5 of the bytes; a directory: any), the local
+    side what it computed while downloading (adler32 and md5 by default).
+    """
+    if not target_hashes:
+        raise ValueError("a target must report at least one hash")
+    have = set(known)
+    for algorithm in target_hashes:
+        if algorithm in have:
+            return algorithm
+    return target_hashes[0]
 
 
 def _at(where: str) -> str:

@@ -12,9 +12,20 @@ from collections.abc import Mapping, Sequence
 
 
 class FerryError(Exception):
-    """Root of all dataferry errors. ``recid``/``file``/``field`` name what went wrong."""
+    """Root of all dataferry errors. ``recid``/``file``/``field`` name what went wrong.
+
+    The facts a caller decides on are typed fields, set by whoever learns them:
+    ``retryable`` (a retry can help), ``maybe_applied`` (a request that changes state may
+    have taken effect although its answer was lost: look before repeating it),
+    ``retry_after`` (seconds the server asked us to wait), ``attempts`` (tries spent) and
+    ``bytes_transferred`` (bytes moved before the failure).
+    """
 
     retryable: bool = False
+    maybe_applied: bool = False
+    retry_after: float | None = None
+    attempts: int = 1
+    bytes_transferred: int = 0
 
     def __init__(
         self,
@@ -185,7 +196,7 @@ class RateLimited(TargetError):
 
     def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
         super().__init__(message, status=status)
-        self.retry_after = retry_after
+        self.retry_after: float | None = retry_after
 
 
 class TransferFailed(TargetError):

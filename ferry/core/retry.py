@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
+from ferry.core.config import Limits
 from ferry.core.errors import FerryError, is_retryable
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ class RetryPolicy:
         """Delay after failed try number ``attempt`` (1-based): full jitter in [0, base*2^(n-1)]."""
         ceiling = min(self.maximum, self.base * (2 ** (attempt - 1)))
         return (rng or random).uniform(0, ceiling)
+
+
+def request_policy(limits: Limits) -> RetryPolicy:
+    """The one meaning of ``limits.retries``: how often ONE request (an HTTP call, an XRootD
+    read, a portal GET) is repeated after its first try. Higher levels do not multiply it:
+    a file or a record is tried again only for what a request retry cannot fix (a checksum
+    mismatch, an entry the server dropped), each level with its own small, named count."""
+    return RetryPolicy(attempts=limits.retries + 1, base=limits.backoff_base, maximum=limits.backoff_max)
 
 
 def server_delay(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -67,7 +76,9 @@ async def retry(
     *,
     policy: RetryPolicy,
     retryable: Callable[[BaseException], bool] = is_retryable,
-    delay_hint: Callable[[BaseException], float | None] = lambda exc: getattr(exc, "retry_after", None),
+    delay_hint: Callable[[BaseException], float | None] = lambda exc: (
+        exc.retry_after if isinstance(exc, FerryError) else None
+    ),
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     what: str = "operation",
 ) -> T:
@@ -100,4 +111,4 @@ async def retry(
 
 def _tag(exc: BaseException, attempts: int) -> None:
     if isinstance(exc, FerryError):
-        exc.attempts = attempts  # type: ignore[attr-defined]
+        exc.attempts = attempts

@@ -1,1 +1,39 @@
-"""Targets: where records go. Each system is one module behind ``upload.targets.base``."""
+"""Targets: where records go. Each system is one module behind ``upload.targets.base``.
+
+A system joins with one registry line: its ``type`` name and ``module:Class``, where the
+class has ``from_config(config, limits, *, limiter, token) -> Target``. Nothing else in
+dataferry names a target type.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ferry.core.registry import Registry
+
+if TYPE_CHECKING:
+    from ferry.core.config import Limits, Secret, TargetConfig
+    from upload.targets.base import RequestLimiter, Target
+
+
+class TargetFactory(Protocol):
+    def from_config(
+        self,
+        config: TargetConfig,
+        limits: Limits | None = None,
+        *,
+        limiter: RequestLimiter | None,
+        token: Secret | None,
+    ) -> Target: ...
+
+
+TARGETS: Registry[TargetFactory] = Registry("target type")
+TARGETS.register("invenio", "upload.targets.invenio:InvenioTarget")
+
+
+def make_target(
+    config: TargetConfig, limits: Limits, *, token: Secret | None, limiter: RequestLimiter | None
+) -> Target:
+    """The target object for a configured target, from the registry."""
+    factory = TARGETS.get(config.type, where=f"targets.{config.name}.type")
+    return factory.from_config(config, limits, limiter=limiter, token=token)

@@ -1,10 +1,17 @@
-"""The target protocol: what every upload target (InvenioRDM/NRP, later Zenodo, S3) speaks.
+"""The target protocol: what every upload target (InvenioRDM/NRP, Zenodo, S3, local) speaks.
 
 A target is dumb on purpose: it finds, creates and updates one record, lists and puts its
 files (each put verified by the target's own checksum), publishes, and makes new
 versions. Policy (what to skip, ordering, dry runs, stats, when to publish, whether a
 create whose answer was lost happened) lives in the pipeline. Every method raises only
 ``ferry.core.errors`` classes; messages name the recid and the file key.
+
+What a target can do is declared, not assumed: ``Target.abilities`` says which hashes it
+reports (the pipeline verifies with the best one both sides know), whether it has drafts
+and publishing, versions, multipart, server-side copy, streaming puts, metadata documents
+and search. The pipeline asks (a target without ``publish`` has no publish step, one
+without ``metadata`` needs no profile), as rclone asks a backend for its optional
+interfaces. Methods a target lacks the ability for raise ``NotSupported``.
 
 Records are addressed by the *source* recid (e.g. CERN ``81009``); the target's own id
 (``4d0ns-ntd89``) is carried in ``RemoteRecord.id``. How to find a recid on the target is
@@ -20,27 +27,60 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
 
-RecordState = Literal["draft", "published"]
+from ferry.core.checksums import Checksum
+from ferry.core.errors import TargetError
+
+# draft: writable, to be published; published: files locked; open: writable and final
+# (targets without drafts: a directory, an S3 prefix).
+RecordState = Literal["draft", "published", "open"]
 TransferType = Literal["L", "M"]  # InvenioRDM transfer types: local single PUT, multipart
 Progress = Callable[[int], None]  # called with the number of bytes just sent (resends count again)
 
 
+class NotSupported(TargetError):
+    """The target lacks the ability asked for (publish on a directory, versions on Zenodo files)."""
+
+
+@dataclass(frozen=True)
+class Abilities:
+    """What a target can do; the pipeline asks instead of assuming."""
+
+    hashes: tuple[str, ...]  # algorithms it reports for a stored file, best first ("md5", ...)
+    drafts: bool = False  # records are created as drafts (then filled, then published)
+    publish: bool = False  # a draft can be published (files locked afterwards)
+    versions: bool = False  # a published record can get a new version
+    multipart: bool = False  # big files go in parts
+    server_side_copy: bool = False  # copy an object without moving its bytes through us
+    streaming_put: bool = False  # put_stream: bytes of unknown origin, no local file needed
+    metadata: bool = False  # records carry a metadata document (needs a profile)
+    search: bool = False  # find() by a query (may lag); else find() is a direct lookup
+    sub_paths: bool = True  # file keys may hold '/' (Zenodo's are flat)
+    listing: bool = False  # list_records(): every record the target holds (archives)
+
+
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file as the target holds it. ``md5`` is bare hex, or None while not computed."""
+    """One file as the target holds it, with the checksums the target reports for it."""
 
     key: str
     size: int | None
-    md5: str | None
+    checksums: tuple[Checksum, ...]  # empty while the target has not computed one
     status: str  # "completed" | "pending" (InvenioRDM); targets without states say "completed"
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
 
-    def matches(self, size: int, md5: str) -> bool:
-        """True when this is a finished copy of a file with ``size`` bytes and ``md5``."""
-        return self.completed and self.size == size and self.md5 is not None and self.md5 == md5.lower()
+    def checksum(self, algorithm: str) -> str | None:
+        """The value of ``algorithm`` as bare lowercase hex, or None when not reported."""
+        for c in self.checksums:
+            if c.algorithm == algorithm:
+                return c.value
+        return None
+
+    def matches(self, size: int, expected: Checksum) -> bool:
+        """True when this is a finished copy of a file with ``size`` bytes and ``expected``."""
+        return self.completed and self.size == size and self.checksum(expected.algorithm) == expected.value
 
 
 @dataclass(frozen=True)
@@ -107,6 +147,7 @@ class Target(Protocol):
 
     name: str
     limits: TargetLimits
+    abilities: Abilities
 
     def plan_file(self, size: int) -> TransferType:
         """How a file of ``size`` bytes would be sent (for dry runs and stats); no request."""
@@ -142,18 +183,19 @@ class Target(Protocol):
         key: str,
         path: Path,
         size: int,
-        md5: str | None,
+        expected: Checksum | None,
         progress: Progress | None = None,
     ) -> RemoteFile:
         """Upload ``path`` as ``key``, commit, read back; raise VerificationError unless the
-        target's size and md5 equal ``size`` and ``md5`` (bare hex). A finished file with the
-        same md5 is kept as is; a different or unfinished one is replaced.
+        target's size and checksum equal ``size`` and ``expected`` (an algorithm of
+        ``abilities.hashes``, chosen by the pipeline). A finished file with the same checksum
+        is kept as is; a different or unfinished one is replaced.
 
-        ``md5=None`` (the caller has not hashed the file, e.g. a fresh zip bundle): the
-        target computes it from the bytes it reads to send (no extra pass where it can),
-        checks the target's md5 against that in the same way, and returns it as the
-        ``RemoteFile``'s md5 for the caller to record. A file already under ``key`` cannot
-        be proven the same then, so it is replaced."""
+        ``expected=None`` (the caller has not hashed the file, e.g. a fresh zip bundle): the
+        target computes its best hash from the bytes it reads to send (no extra pass where
+        it can), checks the stored file against that in the same way, and returns it among
+        the ``RemoteFile``'s checksums for the caller to record. A file already under
+        ``key`` cannot be proven the same then, so it is replaced."""
         ...
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
@@ -171,3 +213,40 @@ class Target(Protocol):
     async def aclose(self) -> None:
         """Release connections. The target is unusable afterwards."""
         ...
+
+
+# --- optional abilities: a target that declares one implements the matching protocol ------
+
+
+@runtime_checkable
+class RecordLister(Protocol):
+    """``abilities.listing``: the records the target holds (archives list datasets by it)."""
+
+    async def list_records(self, prefix: str = "") -> list[str]:
+        """Record ids (the source ids they carry) starting with ``prefix``, sorted."""
+        ...
+
+
+@runtime_checkable
+class StreamingTarget(Protocol):
+    """``abilities.streaming_put``: bytes straight from a source, no local file."""
+
+    async def put_stream(
+        self,
+        rec: RemoteRecord,
+        key: str,
+        chunks: Callable[[], Any],  # () -> AsyncIterator[bytes], a fresh stream per try
+        size: int,
+        expected: Checksum,
+        progress: Progress | None = None,
+    ) -> RemoteFile:
+        """Store the stream as ``key``; complete it only when its size and ``expected``
+        match what arrived (a short, long or corrupt stream leaves nothing behind)."""
+        ...
+
+
+@runtime_checkable
+class CopyingTarget(Protocol):
+    """``abilities.server_side_copy``: copy a stored file without moving its bytes."""
+
+    async def copy_file(self, src: RemoteRecord, key: str, dst: RemoteRecord, dst_key: str) -> RemoteFile: ...

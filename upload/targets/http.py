@@ -132,13 +132,13 @@ def map_status(status: int, headers: Mapping[str, str], body: Any, where: Where,
 
 
 def _mark(exc: FerryError, applied: bool) -> FerryError:
-    exc.maybe_applied = applied  # type: ignore[attr-defined]
+    exc.maybe_applied = applied
     return exc
 
 
 def maybe_applied(exc: BaseException) -> bool:
     """True when a failed request may still have taken effect on the server."""
-    return bool(getattr(exc, "maybe_applied", False))
+    return isinstance(exc, FerryError) and exc.maybe_applied
 
 
 class HttpClient:

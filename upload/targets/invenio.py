@@ -26,10 +26,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ferry.core.checksums import Checksum
 from ferry.core.config import ConfigError, Limits, Secret, TargetConfig
 from ferry.core.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
-from ferry.core.retry import RetryPolicy, retry
+from ferry.core.retry import RetryPolicy, request_policy, retry
 from upload.targets.base import (
+    Abilities,
+    NotSupported,
     Progress,
     PublishOutcome,
     RecordState,
@@ -59,8 +62,7 @@ def hits(body: Any) -> list[Mapping[str, Any]]:
     return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
 
-def policy_from_limits(limits: Limits) -> RetryPolicy:
-    return RetryPolicy(attempts=limits.retries + 1, base=limits.backoff_base, maximum=limits.backoff_max)
+policy_from_limits = request_policy
 
 
 # The keys of a [targets.X] section beyond TargetConfig's own fields, with their defaults.
@@ -105,6 +107,16 @@ def _options(config: TargetConfig) -> dict[str, int | float | bool]:
 class InvenioTarget:
     """An InvenioRDM/NRP repository as a ``upload.targets.base.Target``. One HTTP session per instance."""
 
+    abilities = Abilities(
+        hashes=("md5",),
+        drafts=True,
+        publish=True,
+        versions=True,
+        multipart=True,
+        metadata=True,
+        search=True,
+    )
+
     def __init__(
         self,
         config: TargetConfig,
@@ -115,8 +127,8 @@ class InvenioTarget:
     ) -> None:
         """``token``: the target's token as the run read it (once, ``pipeline.runtime.open_run``);
         None reads it from ``config`` here (tests, tools building a target on its own)."""
-        if config.type != "invenio":
-            raise ConfigError(f"targets.{config.name}: type {config.type!r} is not an InvenioRDM target")
+        if not config.url.startswith(("http://", "https://")):
+            raise ConfigError(f"targets.{config.name}.url must be an http(s) URL, not {config.url!r}")
         options = _options(config)
         self.name = config.name
         self.config = config
@@ -345,10 +357,13 @@ class InvenioTarget:
         key: str,
         path: Path,
         size: int,
-        md5: str | None,
+        expected: Checksum | None,
         progress: Progress | None = None,
     ) -> RemoteFile:
         self._require_draft(rec, "upload", key)
+        if expected is not None and expected.algorithm != "md5":
+            raise NotSupported(f"InvenioRDM verifies files by md5, not {expected.algorithm}", recid=rec.recid, file=key)
+        md5 = expected.value if expected is not None else None
         if size > self.limits.max_file_size:
             raise QuotaError(
                 f"{size} bytes is over the target's limit of {self.limits.max_file_size} per file",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ferry.core.checksums import Checksum
 from ferry.core.errors import Conflict, FerryError, TargetError, TargetNotFound, TransferFailed, VerificationError
 from upload.targets.base import Progress, RemoteFile, RemoteRecord, TransferType
 from upload.targets.http import HttpClient, StreamMd5, Where, file_md5, file_range, maybe_applied, sleep_backoff
@@ -78,7 +79,7 @@ def remote_file(entry: Mapping[str, Any]) -> RemoteFile:
     return RemoteFile(
         key=str(entry.get("key")),
         size=size if isinstance(size, int) else None,
-        md5=md5,
+        checksums=(Checksum("md5", md5),) if md5 else (),
         status=str(entry.get("status") or "completed"),
     )
 
@@ -228,7 +229,7 @@ class FileTransfers:
                 if attempt == self.http.policy.attempts:
                     raise
                 existing = (await self.list(rec)).get(key)
-                if existing is not None and md5 is not None and existing.matches(size, md5):
+                if existing is not None and md5 is not None and existing.matches(size, Checksum("md5", md5)):
                     return existing
                 if existing is not None:
                     # Different content, or a leftover pending upload (ours or an interrupted run's).
@@ -237,7 +238,7 @@ class FileTransfers:
                         rec.recid,
                         key,
                         existing.status,
-                        existing.md5,
+                        existing.checksum("md5"),
                     )
                     await self.delete(rec, key)
                 if not duplicate:
@@ -349,20 +350,20 @@ class FileTransfers:
             resp = await self.http.request("GET", link, where)
             found = remote_file(resp.body if isinstance(resp.body, Mapping) else {})
             checksum = resp.body.get("checksum") if isinstance(resp.body, Mapping) else None
-            pending = found.md5 is None and (checksum is None or str(checksum).startswith("multipart:"))
+            pending = found.checksum("md5") is None and (checksum is None or str(checksum).startswith("multipart:"))
             if (pending or not found.completed) and time.monotonic() < deadline:
                 await sleep_backoff(attempt, cap=checksum_poll_cap(size))
                 attempt += 1
                 continue
             break
         expected = f"md5:{md5}"
-        actual = f"md5:{found.md5}" if found.md5 else str(checksum)
+        actual = f"md5:{found.checksum('md5')}" if found.checksum("md5") else str(checksum)
         problem = None
         if not found.completed:
             problem = f"still {found.status} after commit"
         elif found.size != size:
             problem = f"size {found.size} on the target, {size} expected"
-        elif found.md5 != md5:
+        elif found.checksum("md5") != md5:
             problem = f"checksum {actual} on the target, {expected} expected"
         if problem is None:
             return found
