@@ -250,7 +250,8 @@ def publish_errors(metadata: Obj, file_count: int) -> FieldErrors:
 # spaces (or AND), each `field:value`, `field:"a phrase"` or free text; every term must
 # match. Field paths are dotted, relative to the document (`conceptrecid`, `id`) or to its
 # metadata (`keywords`, `related_identifiers.identifier`, `custom.x`); a `metadata.` prefix
-# is accepted too. Values match case-insensitively, as whole values (quoted) or as words.
+# is accepted too, and `subjects.subject` (RDM's name for keywords). Values match
+# case-insensitively, as whole values (quoted) or as words.
 _TERM = re.compile(r'(?:(?P<field>[\w.:-]+?):)?(?:"(?P<phrase>[^"]*)"|(?P<word>[^\s"]+))')
 
 
@@ -276,6 +277,8 @@ def _term_matches(doc: Obj, field: str | None, value: str, phrase: bool) -> bool
         candidates = list(_values(doc.get("metadata"), []))
     else:
         path = field.removeprefix("metadata.").split(".")
+        if path == ["subjects", "subject"]:  # the RDM name of legacy keywords
+            path = ["keywords"]
         top = doc.get(path[0]) if path[0] in ("id", "recid", "conceptrecid") else None
         candidates = [str(top)] if top is not None else list(_values(doc.get("metadata"), path))
     for text in candidates:
