@@ -1,6 +1,6 @@
-"""Metadata transforms: a source record -> a target repository's schema, validated.
+"""Metadata: readers (source record -> neutral ``Dataset``) and profiles (``Dataset`` -> a target's schema).
 
-Use ``get_profile(name)`` ("nrp-particles", "inveniordm") and ``transform_and_validate``.
+Use ``get_profile(name)`` ("nrp-particles", "inveniordm", "zenodo") and ``transform_and_validate``.
 """
 
 from metadata.base import FieldIssue, Profile, get_profile, profile_names, register_profile, transform_and_validate

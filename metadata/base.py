@@ -11,6 +11,10 @@ Interface used by the pipeline and the targets:
 - ``Profile.name``, ``Profile.transform(record) -> body``, ``Profile.validate(body) ->
   list[FieldIssue]``, ``Profile.find_query(recid) -> str``
 - ``transform_and_validate(profile, record) -> body`` (raises ``ValidationError``)
+
+``record`` is the portal JSON, an API answer or a resolved ``ferry.core.model.Record``
+(then the file facts come from its real files). The profiles themselves live in
+``metadata.profiles``; they read the record through ``metadata.readers``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ferry.core.errors import ConfigError, InputError, ValidationError
-from metadata.cernopendata import text, unwrap
+from metadata.readers import read
+from metadata.readers.values import text, unwrap
 from metadata.schema import Check, FieldIssue, run
 
 __all__ = [
@@ -74,8 +79,9 @@ class SchemaProfile:
 
 # name -> "module" (exposing PROFILE) or an already built profile
 _REGISTRY: dict[str, str | Profile] = {
-    "nrp-particles": "metadata.nrp_particles",
-    "inveniordm": "metadata.inveniordm",
+    "nrp-particles": "metadata.profiles.nrp_particles",
+    "inveniordm": "metadata.profiles.inveniordm",
+    "zenodo": "metadata.profiles.zenodo",
 }
 
 
@@ -122,6 +128,15 @@ def transform_and_validate(profile: Profile, record: Mapping[str, Any]) -> dict[
     recid = _recid_for_errors(record)
     body = profile.transform(record)
     issues = profile.validate(body)
+    if any(i.path == "metadata.title" for i in issues):
+        ds = read(record)
+        if ds.metadata_only and not ds.title:
+            # The one thing that makes a record impossible to carry: nothing names it.
+            raise ValidationError(
+                "the record has no title and lists no files: a record needs at least one of them to be migrated",
+                errors={"metadata.title": ["the source record has no title and no files"]},
+                recid=recid,
+            )
     if issues:
         errors: dict[str, list[str]] = {}
         for issue in issues:

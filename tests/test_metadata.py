@@ -12,7 +12,8 @@ import pytest
 from ferry.core.errors import ConfigError, InputError
 from metadata.base import Profile, get_profile, profile_names, register_profile, transform_and_validate
 
-PROFILES = ("nrp-particles", "inveniordm")
+PROFILES = ("nrp-particles", "inveniordm", "zenodo")
+RDM_PROFILES = ("nrp-particles", "inveniordm")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,13 @@ def query_matches(body: dict[str, Any], query: str) -> bool:
     m = re.fullmatch(r'([\w.]+):(?:"(.*)"|(\S+))', query)
     assert m, query
     wanted = m.group(2) if m.group(2) is not None else m.group(3)
-    return any(str(v) == wanted for v in values_at(body, m.group(1)))
+    # Zenodo (on InvenioRDM) indexes a deposit's legacy ``keywords`` as free subjects.
+    path = (
+        {"metadata.subjects.subject": "metadata.keywords"}.get(m.group(1), m.group(1))
+        if "upload_type" in body.get("metadata", {})
+        else m.group(1)
+    )
+    return any(str(v) == wanted for v in values_at(body, path))
 
 
 # --- every fixture record ----------------------------------------------------------------
@@ -100,7 +107,7 @@ def test_a_new_profile_is_one_registration() -> None:
     register_profile("tiny-test", Tiny())
     assert get_profile("tiny-test").transform({"title": "x"}) == {"metadata": {"title": "x"}}
     # by module path, imported only when asked for
-    register_profile("nrp-alias-test", "metadata.nrp_particles")
+    register_profile("nrp-alias-test", "metadata.profiles.nrp_particles")
     assert get_profile("nrp-alias-test") is get_profile("nrp-particles")
     register_profile("broken-test", "metadata.does_not_exist")
     with pytest.raises(ConfigError, match="cannot import"):
@@ -129,7 +136,8 @@ def test_collision_dataset_1991(by_recid: dict[str, dict[str, Any]]) -> None:
     assert md["experiment"] == "DELPHI"
     assert md["creators"] == [{"person_or_org": {"type": "organizational", "name": "DELPHI collaboration"}}]
     assert md["rights"] == [{"id": "cc0-1.0"}]
-    assert md["file_types"] == ["long", "json"]
+    # the real files' extension (Y10041.1.al), not the DST name the portal claims ("LONG")
+    assert md["file_types"] == ["al"]
     assert md["resource_type"] == {"id": "dataset"}
     assert md["collision_information"] == {
         "type": "e+e-",
@@ -158,8 +166,10 @@ def test_collision_dataset_inveniordm_shape(by_recid: dict[str, dict[str, Any]])
     assert md["identifiers"] == [{"identifier": "cernopendata:81009", "scheme": "other"}]
     assert md["description"].startswith("<div>Long DSTs")
     kinds = [d["type"]["id"] for d in md["additional_descriptions"]]
-    assert kinds == ["methods", "technical-info"]
+    # methodology, usage, then the source-only facts (accelerator, collision)
+    assert kinds == ["methods", "technical-info", "other", "other"]
     assert "https://opendata.cern.ch/record/80502" in md["additional_descriptions"][1]["description"]
+    assert md["additional_descriptions"][2]["description"] == "<h4>Accelerator</h4><div>CERN-LEP</div>"
     assert md["languages"] == [{"id": "eng"}]
     assert md["subjects"] == [{"subject": "DELPHI"}]
     assert md["sizes"] == ["17 files", "1255372800 bytes", "203117 events"]
@@ -190,7 +200,7 @@ def test_conditions_database(by_recid: dict[str, dict[str, Any]]) -> None:
     assert md["dataset_type"] == "other"  # Environment / Condition
     assert md["publication_date"] == "2025"
     assert md["dates"][0]["date"] == "2000"
-    assert md["file_types"] == ["dat", "json"]
+    assert md["file_types"] == ["dat"]
     assert "collision_information" not in md and "number_of_events" not in md
     assert md["creators"][0]["person_or_org"]["name"] == "DELPHI collaboration"
     # the abstract's own HTML links survive
@@ -200,32 +210,45 @@ def test_conditions_database(by_recid: dict[str, dict[str, Any]]) -> None:
         "https://cds.cern.ch/record/2629009/files/delphi-90-37_ocr.pdf",
     ):
         assert f'<a href="{url}">' in md["description"]
-    assert get_profile("inveniordm").transform(record)["metadata"]["resource_type"] == {"id": "dataset"}
+    # an Environment record is not a dataset: a type of its own
+    assert get_profile("inveniordm").transform(record)["metadata"]["resource_type"] == {"id": "other"}
 
 
 def test_author_list_without_license(by_recid: dict[str, dict[str, Any]]) -> None:
     record = by_recid["80050"]
     assert "license" not in record
-    for name in PROFILES:
-        md = transform_and_validate(get_profile(name), record)["metadata"]
+    for name in RDM_PROFILES:
+        body = transform_and_validate(get_profile(name), record)
+        md = body["metadata"]
         assert "rights" not in md  # no license stated -> none asserted
         assert md["title"] == "DELPHI author list"
         assert md["description"].startswith("<div>This is a list of DELPHI Collaboration authors")
-        assert md["creators"] == [{"person_or_org": {"type": "organizational", "name": "DELPHI collaboration"}}]
+        # the authors themselves, all 1048 in order, not the collaboration
+        assert len(md["creators"]) == len(record["authors"]) == 1048
+        assert md["creators"][0] == {
+            "person_or_org": {"type": "personal", "family_name": "Abdallah", "given_name": "J"},
+            "affiliations": [{"name": record["authors"][0]["affiliation"]}],
+        }
+        assert body["files"] == {"enabled": False}  # the record lists no files: metadata-only
     assert get_profile("inveniordm").transform(record)["metadata"]["resource_type"] == {"id": "publication"}
+    zen = transform_and_validate(get_profile("zenodo"), record)["metadata"]
+    assert zen["creators"][0] == {"name": "Abdallah, J", "affiliation": record["authors"][0]["affiliation"]}
+    assert "license" not in zen and "states no license" in zen["notes"]
     assert get_profile("nrp-particles").transform(record)["metadata"]["dataset_type"] == "other"
 
 
 def test_manual_is_a_technical_note_in_inveniordm(delphi_records: list[dict[str, Any]]) -> None:
     manual = next(r for r in delphi_records if r["type"]["secondary"] == ["Manual"])
     md = get_profile("inveniordm").transform(manual)["metadata"]
-    assert md["resource_type"] == {"id": "publication-technicalnote"}
+    assert md["resource_type"] == {"id": "publication-technicalnote"}  # Supplementaries
+    zen = get_profile("zenodo").transform(manual)["metadata"]
+    assert (zen["upload_type"], zen["publication_type"]) == ("publication", "technicalnote")
 
 
 def test_parent_record_relations(by_recid: dict[str, dict[str, Any]]) -> None:
     record = by_recid["81507"]
     assert not record.get("files")  # a parent: relations only
-    for name in PROFILES:
+    for name in RDM_PROFILES:
         md = transform_and_validate(get_profile(name), record)["metadata"]
         children = {r["identifier"] for r in md["related_identifiers"] if r["relation_type"]["id"] == "haspart"}
         assert children == {f"https://opendata.cern.ch/record/{n}" for n in (81133, 81003, 81073, 81000, 81435)}
@@ -242,6 +265,7 @@ def test_collaboration_spellings_become_one_creator(delphi_records: list[dict[st
         c["person_or_org"]["name"]
         for r in delphi_records
         for c in get_profile("nrp-particles").transform(r)["metadata"]["creators"]
+        if c["person_or_org"]["type"] == "organizational"
     }
     assert names == {"DELPHI collaboration"}
 
@@ -251,7 +275,14 @@ def test_api_wrapped_record_is_accepted(by_recid: dict[str, dict[str, Any]]) -> 
     profile = get_profile("nrp-particles")
     assert profile.transform(wrapped) == profile.transform(by_recid["81009"])
     # the pipeline's own model object works too
-    from ferry.core.model import Record
+    from ferry.core.model import FileEntry, Record
 
-    record = Record(recid="81009", metadata=by_recid["81009"])
-    assert profile.transform(record) == profile.transform(by_recid["81009"])  # type: ignore[arg-type]
+    # a resolved Record: its real files give the file facts
+    files = tuple(FileEntry(key=f"f{i}.root", uri=f"root://h//f{i}.root", size=10) for i in range(3))
+    record = Record(recid="81009", metadata=by_recid["81009"], files=files)
+    md = profile.transform(record)["metadata"]  # type: ignore[arg-type]
+    assert md["file_types"] == ["root"]
+    assert md["title"] == profile.transform(by_recid["81009"])["metadata"]["title"]
+    # a Record without files is a metadata-only record
+    bare = Record(recid="81009", metadata=by_recid["81009"])
+    assert profile.transform(bare)["files"] == {"enabled": False}  # type: ignore[arg-type]

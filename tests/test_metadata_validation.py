@@ -11,10 +11,10 @@ import pytest
 
 from ferry.core.errors import InputError, ValidationError
 from metadata.base import get_profile, transform_and_validate
-from metadata.cernopendata import edtf_date, license_of
 from metadata.energy import ecms_from_text, parse_energy
+from metadata.html import sanitize as text_to_html
+from metadata.readers.values import edtf_date, license_of
 from metadata.schema import edtf_problem
-from metadata.text import text_to_html
 
 PROFILES = ("nrp-particles", "inveniordm")
 
@@ -155,7 +155,7 @@ def test_edtf_date_from_portal_values(raw: Any, expected: str | None) -> None:
 )
 def test_license_mapping(raw: Any, vocab_id: str | None) -> None:
     lic = license_of({"license": raw})
-    assert lic is not None and lic.vocab_id == vocab_id
+    assert lic is not None and lic.spdx == vocab_id
 
 
 def test_unknown_license_becomes_a_free_title() -> None:
@@ -292,7 +292,7 @@ def test_invalid_inveniordm_fields(good: dict[str, dict[str, Any]], path: str, v
 
 
 def test_transform_and_validate_raises_with_every_path() -> None:
-    record = {"recid": "777", "experiment": ["FOO"]}  # no date, no title text
+    record = {"recid": "777", "experiment": ["FOO"], "files": [{"uri": "root://h//a.root", "size": 1}]}  # no date
     with pytest.raises(ValidationError) as info:
         transform_and_validate(get_profile("nrp-particles"), record)
     err = info.value
@@ -314,11 +314,12 @@ def test_unknown_experiment_gets_sane_defaults() -> None:
 
 def test_missing_title_and_collaboration() -> None:
     record = {k: v for k, v in MINIMAL.items() if k not in ("title", "experiment")}
+    record["files"] = [{"uri": "root://h//a.root", "size": 1, "checksum": "adler32:00000001"}]  # a title is made
     record["collaboration"] = {"name": "BAR Team"}
     md = transform_and_validate(get_profile("inveniordm"), record)["metadata"]
     assert md["title"] == "CERN Open Data record 12345"
     assert md["creators"][0]["person_or_org"]["name"] == "BAR Team"
-    no_creator = {k: v for k, v in MINIMAL.items() if k != "experiment"}
+    no_creator = {k: v for k, v in record.items() if k not in ("experiment", "collaboration")}
     with pytest.raises(ValidationError) as info:
         transform_and_validate(get_profile("inveniordm"), no_creator)
     assert set(info.value.errors) == {"metadata.creators"}
@@ -374,6 +375,7 @@ def test_wrong_types_everywhere_never_traceback() -> None:
         "collections": {"a": 1},
         "categories": ["Higgs"],
         "keywords": [1, None, "kw"],
+        "files": [{"uri": "root://h//x.root", "size": 3}],  # with files, a missing title is made up
     }
     for name in PROFILES:
         body = transform_and_validate(get_profile(name), record)
@@ -383,7 +385,7 @@ def test_wrong_types_everywhere_never_traceback() -> None:
         assert md["dates"][0]["date"] == "1999"
     md = get_profile("nrp-particles").transform(record)["metadata"]
     assert md["number_of_events"] == 1234
-    assert md["file_types"] == ["root", "json"]
+    assert md["file_types"] == ["root"]  # from the real file, not the claimed "ROOT" plus "json"
     assert md["related_identifiers"][0]["identifier"] == "10.7483/OPENDATA.X"
     assert {
         "identifier": "https://opendata.cern.ch/record/1",

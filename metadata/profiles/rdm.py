@@ -9,10 +9,12 @@ Vocabulary ids below are the stock ones (invenio-rdm-records fixtures).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from metadata.cernopendata import IDENTIFIER_PREFIX, SourceRecord, vocabulary
+from metadata.dataset import Dataset, Person, Section
+from metadata.html import escape, link_html, list_html
+from metadata.readers.values import vocabulary
 from metadata.schema import (
     Check,
     FieldIssue,
@@ -26,11 +28,13 @@ from metadata.schema import (
     string,
     vocab,
 )
-from metadata.text import PORTAL
+
+IDENTIFIER_PREFIX = "cernopendata:"  # the alternate identifier that find_query() matches
 
 # --- stock vocabularies ------------------------------------------------------------------
 
 DATE_TYPES = vocabulary("date_types")
+TITLE_TYPES = ("alternative-title", "subtitle", "translated-title", "other")
 DESCRIPTION_TYPES = vocabulary("description_types")
 RELATION_TYPES = vocabulary("relation_types")
 IDENTIFIER_SCHEMES = vocabulary("identifier_schemes")
@@ -42,91 +46,191 @@ _URL = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 
 # --- builders ----------------------------------------------------------------------------
 
+# Portal record kind -> stock resource type: each kind its own type (MAPPING.md says why).
+RESOURCE_TYPES = {
+    "dataset": "dataset",
+    "software": "software",
+    "environment": "other",
+    "documentation": "publication",
+    "supplementaries": "publication-technicalnote",
+    "other": "other",
+}
+_DOC_SUBTYPES = {"report": "publication-report", "manual": "publication-technicalnote"}
+EMITTED_RESOURCE_TYPES = frozenset([*RESOURCE_TYPES.values(), *_DOC_SUBTYPES.values()])
 
-def envelope(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The full draft body around ``metadata``.
+# Where each text block and extra goes among InvenioRDM's description types.
+_DESCRIPTION_TYPES = {
+    "methodology": "methods",
+    "pileup": "methods",
+    "methodology.steps": "methods",
+    "usage": "technical-info",
+    "validation": "technical-info",
+    "use_with": "technical-info",
+    "system_details": "technical-info",
+    "dataset_semantics": "technical-info",
+    "dataset_semantics_files": "technical-info",
+}
 
-    ``files.enabled`` is always true: the pipeline decides about metadata-only records
-    (parents with no files) and may switch it off before creating the draft.
-    """
+
+def resource_type(ds: Dataset) -> str:
+    if ds.kind == "documentation":
+        for word in ds.type_secondary:
+            if word.casefold() in _DOC_SUBTYPES:
+                return _DOC_SUBTYPES[word.casefold()]
+    return RESOURCE_TYPES[ds.kind]
+
+
+def envelope(metadata: dict[str, Any], ds: Dataset) -> dict[str, Any]:
+    """The full draft body; a record without files is a metadata-only record."""
     return {
         "metadata": metadata,
         "access": {"record": "public", "files": "public"},
-        "files": {"enabled": True},
+        "files": {"enabled": not ds.metadata_only},
     }
 
 
-def title(src: SourceRecord) -> str | None:
-    """The record's title; a neutral one naming the recid when the portal gave none."""
-    if src.title:
-        return src.title
-    return f"CERN Open Data record {src.recid}" if src.recid else None
+def title(ds: Dataset) -> str | None:
+    """The record's title; a neutral one naming the recid only for a record with files.
+
+    A record with neither files nor a title has nothing to describe it: no title then,
+    and validation says so.
+    """
+    if ds.title:
+        return ds.title
+    if ds.recid and not ds.metadata_only:
+        return f"CERN Open Data record {ds.recid}"
+    return None
 
 
-def creators(src: SourceRecord) -> list[dict[str, Any]]:
-    """The collaboration as one organisational creator; the author list only without one."""
-    name = src.creator_name
-    if name:
-        return [{"person_or_org": {"type": "organizational", "name": name}}]
-    out: list[dict[str, Any]] = []
-    for person in src.authors:
-        entry: dict[str, Any] = {
-            "person_or_org": {"type": "personal", "family_name": person.family_name}
-            | ({"given_name": person.given_name} if person.given_name else {})
-        }
-        if person.affiliation:
-            entry["affiliations"] = [{"name": person.affiliation}]
-        out.append(entry)
+def _person(p: Person) -> dict[str, Any]:
+    name: dict[str, Any] = {"type": "personal", "family_name": p.family_name}
+    if p.given_name:
+        name["given_name"] = p.given_name
+    if p.orcid:
+        name["identifiers"] = [{"scheme": "orcid", "identifier": p.orcid}]
+    entry: dict[str, Any] = {"person_or_org": name}
+    if p.affiliations:
+        entry["affiliations"] = [{"name": a} for a in p.affiliations]
+    return entry
+
+
+def creators(ds: Dataset) -> list[dict[str, Any]]:
+    """The record's authors in order; the collaboration only when there are none."""
+    out = []
+    for c in ds.creators or ds.organisations:
+        if isinstance(c, Person):
+            out.append(_person(c))
+        else:
+            out.append({"person_or_org": {"type": "organizational", "name": c.name}})
     return out
 
 
-def rights(src: SourceRecord) -> list[dict[str, Any]]:
+def rights(ds: Dataset) -> list[dict[str, Any]]:
     """The source license: a vocabulary id when stock InvenioRDM knows it, else free text.
 
     No license stated -> no rights: we do not assert terms the source did not state.
     """
-    lic = src.license
+    lic = ds.license
     if lic is None:
         return []
-    if lic.vocab_id:
-        return [{"id": lic.vocab_id}]
+    if lic.spdx:
+        return [{"id": lic.spdx}]
     return [{"title": {"en": lic.source}}]
 
 
-def subjects(src: SourceRecord) -> list[dict[str, str]]:
+def subjects(ds: Dataset) -> list[dict[str, str]]:
     seen: set[str] = set()
     out = []
-    for value in [*src.categories, *src.collections, *src.keywords]:
+    for value in [*ds.categories, *ds.collections, *ds.keywords]:
         if value.casefold() not in seen:
             seen.add(value.casefold())
             out.append({"subject": value})
     return out
 
 
-def dates(src: SourceRecord) -> list[dict[str, Any]]:
-    if not src.date_created:
-        return []
-    return [{"date": src.date_created, "type": {"id": "created"}}]
-
-
-def identifiers(src: SourceRecord) -> list[dict[str, str]]:
-    """``cernopendata:<recid>`` (scheme other): what find_query() matches exactly."""
-    return [{"identifier": src.identifier, "scheme": "other"}] if src.identifier else []
-
-
-def related_identifiers(src: SourceRecord) -> list[dict[str, Any]]:
-    """The source DOI and record page (identical content), and parent/child records."""
+def dates(ds: Dataset) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    if src.doi:
-        out.append({"identifier": src.doi, "scheme": "doi", "relation_type": {"id": "isidenticalto"}})
-    if src.url:
-        out.append({"identifier": src.url, "scheme": "url", "relation_type": {"id": "isidenticalto"}})
-    seen = {src.url}
-    for rel in src.relations:
-        url = f"{PORTAL}/record/{rel.recid}"
-        if url not in seen:
-            seen.add(url)
-            out.append({"identifier": url, "scheme": "url", "relation_type": {"id": rel.relation}})
+    if ds.date_created:
+        out.append({"date": ds.date_created, "type": {"id": "created"}})
+    if ds.date_reprocessed:
+        out.append({"date": ds.date_reprocessed, "type": {"id": "other"}, "description": "reprocessed"})
+    return out
+
+
+def additional_titles(ds: Dataset) -> list[dict[str, Any]]:
+    if not ds.title_additional or ds.title_additional == ds.title:
+        return []
+    return [{"title": ds.title_additional, "type": {"id": "alternative-title"}, "lang": {"id": "eng"}}]
+
+
+def identifiers(ds: Dataset) -> list[dict[str, str]]:
+    """``cernopendata:<recid>`` (scheme other): what find_query() matches exactly."""
+    return [{"identifier": ds.identifier, "scheme": "other"}] if ds.identifier else []
+
+
+def related_identifiers(ds: Dataset) -> list[dict[str, Any]]:
+    """The source DOI and page (identical content), then every relation and record link."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(identifier: str, scheme: str, relation: str) -> None:
+        if (identifier, relation) not in seen:
+            seen.add((identifier, relation))
+            out.append({"identifier": identifier, "scheme": scheme, "relation_type": {"id": relation}})
+
+    if ds.doi:
+        add(ds.doi, "doi", "isidenticalto")
+    if ds.url:
+        add(ds.url, "url", "isidenticalto")
+    related = {r.url for r in ds.relations if r.origin == "relations"}
+    for rel in ds.relations:
+        if rel.origin != "relations" and rel.url in related:
+            continue  # a text link to a record already related: the relation says more
+        if rel.url:
+            add(rel.url, "url", rel.relation)
+        if rel.doi:
+            add(rel.doi, "doi", rel.relation)
+    return out
+
+
+def relations_section(ds: Dataset) -> Section | None:
+    """Every relation as the source names it (isChildOf, isSiblingOf...), beside its DataCite type."""
+    rows = []
+    for rel in ds.relations:
+        if rel.origin != "relations":
+            continue
+        label = rel.title or (f"CERN Open Data record {rel.recid}" if rel.recid else rel.doi or "")
+        line = f"{escape(rel.source_type)}: {link_html(label, rel.url or _doi_url(rel.doi))}"
+        if rel.description:
+            line += f" ({escape(rel.description)})"
+        rows.append(line + f" [{escape(rel.relation)}]")
+    return (
+        Section("relations", "Related records (as the source names the relations)", list_html(rows)) if rows else None
+    )
+
+
+def _doi_url(doi: str | None) -> str | None:
+    return f"https://doi.org/{doi}" if doi else None
+
+
+def headed(section: Section) -> str:
+    return f"<h4>{escape(section.title)}</h4>{section.html}"
+
+
+def additional_descriptions(sections: Iterable[Section]) -> list[dict[str, Any]]:
+    return [
+        {"description": headed(s), "type": {"id": _DESCRIPTION_TYPES.get(s.key, "other")}} for s in sections if s.html
+    ]
+
+
+def sizes(ds: Dataset) -> list[str]:
+    out = []
+    if not ds.metadata_only:
+        out.append(f"{ds.files.count} files")
+        if ds.files.size is not None:
+            out.append(f"{ds.files.size} bytes")
+    if ds.number_of_events is not None:
+        out.append(f"{ds.number_of_events} events")
     return out
 
 
@@ -261,6 +365,7 @@ RELATED_IDENTIFIERS = array(
 
 DESCRIPTION = string(min_len=3)
 ADDITIONAL_DESCRIPTIONS = array(obj({"description": req(DESCRIPTION), "type": req(vocab(DESCRIPTION_TYPES))}))
+ADDITIONAL_TITLES = array(obj({"title": req(string(min_len=3)), "type": req(vocab(TITLE_TYPES)), "lang": opt(vocab())}))
 LANGUAGES = array(vocab(), unique=True)
 STRINGS = array(string(min_len=1))
 

@@ -1,21 +1,12 @@
 """Profile "nrp-particles": the NRP "particles" model (see docs/repositories-api.md).
 
-Mapping (CERN record -> particles metadata), beyond the seed uploader's table:
-- recid: an int; also ``identifiers: cernopendata:<recid>`` and ``related_identifiers``
-  with the source DOI and record URL (isidenticalto), so the recid, the DOI or the URL
-  find the record on the target; parent/child records as haspart / ispartof.
-- publication_date: the portal's date_published as EDTF (a year stays a year).
-- description: abstract + methodology + usage (+ note), as HTML, links kept and absolute,
-  each link list rendered as ``<a>`` items.
-- collision_information: ``{type, energy, energy_min, energy_max, energy_unit}``; numbers
-  in GeV parsed from "181-210 GeV" / "7 TeV" / "0.9-13 TeV"; an ``ecms=`` value in the
-  abstract wins (then ``energy`` shows that value). Text without a unit ("13") is kept
-  in ``energy`` without numbers (no guessing GeV vs TeV); "unknown" is dropped.
-- dataset_type: collision / simulated / other (type.secondary, then type.primary).
-- file_types: distribution formats + "json", lowercased, once each.
-- rights: cc0-1.0 (other SPDX ids lowercased; unknown ones as a free title); none when
-  the record states no license.
-- creators: the collaboration, organizational ("DELPHI" -> "DELPHI collaboration").
+The stock InvenioRDM fields as in the ``inveniordm`` profile, except that the
+description holds the abstract, methodology, usage and note under headings (as the
+seed uploader wrote it), plus the model's physics fields: ``recid`` (int),
+``experiment``, ``category``, ``collision_information`` (``{type, energy, energy_min,
+energy_max, energy_unit}``, GeV; an ``ecms=`` in the abstract wins), ``dataset_type``
+(collision / simulated / other), ``number_of_events`` and ``file_types`` (the real
+files' extensions). Field-by-field table: metadata/MAPPING.md.
 
 find_query(recid) -> ``metadata.recid:<recid>``.
 """
@@ -25,29 +16,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from metadata import rdm
 from metadata.base import SchemaProfile
-from metadata.cernopendata import SourceRecord, normalise_recid, read
+from metadata.dataset import Dataset
 from metadata.energy import UNIT
+from metadata.profiles import rdm
+from metadata.profiles.inveniordm import metadata_body
+from metadata.readers import read
+from metadata.readers.values import normalise_recid
 from metadata.schema import FieldIssue, array, edtf, integer, join, number, obj, opt, req, string, vocab
-from metadata.text import sections_to_html
 
 DATASET_TYPES = ("collision", "simulated", "other")
+_IN_DESCRIPTION = ("methodology", "usage", "note")  # headed sections of the one description
+CONSUMED_EXTRAS = frozenset({"title_additional", "date_reprocessed", "collision_information"})
 
 
-def collision_information(src: SourceRecord) -> dict[str, Any]:
+def collision_information(ds: Dataset) -> dict[str, Any]:
     info: dict[str, Any] = {}
-    rdm.put(info, "type", src.collision_type)
-    rdm.put(info, "energy", src.energy_text)
-    if src.energy is not None:
-        info["energy_min"] = src.energy.minimum
-        info["energy_max"] = src.energy.maximum
-        info["energy_unit"] = src.energy.unit
+    rdm.put(info, "type", ds.collision_type)
+    rdm.put(info, "energy", ds.energy_text)
+    if ds.energy is not None:
+        info["energy_min"] = ds.energy.minimum
+        info["energy_max"] = ds.energy.maximum
+        info["energy_unit"] = ds.energy.unit
     return info
 
 
-def file_types(src: SourceRecord) -> list[str]:
-    return list(dict.fromkeys([*src.formats, "json"]))
+def _description(ds: Dataset) -> str | None:
+    parts = [ds.description.html] if ds.description else []
+    parts += [rdm.headed(s) for s in ds.sections if s.key in _IN_DESCRIPTION]
+    return "".join(parts) or None
 
 
 def _energy_range(value: Mapping[str, Any], path: str, issues: list[FieldIssue]) -> None:
@@ -79,18 +76,22 @@ SCHEMA = obj(
         "metadata": req(
             obj(
                 {
-                    "resource_type": req(vocab(("dataset",))),
+                    "resource_type": req(vocab(rdm.EMITTED_RESOURCE_TYPES)),
                     "title": req(string(min_len=3)),
+                    "additional_titles": opt(rdm.ADDITIONAL_TITLES),
                     "publication_date": req(edtf()),
                     "recid": req(integer(minimum=1)),
                     "creators": req(array(rdm.CREATOR, min_items=1)),
                     "publisher": opt(string(min_len=1)),
                     "description": opt(rdm.DESCRIPTION),
+                    "additional_descriptions": opt(rdm.ADDITIONAL_DESCRIPTIONS),
                     "rights": opt(rdm.rights_check(None)),
                     "subjects": opt(rdm.SUBJECTS),
                     "dates": opt(rdm.DATES),
+                    "languages": opt(rdm.LANGUAGES),
                     "identifiers": opt(rdm.IDENTIFIERS),
                     "related_identifiers": opt(rdm.RELATED_IDENTIFIERS),
+                    "sizes": opt(rdm.STRINGS),
                     "file_types": opt(array(string(min_len=1, pattern=r"[^A-Z]+"), unique=True)),
                     "experiment": opt(string(min_len=1)),
                     "category": opt(obj({"id": req(string(min_len=1))})),
@@ -113,27 +114,29 @@ class NRPParticlesProfile(SchemaProfile):
         self.schema = SCHEMA
 
     def transform(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        src = read(record)
-        md: dict[str, Any] = {"resource_type": {"id": "dataset"}}
-        rdm.put(md, "title", rdm.title(src))
-        rdm.put(md, "publication_date", src.date_published)
-        rdm.put(md, "recid", src.recid)
-        rdm.put(md, "creators", rdm.creators(src))
-        md["publisher"] = src.publisher
-        rdm.put(md, "description", sections_to_html(src.sections))
-        rdm.put(md, "rights", rdm.rights(src))
-        rdm.put(md, "subjects", rdm.subjects(src))
-        rdm.put(md, "dates", rdm.dates(src))
-        rdm.put(md, "identifiers", rdm.identifiers(src))
-        rdm.put(md, "related_identifiers", rdm.related_identifiers(src))
-        md["file_types"] = file_types(src)
-        rdm.put(md, "experiment", src.experiments[0] if src.experiments else src.collaboration)
-        if src.categories:
-            md["category"] = {"id": src.categories[0]}
-        rdm.put(md, "collision_information", collision_information(src))
-        md["dataset_type"] = src.dataset_type
-        rdm.put(md, "number_of_events", src.number_of_events)
-        return rdm.envelope(md)
+        ds = read(record)
+        # Start from the stock body, then reshape what the particles model holds differently.
+        md = metadata_body(ds, consumed=CONSUMED_EXTRAS)
+        rest = [s for s in ds.sections if s.key not in _IN_DESCRIPTION]
+        rest += [x for x in ds.extras if x.key not in CONSUMED_EXTRAS]
+        relations = rdm.relations_section(ds)
+        if relations is not None:
+            rest.append(relations)
+        md.pop("description", None)
+        md.pop("additional_descriptions", None)
+        md.pop("formats", None)
+        rdm.put(md, "description", _description(ds))
+        rdm.put(md, "additional_descriptions", rdm.additional_descriptions(rest))
+        rdm.put(md, "recid", ds.recid)
+        rdm.put(md, "file_types", list(ds.files.types))
+        orgs = [o.name for o in ds.organisations]
+        rdm.put(md, "experiment", ds.experiments[0] if ds.experiments else (orgs[0] if orgs else None))
+        if ds.categories:
+            md["category"] = {"id": ds.categories[0]}
+        rdm.put(md, "collision_information", collision_information(ds))
+        md["dataset_type"] = ds.dataset_type
+        rdm.put(md, "number_of_events", ds.number_of_events)
+        return rdm.envelope(md, ds)
 
     def find_query(self, recid: str) -> str:
         return f"metadata.recid:{normalise_recid(recid)}"
