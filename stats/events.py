@@ -69,6 +69,7 @@ FIELDS = (
     "error",
     "reason",
     "extra",
+    "worker",  # optional (absent in single-process runs): which process wrote the row
 )
 
 
@@ -194,9 +195,13 @@ class StatsWriter:
         redact: tuple[str, ...] = (),
         summary: bool = False,
         clock: Callable[[], float] | None = None,
+        worker: str | None = None,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.host = socket.gethostname()
+        # One file per process: a run spread over workers (Dask) writes <run_id>-<worker>.jsonl
+        # from each, and the loaders read all of a run's files as one run (rows carry run_id).
+        self.worker = worker
         self.dir = Path(stats_dir) if stats_dir is not None else None
         self._lock = threading.Lock()
         self._seq = 0
@@ -225,12 +230,16 @@ class StatsWriter:
     @property
     def jsonl_path(self) -> Path:
         assert self.dir is not None
-        return self.dir / f"{self.run_id}.jsonl"
+        return self.dir / f"{self._stem}.jsonl"
 
     @property
     def csv_path(self) -> Path:
         assert self.dir is not None
-        return self.dir / f"{self.run_id}.csv"
+        return self.dir / f"{self._stem}.csv"
+
+    @property
+    def _stem(self) -> str:
+        return f"{self.run_id}-{self.worker}" if self.worker else self.run_id
 
     def open(
         self,
@@ -274,6 +283,8 @@ class StatsWriter:
         with self._lock:
             self._seq += 1
             row["seq"] = self._seq
+            if self.worker is not None:
+                row["worker"] = self.worker
             line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
             for secret in self._redact:
                 line = line.replace(secret.encode(), b"***")

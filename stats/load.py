@@ -26,7 +26,7 @@ from stats.events import FIELDS, SCHEMA_VERSION, STAGES, STATUSES, TERMINAL, rea
 INT_COLUMNS = ("schema_version", "seq", "bytes", "file_count", "attempts")
 FLOAT_COLUMNS = ("duration_s", "throughput_mbps")
 TIME_COLUMNS = ("start", "end")
-TEXT_COLUMNS = ("run_id", "host", "event_id", "recid", "file", "transfer", "error_type", "error", "reason")
+TEXT_COLUMNS = ("run_id", "host", "worker", "event_id", "recid", "file", "transfer", "error_type", "error", "reason")
 # Stages that do work on data (everything but run bookkeeping and record outcomes).
 WORK_STAGES = ("resolve", "download", "zip", "transform", "upload", "verify", "publish")
 # Derived record status for records with no terminal record event and open events.
