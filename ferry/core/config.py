@@ -19,6 +19,20 @@ from ferry.core.errors import ConfigError
 DEFAULT_PORTAL = "https://opendata.cern.ch"
 DEFAULT_CONFIG_NAME = "ferry.toml"
 
+# Defaults of a [targets.X] section that depend on its type, for keys the file does not
+# set: the TargetConfig field defaults are InvenioRDM/NRP's. Zenodo publishes its own
+# limits (100 requests/min and 5000/h; 100 files and 50 GB per record) and has its profile.
+TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zenodo": {
+        "profile": "zenodo",
+        "requests_per_minute": 100,
+        "requests_per_hour": 5000,
+        "max_files_per_record": 100,
+        "max_file_size": 50 * 10**9,
+        "max_record_size": 50 * 10**9,
+    },
+}
+
 
 class Secret:
     """A token whose value never shows in repr, str, logs or stats."""
@@ -212,6 +226,12 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     return value
 
 
+def _target_section(targets: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A target's section with its type's defaults under the keys the file sets."""
+    section = _table(targets, name, "targets.")
+    return {**TYPE_DEFAULTS.get(str(section.get("type")), {}), **section}
+
+
 def config_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> Config:
     unknown = sorted(set(data) - {"source", "targets", "limits"})
     if unknown:
@@ -221,7 +241,7 @@ def config_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) ->
     source = _build(SourceConfig, src, "source.cernopendata")
     others = {str(k): _table(sections, k, "source.") for k in sections if k != "cernopendata"}
     targets = {
-        str(name): _build(TargetConfig, _table(data["targets"], name, "targets."), f"targets.{name}", name=str(name))
+        str(name): _build(TargetConfig, _target_section(data["targets"], name), f"targets.{name}", name=str(name))
         for name in _table(data, "targets", "")
     }
     limits = _build(Limits, _table(data, "limits", ""), "limits")
