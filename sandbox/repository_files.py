@@ -289,8 +289,9 @@ def _size_limit(repo: Repo, entity: Obj, entry: Obj) -> int:
         int(f.get("size") or f.get("declared_size") or 0) for k, f in entity["draft_files"].items() if k != entry["key"]
     )
     limit = min(opts.max_file_size, max(0, opts.max_record_size - others))
-    if opts.max_single_put:
-        limit = min(limit, opts.max_single_put)
+    cap = opts.single_put_cap()
+    if cap and entry["transfer"]["type"] != "M":
+        limit = min(limit, cap)
     return limit
 
 
@@ -368,8 +369,6 @@ async def upload_part(request: web.Request) -> web.Response:
     expected = part_size if part < parts else size - (parts - 1) * part_size
     if request.content_length is not None and request.content_length != expected:
         fail(400, "Size of this part must be equal to part_size sent in multipart initialization.")
-    if repo.options.max_single_put:
-        _check_announced(request, repo.options.max_single_put)
     drop_at = _drop_at(repo, request)
     fail_transfer = _fault(repo, "transfer_fail_next", "transfer_fail_rate")
     corrupt = _fault(repo, "corrupt_next", "")

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 GB = 10**9
+# NRP's single-PUT limit ("about 50 MB"): 50 MiB, the same as its smallest multipart part,
+# so a client that goes multipart above 50 MiB (ferry's default threshold) never hits it.
+NRP_SINGLE_PUT = 50 * 1024 * 1024
 
 PublishWorkflow = Literal["direct", "auto", "curator"]
 MultipartChecksum = Literal["multipart", "missing"]
@@ -29,8 +32,10 @@ class RepositoryOptions:
     max_files: int = 100
     max_file_size: int = 10 * GB
     max_record_size: int = 10 * GB
-    # NRP caps one PUT at about 50 MB; 0 means no cap (stock InvenioRDM).
-    max_single_put: int = 0
+    # NRP caps one whole-file (L) PUT at about 50 MB; larger files must go as M transfers,
+    # whose parts (>= 50 MiB on NRP) are not capped. -1: NRP's cap (NRP_SINGLE_PUT) when
+    # `nrp` is on, none otherwise; 0: no cap (stock InvenioRDM); N: at most N bytes.
+    max_single_put: int = -1
     # NRP flavour: /.well-known/repository and the `particles` model under /api/particles.
     nrp: bool = True
     # Publishing NRP drafts: "direct" (actions/publish allowed, publish_draft request
@@ -77,6 +82,12 @@ class RepositoryOptions:
         converted = {name: _convert(name, known[name].type, value) for name, value in values.items()}
         for name, value in converted.items():
             setattr(self, name, value)
+
+    def single_put_cap(self) -> int:
+        """The effective cap on one L content PUT in bytes (0: none)."""
+        if self.max_single_put < 0:
+            return NRP_SINGLE_PUT if self.nrp else 0
+        return self.max_single_put
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
