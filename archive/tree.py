@@ -53,6 +53,8 @@ class ScanOptions:
     excludes: tuple[str, ...] = ()
     include_dotfiles: bool = False
     skip: frozenset[str] = field(default_factory=frozenset)  # relative paths never listed (an --output inside)
+    # Top-level names that are not data: the manifest (a target lists it as a file like any other).
+    reserved: frozenset[str] = frozenset({MANIFEST_NAME})
 
 
 def _excluded(rel: str, name: str, opts: ScanOptions) -> bool:
@@ -85,7 +87,7 @@ def _walk(top: Path, real_root: Path, prefix: str, opts: ScanOptions, out: list[
     for entry in entries:
         name = entry.name
         rel = f"{prefix}{name}"
-        if not prefix and name in (MANIFEST_NAME, STATE_DIR):
+        if not prefix and (name == STATE_DIR or name in opts.reserved):
             continue
         if rel in opts.skip or (name.startswith(".") and not opts.include_dotfiles) or _excluded(rel, name, opts):
             continue

@@ -41,28 +41,43 @@ def fsync_dir(path: Path) -> None:
 class AtomicWriter:
     """Write ``path`` through a temporary sibling; the rename happens only on a clean exit.
 
-    ``mkdirs`` creates missing parent folders first. ``written`` counts the bytes so far.
+    ``mkdirs`` creates missing parent folders first. ``tmp_dir``: where the temporary file
+    lives instead of beside the result (same file system; a target keeps its unfinished
+    files out of the folder it lists). ``written`` counts the bytes so far.
     """
 
-    def __init__(self, path: Path, *, mkdirs: bool = True) -> None:
+    def __init__(self, path: Path, *, mkdirs: bool = True, tmp_dir: Path | None = None) -> None:
         self.path = Path(path)
         self.written = 0
         if mkdirs:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if tmp_dir is not None:
+                tmp_dir.mkdir(parents=True, exist_ok=True)
         # The name starts with a dot and ends with .tmp so that tree scans skip it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name[:80]}.", suffix=".tmp", dir=self.path.parent)
+        where = tmp_dir if tmp_dir is not None else self.path.parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name[:80]}.", suffix=".tmp", dir=where)
         self.tmp = Path(tmp)
         os.fchmod(fd, _MODE)  # mkstemp makes 0600; the result should look like any new file
         self._fh: BinaryIO = os.fdopen(fd, "wb")
+        self._flushed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._flushed = False
         n = self._fh.write(data)
         self.written += n
         return n
 
-    def commit(self) -> None:
+    def flush(self) -> os.stat_result:
+        """Make the bytes durable; the stat of the finished file (a rename keeps its inode
+        and mtime, so a caller may record it before ``commit``)."""
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self._flushed = True
+        return os.fstat(self._fh.fileno())
+
+    def commit(self) -> None:
+        if not self._flushed:
+            self.flush()
         self._fh.close()
         os.replace(self.tmp, self.path)
         fsync_dir(self.path.parent)
