@@ -217,13 +217,26 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (200,),
         retry_mode: RetryMode = "all",
+        read_timeout: float | None = None,
     ) -> Response:
-        """Send one request (with retries as ``retry_mode`` allows); non-``expect`` answers raise."""
+        """Send one request (with retries as ``retry_mode`` allows); non-``expect`` answers raise.
+
+        ``read_timeout``: this request's longest silence from the server (a big upload's
+        answer comes only after the server has stored and hashed every byte), instead of
+        the client's."""
         url = self.url(link)
 
         async def attempt() -> Response:
             return await self._send(
-                method, url, where, json=json, params=params, body=body, headers=headers, expect=expect
+                method,
+                url,
+                where,
+                json=json,
+                params=params,
+                body=body,
+                headers=headers,
+                expect=expect,
+                read_timeout=read_timeout,
             )
 
         if retry_mode == "none":
@@ -247,6 +260,7 @@ class HttpClient:
         body: BodyFactory | None,
         headers: Mapping[str, str] | None,
         expect: tuple[int, ...],
+        read_timeout: float | None = None,
     ) -> Response:
         hdrs = self._headers(url, headers)
         data: Any = None
@@ -260,7 +274,13 @@ class HttpClient:
             self.requests_sent += 1
             started = time.monotonic()
             try:
-                async with session.request(method, url, data=data, params=params, headers=hdrs) as resp:
+                # Only when given: aiohttp reads timeout=None as "no timeouts at all".
+                extra: dict[str, Any] = {}
+                if read_timeout is not None:
+                    extra["timeout"] = aiohttp.ClientTimeout(
+                        total=None, sock_connect=self._timeout.sock_connect, sock_read=read_timeout
+                    )
+                async with session.request(method, url, data=data, params=params, headers=hdrs, **extra) as resp:
                     raw = await resp.read()
                     status, resp_headers, reason = resp.status, dict(resp.headers), resp.reason or ""
             except aiohttp.ClientConnectorError as exc:
