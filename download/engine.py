@@ -347,8 +347,8 @@ class Downloader:
         batch's try counted."""
         names = [f"{record.recid}/{item.entry.key}" for item in batch]
         async with self._slots:
-            for name in names:
-                self.progress.file_started(name)
+            # One worker moves the batch's files one after another: one transfer, not N.
+            self.progress.batch_started(names)
             # One file's bytes are held at a time: the batch weighs its largest file.
             taken = await self._budget.acquire(max(item.size for item in batch) + 1)
             try:
