@@ -33,6 +33,7 @@ from sandbox.datagen import DataGenerator, Scale, mirror_records
 from sandbox.portal import Portal, start_portal
 from sandbox.repository import RunningRepository, start_repository
 from sandbox.xrootd import XRootDError, XRootDServer, check_readable_by, pick_run_user
+from sandbox.zenodo import RunningZenodo, start_zenodo
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Sandbox:
         with_repository: bool = False,
         repository_port: int = 0,
         repository_options: dict[str, Any] | None = None,
+        with_zenodo: bool = False,
+        zenodo_options: dict[str, Any] | None = None,
     ) -> None:
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.recids = tuple(str(r) for r in recids)
@@ -121,6 +124,9 @@ class Sandbox:
         self.repository_port = repository_port
         self.repository_options = dict(repository_options or {})
         self.repository: RunningRepository | None = None
+        self.with_zenodo = with_zenodo
+        self.zenodo_options = dict(zenodo_options or {})
+        self.zenodo: RunningZenodo | None = None
         self.workdir = Path()
         self.xrootd: XRootDServer | None = None
         self.portal: Portal | None = None
@@ -164,6 +170,11 @@ class Sandbox:
         """The repository's bearer token, in a file (as `token_file` in ferry.toml wants it)."""
         return self.workdir / "repository.token"
 
+    @property
+    def zenodo_token_file(self) -> Path:
+        """The Zenodo stand-in's token, in a file."""
+        return self.workdir / "zenodo.token"
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> Sandbox:
@@ -192,6 +203,11 @@ class Sandbox:
                 self.workdir / "repository", port=self.repository_port, tokens=[token], **self.repository_options
             )
             await asyncio.to_thread(_write_private, self.token_file, token)
+        if self.with_zenodo:
+            # The Zenodo stand-in (deposit + records API): blobs and request log under the workdir.
+            zen_token = secrets.token_urlsafe(24)
+            self.zenodo = await start_zenodo(self.workdir / "zenodo", tokens=[zen_token], **self.zenodo_options)
+            await asyncio.to_thread(_write_private, self.zenodo_token_file, zen_token)
         log.info("sandbox up: xrootd %s, portal %s, %d records", self.xrootd_url, self.portal_url, len(self.records))
 
     def _generate(self, source: Sequence[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
@@ -227,6 +243,9 @@ class Sandbox:
         check_readable_by(self.data_root, pick_run_user())
 
     async def stop(self) -> None:
+        zenodo, self.zenodo = self.zenodo, None
+        if zenodo is not None:
+            await zenodo.stop()
         repository, self.repository = self.repository, None
         if repository is not None:
             await repository.stop()
@@ -305,6 +324,7 @@ def run_in_thread(sandbox: Sandbox) -> Iterator[Sandbox]:
 
 
 SANDBOX_TARGET = "sandbox"
+ZENODO_TARGET = "zenodo-sandbox"
 
 
 def config_toml(sb: Sandbox, *, publish: bool = True) -> str:
@@ -324,7 +344,28 @@ def config_toml(sb: Sandbox, *, publish: bool = True) -> str:
             f"requests_per_hour = {int(sb.repository_options.get('rate_per_hour', 5000))}",
             "",
         ]
+    if sb.zenodo is not None:
+        lines += zenodo_toml(sb, publish=publish)
     return "\n".join(lines)
+
+
+def zenodo_toml(sb: Sandbox, *, publish: bool = True) -> list[str]:
+    """The Zenodo stand-in as a source and as a target (its limits are the ones it runs with)."""
+    assert sb.zenodo is not None
+    return [
+        "[source.zenodo]",
+        f'url = "{sb.zenodo.url}"',
+        "",
+        f"[targets.{ZENODO_TARGET}]",
+        'type = "zenodo"',
+        f'url = "{sb.zenodo.url}"',
+        f'token_file = "{sb.zenodo_token_file}"',
+        'profile = "zenodo"',
+        f"publish = {str(publish).lower()}",
+        f"requests_per_minute = {int(sb.zenodo_options.get('rate_per_minute', 100))}",
+        f"requests_per_hour = {int(sb.zenodo_options.get('rate_per_hour', 5000))}",
+        "",
+    ]
 
 
 def _write_private(path: Path, text: str) -> None:

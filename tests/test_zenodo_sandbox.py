@@ -231,3 +231,23 @@ def test_deleted_restricted_and_embargoed_records(zenodo: ZenodoHandle) -> None:
 def test_unknown_records_are_404(zenodo: ZenodoHandle, raw: str) -> None:
     resp = requests.get(f"{zenodo.api}/records/{raw}", timeout=10)
     assert resp.status_code == 404 and resp.json()["status"] == 404
+
+
+async def test_sandbox_config_names_the_zenodo_source_and_target(tmp_path: Any) -> None:
+    import tomllib
+
+    from ferry.core.config import config_from_mapping
+    from sandbox.stack import ZENODO_TARGET, Sandbox, zenodo_toml
+    from sandbox.zenodo import start_zenodo
+
+    sb = Sandbox(tmp_path, zenodo_options={"rate_per_minute": 600})
+    sb.workdir = tmp_path
+    sb.zenodo = await start_zenodo(tmp_path / "zenodo", tokens=["t"], rate_per_minute=600)
+    try:
+        config = config_from_mapping(tomllib.loads("\n".join(zenodo_toml(sb))))
+        assert config.source_section("zenodo")["url"] == sb.zenodo.url
+        target = config.target(ZENODO_TARGET)
+        assert (target.type, target.url, target.requests_per_minute) == ("zenodo", sb.zenodo.url, 600)
+        assert target.token_file == str(tmp_path / "zenodo.token")
+    finally:
+        await sb.zenodo.stop()

@@ -95,6 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     parser.add_argument(
         "--repository-port", type=int, default=0, metavar="PORT", help="repository port (default: free)"
     )
+    parser.add_argument("--no-zenodo", action="store_true", help="do not start the Zenodo stand-in")
     parser.add_argument("--xrootd-port", type=int, default=None, metavar="PORT", help="xrootd port (default: free)")
     parser.add_argument(
         "--ready-file",
@@ -129,6 +130,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         with_repository=not args.no_repository,
         repository_port=args.repository_port,
         repository_options=SANDBOX_REPOSITORY_OPTIONS,
+        with_zenodo=not args.no_zenodo,
+        zenodo_options=SANDBOX_REPOSITORY_OPTIONS,
     )
     try:
         return asyncio.run(_serve(sandbox, args.ready_file))
@@ -169,6 +172,8 @@ def ready_info(sb: Sandbox) -> dict[str, object]:
         "cases": sb.cases,
         "repository_url": sb.repository_url if sb.repository is not None else None,
         "token_file": str(sb.token_file) if sb.repository is not None else None,
+        "zenodo_url": sb.zenodo.url if sb.zenodo is not None else None,
+        "zenodo_token_file": str(sb.zenodo_token_file) if sb.zenodo is not None else None,
     }
 
 
@@ -179,6 +184,10 @@ def banner(sb: Sandbox) -> str:
     repo = ""
     if sb.repository is not None:
         repo = f"\n  repository:  {sb.repository_url}   (InvenioRDM/NRP sandbox; token in {sb.token_file})"
+    if sb.zenodo is not None:
+        repo += (
+            f"\n  zenodo:      {sb.zenodo.url}/api   (Zenodo deposit + records API; token in {sb.zenodo_token_file})"
+        )
     cases = ""
     if sb.cases:
         cases = "\ntest cases (recid): " + ", ".join(f"{k}={v}" for k, v in sb.cases.items())
