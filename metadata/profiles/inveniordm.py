@@ -31,6 +31,7 @@ def metadata_body(ds: Dataset, *, consumed: frozenset[str] = CONSUMED_EXTRAS) ->
     rdm.put(md, "additional_titles", rdm.additional_titles(ds))
     rdm.put(md, "publication_date", ds.date_published)
     rdm.put(md, "creators", rdm.creators(ds))
+    rdm.put(md, "contributors", rdm.contributors(ds))
     md["publisher"] = ds.publisher
     rdm.put(md, "description", ds.description.html if ds.description else None)
     extra = [*ds.sections, *(x for x in ds.extras if x.key not in consumed)]
@@ -60,6 +61,7 @@ def schema(resource_types: frozenset[str]) -> Check:
                         "additional_titles": opt(rdm.ADDITIONAL_TITLES),
                         "publication_date": req(edtf()),
                         "creators": req(array(rdm.CREATOR, min_items=1)),
+                        "contributors": opt(array(rdm.CREATOR)),
                         "publisher": opt(string(min_len=1)),
                         "description": opt(rdm.DESCRIPTION),
                         "additional_descriptions": opt(rdm.ADDITIONAL_DESCRIPTIONS),

@@ -82,6 +82,7 @@ SCHEMA = obj(
                     "publication_date": req(edtf()),
                     "recid": req(integer(minimum=1)),
                     "creators": req(array(rdm.CREATOR, min_items=1)),
+                    "contributors": opt(array(rdm.CREATOR)),
                     "publisher": opt(string(min_len=1)),
                     "description": opt(rdm.DESCRIPTION),
                     "additional_descriptions": opt(rdm.ADDITIONAL_DESCRIPTIONS),

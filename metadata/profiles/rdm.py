@@ -125,6 +125,16 @@ def creators(ds: Dataset) -> list[dict[str, Any]]:
     return out
 
 
+def contributors(ds: Dataset) -> list[dict[str, Any]]:
+    """With authors as creators, the collaboration is still named: as a research group."""
+    if not ds.creators:
+        return []
+    return [
+        {"person_or_org": {"type": "organizational", "name": o.name}, "role": {"id": "researchgroup"}}
+        for o in ds.organisations
+    ]
+
+
 def rights(ds: Dataset) -> list[dict[str, Any]]:
     """The source license: a vocabulary id when stock InvenioRDM knows it, else free text.
 
@@ -141,7 +151,7 @@ def rights(ds: Dataset) -> list[dict[str, Any]]:
 def subjects(ds: Dataset) -> list[dict[str, str]]:
     seen: set[str] = set()
     out = []
-    for value in [*ds.categories, *ds.collections, *ds.keywords]:
+    for value in [*ds.experiments, *ds.categories, *ds.collections, *ds.keywords]:
         if value.casefold() not in seen:
             seen.add(value.casefold())
             out.append({"subject": value})

@@ -45,6 +45,7 @@ from metadata.schema import FieldIssue, array, join, obj, opt, req, string
 RECID_KEYWORD = "cernopendata:recid:"
 UPLOAD_TYPES = ("publication", "poster", "presentation", "dataset", "image", "video", "software", "lesson", "other")
 PUBLICATION_TYPES = ("report", "technicalnote", "other", "softwaredocumentation", "article", "preprint")
+CONTRIBUTOR_TYPES = ("ContactPerson", "DataCollector", "DataCurator", "Producer", "ResearchGroup", "Other")
 ACCESS_RIGHTS = ("open", "embargoed", "restricted", "closed")
 _KINDS = {
     "dataset": ("dataset", None),
@@ -152,6 +153,8 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     rdm.put(md, "publication_type", pub)
     rdm.put(md, "title", rdm.title(ds))
     rdm.put(md, "creators", [creator(c) for c in (ds.creators or ds.organisations)])
+    if ds.creators:  # the collaboration is still named, as a research group
+        rdm.put(md, "contributors", [{"name": o.name, "type": "ResearchGroup"} for o in ds.organisations])
     rdm.put(md, "description", _description(ds))
     md["access_right"] = "open"
     if ds.license is not None and ds.license.spdx:
@@ -197,6 +200,10 @@ CREATOR = obj(
     {"name": req(string(min_len=1)), "affiliation": opt(string(min_len=1)), "orcid": opt(string(pattern=_ORCID))},
     closed=True,
 )
+CONTRIBUTOR = obj(
+    {"name": req(string(min_len=1)), "type": req(string(choices=CONTRIBUTOR_TYPES)), "affiliation": opt(string())},
+    closed=True,
+)
 RELATED = obj(
     {
         "identifier": req(string(min_len=1)),
@@ -215,6 +222,7 @@ SCHEMA = obj(
                     "publication_type": opt(string(choices=PUBLICATION_TYPES)),
                     "title": req(string(min_len=1)),
                     "creators": req(array(CREATOR, min_items=1)),
+                    "contributors": opt(array(CONTRIBUTOR)),
                     "description": req(string(min_len=1)),
                     "access_right": req(string(choices=ACCESS_RIGHTS)),
                     "license": opt(string(min_len=1, choices=vocabulary("licenses"))),
