@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
 import orjson
 
@@ -202,7 +202,7 @@ class Ledger:
     # --- opening and closing ----------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, target: str | None = None, readonly: bool = False) -> Ledger:
+    def open(cls, path: str | os.PathLike[str], *, target: str | None = None, readonly: bool = False) -> Self:
         """Open (or create) the ledger at ``path`` and lock it for this process.
 
         ``target`` binds the ledger to one target name: record states mean nothing for
