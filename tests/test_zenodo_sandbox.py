@@ -251,3 +251,20 @@ async def test_sandbox_config_names_the_zenodo_source_and_target(tmp_path: Any) 
         assert target.token_file == str(tmp_path / "zenodo.token")
     finally:
         await sb.zenodo.stop()
+
+
+def test_edit_discard_and_delete(zenodo: ZenodoHandle) -> None:
+    c = Client(zenodo)
+    rec = c.published({"a.txt": b"a"})
+    opened = c.call("POST", rec["links"]["edit"], 201)
+    assert opened["state"] == "inprogress" and "bucket" not in opened["links"]  # files stay locked
+    c.call("PUT", rec["links"]["self"], 200, json={"metadata": {**META, "title": "Changed title"}})
+    assert c.call("GET", rec["links"]["self"], 200)["title"] == "Changed title"
+    c.call("POST", rec["links"]["discard"], 204)
+    back = c.call("GET", rec["links"]["self"], 200)
+    assert back["state"] == "done" and back["title"] == META["title"]
+    c.call("PUT", rec["links"]["self"], 400, json={"metadata": META})  # published, not in edit
+    c.call("DELETE", rec["links"]["self"], 403)
+    draft = c.deposition(META)
+    c.call("DELETE", draft["links"]["self"], 204)
+    c.call("GET", draft["links"]["self"], 404)
