@@ -44,6 +44,7 @@ from ferry.core.model import Record
 from ferry.core.retry import RetryPolicy, retry
 from ferry.progress import human_bytes
 from metadata.base import Profile, transform_and_validate
+from pipeline.claims import settle_claim
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, WeightedLimiter
 from stats.events import StatsWriter
@@ -352,6 +353,9 @@ class RecordJob:
                     return found
                 continue
             log.info("record %s: created draft %s", self.recid, remote.id)
+            # Another run (other --dest, other machine) may have created one too, unseen by
+            # a lagging search: the oldest create wins, a loser discards its own draft.
+            await settle_claim(target, self.recid, query, remote, self._call)
             return remote
 
     async def _published_before(self) -> bool:

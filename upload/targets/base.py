@@ -56,6 +56,10 @@ class Abilities:
     search: bool = False  # find() by a query (may lag); else find() is a direct lookup
     sub_paths: bool = True  # file keys may hold '/' (Zenodo's are flat)
     listing: bool = False  # list_records(): every record the target holds (archives)
+    # ClaimingTarget: concurrent creates of one recid by several runs can be settled (a
+    # target whose find() may miss a fresh record: search that lags). A target whose find()
+    # is a direct lookup of a deterministic key (S3 prefix, directory) needs no claims.
+    claims: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,3 +254,24 @@ class CopyingTarget(Protocol):
     """``abilities.server_side_copy``: copy a stored file without moving its bytes."""
 
     async def copy_file(self, src: RemoteRecord, key: str, dst: RemoteRecord, dst_key: str) -> RemoteFile: ...
+
+
+@runtime_checkable
+class ClaimingTarget(Protocol):
+    """``abilities.claims``: settles creates of one recid made at once by several runs.
+
+    Search indexes lag, so two runs (other --dest, other machines) may both miss the other's
+    fresh draft and both create one. The rule (``pipeline.claims``): the oldest create wins,
+    a loser discards its own draft. It needs only that the search shows records in the order
+    they were made (an index refresh makes every earlier write visible at once): once a
+    run sees its own fresh draft, it sees every older one too.
+    """
+
+    async def claimants(self, recid: str, query: str) -> list[RemoteRecord]:
+        """Every record carrying ``recid`` (drafts and published) the search sees now, the
+        oldest create first, ties by id: every run orders the same set the same way."""
+        ...
+
+    async def discard(self, rec: RemoteRecord) -> None:
+        """Delete a draft that was never published (a lost claim); a missing one is no error."""
+        ...

@@ -78,18 +78,35 @@ OPTION_DEFAULTS: dict[str, int | float | bool] = {
 }
 
 
+# Path options (no default): `ca_file`, a PEM bundle of CAs to trust instead of the system's
+# (a private or sandbox CA); TLS verification stays on.
+PATH_OPTIONS = ("ca_file",)
+
+
+def _ca_file(config: TargetConfig) -> str | None:
+    value = config.options.get("ca_file")
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser() if isinstance(value, str) and value else None
+    if path is None or not path.is_file():
+        raise ConfigError(f"targets.{config.name}.ca_file must name a readable PEM file, not {value!r}")
+    return str(path)
+
+
 def _options(config: TargetConfig) -> dict[str, int | float | bool]:
     """The target's options with defaults filled in and types checked (ConfigError naming
     the key otherwise)."""
     where = f"targets.{config.name}"
-    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS))
+    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS) - set(PATH_OPTIONS))
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(an InvenioRDM target also takes: {', '.join(sorted(OPTION_DEFAULTS))})"
+            f"(an InvenioRDM target also takes: {', '.join(sorted([*OPTION_DEFAULTS, *PATH_OPTIONS]))})"
         )
     out = dict(OPTION_DEFAULTS)
     for key, value in config.options.items():
+        if key in PATH_OPTIONS:
+            continue
         default = OPTION_DEFAULTS[key]
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if isinstance(default, bool):
@@ -115,6 +132,7 @@ class InvenioTarget:
         multipart=True,
         metadata=True,
         search=True,
+        claims=True,
     )
 
     def __init__(
@@ -139,6 +157,7 @@ class InvenioTarget:
             limiter=limiter,
             policy=policy,
             verify_tls=config.verify_tls,
+            ca_file=_ca_file(config),
             connections=int(options["connections"]),
             read_timeout=float(options["read_timeout"]),
         )
@@ -306,6 +325,26 @@ class InvenioTarget:
             except TargetNotFound:
                 return None  # deleted or published since the index saw it; the next search knows
         return hit
+
+    async def claimants(self, recid: str, query: str) -> list[RemoteRecord]:
+        """``ClaimingTarget``: the search's records for ``recid``, oldest ``created`` first."""
+        await self._ensure_ready()
+        where = Where("search (claim)", recid)
+        resp = await self.http.request("GET", self._search_url, where, params={"q": query, "size": "100"})
+        found = sorted(hits(resp.body), key=lambda h: (str(h.get("created", "")), str(h.get("id", ""))))
+        out: dict[str, RemoteRecord] = {}
+        for hit in found:
+            rec = self._record(hit, recid)
+            out.setdefault(rec.id, rec)  # a record and its draft are one claim
+        return list(out.values())
+
+    async def discard(self, rec: RemoteRecord) -> None:
+        """``ClaimingTarget``: delete a draft never published (``DELETE .../draft``)."""
+        url = self._create_url.rstrip("/") + "/" + quote(rec.id, safe="") + "/draft"
+        try:
+            await self.http.request("DELETE", url, Where("discard draft", rec.recid), expect=(200, 202, 204))
+        except TargetNotFound:
+            return
 
     async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
         await self._ensure_ready()
