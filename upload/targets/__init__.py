@@ -29,6 +29,7 @@ class TargetFactory(Protocol):
 
 TARGETS: Registry[TargetFactory] = Registry("target type")
 TARGETS.register("invenio", "upload.targets.invenio:InvenioTarget")
+TARGETS.register("zenodo", "upload.targets.zenodo:ZenodoTarget")
 TARGETS.register("local", "upload.targets.local:LocalTarget")
 
 

@@ -1,0 +1,317 @@
+"""The Zenodo target: the legacy deposit API as Zenodo serves it (``docs/repositories-api.md``).
+
+    [targets.zen]
+    type = "zenodo"
+    url = "https://zenodo.org"        # the API is under {url}/api
+    token_file = "~/.config/ferry/zenodo.token"   # or token_env
+    profile = "zenodo"                # the default for this type
+    publish = false
+
+A deposition is a draft (``submitted: false``) until published; its files go through the
+bucket API (``upload.targets.zenodo_files``) and lock at publication. A published
+deposition gets a new version with ``actions/newversion``, whose answer is the ORIGINAL
+deposition: the new draft is at ``links.latest_draft``. Asking again while that draft has
+files answers 400 "Please remove all files first." although the draft is there: that
+answer, and a lost one, lead to the open draft, never to an error or a second draft.
+
+Finding the deposition of a source recid uses the deposition search (``q=`` the profile's
+query on the metadata). Zenodo's index lags its writes by seconds: a miss right after a
+create proves nothing. This target does not guess: a create whose answer was lost is
+raised (``maybe_applied``), and the pipeline searches patiently before it creates again
+(``pipeline.job.RecordJob._create``); its ledger keeps the deposition id once known, so
+later runs read it directly (``get``) instead of searching.
+
+Limits (100 files, 50 GB per deposition) come from the config (``TYPE_DEFAULTS``): the
+pipeline refuses a plan over them before any write; rate defaults are 100/min, 5000/h.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ferry.core.checksums import Checksum
+from ferry.core.config import ConfigError, Limits, Secret, TargetConfig
+from ferry.core.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
+from ferry.core.retry import RetryPolicy, request_policy
+from upload.targets.base import (
+    Abilities,
+    NotSupported,
+    Progress,
+    PublishOutcome,
+    RecordState,
+    RemoteFile,
+    RemoteRecord,
+    RequestLimiter,
+    Target,
+    TargetLimits,
+    TransferType,
+)
+from upload.targets.http import HttpClient, Where, maybe_applied, sleep_backoff
+from upload.targets.zenodo_files import BucketFiles
+
+log = logging.getLogger(__name__)
+
+NEW_VERSION_HAS_FILES = "remove all files first"
+# Extra keys a [targets.X] section of type zenodo takes, with their defaults.
+OPTION_DEFAULTS: dict[str, int | float] = {"connections": 8, "read_timeout": 300.0}
+
+
+def _options(config: TargetConfig) -> dict[str, int | float]:
+    where = f"targets.{config.name}"
+    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (a Zenodo target also takes: "
+            f"{', '.join(sorted(OPTION_DEFAULTS))})"
+        )
+    out = dict(OPTION_DEFAULTS)
+    for key, value in config.options.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        whole = isinstance(OPTION_DEFAULTS[key], int)
+        if not number or value <= 0 or (whole and not isinstance(value, int)):
+            raise ConfigError(f"{where}.{key} must be {'a whole number' if whole else 'a number'} > 0, not {value!r}")
+        out[key] = value
+    return out
+
+
+class ZenodoTarget:
+    """Zenodo depositions as a ``upload.targets.base.Target``. One HTTP session per instance."""
+
+    abilities = Abilities(
+        hashes=("md5",),
+        drafts=True,
+        publish=True,
+        versions=True,
+        metadata=True,
+        search=True,
+        sub_paths=False,  # bucket keys are flat: a '/' is refused
+    )
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        *,
+        token: Secret | None = None,
+        limiter: RequestLimiter | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        if not config.url.startswith(("http://", "https://")):
+            raise ConfigError(f"targets.{config.name}.url must be an http(s) URL, not {config.url!r}")
+        options = _options(config)
+        self.name = config.name
+        self.config = config
+        self.limits = TargetLimits(config.max_files_per_record, config.max_file_size, config.max_record_size)
+        self.http = HttpClient(
+            config.url,
+            token if token is not None else config.token(),
+            limiter=limiter,
+            policy=policy,
+            verify_tls=config.verify_tls,
+            connections=int(options["connections"]),
+            read_timeout=float(options["read_timeout"]),
+        )
+        self._files = BucketFiles(self.http, read_timeout=float(options["read_timeout"]))
+        self._depositions = self.http.url("api/deposit/depositions")
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TargetConfig,
+        limits: Limits | None = None,
+        *,
+        limiter: RequestLimiter | None = None,
+        token: Secret | None = None,
+    ) -> ZenodoTarget:
+        return cls(config, token=token, limiter=limiter, policy=request_policy(limits or Limits()))
+
+    def __repr__(self) -> str:
+        return f"ZenodoTarget({self.name!r}, {self.config.url!r})"
+
+    async def __aenter__(self) -> ZenodoTarget:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    @property
+    def requests_sent(self) -> int:
+        return self.http.requests_sent
+
+    def plan_file(self, size: int) -> TransferType:
+        return "L"  # one bucket PUT per file, whatever its size
+
+    # --- depositions ----------------------------------------------------------------------
+
+    def _record(self, body: Any, recid: str) -> RemoteRecord:
+        if not isinstance(body, Mapping) or not body.get("id"):
+            raise TargetError("Zenodo answered without a deposition id", recid=recid)
+        # submitted: published at least once; its files are locked from then on, even while
+        # its metadata is reopened with actions/edit (state "inprogress").
+        state: RecordState = "published" if body.get("submitted") else "draft"
+        links = {k: self.http.url(v) for k, v in (body.get("links") or {}).items() if isinstance(v, str)}
+        return RemoteRecord(id=str(body["id"]), recid=recid, state=state, links=links)
+
+    async def _read(self, link: str, recid: str) -> RemoteRecord | None:
+        try:
+            body = (await self.http.request("GET", link, Where("read deposition", recid))).body
+        except TargetNotFound:
+            return None
+        return self._record(body, recid)
+
+    async def find(self, recid: str, query: str) -> RemoteRecord | None:
+        where = Where("search depositions", recid)
+        resp = await self.http.request("GET", self._depositions, where, params={"q": query, "size": "100"})
+        found = [h for h in (resp.body if isinstance(resp.body, list) else []) if isinstance(h, Mapping)]
+        if not found:
+            return None
+        drafts = [h for h in found if not h.get("submitted")]
+        if drafts:
+            pool = sorted(drafts, key=lambda h: str(h.get("created", "")))
+            if len(pool) > 1:
+                ids = ", ".join(str(h.get("id")) for h in pool)
+                log.warning("record %s: %d drafts on Zenodo (%s); using %s", recid, len(pool), ids, pool[0]["id"])
+        else:  # the newest published version
+            pool = sorted(found, key=lambda h: int(h.get("id") or 0), reverse=True)
+        hit = self._record(pool[0], recid)
+        # Search hits may be stale: read the deposition itself for its current state and links.
+        return await self._read(hit.links.get("self", f"{self._depositions}/{quote(hit.id)}"), recid)
+
+    async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
+        if not record_id.isdigit():
+            return None  # not a Zenodo deposition id (a ledger of another target type)
+        return await self._read(f"{self._depositions}/{record_id}", recid)
+
+    async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
+        where = Where("create deposition", recid)
+        # "safe": a lost answer may have created it; the pipeline looks before asking again.
+        resp = await self.http.request(
+            "POST", self._depositions, where, json=dict(body), expect=(200, 201), retry_mode="safe"
+        )
+        return self._record(resp.body, recid)
+
+    async def read_metadata(self, rec: RemoteRecord) -> dict[str, Any]:
+        """The deposition's current metadata document (``{"metadata": {...}}``)."""
+        body = (await self.http.request("GET", rec.links["self"], Where("read metadata", rec.recid))).body
+        metadata = body.get("metadata") if isinstance(body, Mapping) else None
+        out = dict(metadata) if isinstance(metadata, Mapping) else {}
+        out.pop("prereserve_doi", None)  # Zenodo's own, added to every answer
+        return {"metadata": out}
+
+    async def update_metadata(self, rec: RemoteRecord, body: Mapping[str, Any]) -> RemoteRecord:
+        self._require_draft(rec, "update metadata")
+        resp = await self.http.request("PUT", rec.links["self"], Where("update metadata", rec.recid), json=dict(body))
+        return self._record(resp.body, rec.recid)
+
+    def _require_draft(self, rec: RemoteRecord, what: str, key: str | None = None) -> None:
+        if rec.state != "draft" or "self" not in rec.links:
+            raise Conflict(
+                f"{what}: deposition {rec.id} is published (files locked; make a new version)",
+                recid=rec.recid,
+                file=key,
+            )
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def list_files(self, rec: RemoteRecord) -> dict[str, RemoteFile]:
+        return await self._files.list(rec)
+
+    async def put_file(
+        self,
+        rec: RemoteRecord,
+        key: str,
+        path: Path,
+        size: int,
+        expected: Checksum | None,
+        progress: Progress | None = None,
+    ) -> RemoteFile:
+        self._require_draft(rec, "upload", key)
+        if expected is not None and expected.algorithm != "md5":
+            raise NotSupported(f"Zenodo verifies files by md5, not {expected.algorithm}", recid=rec.recid, file=key)
+        if "/" in key:
+            raise NotSupported("Zenodo file names are flat: a key may not hold '/'", recid=rec.recid, file=key)
+        if size > self.limits.max_file_size:
+            raise QuotaError(
+                f"{size} bytes is over Zenodo's limit of {self.limits.max_file_size} per file",
+                recid=rec.recid,
+                file=key,
+            )
+        md5 = expected.value if expected is not None else None
+        return await self._files.put(rec, key, Path(path), size, md5, progress)
+
+    async def delete_file(self, rec: RemoteRecord, key: str) -> None:
+        self._require_draft(rec, "delete file", key)
+        await self._files.delete(rec, key)
+
+    # --- publish and versions -------------------------------------------------------------
+
+    async def publish(self, rec: RemoteRecord) -> PublishOutcome:
+        self._require_draft(rec, "publish")
+        where = Where("publish", rec.recid)
+        link = rec.links.get("publish") or rec.links["self"].rstrip("/") + "/actions/publish"
+        attempts = self.http.policy.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.http.request("POST", link, where, expect=(200, 201, 202), retry_mode="safe")
+            except FerryError as exc:
+                if not (exc.retryable and maybe_applied(exc)) or attempt == attempts:
+                    raise
+                # A lost answer: the deposition says whether the publish went through.
+                now = await self._read(rec.links["self"], rec.recid)
+                if now is not None and now.state == "published":
+                    return PublishOutcome("published", now.id)
+                await sleep_backoff(attempt)
+                continue
+            return PublishOutcome("published", rec.id)
+        raise AssertionError("unreachable")
+
+    async def new_version(self, rec: RemoteRecord) -> RemoteRecord:
+        if rec.state != "published":
+            raise Conflict(f"new version: deposition {rec.id} is not published", recid=rec.recid)
+        where = Where("new version", rec.recid)
+        link = rec.links.get("newversion") or rec.links["self"].rstrip("/") + "/actions/newversion"
+        try:
+            resp = await self.http.request("POST", link, where, expect=(200, 201), retry_mode="safe")
+            answer: Any = resp.body
+        except ValidationError as exc:
+            # Asked again while the new draft has files: it is open already; use it.
+            if NEW_VERSION_HAS_FILES not in exc.message.lower():
+                raise
+            log.info("record %s: a new version of %s is open already; using it", rec.recid, rec.id)
+            answer = None
+        except FerryError as exc:
+            if not (exc.retryable and maybe_applied(exc)):
+                raise
+            answer = None  # lost: the original's latest_draft tells whether it happened
+        draft = await self._latest_draft(rec, answer)
+        if draft is None:
+            raise TargetError(f"new version: Zenodo made no draft of deposition {rec.id}", recid=rec.recid)
+        return draft
+
+    async def _latest_draft(self, rec: RemoteRecord, answer: Any) -> RemoteRecord | None:
+        """The open new-version draft of ``rec``'s concept, from an answer or by reading ``rec``."""
+        if isinstance(answer, Mapping) and not answer.get("submitted") and answer.get("id"):
+            return self._record(answer, rec.recid)  # zenodo-rdm may answer with the draft itself
+        if not isinstance(answer, Mapping):
+            original = (await self.http.request("GET", rec.links["self"], Where("read deposition", rec.recid))).body
+            answer = original if isinstance(original, Mapping) else {}
+        link = (answer.get("links") or {}).get("latest_draft")
+        if not link:
+            return None
+        draft = await self._read(self.http.url(link), rec.recid)
+        if draft is None or draft.state != "draft":
+            return None
+        return draft
+
+
+if TYPE_CHECKING:  # mypy proves ZenodoTarget satisfies the Target protocol
+    _conforms: type[Target] = ZenodoTarget
