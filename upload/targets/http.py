@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterable, Callable, Mapping
@@ -152,6 +153,7 @@ class HttpClient:
         limiter: RequestLimiter | None = None,
         policy: RetryPolicy | None = None,
         verify_tls: bool = True,
+        ca_file: str | None = None,
         connections: int = 16,
         connect_timeout: float = 30.0,
         read_timeout: float = 600.0,
@@ -164,7 +166,10 @@ class HttpClient:
             register_secret(token.reveal())
         self._limiter: RequestLimiter = limiter or NoLimit()
         self.policy = policy or RetryPolicy()
-        self._verify_tls = verify_tls
+        # A private CA (targets.X.ca_file) replaces the system trust store; verification stays on.
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file is not None and verify_tls else verify_tls
+        )
         self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._user_agent = user_agent
@@ -183,7 +188,7 @@ class HttpClient:
             connector = aiohttp.TCPConnector(
                 limit=self._connections,
                 limit_per_host=self._connections,
-                ssl=self._verify_tls,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
