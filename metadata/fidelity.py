@@ -34,7 +34,6 @@ LEFT_OUT = {
     "files": "the data themselves: the pipeline moves them; the profiles use their count, size and types",
     "_file_indices": "the expanded file indices: as for files",
     "collaboration.recid": "the portal's internal id of the collaboration's page; the name is carried",
-    "relations[].title": "shown in the relations block when present, not a field of its own",
     "$schema": "the portal's JSON schema URL, meaningless on the target",
     "control_number": "the record API's copy of recid",
     "_bucket": "the portal's storage bucket id",

@@ -167,11 +167,11 @@ def test_collision_dataset_inveniordm_shape(by_recid: dict[str, dict[str, Any]])
     assert md["description"].startswith("<div>Long DSTs")
     kinds = [d["type"]["id"] for d in md["additional_descriptions"]]
     # methodology, usage, then the source-only facts (accelerator, collision)
-    assert kinds == ["methods", "technical-info", "other", "other"]
+    assert kinds == ["methods", "technical-info", "other", "other", "other"]  # + distribution claims
     assert "https://opendata.cern.ch/record/80502" in md["additional_descriptions"][1]["description"]
     assert md["additional_descriptions"][2]["description"] == "<h4>Accelerator</h4><div>CERN-LEP</div>"
     assert md["languages"] == [{"id": "eng"}]
-    assert md["subjects"] == [{"subject": "DELPHI"}]
+    assert md["subjects"] == [{"subject": "DELPHI"}, {"subject": "Dataset/Collision"}]
     assert md["sizes"] == ["17 files", "1255372800 bytes", "203117 events"]
 
 

@@ -132,7 +132,10 @@ def test_delphi_fixtures_field_by_field(delphi_records: list[dict[str, Any]]) ->
     zen = transform_and_validate(get_profile("zenodo"), by["81009"])["metadata"]
     assert zen["upload_type"] == "dataset"
     assert zen["creators"] == [{"name": "DELPHI collaboration"}]
-    assert zen["publication_date"] == "2024-01-01" and "Published on the source: 2024" in zen["notes"]
+    assert (
+        zen["publication_date"] == "2024-01-01"
+        and "Published on the source by CERN Open Data Portal: 2024" in zen["notes"]
+    )
     assert zen["license"] == "cc0-1.0" and zen["access_right"] == "open"
     assert {"DELPHI", "Dataset/Collision", "89-94 GeV", "cernopendata:recid:81009"} <= set(zen["keywords"])
     assert {"identifier": "10.7483/OPENDATA.DELPHI.9G77.0AU9", "relation": "isIdenticalTo", "scheme": "doi"} in zen[

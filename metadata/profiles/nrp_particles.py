@@ -19,6 +19,7 @@ from typing import Any
 from metadata.base import SchemaProfile
 from metadata.dataset import Dataset
 from metadata.energy import UNIT
+from metadata.html import escape
 from metadata.profiles import rdm
 from metadata.profiles.inveniordm import metadata_body
 from metadata.readers import read
@@ -117,9 +118,14 @@ class NRPParticlesProfile(SchemaProfile):
     def transform(self, record: Mapping[str, Any]) -> dict[str, Any]:
         ds = read(record)
         # Start from the stock body, then reshape what the particles model holds differently.
-        md = metadata_body(ds, consumed=CONSUMED_EXTRAS)
+        consumed = CONSUMED_EXTRAS
+        source_collision = next((x for x in ds.extras if x.key == "collision_information"), None)
+        if source_collision and ds.energy_text and escape(ds.energy_text) not in source_collision.html:
+            # an ecms= value replaced the portal's energy text: keep the portal's as written too
+            consumed = consumed - {"collision_information"}
+        md = metadata_body(ds, consumed=consumed)
         rest = [s for s in ds.sections if s.key not in _IN_DESCRIPTION]
-        rest += [x for x in ds.extras if x.key not in CONSUMED_EXTRAS]
+        rest += [x for x in ds.extras if x.key not in consumed]
         relations = rdm.relations_section(ds)
         if relations is not None:
             rest.append(relations)

@@ -151,7 +151,8 @@ def rights(ds: Dataset) -> list[dict[str, Any]]:
 def subjects(ds: Dataset) -> list[dict[str, str]]:
     seen: set[str] = set()
     out = []
-    for value in [*ds.experiments, *ds.categories, *ds.collections, *ds.keywords]:
+    kinds = [f"{ds.type_primary}/{t}" for t in ds.type_secondary] or ([ds.type_primary] if ds.type_primary else [])
+    for value in [*ds.experiments, *kinds, *ds.categories, *ds.collections, *ds.keywords]:
         if value.casefold() not in seen:
             seen.add(value.casefold())
             out.append({"subject": value})

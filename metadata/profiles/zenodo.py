@@ -125,7 +125,9 @@ def _notes(ds: Dataset) -> str | None:
     parts = [rdm.headed(s) for s in blocks]
     facts = []
     if ds.date_published and ds.date_published != publication_date(ds):
-        facts.append(f"Published on the source: {escape(ds.date_published)}.")
+        facts.append(f"Published on the source by {escape(ds.publisher)}: {escape(ds.date_published)}.")
+    else:
+        facts.append(f"Published on the source by {escape(ds.publisher)}.")
     if ds.date_created:
         facts.append(f"Created: {escape(ds.date_created)}.")
     if ds.license is None:

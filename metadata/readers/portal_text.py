@@ -50,8 +50,7 @@ EXTRA_FIELDS = {
     "language": "Language",
     "categories.source": "Category source",
     "collaboration.group": "Collaboration group",
-    "distribution.availability": "Availability",
-    "distribution.number_entries": "Number of entries",
+    "distribution": "Distribution (as the source states it)",
 }
 
 
