@@ -117,6 +117,9 @@ class ZenodoTarget:
         )
         self._files = BucketFiles(self.http, read_timeout=float(options["read_timeout"]))
         self._depositions = self.http.url("api/deposit/depositions")
+        # The metadata each deposition had when last read or written: an update with the
+        # same document is not sent again (a re-run of a finished upload writes nothing).
+        self._known: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_config(
@@ -159,6 +162,9 @@ class ZenodoTarget:
         # its metadata is reopened with actions/edit (state "inprogress").
         state: RecordState = "published" if body.get("submitted") else "draft"
         links = {k: self.http.url(v) for k, v in (body.get("links") or {}).items() if isinstance(v, str)}
+        metadata = body.get("metadata")
+        if isinstance(metadata, Mapping):
+            self._known[str(body["id"])] = _own(metadata)
         return RemoteRecord(id=str(body["id"]), recid=recid, state=state, links=links)
 
     async def _read(self, link: str, recid: str) -> RemoteRecord | None:
@@ -203,12 +209,14 @@ class ZenodoTarget:
         """The deposition's current metadata document (``{"metadata": {...}}``)."""
         body = (await self.http.request("GET", rec.links["self"], Where("read metadata", rec.recid))).body
         metadata = body.get("metadata") if isinstance(body, Mapping) else None
-        out = dict(metadata) if isinstance(metadata, Mapping) else {}
-        out.pop("prereserve_doi", None)  # Zenodo's own, added to every answer
-        return {"metadata": out}
+        return {"metadata": _own(metadata) if isinstance(metadata, Mapping) else {}}
 
     async def update_metadata(self, rec: RemoteRecord, body: Mapping[str, Any]) -> RemoteRecord:
         self._require_draft(rec, "update metadata")
+        wanted = body.get("metadata")
+        if isinstance(wanted, Mapping) and self._known.get(rec.id) == _own(wanted):
+            log.debug("record %s: metadata of deposition %s unchanged; not sent", rec.recid, rec.id)
+            return rec
         resp = await self.http.request("PUT", rec.links["self"], Where("update metadata", rec.recid), json=dict(body))
         return self._record(resp.body, rec.recid)
 
@@ -311,6 +319,11 @@ class ZenodoTarget:
         if draft is None or draft.state != "draft":
             return None
         return draft
+
+
+def _own(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A deposition's metadata without what Zenodo adds to every answer (``prereserve_doi``)."""
+    return {k: v for k, v in metadata.items() if k != "prereserve_doi"}
 
 
 if TYPE_CHECKING:  # mypy proves ZenodoTarget satisfies the Target protocol
