@@ -151,6 +151,36 @@ class VerifyReport:
         }
 
 
+def is_dotted(path: str) -> bool:
+    return any(part.startswith(".") for part in path.split("/"))
+
+
+def without_dotfiles(digest: TreeDigest) -> TreeDigest:
+    files = [f for f in digest.files if not is_dotted(f.path)]
+    return TreeDigest(
+        files, {f.path: digest.checksums[f.path] for f in files}, digest.hashed_files, digest.hashed_bytes
+    )
+
+
+def compare_digest(root: Path, manifest: Manifest, digest: TreeDigest, *, include_dotfiles: bool) -> VerifyReport:
+    """``verify_tree`` over checksums already computed (a scan that included dotfiles)."""
+    report = VerifyReport(root, checked=len(manifest), hashed_files=digest.hashed_files)
+    present = {f.path: f for f in digest.files}
+    report.missing = [r.path for r in manifest if r.path not in present]
+    report.extra = [
+        f.path for f in digest.files if f.path not in manifest and (include_dotfiles or not is_dotted(f.path))
+    ]
+    for row in manifest:
+        f = present.get(row.path)
+        if f is None:
+            continue
+        if f.stat.size != row.size:
+            report.mismatched.append(Mismatch(row.path, "size", str(row.size), str(f.stat.size)))
+        elif digest.checksums[row.path]["sha256"] != row.sha256:
+            report.mismatched.append(Mismatch(row.path, "sha256", row.sha256, digest.checksums[row.path]["sha256"]))
+    return report
+
+
 def verify_tree(
     root: Path,
     manifest: Manifest,
@@ -167,9 +197,7 @@ def verify_tree(
     present = {f.path: f for f in files}
     report.missing = [r.path for r in manifest if r.path not in present]
     report.extra = [
-        f.path
-        for f in files
-        if f.path not in manifest and (opts.include_dotfiles or not any(p.startswith(".") for p in f.path.split("/")))
+        f.path for f in files if f.path not in manifest and (opts.include_dotfiles or not is_dotted(f.path))
     ]
     to_hash = []
     for row in manifest:

@@ -48,7 +48,8 @@ def state_path(root: Path) -> Path:
 class TreeState:
     """Checksums by path, valid while the file's (size, mtime_ns, inode) are unchanged.
 
-    Use from one thread (the caller's); ``save`` commits. ``path=None``: memory only.
+    Use from one thread at a time (it may be handed to a worker thread and back);
+    ``save`` commits. ``path=None``: memory only.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -61,7 +62,7 @@ class TreeState:
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(path)
+                db = sqlite3.connect(path, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 # A kill -9 loses nothing committed in WAL mode with NORMAL; only a power cut
                 # may lose the last commits, and then files are just hashed again.
@@ -71,7 +72,7 @@ class TreeState:
                 return db
             except (OSError, sqlite3.Error) as exc:
                 log.warning("local state %s not usable (%s): checksums are not kept for the next run", path, exc)
-        db = sqlite3.connect(":memory:")
+        db = sqlite3.connect(":memory:", check_same_thread=False)
         db.execute(_SCHEMA)
         return db
 

@@ -23,13 +23,32 @@ from ferry.core.logs import setup_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats", "manifest", "verify")
+COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats", "manifest", "verify", "archive")
 
 log = logging.getLogger("ferry")
 
 
 # Common flags that take a value: needed to find the command name in argv without argparse.
-_VALUE_FLAGS = frozenset({"--config", "--log-level", "--log-file"})
+_VALUE_FLAGS = frozenset({"--config", "--log-level", "--log-file", "--log-format", "--progress-interval"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    """``--log-level`` in any case (``debug``, ``Info``), as other tools accept it."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(LOG_LEVELS)} (any case)")
+    return level
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:
@@ -56,9 +75,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     # The common flags work before or after the command name. Their defaults are suppressed
     # so a sub-parser never overwrites a value given before the command with its default.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument("--config", metavar="PATH", help="config file (default ./ferry.toml or $FERRY_CONFIG)")
-    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default WARNING")
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file, read over ~/.config/ferry/ferry.toml (default ./ferry.toml or $FERRY_CONFIG)",
+    )
+    common.add_argument("--log-level", type=_log_level, metavar="LEVEL", help="DEBUG, INFO, WARNING (default), ERROR")
     common.add_argument("--log-file", metavar="PATH", help="also write a detailed log to PATH")
+    common.add_argument("--log-format", choices=("text", "json"), help="text (default) or json: one object a line")
+    # As in rclone: -v/-vv raise the log level, -q shows errors only, -P forces the live display.
+    common.add_argument("-v", "--verbose", action="count", help="log more: -v INFO, -vv DEBUG")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress, errors only")
+    common.add_argument("-P", "--progress", action="store_true", help="live progress bar even when not a terminal")
+    common.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="when stderr is not a terminal: a progress line every SECONDS (default 10)",
+    )
     parser = argparse.ArgumentParser(
         prog="ferry",
         description=(
@@ -82,10 +116,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Defaults of the common flags are filled here, not by argparse: sub-parsers share the
     # flag objects, and a default set on one would overwrite a value given to another.
-    for name, default in (("config", None), ("log_level", "WARNING"), ("log_file", None)):
+    defaults = {
+        "config": None,
+        "log_level": None,
+        "log_file": None,
+        "log_format": "text",
+        "verbose": 0,
+        "quiet": False,
+        "progress": False,
+        "progress_interval": None,
+    }
+    for name, default in defaults.items():
         if not hasattr(args, name):
             setattr(args, name, default)
-    setup_logging(args.log_level, args.log_file)
+    if args.log_level is None:  # an explicit --log-level wins over -v/-q
+        args.log_level = "ERROR" if args.quiet else ("WARNING", "INFO", "DEBUG")[min(args.verbose or 0, 2)]
+    setup_logging(args.log_level, args.log_file, fmt=args.log_format)
     try:
         config = load_config(args.config)
         code: int = args.func(args, config)

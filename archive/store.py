@@ -1,0 +1,150 @@
+"""An archive is any target: ``ARCHIVE/NAME/REV/<path>`` plus ``ARCHIVE/NAME/REV/djarchive-manifest.csv``.
+
+Each revision is one record of the target, with the id ``NAME/REV`` and the dataset's
+paths as file keys; its manifest is uploaded last and its presence means "complete".
+Everything here speaks ``upload.targets.base``: a local folder, S3 or any target that
+declares ``listing`` (``RecordLister``) and can stream a stored file back (``FileReader``)
+works the same way; nothing asks which kind of target it is.
+
+``ARCHIVE`` on the command line: a configured target name, a URL whose scheme names a
+target type (``s3://bucket/prefix``, ``file:///path``), or a local folder path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from archive.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from ferry.core.checksums import HEX_LENGTHS, Checksum, choose_hash, new_digest
+from ferry.core.config import Config, TargetConfig
+from ferry.core.errors import InputError, TargetError
+from upload.targets import make_target
+from upload.targets.base import RecordLister, RemoteFile, RemoteRecord, Target
+
+# URL scheme -> target type, for ARCHIVE given as a URL rather than a configured name.
+SCHEMES = {"s3": "s3", "file": "local"}
+MAX_MANIFEST_BYTES = 1 << 30  # a manifest of ~10 million files; anything bigger is not one
+
+
+@runtime_checkable
+class FileReader(Protocol):
+    """A target that streams a stored file back (archive downloads need it)."""
+
+    def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncIterator[bytes]: ...
+
+
+def check_name(kind: str, value: str) -> str:
+    """NAME and REV are one path component each: no '/', '..', empty or control characters."""
+    if not value or value in (".", ".."):
+        raise InputError(f"{kind} {value!r} must be a name (not empty, '.' or '..')")
+    if "/" in value or "\\" in value:
+        raise InputError(f"{kind} {value!r} must not contain a slash")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InputError(f"{kind} {value!r} must not contain control characters")
+    if value == ".ferry":
+        raise InputError(f"{kind} {value!r} is reserved for ferry's own state")
+    return value
+
+
+def revision_id(name: str, rev: str) -> str:
+    return f"{check_name('dataset name', name)}/{check_name('revision', rev)}"
+
+
+def target_config(spec: str, config: Config) -> TargetConfig:
+    if spec in config.targets:
+        return config.target(spec)
+    scheme, sep, _ = spec.partition("://")
+    if sep:
+        if scheme not in SCHEMES:
+            known = ", ".join(f"{s}://" for s in SCHEMES)
+            raise InputError(f"archive {spec!r}: unknown scheme {scheme!r} (known: {known}, or a configured target)")
+        return TargetConfig(name=spec, type=SCHEMES[scheme], url=spec)
+    return TargetConfig(name=spec, type="local", url=spec)
+
+
+def open_archive(spec: str, config: Config) -> Target:
+    tcfg = target_config(spec, config)
+    return make_target(tcfg, config.limits, token=tcfg.token(), limiter=None)
+
+
+def archive_hash(target: Target) -> str:
+    """The hash to verify stored files with: the target's best one that we can compute."""
+    return choose_hash(target.abilities.hashes, [a for a in target.abilities.hashes if a in HEX_LENGTHS])
+
+
+def bytes_checksum(algorithm: str, data: bytes) -> Checksum:
+    d = new_digest(algorithm)
+    d.update(data)
+    return Checksum(algorithm, d.hexdigest())
+
+
+def lister(target: Target, spec: str) -> RecordLister:
+    if not target.abilities.listing or not isinstance(target, RecordLister):
+        raise InputError(f"archive {spec}: target {target.name} cannot list what it holds")
+    return target
+
+
+def reader(target: Target, spec: str) -> FileReader:
+    if not isinstance(target, FileReader):
+        raise InputError(f"archive {spec}: target {target.name} cannot read files back")
+    return target
+
+
+async def read_small(target: Target, rec: RemoteRecord, key: str, *, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in reader(target, target.name).read_file(rec, key):
+        size += len(chunk)
+        if size > limit:
+            raise TargetError(f"{key} is larger than {limit} bytes: not a manifest", recid=rec.recid, file=key)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def fetch_manifest(target: Target, rec: RemoteRecord, listed: RemoteFile) -> tuple[bytes, Manifest]:
+    """The revision's manifest, checked against the size (and checksum) the target lists."""
+    data = await read_small(target, rec, MANIFEST_NAME)
+    if listed.size is not None and listed.size != len(data):
+        raise TargetError(
+            f"read {len(data)} bytes of the manifest, the archive lists {listed.size}",
+            recid=rec.recid,
+            file=MANIFEST_NAME,
+        )
+    for c in listed.checksums:
+        if c.algorithm in HEX_LENGTHS and bytes_checksum(c.algorithm, data) != c:
+            raise TargetError(f"the manifest read back does not match its {c}", recid=rec.recid, file=MANIFEST_NAME)
+    return data, parse_manifest(data, where=f"{rec.recid}/{MANIFEST_NAME}")
+
+
+@dataclass(frozen=True)
+class Revision:
+    name: str
+    rev: str
+    complete: bool
+
+    @property
+    def line(self) -> str:
+        return f"{self.name},{self.rev}" + ("" if self.complete else ",incomplete")
+
+
+async def revisions(target: Target, spec: str, name: str | None = None) -> list[Revision]:
+    """Revisions the archive holds (of ``name``), each marked complete when its manifest is there."""
+    prefix = f"{check_name('dataset name', name)}/" if name else ""
+    out = []
+    for recid in await lister(target, spec).list_records(prefix):
+        ds, sep, rev = recid.partition("/")
+        if not sep or "/" in rev:
+            continue  # not NAME/REV: something else kept in the same place
+        rec = await target.find(recid, recid)
+        files = await target.list_files(rec) if rec is not None else {}
+        out.append(Revision(ds, rev, MANIFEST_NAME in files and files[MANIFEST_NAME].completed))
+    if name and not out:
+        raise InputError(f"dataset {name!r} not found in archive {spec}")
+    return out
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
