@@ -1,12 +1,16 @@
 """Configuration: frozen, validated objects built from defaults -> file -> env -> flags.
 
-The file is TOML (``--config PATH``, else ``$FERRY_CONFIG``, else ``./ferry.toml``;
-a missing default file is fine, a missing named file is an error). Secrets are read
-from files or environment variables when needed, and never kept in a repr.
+Files are TOML, read in this order, each over the one before (tables merge key by key,
+a value replaces the one below): the user's ``$XDG_CONFIG_HOME/ferry/ferry.toml``
+(default ``~/.config/ferry/ferry.toml``), then ``--config PATH``, else
+``$FERRY_CONFIG``, else ``./ferry.toml``. A missing default file is fine, a missing named
+file is an error. Secrets are read from files or environment variables when needed, and
+never kept in a repr.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -155,7 +159,8 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
-    path: Path | None = None
+    path: Path | None = None  # the last file read (the most specific)
+    paths: tuple[Path, ...] = ()  # every file read, lowest first (user config, then project)
     # [source.NAME] sections of other sources (zenodo, ...), as written: each source
     # module checks its own section when it is opened.
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -204,19 +209,54 @@ def config_path(explicit: str | None) -> tuple[Path | None, bool]:
     return (default, False) if default.exists() else (None, False)
 
 
-def load_config(explicit: str | None = None) -> Config:
-    path, required = config_path(explicit)
-    if path is None:
-        return Config()
+def user_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/ferry/ferry.toml``, else ``~/.config/ferry/ferry.toml``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    root = Path(base).expanduser() if os.path.isabs(os.path.expanduser(base)) else Path.home() / ".config"
+    return root / "ferry" / DEFAULT_CONFIG_NAME
+
+
+def _read_toml(path: Path, required: bool) -> dict[str, Any] | None:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         if required:
             raise ConfigError(f"config file {path} does not exist") from None
-        return Config()
+        return None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    return config_from_mapping(data, path=path)
+
+
+def merge_tables(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``: tables merge key by key, any other value replaces."""
+    out = dict(low)
+    for key, value in high.items():
+        below = out.get(key)
+        out[key] = merge_tables(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return out
+
+
+def read_config_files(explicit: str | None = None) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """The merged TOML of the user config and the project config, and the files read."""
+    layers = [(user_config_path(), False), config_path(explicit)]
+    data: dict[str, Any] = {}
+    read: list[Path] = []
+    for path, required in layers:
+        if path is None:
+            continue
+        part = _read_toml(path, required)
+        if part is not None:
+            data = merge_tables(data, part)
+            read.append(path)
+    return data, tuple(read)
+
+
+def load_config(explicit: str | None = None) -> Config:
+    data, paths = read_config_files(explicit)
+    if not paths:
+        return Config()
+    config = config_from_mapping(data, path=paths[-1])
+    return dataclasses.replace(config, paths=paths)
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
