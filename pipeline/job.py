@@ -410,8 +410,10 @@ class RecordJob:
         self.result.reason = f"already published as {remote.id} with the same files"
         self.ctx.stats.record("upload", "skipped", self.recid, reason=self.result.reason, file_count=len(keys))
         if self.ctx.ledger is not None:
-            await self.ctx.ledger.run(self.ctx.ledger.set_remote, self.recid, remote.id, "published")
-            await self.ctx.ledger.run(self.ctx.ledger.set_record_status, self.recid, "published")
+            # The target verified every file: that corrects whatever the ledger believed (a
+            # file marked failed here that another run has finished since).
+            rows = [(k, manifest.entries[k].size, self._known(manifest, k)) for k in keys]
+            await self.ctx.ledger.run(self.ctx.ledger.correct_from_target, self.recid, remote.id, rows)
         return None
 
     async def _upload_files(self, remote: RemoteRecord, manifest: Manifest, keys: list[str]) -> None:

@@ -631,6 +631,49 @@ class Ledger:
                 (recid, key, size, _text(checksum), status, 1 if attempt else 0, _err(error), now, 1 if attempt else 0),
             )
 
+    def correct_from_target(
+        self,
+        recid: str,
+        remote_id: str,
+        files: Iterable[tuple[str, int | None, Checksum | None]],
+        *,
+        state: str = "published",
+    ) -> RecordRow:
+        """The target holds the record complete, every file verified there: that replaces what
+        this ledger believed (a file marked failed, an open create intent) in one transaction.
+
+        The target is the truth: another run (other --dest, other machine) may have finished
+        a record this ledger saw fail; without this every later run would refuse to mark it
+        done. Rows of files not in ``files`` go; the record ends ``published`` (``state``).
+        """
+        recid = str(recid)
+        items = list(files)
+        now = _now()
+        with self._tx(durable=True) as c:
+            c.execute(
+                "INSERT INTO records (recid, updated_at) VALUES (?, ?) ON CONFLICT (recid) DO NOTHING", (recid, now)
+            )
+            keys = [k for k, _, _ in items]
+            marks = ", ".join("?" for _ in keys)
+            c.execute(f"DELETE FROM files WHERE recid = ? AND key NOT IN ({marks})", (recid, *keys))
+            c.executemany(
+                "INSERT INTO files (recid, key, size, checksum, status, updated_at) VALUES (?, ?, ?, ?, 'verified', ?) "
+                "ON CONFLICT (recid, key) DO UPDATE SET size = coalesce(excluded.size, size), "
+                "checksum = coalesce(excluded.checksum, checksum), status = 'verified', last_error = NULL, "
+                "updated_at = excluded.updated_at",
+                ((recid, k, size, _text(m), now) for k, size, m in items),
+            )
+            c.execute(
+                "UPDATE records SET remote_id = ?, remote_state = ?, create_pending = 0, file_count = ?, bytes = ?, "
+                "has_metadata = 1, updated_at = ? WHERE recid = ?",
+                (str(remote_id), state, len(items), sum(size or 0 for _, size, _ in items), now, recid),
+            )
+            self._check_ok(c, recid, "published")
+            c.execute("UPDATE records SET status = 'published', last_error = NULL WHERE recid = ?", (recid,))
+        row = self.get(recid)
+        assert row is not None
+        return row
+
     def file_status(self, recid: str, key: str | None = None) -> list[FileRow]:
         """The record's file rows (by key), or just ``key``'s (an empty list when unknown)."""
         if key is None:

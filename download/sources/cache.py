@@ -132,6 +132,17 @@ def record_from_json(data: Mapping[str, Any]) -> Record:
     return build_record(recid, metadata, raw, allow_empty=True)
 
 
+def inner_recid(record_json: Any) -> str | None:
+    """The recid a stored record JSON carries (as ``record_from_json`` reads it), or None."""
+    if not isinstance(record_json, Mapping):
+        return None
+    nested = record_json.get("metadata")
+    metadata: Mapping[str, Any] = nested if isinstance(nested, Mapping) else record_json
+    value = metadata.get("recid") or record_json.get("id")
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
 # --- entries ------------------------------------------------------------------------------
 
 
@@ -244,10 +255,22 @@ class MasterCache:
         if not isinstance(data, dict):
             raise InputError(f"master cache {p} must be a JSON object keyed by recid, not {type(data).__name__}")
         entries: dict[str, Entry] = {}
-        for recid, entry in data.items():
+        for key, entry in data.items():
+            recid = str(key).strip()
             if not isinstance(entry, dict):
-                raise InputError(f"master cache {p}: entry is not an object", recid=str(recid))
-            entries[str(recid).strip()] = _normalise(entry)
+                raise InputError(f"master cache {p}: entry is not an object", recid=recid)
+            if recid in entries:
+                raise InputError(f"master cache {p}: key {key!r} repeats recid {recid} (after trimming)", recid=recid)
+            inner = inner_recid(entry.get("record"))
+            if inner is not None and inner != recid:
+                # A key that disagrees with its record made a second target record for the
+                # inner recid: which one is meant cannot be guessed.
+                raise InputError(
+                    f"master cache {p}: key {key!r} holds the record of recid {inner!r}; "
+                    "each key must be the recid inside its entry",
+                    recid=recid,
+                )
+            entries[recid] = _normalise(entry)
         return cls(entries, p)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -483,10 +506,17 @@ class CacheBuilder:
             return len(other.entries)
         if not isinstance(data, list):
             raise InputError(f"records file {p} must hold a JSON array of records")
+        seen: dict[str, int] = {}
         for i, item in enumerate(data):
             if not isinstance(item, Mapping):
                 self.report.errors[f"{p}[{i}]"] = "not a JSON object"
                 continue
+            inner = inner_recid(item)
+            if inner is not None and inner in seen:
+                # The later entry would silently win: which one is meant cannot be guessed.
+                raise InputError(f"records file {p}: entries {seen[inner]} and {i} are both recid {inner}", recid=inner)
+            if inner is not None:
+                seen[inner] = i
             self.add_json(item, where=str(p))
         return len(data)
 
