@@ -39,6 +39,7 @@ from ferry.core.model import uri_path
 log = logging.getLogger(__name__)
 
 MAX_RESULT_WINDOW = 10_000
+PUBLIC_XROOTD = "root://eospublic.cern.ch/"  # + "/eos/opendata/...": the portal's own URIs
 INDEX_TYPES = ("index.json", "index.txt")
 CREATED = "2024-01-01T00:00:00.000000+00:00"
 _NS = uuid.UUID("6f1c1a52-33c0-4c8e-9a2e-5b8a3d9f0c11")  # namespace for stable bucket ids
@@ -57,6 +58,9 @@ class PortalState:
     records: dict[str, dict[str, Any]]
     data_root: Path
     fail_rules: list[FailRule] = field(default_factory=list)
+    # True: answers carry the portal's own root://eospublic.cern.ch//eos/... URIs instead
+    # of the local XRootD server's (see "Official clients" in the module doc).
+    public_uris: bool = False
     delay: float = 0.0
     requests: list[str] = field(default_factory=list)
 
@@ -110,12 +114,13 @@ async def start_portal(
     data_root: Path | str,
     host: str = "127.0.0.1",
     port: int = 0,
+    public_uris: bool = False,
 ) -> Portal:
     """Start the portal on ``host:port`` (0: a free port) in the running event loop."""
     by_id: dict[str, dict[str, Any]] = {}
     for rec in records:
         by_id[str(rec["recid"])] = dict(rec)
-    state = PortalState(by_id, await asyncio.to_thread(Path(data_root).resolve))
+    state = PortalState(by_id, await asyncio.to_thread(Path(data_root).resolve), public_uris=public_uris)
     app = make_app(state)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -135,6 +140,9 @@ def make_app(state: PortalState) -> web.Application:
     app.router.add_get("/record/{recid}", _record_page)
     app.router.add_get("/record/{recid}/file_index/{key}", _file_index)
     app.router.add_get("/eos/opendata/{path:.*}", _data_file)
+    # cernopendata-client --protocol http swaps "root://eospublic.cern.ch/" for its --server,
+    # which leaves the URI's double slash: http://HOST//eos/opendata/...
+    app.router.add_get("//eos/opendata/{path:.*}", _data_file)
     return app
 
 
@@ -167,8 +175,19 @@ def _state(request: web.Request) -> PortalState:
 # --- record API -------------------------------------------------------------------------
 
 
-def api_record(record: Mapping[str, Any], *, base_url: str, data_root: Path) -> dict[str, Any]:
+def public_uri(uri: Any) -> Any:
+    """``root://ANY//eos/opendata/X`` -> ``root://eospublic.cern.ch//eos/opendata/X`` (the portal's own)."""
+    if not isinstance(uri, str) or not uri.startswith("root://"):
+        return uri
+    return PUBLIC_XROOTD + uri_path(uri)
+
+
+def api_record(
+    record: Mapping[str, Any], *, base_url: str, data_root: Path, public_uris: bool = False
+) -> dict[str, Any]:
     """The record as the portal's API returns it (see module doc)."""
+    if public_uris:
+        record = {**record, "files": [{**f, "uri": public_uri(f.get("uri"))} for f in record.get("files") or []]}
     recid = str(record["recid"])
     meta = {k: v for k, v in record.items() if k != "files"}
     bucket = str(uuid.uuid5(_NS, f"bucket:{recid}"))
@@ -177,7 +196,7 @@ def api_record(record: Mapping[str, Any], *, base_url: str, data_root: Path) -> 
         kind = entry.get("type")
         key = posixpath.basename(uri_path(str(entry.get("uri", ""))))
         if kind == "index.json":
-            indices.append(_expand_index(entry, key, data_root))
+            indices.append(_expand_index(entry, key, data_root, public_uris=public_uris))
         elif kind == "index.txt":
             continue  # the portal shows the JSON twin only
         else:
@@ -196,11 +215,11 @@ def api_record(record: Mapping[str, Any], *, base_url: str, data_root: Path) -> 
     }
 
 
-def _expand_index(entry: Mapping[str, Any], key: str, data_root: Path) -> dict[str, Any]:
+def _expand_index(entry: Mapping[str, Any], key: str, data_root: Path, *, public_uris: bool = False) -> dict[str, Any]:
     items = read_index(entry, data_root)
     files = [
         {
-            "uri": item.get("uri"),
+            "uri": public_uri(item.get("uri")) if public_uris else item.get("uri"),
             "size": item.get("size"),
             "checksum": item.get("checksum"),
             "filename": item.get("filename"),
@@ -236,7 +255,9 @@ async def _get_record(request: web.Request) -> web.Response:
     record = state.records.get(recid)
     if record is None:
         return _error(404, f"PID does not exist: recid {recid}")
-    body = await asyncio.to_thread(api_record, record, base_url=_base_url(request), data_root=state.data_root)
+    body = await asyncio.to_thread(
+        api_record, record, base_url=_base_url(request), data_root=state.data_root, public_uris=state.public_uris
+    )
     return web.json_response(body)
 
 
@@ -355,7 +376,7 @@ async def _search(request: web.Request) -> web.Response:
     hits.sort(key=lambda r: (len(str(r["recid"])), str(r["recid"])))
     window = hits[(page - 1) * size : page * size]
     base = _base_url(request)
-    body = [api_record(r, base_url=base, data_root=state.data_root) for r in window]
+    body = [api_record(r, base_url=base, data_root=state.data_root, public_uris=state.public_uris) for r in window]
 
     def link(p: int) -> str:
         return str(request.url.update_query(page=str(p), size=str(size)))
