@@ -184,14 +184,14 @@ class Flow:
         return bool(self.files_total or self.files_done or self.transfers)
 
     # --- text ---
-    def text(self, now: float) -> str:
+    def text(self, now: float, name: str | None = None) -> str:
         failed = f" ({self.files_failed} failed)" if self.files_failed else ""
         return (
-            f"{self.name} {self.files_done}/{self.files_total} files{failed} "
+            f"{name or self.name} {self.files_done}/{self.files_total}{'' if name == 'files' else ' files'}{failed} "
             f"{human_bytes(self.bytes_done)}/{human_bytes(self.bytes_total)} {human_bytes(self.current_rate(now))}/s"
         )
 
-    def active_text(self) -> str:
+    def active_text(self, name: str | None = None) -> str:
         if not self.transfers:
             return ""
         parts = []
@@ -202,7 +202,8 @@ class Flow:
             parts.append(f"{len(self.batches)} batch" + ("es" if len(self.batches) != 1 else "") + f" of {files} files")
         first = next(iter(self.active), None)
         shown = f": {first}" + (" ..." if self.transfers > 1 else "") if first else ""
-        return f"{self.name} {self.transfers} active ({', '.join(parts)}){shown}"
+        kinds = f" ({', '.join(parts)})" if self.batches else ""  # "(1 file, 2 batches of 30 files)"
+        return f"{self.name if name is None else name} {self.transfers} active{kinds}{shown}".lstrip()
 
     def final(self) -> str:
         """The stage's last line: what moved, in how long, at what average rate."""
@@ -321,8 +322,12 @@ class Progress:
         now = time.monotonic()
         r = self.records
         failed = f" ({r.failed} failed)" if r.failed else ""
-        parts = [f"{self.label}: records {r.done}/{r.total}{failed}", *(f.text(now) for f in self._flows())]
-        parts += [text for text in (f.active_text() for f in self._flows()) if text]
+        flows = self._flows()
+        # One direction only (``ferry download``): the label names it already.
+        names = ["files" if len(flows) == 1 and f is self.down and not self.records_by_caller else None for f in flows]
+        parts = [f"{self.label}: records {r.done}/{r.total}{failed}"]
+        parts += [f.text(now, name) for f, name in zip(flows, names, strict=True)]
+        parts += [t for t in (f.active_text("" if n else None) for f, n in zip(flows, names, strict=True)) if t]
         return " | ".join(parts)
 
     def fraction(self) -> float:
@@ -330,7 +335,10 @@ class Progress:
             frac = self.records.done / self.records.total
         else:
             d = self.down
-            frac = d.bytes_done / d.bytes_total if d.bytes_total else (d.files_done / d.files_total if d.files_total else 0)
+            if d.bytes_total:
+                frac = d.bytes_done / d.bytes_total
+            else:
+                frac = d.files_done / d.files_total if d.files_total else 0.0
         return min(max(frac, 0.0), 1.0)
 
     def bar(self) -> str:

@@ -405,14 +405,15 @@ async def test_progress_bar_and_summary_lines() -> None:
         progress.record_finished(ok=False)
     text = tty.getvalue()
     assert "\r\x1b[2K[" in text and "37.5%" in text and "1 active" in text
-    assert "records 1/2, files 2/4, 1 failed" in text and text.endswith("\n")
+    assert "download: records 1/2 (1 failed) | files 2/4 (1 failed) 1.5 kB/4.0 kB" in text and text.endswith("\n")
     plain = io.StringIO()
     quiet = Progress(stream=plain, tty=False, interval=3600)
     async with quiet:
         quiet.add_totals(records=1, files=1, bytes=10)
-    assert plain.getvalue() == ""  # short runs print no periodic lines
+    # A short run prints no periodic line, only the final ones (per stage, then records).
+    assert plain.getvalue() == "download: 0 file(s) (0 moved), 0 B transferred in 0.0 s\nrecords: 0 of 1 done\n"
     quiet.draw()
-    assert plain.getvalue().startswith("download: records 0/1") and "\r" not in plain.getvalue()
+    assert "\ndownload: records 0/1 | files 0/1" in plain.getvalue() and "\r" not in plain.getvalue()
 
 
 def test_on_demand_file_is_tried_and_named_as_on_tape(

@@ -129,11 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, default in defaults.items():
         if not hasattr(args, name):
             setattr(args, name, default)
-    if args.log_level is None:  # an explicit --log-level wins over -v/-q
-        args.log_level = "ERROR" if args.quiet else ("WARNING", "INFO", "DEBUG")[min(args.verbose or 0, 2)]
+    if args.log_level is None:  # an explicit --log-level wins over -v/-q; -v over -q (which also hides progress)
+        verbose = min(args.verbose or 0, 2)
+        args.log_level = ("INFO", "DEBUG")[verbose - 1] if verbose else ("ERROR" if args.quiet else "WARNING")
     setup_logging(args.log_level, args.log_file, fmt=args.log_format)
     try:
         config = load_config(args.config)
+        read = ", ".join(str(p) for p in config.paths) or "none (defaults)"
+        log.info("dataferry %s: ferry %s; config files: %s", __version__, args.command, read)
+        log.debug("limits: %s", config.limits)
         code: int = args.func(args, config)
         return code
     except KeyboardInterrupt:

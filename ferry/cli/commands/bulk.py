@@ -13,12 +13,13 @@ from download.sources.cache import ORDERS, CacheBuilder, MasterCache, OrderDecis
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
 from ferry.core.model import Record
-from ferry.progress import BulkProgress, human_bytes
+from ferry.progress import BulkProgress, display_options, human_bytes
 from pipeline.bulk import BulkReport, BulkRunner
 from pipeline.job import RecordResult
 from pipeline.recids import read_recids
 from pipeline.runtime import open_run, with_jobs
 
+from .bulk_cluster import add_cluster_arguments, run_cluster
 from .upload import add_run_arguments, options_from, print_results
 
 DESCRIPTION = """\
@@ -50,6 +51,7 @@ examples:
   ferry bulk --recids delphi.txt --target nrp-test --dry-run
   ferry bulk --recids delphi.txt --target nrp-test --stats-dir stats
   ferry bulk --all --cache master-cache.json --target nrp-test --order size-asc
+  ferry bulk --recids delphi.txt --target nrp-test --cluster local:4   (Dask, see docs/cluster.md)
 
 recid list: one recid per line; '#' starts a comment; bad lines are reported by line
 number and the other records still run.
@@ -73,6 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     parser.add_argument("--records-in-flight", type=int, metavar="N", help="records at once (limits.records_in_flight)")
     parser.add_argument("--staging-gb", type=float, metavar="GB", help="staging budget in GB (limits.staging_bytes)")
     add_run_arguments(parser)
+    add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -108,7 +111,7 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[InputError]]:
 
 async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids: list[str]) -> BulkReport:
     opts = dataclasses.replace(options_from(args), summary=True)
-    progress = BulkProgress(stream=sys.stderr)
+    progress = BulkProgress(stream=sys.stderr, **display_options(args))
     async with open_run(config, opts, progress=progress, on_plan=print, limits=limits) as ferry_run:
         order, entries = await _plan(args, limits, recids, ferry_run.source.resolve)
 
@@ -119,6 +122,9 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
             progress.record_done(ok=result.status != "failed")
 
         progress.add_records(len(order))
+        if args.cluster:
+            async with progress:
+                return await run_cluster(args, config, limits, ferry_run, order, entries.record, progress)
         runner = BulkRunner(ferry_run.ctx, resolve, on_result=on_result)
         async with progress:
             return await runner.run(order)

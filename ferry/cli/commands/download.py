@@ -14,7 +14,7 @@ from download.sources.cernopendata import PortalSource, RecordsFileSource
 from download.transport import PROTOCOLS, Transport
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
-from ferry.progress import Progress, human_bytes
+from ferry.progress import Progress, display_options, human_bytes
 from stats.events import StatsWriter
 
 DESCRIPTION = """\
@@ -143,7 +143,7 @@ async def _run(
     recids: list[str],
     stats: StatsWriter,
 ) -> list[RecordResult]:
-    progress = Progress(stream=sys.stderr)
+    progress = Progress(stream=sys.stderr, **display_options(args))
     run_event = stats.open("run", None, reason=f"download {len(recids)} record(s)")
     downloader = Downloader(transport, limits=limits, stats=stats, progress=progress, md5=not args.no_md5)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ferry.core.config import Config, Limits
 from ferry.core.errors import FerryError
-from ferry.progress import Progress
+from ferry.progress import BulkProgress, display_options
 from pipeline.job import RecordJob, RecordResult
 from pipeline.runtime import RunOptions, open_run, with_jobs
 
@@ -103,7 +103,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config, limits: Limits) -> RecordResult:
-    progress = Progress(stream=sys.stderr)
+    # Records counted here (done once the upload is verified); downloads and uploads each
+    # get their own files, bytes and rate.
+    progress = BulkProgress(stream=sys.stderr, label="upload", **display_options(args))
     async with open_run(config, options_from(args), progress=progress, on_plan=print, limits=limits) as ferry_run:
         event = ferry_run.ctx.stats.open("resolve", str(args.recid))
         try:
@@ -114,10 +116,10 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits) -> Reco
             event.close("failed", error=exc)
             return RecordResult(recid=str(args.recid), status="failed", stage="resolve", error=exc)
         event.close("ok", file_count=len(record.files), bytes=record.total_size)
-        progress.add_totals(records=1)
+        progress.add_records(1)
         async with progress:
             result = await RecordJob(ferry_run.ctx, record).run()
-        progress.record_finished(ok=result.status != "failed")
+            progress.record_done(ok=result.status != "failed")
         return result
 
 
