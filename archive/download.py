@@ -13,6 +13,7 @@ a complete download reads no file and fetches nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -140,13 +141,14 @@ async def _fetch(
     offset = await asyncio.to_thread(_resume, part, hasher, row.size)
     fh: BinaryIO = await asyncio.to_thread(open, part, "ab")
     try:
-        async for chunk in reader(target, target.name).read_file(rec, row.path, start=offset):
-            offset += len(chunk)
-            if offset > row.size:
-                break
-            await asyncio.to_thread(_write, fh, hasher, chunk)
-            if progress is not None:
-                progress.advance(len(chunk))
+        async with contextlib.aclosing(reader(target, target.name).read_file(rec, row.path, start=offset)) as chunks:
+            async for chunk in chunks:
+                offset += len(chunk)
+                if offset > row.size:
+                    break  # longer than the manifest says: refused below
+                await asyncio.to_thread(_write, fh, hasher, chunk)
+                if progress is not None:
+                    progress.advance(len(chunk))
         await asyncio.to_thread(_sync, fh)
     finally:
         fh.close()

@@ -12,8 +12,9 @@ target type (``s3://bucket/prefix``, ``file:///path``), or a local folder path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -33,7 +34,9 @@ MAX_MANIFEST_BYTES = 1 << 30  # a manifest of ~10 million files; anything bigger
 class FileReader(Protocol):
     """A target that streams a stored file back (archive downloads need it)."""
 
-    def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncIterator[bytes]: ...
+    def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """The stored bytes of ``key`` from byte ``start`` on, in chunks (closed with ``aclose``)."""
+        ...
 
 
 def check_name(kind: str, value: str) -> str:
@@ -96,11 +99,12 @@ def reader(target: Target, spec: str) -> FileReader:
 async def read_small(target: Target, rec: RemoteRecord, key: str, *, limit: int = MAX_MANIFEST_BYTES) -> bytes:
     parts: list[bytes] = []
     size = 0
-    async for chunk in reader(target, target.name).read_file(rec, key):
-        size += len(chunk)
-        if size > limit:
-            raise TargetError(f"{key} is larger than {limit} bytes: not a manifest", recid=rec.recid, file=key)
-        parts.append(chunk)
+    async with contextlib.aclosing(reader(target, target.name).read_file(rec, key)) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise TargetError(f"{key} is larger than {limit} bytes: not a manifest", recid=rec.recid, file=key)
+            parts.append(chunk)
     return b"".join(parts)
 
 

@@ -20,7 +20,7 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -278,7 +278,7 @@ class LocalTarget:
                 file=rel,
             )
 
-    async def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncIterator[bytes]:
+    async def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The stored bytes of ``key`` from ``start``, in chunks (archive downloads)."""
         src, rel = self._file_path(rec, key)
         try:
