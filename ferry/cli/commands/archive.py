@@ -22,7 +22,7 @@ from archive.manifest import shown
 from archive.store import open_archive, revisions
 from archive.upload import UploadResult, upload_revision
 from ferry.core.config import Config
-from ferry.progress import Progress
+from ferry.progress import Progress, display_options
 from stats.events import StatsWriter
 
 EXAMPLE = """examples:
@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def run_upload(args: argparse.Namespace, config: Config) -> int:
     async def main() -> UploadResult:
         target = open_archive(args.archive, config)
-        progress = Progress(stream=sys.stderr, label="archive upload")
+        progress = Progress(stream=sys.stderr, label="archive upload", **display_options(args))
         try:
             with StatsWriter(None if args.dry_run else args.stats_dir) as stats:
                 async with progress:
@@ -162,7 +162,7 @@ def run_revisions(args: argparse.Namespace, config: Config) -> int:
 def run_download(args: argparse.Namespace, config: Config) -> int:
     async def main() -> DownloadResult:
         target = open_archive(args.archive, config)
-        progress = Progress(stream=sys.stderr, label="archive download")
+        progress = Progress(stream=sys.stderr, label="archive download", **display_options(args))
         try:
             with StatsWriter(args.stats_dir) as stats:
                 async with progress:

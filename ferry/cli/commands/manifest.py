@@ -22,7 +22,7 @@ from archive.hashing import ProgressHooks
 from archive.manifest import manifest_path, write_manifest
 from archive.tree import ScanOptions
 from ferry.core.config import Config
-from ferry.progress import Progress, human_bytes
+from ferry.progress import Progress, display_options, human_bytes
 
 T = TypeVar("T")
 
@@ -71,11 +71,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     parser.set_defaults(func=run)
 
 
-def with_progress(label: str, work: Callable[[ProgressHooks], T]) -> T:
+def with_progress(args: argparse.Namespace, label: str, work: Callable[[ProgressHooks], T]) -> T:
     """Run blocking ``work`` in a thread while a progress line is drawn on stderr."""
 
     async def main() -> T:
-        progress = Progress(stream=sys.stderr, label=label)
+        progress = Progress(stream=sys.stderr, label=label, **display_options(args))
         async with progress:
             return await asyncio.to_thread(work, ProgressHooks(progress))
 
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     out = manifest_path(root, args.output)
     opts = scan_options(args, root, out)
     manifest, digest = with_progress(
-        "manifest", lambda hooks: build_manifest(root, opts, rehash=args.rehash, hooks=hooks)
+        args, "manifest", lambda hooks: build_manifest(root, opts, rehash=args.rehash, hooks=hooks)
     )
     write_manifest(manifest, out)
     print(

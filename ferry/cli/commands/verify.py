@@ -50,7 +50,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     mfile = manifest_path(root, args.manifest)
     manifest = read_manifest(mfile)
     opts = scan_options(args, root, mfile)
-    report = with_progress("verify", lambda hooks: verify_tree(root, manifest, opts, rehash=args.rehash, hooks=hooks))
+    report = with_progress(
+        args, "verify", lambda hooks: verify_tree(root, manifest, opts, rehash=args.rehash, hooks=hooks)
+    )
     if args.json:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
