@@ -14,6 +14,17 @@ Serves the record API the way ``opendata.cern.ch`` does (see docs/cernopendata.m
 - ``GET /eos/opendata/...``: the data files over HTTP with ``Range`` support, the stand-in
   for ``https://opendata.cern.ch/eos/opendata/...``.
 
+URIs: by default ``files[].uri`` are the records as the sandbox generated them, i.e. the
+local XRootD server's ``root://127.0.0.1:PORT//eos/opendata/...`` (what ferry and
+``get-file-locations`` see). ``start_portal(..., public_uris=True)`` answers with the
+portal's own ``root://eospublic.cern.ch//eos/opendata/...`` instead; nothing contacts that
+host: cernopendata-client reaches the stand-in with ``--server http://127.0.0.1:PORT
+--protocol http`` (it swaps ``root://eospublic.cern.ch/`` for ``--server``; ``//eos/...``
+is served too), ferry with ``--https-base http://127.0.0.1:PORT --protocol https``.
+cernopendata-client's XRootD downloader always rebuilds ``root://eospublic.cern.ch/`` URLs,
+so its ``--protocol xrootd`` download would need that name to resolve to a local xrootd on
+port 1094: not provided yet (tests/test_official_clients_cernopendata.py, strict xfail).
+
 Knobs for tests: ``fail_next(n, status)`` answers the next n matching requests with an
 error (``Retry-After`` optional), ``delay`` slows every answer, ``requests`` logs paths.
 """

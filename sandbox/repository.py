@@ -10,6 +10,13 @@ knobs are `RepositoryOptions` (CLI `--knob-name`, keyword `knob_name`, or live t
 the loopback-only admin endpoint `POST /_sandbox/config` with JSON `{"knob_name": ...}`).
 `GET /_sandbox/state` summarises drafts/records per recid and their files for tests.
 
+HTTPS: `--https` (or `tls_dir=` in-process) makes a throw-away CA and a certificate for
+127.0.0.1/localhost in `DATA/tls/` (sandbox/repository_tls.py) and serves `https://`;
+clients trust `DATA/tls/ca.pem` via `SSL_CERT_FILE` (aiohttp, urllib, nrp-cmd),
+`REQUESTS_CA_BUNDLE` (requests) or ferry's `targets.X.ca_file`. Plain HTTP stays the
+default (tests: the `https_repository` fixture opts in). NRP mode caps one L PUT at
+50 MiB by default (`max_single_put`); M parts are not capped.
+
 Every API response carries `X-RateLimit-Limit/-Remaining/-Reset`; each request is
 appended to `<data>/requests.jsonl` (ts, method, path, status, request_bytes,
 duration, in_flight, bytes_in_flight) so tests can measure request rates and bytes
