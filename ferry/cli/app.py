@@ -11,19 +11,37 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import errno
 import os
+import signal
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from ferry import __version__
 from ferry.cli.memory import one_malloc_arena
 from ferry.core.config import load_config
 from ferry.core.errors import FerryError, InputError
-from ferry.core.logs import setup_logging
+from ferry.core.logs import mask_secrets, masked_streams, setup_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = ("download", "upload", "bulk", "cache", "zip", "sandbox", "demo", "stats", "manifest", "verify", "archive")
+COMMANDS = (
+    "download",
+    "upload",
+    "bulk",
+    "cache",
+    "zip",
+    "sandbox",
+    "demo",
+    "stats",
+    "manifest",
+    "verify",
+    "archive",
+    "push",
+)
 
 log = logging.getLogger("ferry")
 
@@ -132,7 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level is None:  # an explicit --log-level wins over -v/-q; -v over -q (which also hides progress)
         verbose = min(args.verbose or 0, 2)
         args.log_level = ("INFO", "DEBUG")[verbose - 1] if verbose else ("ERROR" if args.quiet else "WARNING")
-    setup_logging(args.log_level, args.log_file, fmt=args.log_format)
+    with masked_streams(), sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        setup_logging(args.log_level, args.log_file, fmt=args.log_format)
+    except OSError as exc:
+        print(f"ferry: error: cannot write the log file {args.log_file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         config = load_config(args.config)
         read = ", ".join(str(p) for p in config.paths) or "none (defaults)"
@@ -154,6 +181,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FerryError as exc:
         print(f"ferry: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if exc.kind == "ConfigError" else EXIT_FAILED
+    except OSError as exc:
+        # A local fault no layer translated (a path given on the command line that cannot
+        # be written, a full disk): say what and where, never a traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ferry: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else EXIT_USAGE
+    except sqlite3.Error as exc:
+        print(f"ferry: error: the ledger database failed: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM is answered like Ctrl-C (KeyboardInterrupt: cleanup, exit 130), not by dying
+    mid-write; commands with their own handling (bulk) install theirs on the event loop."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (an embedding caller): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
