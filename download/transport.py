@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from download.base import ByteFetcher
+from download.fetchers.file import FileFetcher
 from download.fetchers.https import HTTPSFetcher, https_url
 from download.fetchers.xrootd import XRootDFetcher
 from download.sources.cernopendata import MAX_INDEX_BYTES
@@ -15,7 +16,10 @@ from ferry.core.config import DEFAULT_PORTAL, Limits
 from ferry.core.errors import ConfigError, SourceError
 
 PROTOCOLS = ("root", "https")
-_SCHEMES = {"root": "root", "roots": "root", "xroot": "root", "xroots": "root", "http": "https", "https": "https"}
+_SCHEMES = {
+    **{"root": "root", "roots": "root", "xroot": "root", "xroots": "root", "http": "https", "https": "https"},
+    "file": "file",  # local folders (download.sources.local)
+}
 
 
 @dataclass
@@ -41,12 +45,13 @@ class Transport:
         fetchers: dict[str, ByteFetcher] = {
             "root": XRootDFetcher(chunk_size=limits.chunk_size, chunks_in_flight=limits.chunks_in_flight),
             "https": HTTPSFetcher(connections=max(limits.downloads * 2, 8), verify_tls=verify_tls),
+            "file": FileFetcher(chunk_size=limits.chunk_size),
         }
         return cls(protocol=protocol, https_base=https_base, fetchers=fetchers)
 
     def url_for(self, uri: str) -> str:
         """The URL to fetch a record's file URI from, under the chosen protocol."""
-        if self.protocol == "https":
+        if self.protocol == "https" and not uri.startswith("file:"):
             return https_url(uri, self.https_base)
         return uri
 
