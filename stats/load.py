@@ -311,6 +311,7 @@ def union_seconds(starts: pd.Series, ends: pd.Series) -> float:
 
 
 THROUGHPUT_COLUMNS = (
+    "unit",
     "events",
     "ok",
     "failed",
@@ -322,6 +323,11 @@ THROUGHPUT_COLUMNS = (
     "mbps",
     "median_mbps",
 )
+# Stages whose bytes cross the network: only they get a rate (a resolve or verify event
+# "moves" a record's size in milliseconds, which is no rate at all).
+NETWORK_STAGES = ("download", "upload")
+# Stages that account per file (their record-level rows, if any, are aggregates).
+FILE_STAGES = ("download", "upload")
 
 
 def _data_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -336,33 +342,43 @@ def _data_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def stage_throughput(frame: pd.DataFrame, stages: Sequence[str] = WORK_STAGES) -> pd.DataFrame:
-    """Per stage: terminal events by status, ok files and bytes, summed event time
-    (``busy_s``), time with at least one event running (``active_s``), the stage's
-    aggregate rate ``mbps`` = ok bytes / active time (MB = 10^6 bytes), and the median
-    per-event rate. Stages with no events are left out."""
+    """Per stage: what was counted (``unit``: files or records, never both in one count:
+    a record-level row beside the same record's per-file rows is an aggregate and is left
+    out), terminal events by status, ok files and bytes, summed event time (``busy_s``),
+    wall-clock time with at least one event running (``active_s``), and, for stages that
+    move bytes over the network only, the wall-clock throughput ``mbps`` = ok bytes /
+    active time (MB = 10^6 bytes) and the median per-file rate ``median_mbps``. Stages
+    with no events are left out."""
     ends = terminal(frame)
     out = []
     for stage in stages:
         mine = ends[ends["stage"] == stage]
         if mine.empty:
             continue
-        ok = mine[mine["status"] == "ok"]
+        counted = _data_rows(mine)
+        per_file = stage in FILE_STAGES or bool(counted["file"].notna().all())
+        if stage == "zip":
+            per_file = False  # one decision per record; the archive name is not a file moved
+        ok = counted[counted["status"] == "ok"]
         timed = mine[mine["duration_s"].fillna(0) > 0]
         active = union_seconds(timed["start"], timed["end"]) if len(timed) else 0.0
-        ok_bytes = int(_data_rows(ok)["bytes"].fillna(0).sum())
+        ok_bytes = int(ok["bytes"].fillna(0).sum())
+        network = stage in NETWORK_STAGES
+        moved = ok[ok["throughput_mbps"].notna() & ok["file"].notna()] if network else ok.iloc[0:0]
         out.append(
             {
                 "stage": stage,
-                "events": len(mine),
+                "unit": "files" if per_file else "records",
+                "events": len(counted),
                 "ok": len(ok),
-                "failed": int((mine["status"] == "failed").sum()),
-                "skipped": int((mine["status"] == "skipped").sum()),
-                "files": int(ok["file"].notna().sum()),
+                "failed": int((counted["status"] == "failed").sum()),
+                "skipped": int((counted["status"] == "skipped").sum()),
+                "files": int(ok["file"].notna().sum()) if per_file else 0,
                 "bytes": ok_bytes,
-                "busy_s": float(mine["duration_s"].fillna(0).sum()),
+                "busy_s": float(counted["duration_s"].fillna(0).sum()),
                 "active_s": active,
-                "mbps": ok_bytes / active / 1e6 if active > 0 and ok_bytes else float("nan"),
-                "median_mbps": float(ok["throughput_mbps"].median()) if ok["throughput_mbps"].notna().any() else None,
+                "mbps": ok_bytes / active / 1e6 if network and active > 0 and ok_bytes else float("nan"),
+                "median_mbps": float(moved["throughput_mbps"].median()) if len(moved) else None,
             }
         )
     table = pd.DataFrame(out, columns=["stage", *THROUGHPUT_COLUMNS]).set_index("stage")

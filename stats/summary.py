@@ -55,10 +55,26 @@ def error_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def records_per_run(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per run: its records by the outcome it gave them (each record's last terminal
+    ``record`` event in that run). A re-run that found everything done shows its skips
+    here, while the merged final status keeps the run that did the work."""
+    ends = terminal(frame)
+    rows = ends[(ends["stage"] == "record") & ends["recid"].notna()]
+    last = rows.groupby(["run_id", "recid"], sort=False, observed=True).tail(1)
+    out: dict[str, dict[str, int]] = {}
+    for (run_id, status), count in last.groupby(["run_id", "status"], observed=True).size().items():
+        if count:
+            out.setdefault(str(run_id), {})[str(status)] = int(count)
+    return out
+
+
 def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     """The numbers of a run (or of merged runs) as a JSON-ready dict."""
     final = final_record_status(frame)
     counts = final["status"].astype(str).value_counts()
+    per_run = records_per_run(frame)
+    skip_events = sum(r.get("skipped", 0) for r in per_run.values())
     through = stage_throughput(frame)
     run_table = runs(frame)
     # Time any run was running: runs overlapping in time (several machines) count once.
@@ -81,8 +97,17 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     declined = _is(zip_ends["zip_used"], False).to_numpy()
     slow = final[final["duration_s"].notna()].sort_values("duration_s", ascending=False).head(top)
     return {
-        "runs": [{k: _clean(v) for k, v in row.items()} for row in run_table.to_dict("records")],
-        "records": {"total": len(final), **{s: int(counts.get(s, 0)) for s in RECORD_STATUSES}},
+        "runs": [
+            {**{k: _clean(v) for k, v in row.items()}, "records": per_run.get(str(row["run_id"]), {})}
+            for row in run_table.to_dict("records")
+        ],
+        "records": {
+            "total": len(final),
+            **{s: int(counts.get(s, 0)) for s in RECORD_STATUSES},
+            # Skips of every run (a record done in one run and skipped by the next counts
+            # once in ``ok`` above, once here).
+            "skipped_in_runs": skip_events,
+        },
         "moved": moved,
         "throughput": {
             "wall_s": wall,
@@ -147,24 +172,50 @@ def _shorten(text: str | None, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# Stages whose bytes are data moved or written (a resolve's or verify's bytes are the
+# record's size, which they did not move).
+BYTES_STAGES = ("download", "zip", "upload")
+STAGE_NOTES = (
+    "  counted: what ok/failed/skipped count in that row, files or records (never both: a record-level",
+    "    row beside the same record's per-file rows is a total and is left out); skipped: not needed",
+    "    (already downloaded, already on the target, zip decided against); bytes: moved (download,",
+    "    upload) or written (zip) by the ok ones;",
+    "  wall time: time with at least one event of the stage running (parallel events count once);",
+    "  throughput: bytes / wall time, only for stages that move bytes over the network (download,",
+    "    upload); median per file: the median of each file's own bytes / duration. MB = 10^6 bytes.",
+)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text report of ``summarize``'s dict (fits in 120 columns)."""
     out: list[str] = []
     run_list = summary["runs"]
+
+    def outcomes(r: dict[str, Any]) -> str:
+        done = r.get("records") or {}
+        order = [s for s in RECORD_STATUSES if s in done] + sorted(set(done) - set(RECORD_STATUSES))
+        text = ", ".join(f"{done[s]} {s}" for s in order)
+        return f": records {text}" if text else ""
+
     if len(run_list) == 1:
         r = run_list[0]
         out.append(f"run {r['run_id']} on {r['host']}: {r['start']} .. {r['end']} ({human_seconds(r['wall_s'])})")
     else:
         out.append(f"{len(run_list)} runs merged:")
-        out.extend(f"  {r['run_id']} on {r['host']}: {r['start']} ({human_seconds(r['wall_s'])})" for r in run_list)
+        out.extend(
+            f"  {r['run_id']} on {r['host']}: {r['start']} ({human_seconds(r['wall_s'])}){outcomes(r)}"
+            for r in run_list
+        )
     if summary["open_events"]:
         out.append(f"interrupted: {summary['open_events']} events started and never finished")
     rec = summary["records"]
     out.append("")
+    again = rec.get("skipped_in_runs", 0) - rec["skipped"]
     out.append(
         f"records: {rec['total']} total, {rec['ok']} ok, {rec['failed']} failed, {rec['skipped']} skipped"
         + (f", {rec['dry-run']} dry-run" if rec["dry-run"] else "")
         + (f", {rec['interrupted']} interrupted" if rec["interrupted"] else "")
+        + (f" (final status; {again} skip(s) by later runs of records already done)" if again > 0 else "")
     )
     moved = summary["moved"]
     out.append(
@@ -183,19 +234,20 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows = [
             [
                 stage,
+                str(s.get("unit") or "events"),
                 str(s["ok"]),
                 str(s["failed"]),
                 str(s["skipped"]),
-                str(s["files"]),
-                human_bytes(s["bytes"], digits=2),
+                human_bytes(s["bytes"], digits=2) if s["bytes"] and stage in BYTES_STAGES else "-",
                 human_seconds(s["active_s"]),
                 _rate(s["mbps"]),
                 _rate(s["median_mbps"]),
             ]
             for stage, s in tp["stages"].items()
         ]
-        header = ["stage", "ok", "failed", "skipped", "files", "bytes", "active", "rate", "median/file"]
-        out.extend(_table(header, rows, "lrrrrrrrr"))
+        header = ["stage", "counted", "ok", "failed", "skipped", "bytes", "wall time", "throughput", "median per file"]
+        out.extend(_table(header, rows, "llrrrrrrr"))
+        out.extend(STAGE_NOTES)
     out.append("")
     if summary["errors"]:
         out.append("top errors:")

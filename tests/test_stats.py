@@ -254,6 +254,7 @@ def test_synthetic_run_summary_numbers(synth: pd.DataFrame) -> None:
         "skipped": 2,
         "dry-run": 0,
         "interrupted": 2,
+        "skipped_in_runs": 2,
     }
     down_files, down_bytes, up_files, up_bytes = _expected_moves(synthetic_records(30))
     assert (down_files, up_files) == (116, 48)
@@ -342,3 +343,60 @@ def test_stats_csv_on_demand_for_a_killed_run(tmp_path: Path, capsys: pytest.Cap
     lines = (tmp_path / "killed.csv").read_text().splitlines()
     assert len(lines) == 4 and lines[0].startswith("schema_version,run_id") and lines[-1].count(",started,") == 1
     assert ferry_main(["stats", "csv", str(tmp_path / "nothing-here")]) == 2
+
+
+# --- the summary tells the truth (issue 15) ------------------------------------------------
+
+
+def test_skips_of_a_rerun_are_counted_beside_the_final_status() -> None:
+    summary = summarize(load([DATA / "run-a", DATA / "run-b"]))
+    # 302: ok in run a, skipped (already done) in run b: final ok, and the skip is counted.
+    assert summary["records"]["ok"] == 2 and summary["records"]["skipped"] == 0
+    assert summary["records"]["skipped_in_runs"] == 1
+    assert [r["records"] for r in summary["runs"]] == [{"ok": 1, "failed": 1}, {"ok": 1, "skipped": 1}]
+    text = format_summary(summary)
+    assert "1 skip(s) by later runs of records already done" in text
+    assert "records 1 ok, 1 skipped" in text
+
+
+def _mixed_run(directory: Path) -> pd.DataFrame:
+    """Two records: per-file download rows plus the record-level download aggregate the
+    engine writes, a resolve that 'moves' the record's size in no time, a verify."""
+    now = [0.0]
+    with StatsWriter(directory, run_id="mixed", clock=lambda: now[0]) as stats:
+        for recid, sizes in (("1", [4_000_000, 6_000_000]), ("2", [10_000_000])):
+            stats.open("resolve", recid).close("ok", bytes=sum(sizes), file_count=len(sizes))
+            total = stats.open("download", recid, bytes=sum(sizes))
+            for i, size in enumerate(sizes):
+                ev = stats.open("download", recid, f"f{i}", bytes=size)
+                now[0] += 1.0
+                ev.close("ok", bytes=size)
+            total.close("ok", bytes=sum(sizes))
+            stats.record("upload", "skipped", recid, "f0", reason="already on the target")
+            ver = stats.open("verify", recid, bytes=sum(sizes))
+            now[0] += 0.001
+            ver.close("ok", bytes=sum(sizes))
+    return load(directory)
+
+
+def test_counts_never_mix_files_and_records_and_rates_only_for_network_stages(tmp_path: Path) -> None:
+    through = stage_throughput(_mixed_run(tmp_path))
+    download = through.loc["download"]
+    # 3 files, not 3 files + 2 record totals; bytes counted once.
+    assert download["unit"] == "files" and download["ok"] == 3 and download["bytes"] == 20_000_000
+    assert download["mbps"] == pytest.approx(20.0 / 3.0)  # 20 MB over 3 s of wall time
+    assert download["median_mbps"] == pytest.approx(6.0)
+    assert through.loc["resolve", "unit"] == "records" and through.loc["resolve", "ok"] == 2
+    for stage in ("resolve", "verify"):  # bytes at stake, but nothing moved: no rate
+        assert pd.isna(through.loc[stage, "mbps"]) and pd.isna(through.loc[stage, "median_mbps"])
+    assert through.loc["upload", "skipped"] == 2 and through.loc["upload", "unit"] == "files"
+    text = format_summary(summarize(_mixed_run(tmp_path / "again")))
+    table = text[text.index("stage ") :]
+    verify = next(line for line in table.splitlines() if line.startswith("verify"))
+    assert "MB/s" not in verify and "MB" not in verify  # no 'rate' of a checksum comparison
+    header = table.splitlines()[0].split()
+    assert header[:2] == ["stage", "counted"] and "throughput" in header
+    # Every column is explained once under the table.
+    notes = table[table.index("counted: ") :]
+    for column in ("counted:", "skipped:", "bytes:", "wall time:", "throughput:", "median per file:"):
+        assert notes.count(column) == 1, column
