@@ -176,7 +176,7 @@ def _keyed(root: Path, picked: list[tuple[Path, Group, str]], *, flatten: bool, 
     by_key: dict[str, PushFile] = {}
     seen: set[Path] = set()
     for path, group, what in picked:
-        if path in seen:
+        if path in seen and what.startswith("catalog"):
             continue  # a catalog may name one file under two keys
         seen.add(path)
         st = _stat_file(path, what)
