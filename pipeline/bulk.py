@@ -8,8 +8,11 @@ uploads. The ledger records progress; the target is the truth, so a re-run after
 asks it before writing and finishes what was left.
 
 Stopping: the first SIGINT/SIGTERM stops starting records and lets those in flight
-finish; the second cancels them (the ledger stays consistent: every write is a
-transaction, and a cancelled record is simply not finished).
+finish (or cancels them at once when the target is unavailable: they could only wait);
+the second cancels them (the ledger stays consistent: every write is a transaction, and a
+cancelled record is simply not finished). A run also has a bound: ``deadline`` seconds, or
+``limits.breaker_trips`` circuit-breaker openings in a row (a target that stays down);
+then it stops the same way and names every unfinished record (``BulkReport.stopped``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ OnResult = Callable[[RecordResult], None]
 class BulkReport:
     results: dict[str, RecordResult] = field(default_factory=dict)
     not_started: list[str] = field(default_factory=list)  # stopped before their turn
-    interrupted: bool = False
+    unfinished: list[str] = field(default_factory=list)  # started, cancelled by a stop
+    interrupted: bool = False  # by a signal
+    stopped: str | None = None  # why the run stopped early by itself (deadline, target down)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
@@ -48,7 +53,9 @@ class BulkReport:
     def ok(self) -> bool:
         return (
             not self.interrupted
+            and self.stopped is None
             and not self.not_started
+            and not self.unfinished
             and all(r.status in ("ok", "skipped", "dry-run") for r in self.results.values())
         )
 
@@ -59,10 +66,13 @@ class BulkReport:
 class StopSignal:
     """First signal: stop starting work. Second: cancel what runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancel_now: Callable[[], bool] | None = None) -> None:
         self.stopping = asyncio.Event()
         self.count = 0
         self._tasks: set[asyncio.Task[object]] = set()
+        # Asked at the first signal: True cancels at once (records paused on a target that
+        # is down would otherwise hold the run for minutes).
+        self.cancel_now = cancel_now
 
     def track(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
@@ -71,12 +81,16 @@ class StopSignal:
     def trigger(self) -> None:
         self.count += 1
         self.stopping.set()
-        if self.count == 1:
+        if self.count == 1 and not (self.cancel_now is not None and self.cancel_now()):
             log.warning("stopping: no new records will start; finishing the ones in flight (signal again to cancel)")
         else:
             log.warning("cancelling the records in flight")
-            for task in list(self._tasks):
-                task.cancel()
+            self.cancel_all()
+
+    def cancel_all(self) -> None:
+        self.stopping.set()
+        for task in list(self._tasks):
+            task.cancel()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -105,14 +119,33 @@ class BulkRunner:
         record_retries: int = 2,
         on_result: OnResult | None = None,
         stop: StopSignal | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.ctx = ctx
         self.resolve = resolve
         self.staging = staging or ByteBudget(ctx.limits.staging_bytes)
         self.record_retries = record_retries
         self.on_result = on_result
-        self.stop = stop or StopSignal()
+        breaker = ctx.breaker
+        self.stop = stop or StopSignal(cancel_now=lambda: breaker is not None and breaker.state != "closed")
         self.in_flight = asyncio.Semaphore(ctx.limits.records_in_flight)
+        self.deadline = deadline
+        self.stopped: str | None = None
+        if breaker is not None:
+            breaker.cool_down_s = ctx.limits.breaker_cool_down
+            breaker.add_listener(self._breaker_changed)
+
+    def _breaker_changed(self, old: str, new: str) -> None:
+        breaker, limit = self.ctx.breaker, self.ctx.limits.breaker_trips
+        if new == "open" and breaker is not None and breaker.trips_in_a_row >= limit:
+            self._give_up(f"the target stayed unavailable (circuit breaker opened {limit} times in a row)")
+
+    def _give_up(self, reason: str) -> None:
+        """Stop by itself: start nothing more, cancel what runs (it is resumable)."""
+        if self.stopped is None:
+            self.stopped = reason
+            log.warning("stopping the run: %s", reason)
+        self.stop.cancel_all()
 
     async def run(self, order: Sequence[OrderDecision]) -> BulkReport:
         ctx = self.ctx
@@ -121,6 +154,11 @@ class BulkRunner:
         if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
             await ctx.ledger.run(ctx.ledger.start_run, ctx.run_id, command="bulk")
         tasks: list[asyncio.Task[object]] = []
+        timer = None
+        if self.deadline is not None:
+            timer = asyncio.get_running_loop().call_later(
+                self.deadline, self._give_up, f"the deadline ({self.deadline:g} s) was reached"
+            )
         try:
             with self.stop.installed():
                 for decision in order:
@@ -140,10 +178,18 @@ class BulkRunner:
                     if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                         raise outcome
         finally:
+            if timer is not None:
+                timer.cancel()
             report.interrupted = self.stop.count > 0
+            report.stopped = self.stopped
             status: Status = "failed" if not report.ok else ("dry-run" if ctx.dry_run else "ok")
             summary: dict[str, object] = {s: report.count(s) for s in ("ok", "failed", "skipped", "dry-run")}
-            summary |= {"not_started": len(report.not_started), "interrupted": report.interrupted}
+            summary |= {
+                "not_started": len(report.not_started),
+                "unfinished": len(report.unfinished),
+                "interrupted": report.interrupted,
+                "stopped": report.stopped,
+            }
             run_event.close(status, reason=_summary_text(summary), summary=summary)
             if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
                 await ctx.ledger.run(ctx.ledger.end_run, ctx.run_id, status, summary)
@@ -167,32 +213,39 @@ class BulkRunner:
         return False
 
     async def _one(self, decision: OrderDecision, report: BulkReport) -> None:
+        recid = decision.recid
+        try:
+            await self._one_record(decision, report)
+        except asyncio.CancelledError:
+            report.unfinished.append(recid)
+            raise
+        finally:
+            self.in_flight.release()
+
+    async def _one_record(self, decision: OrderDecision, report: BulkReport) -> None:
         ctx = self.ctx
         recid = decision.recid
         try:
-            try:
-                with ctx.stats.open("resolve", recid, reason=decision.reason, priority=decision.position):
-                    record = await self.resolve(recid)
-            except FerryError as exc:
-                if exc.recid is None:
-                    exc.recid = recid
-                result = RecordResult(recid=recid, status="failed", stage="resolve", error=exc)
-                ctx.stats.record("record", "failed", recid, error=exc, stage_reached="resolve")
-                if ctx.ledger is not None and not ctx.dry_run:
-                    await ctx.ledger.run(ctx.ledger.set_record_status, recid, "failed", error=exc, attempt=True)
-                self._done(report, result)
-                return
-            reservation = None
-            if not ctx.dry_run:
-                reservation = await self.staging.reserve(record.total_size)
-            try:
-                result = await self._with_retries(record)
-            finally:
-                if reservation is not None:
-                    reservation.release()
+            with ctx.stats.open("resolve", recid, reason=decision.reason, priority=decision.position):
+                record = await self.resolve(recid)
+        except FerryError as exc:
+            if exc.recid is None:
+                exc.recid = recid
+            result = RecordResult(recid=recid, status="failed", stage="resolve", error=exc)
+            ctx.stats.record("record", "failed", recid, error=exc, stage_reached="resolve")
+            if ctx.ledger is not None and not ctx.dry_run:
+                await ctx.ledger.run(ctx.ledger.set_record_status, recid, "failed", error=exc, attempt=True)
             self._done(report, result)
+            return
+        reservation = None
+        if not ctx.dry_run:
+            reservation = await self.staging.reserve(record.total_size)
+        try:
+            result = await self._with_retries(record)
         finally:
-            self.in_flight.release()
+            if reservation is not None:
+                reservation.release()
+        self._done(report, result)
 
     async def _with_retries(self, record: Record) -> RecordResult:
         policy = RetryPolicy(attempts=self.record_retries + 1, base=self.ctx.limits.backoff_base * 4)

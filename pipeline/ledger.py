@@ -42,6 +42,7 @@ import orjson
 
 from ferry.core.checksums import Checksum
 from ferry.core.errors import FerryError
+from ferry.core.logs import mask_secrets
 
 # 2: files.md5 became files.checksum, the verified (algorithm, value) pair as "alg:hex"
 # (the hash the pipeline negotiated with the target). Version-1 ledgers are migrated in place.
@@ -83,7 +84,9 @@ def _err(error: BaseException | str | None) -> str | None:
     if error is None:
         return None
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return text[:MAX_ERROR_CHARS]
+    # A server that echoes the request (Authorization included) into an error body puts
+    # the token in the message: masked before it is stored (and before it is cut short).
+    return mask_secrets(text)[:MAX_ERROR_CHARS]
 
 
 _SCHEMA = f"""

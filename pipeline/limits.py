@@ -368,6 +368,8 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_at: float | None = None  # when the current probe was let through
         self.opened = 0  # how many times it opened (stats)
+        self.trips_in_a_row = 0  # openings since it last closed: a target that stays down
+        self._listeners: list[Callable[[str, str], None]] = []
 
     @property
     def state(self) -> str:
@@ -380,9 +382,18 @@ class CircuitBreaker:
         old, self._state = self._state, state
         if state == OPEN:
             self.opened += 1
+            self.trips_in_a_row += 1
+        elif state == CLOSED:
+            self.trips_in_a_row = 0
         log.warning("circuit breaker %s -> %s", old, state)
         if self._on_change is not None:
             self._on_change(old, state)
+        for listener in list(self._listeners):
+            listener(old, state)
+
+    def add_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Also call ``listener(old, new)`` on every change (the bulk runner's bound)."""
+        self._listeners.append(listener)
 
     def _trim(self, now: float) -> None:
         while self._outcomes and now - self._outcomes[0][0] >= self.window_s:

@@ -182,11 +182,17 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
             # The work is done, but the client never learns it (a proxy timed out).
             raise ApiError(504 if repo.rng.random() < 0.5 else 502, "Gateway timeout.")
     except ApiError as exc:
+        if opts.echo_auth:  # a careless server quoting the request in its error
+            exc.message += f" (request: {request.method} {request.path}, Authorization: {header})"
         response = exc.response()
     except web.HTTPException as exc:
         message = "The requested URL was not found on the server." if exc.status == 404 else exc.reason
+        if opts.echo_auth:
+            message = f"{message} (Authorization: {header})"
         response = json_response({"status": exc.status, "message": message}, exc.status)
     response.headers.update(rate)
+    if opts.echo_auth:
+        response.headers["X-Echo-Authorization"] = header
     return response
 
 

@@ -72,6 +72,9 @@ class RepositoryOptions:
     force_429: int = 0
     # Retry-After (seconds) sent with forced 429s and 503s.
     retry_after: int = 1
+    # Every answer echoes the request's Authorization header (a response header, and the
+    # message of error bodies): a leak test plants the token in everything the client reads.
+    echo_auth: bool = False
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply knob values (from JSON or CLI), converting and checking types."""

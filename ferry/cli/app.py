@@ -9,9 +9,9 @@ config or input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
-import errno
 import os
 import signal
 import sqlite3

@@ -145,6 +145,10 @@ class Limits:
     zip_threshold: int = 20
     # Also zip records of 5+ files whose median file is smaller than this (0: never).
     zip_small_median_bytes: int = 1024 * 1024
+    # A bulk run against a target that stays down stops (cleanly, every unfinished record
+    # named) after this many circuit-breaker openings without a success in between.
+    breaker_trips: int = 5
+    breaker_cool_down: float = 30.0  # seconds the breaker stays open before it probes
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 _SECRETS: set[str] = set()
 
@@ -15,14 +18,49 @@ def register_secret(value: str) -> None:
         _SECRETS.add(value)
 
 
+def mask_secrets(text: str) -> str:
+    """``text`` with every registered secret shown as ``***`` (ledger, messages, streams)."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _SECRETS:
-            message = record.getMessage()
-            for secret in _SECRETS:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+            record.msg, record.args = mask_secrets(record.getMessage()), None
+            if record.exc_info and record.exc_info[1] is not None:
+                # The traceback text is formatted from the exception: mask it once, here.
+                record.exc_text = mask_secrets(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
         return True
+
+
+class MaskingStream:
+    """A text stream that masks registered secrets in everything written through it: the
+    last line of defence for stdout/stderr (messages, progress, warnings, tracebacks)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask_secrets(text) if _SECRETS else text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def masked_streams() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` masked for the duration (a CLI run)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = MaskingStream(saved[0]), MaskingStream(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 class JsonFormatter(logging.Formatter):

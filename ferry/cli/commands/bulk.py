@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from download.sources.cache import ORDERS, CacheBuilder, MasterCache, OrderDecision, PackedEntries, order_recids
+from ferry.cli.numbers import int_at_least, positive_float
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
 from ferry.core.model import Record
@@ -38,8 +39,11 @@ unclassified, then records without metadata.
 Progress is kept in a crash-safe ledger (DEST/.ferry/ledger-TARGET.sqlite). After a crash,
 kill -9 or Ctrl-C, run the same command again: records done are checked on the target
 (the truth) and skipped, interrupted ones continue, and no record gets two drafts.
-The first Ctrl-C (or SIGTERM) stops starting records and finishes those in flight; a
-second one cancels them.
+The first Ctrl-C (or SIGTERM) stops starting records and finishes those in flight (or
+cancels them at once while the target is unavailable); a second one cancels them. A run
+also stops by itself after --deadline, or when the target stays down (limits.breaker_trips
+circuit-breaker openings in a row, limits.breaker_cool_down seconds each); every
+unfinished record is named, and running the same command again resumes.
 
 Exit status: 0 when every selected record is verified on the target (or already was);
 1 when some record failed (each named on stderr with the stage and files); 2 for bad
@@ -72,8 +76,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     pick.add_argument("--all", action="store_true", help="every record of the master cache (or of --records)")
     parser.add_argument("--cache", metavar="FILE", help="master cache (default DEST/.ferry/master-cache.json)")
     parser.add_argument("--order", choices=ORDERS, default="priority", help="processing order (default: priority)")
-    parser.add_argument("--records-in-flight", type=int, metavar="N", help="records at once (limits.records_in_flight)")
-    parser.add_argument("--staging-gb", type=float, metavar="GB", help="staging budget in GB (limits.staging_bytes)")
+    parser.add_argument(
+        "--records-in-flight", type=int_at_least(1), metavar="N", help="records at once (limits.records_in_flight)"
+    )
+    parser.add_argument(
+        "--staging-gb", type=positive_float, metavar="GB", help="staging budget in GB (limits.staging_bytes)"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop after this long: start nothing more, cancel what runs, name every unfinished record "
+        "(run again to resume); exit 1",
+    )
     add_run_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
@@ -95,9 +110,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     report = asyncio.run(_run(args, config, limits, recids))
     code = print_results(list(report.results.values()))
     _print_summary(report)
+    _print_unfinished(report)
     if report.interrupted:
         return 130
-    return 1 if (code or bad_lines or report.not_started) else 0
+    return 1 if (code or bad_lines or report.not_started or report.unfinished or report.stopped) else 0
 
 
 def _selection(args: argparse.Namespace) -> tuple[list[str], list[InputError]]:
@@ -125,7 +141,7 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
         if args.cluster:
             async with progress:
                 return await run_cluster(args, config, limits, ferry_run, order, entries.record, progress)
-        runner = BulkRunner(ferry_run.ctx, resolve, on_result=on_result)
+        runner = BulkRunner(ferry_run.ctx, resolve, on_result=on_result, deadline=args.deadline)
         async with progress:
             return await runner.run(order)
 
@@ -149,6 +165,22 @@ async def _plan(
         await asyncio.to_thread(builder.save)
     order = order_recids(recids, cache, args.order)
     return order, PackedEntries(cache, recids)
+
+
+def _print_unfinished(report: BulkReport) -> None:
+    """Every record this run left unfinished, by name, and how to resume (stderr)."""
+    why = report.stopped or ("interrupted" if report.interrupted else None)
+    if why is None or not (report.unfinished or report.not_started):
+        return
+    for recid in report.unfinished:
+        print(f"record {recid}: not finished ({why})", file=sys.stderr)
+    if report.not_started:
+        print(f"not started ({why}): {' '.join(report.not_started)}", file=sys.stderr)
+    print(
+        f"ferry: bulk stopped: {why}; {len(report.unfinished)} record(s) unfinished, "
+        f"{len(report.not_started)} not started; run the same command again to resume",
+        file=sys.stderr,
+    )
 
 
 def _print_summary(report: BulkReport) -> None:
