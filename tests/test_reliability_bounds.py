@@ -56,7 +56,9 @@ def test_a_target_that_stays_down_stops_the_run_naming_every_record(
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, error_rate=1.0)
     config = write_config(tmp_path, source, repo, limits=FAST_BREAKER)
     chosen = source.recids[1:7]
-    args = bulk_args(config, write_recids(tmp_path / "recids.txt", chosen), tmp_path / "data", "--records-in-flight", "2")
+    args = bulk_args(
+        config, write_recids(tmp_path / "recids.txt", chosen), tmp_path / "data", "--records-in-flight", "2"
+    )
     log = tmp_path / "ferry.log"
     assert run_ferry_process(args, log, timeout=180) == 1
     text = log.read_text()
