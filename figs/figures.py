@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from figs.sankey import sankey_figure, write_sankey_html
-from stats.load import runs, terminal
+from stats.load import data_rows, runs, terminal
 from stats.summary import error_table
-from stats.timeline import in_flight, intervals, sessions, span_seconds, throughput_series
+from stats.timeline import elapsed, in_flight, intervals, sessions, span_seconds, throughput_series
 
 # One colour per stage, the same in every figure.
 STAGE_COLORS = {
@@ -66,25 +66,40 @@ def _span(frame: pd.DataFrame) -> float:
     return span_seconds(frame)
 
 
-def _time_axis(ax: Axes, frame: pd.DataFrame, div: float, unit: str, *, label: bool = True) -> None:
-    """Label an elapsed-time axis; with several sessions, mark where each one starts."""
+def run_starts(frame: pd.DataFrame) -> list[tuple[float, str, pd.Timestamp]]:
+    """Where each run after the first starts on the time axis: (seconds, run id, start),
+    for runs in a later session and for runs sharing a session's clock alike."""
     parts = sessions(frame)
+    table = runs(frame)
+    if len(table) < 2 or not parts:
+        return []
+    table = table.sort_values("start", kind="stable").iloc[1:]
+    at = elapsed(table["start"], table["run_id"], parts)
+    return [(float(x), str(r), s) for x, r, s in zip(at, table["run_id"], table["start"], strict=True)]
+
+
+def _time_axis(ax: Axes, frame: pd.DataFrame, div: float, unit: str, *, label: bool = True) -> None:
+    """Label an elapsed-time axis; with several runs, a dashed line where each later one starts."""
+    starts = run_starts(frame)
     if label:
         text = f"time since run start ({unit})"
-        if len(parts) > 1:
+        if len(sessions(frame)) > 1:
             text = f"run time ({unit}; idle time between runs left out, dashed lines: a later run starts)"
+        elif starts:
+            text = f"time since the first run started ({unit}; dashed lines: a later run starts)"
         ax.set_xlabel(text)
-    for part in parts[1:]:
-        ax.axvline(part.offset / div, color="#555555", linestyle="--", linewidth=1)
+    for x, run_id, start in starts:
+        ax.axvline(x / div, color="#555555", linestyle="--", linewidth=1)
         ax.text(
-            part.offset / div,
+            x / div,
             1.0,
-            f" {part.runs[0]} ({part.start:%Y-%m-%d %H:%M})",
+            f" {run_id} ({start:%Y-%m-%d %H:%M})" if label else "",
             transform=ax.get_xaxis_transform(),
             ha="left",
             va="top",
-            fontsize=8,
+            fontsize=7,
             color="#555555",
+            rotation=90 if len(starts) > 1 else 0,
         )
 
 
@@ -126,8 +141,15 @@ def throughput_figure(frame: pd.DataFrame, stages: Sequence[str] = TRANSFER_STAG
 
 def durations_figure(frame: pd.DataFrame) -> Figure:
     """Distribution of event durations per stage (box plots on a log axis, points on top)."""
-    ends = terminal(frame)
-    ends = ends[(ends["duration_s"].fillna(0) > 0) & ~ends["stage"].isin(["run", "summary"])]
+    # Work that was done (ok) or tried (failed): a skip or a dry run takes no time worth
+    # plotting (microseconds of bookkeeping that would stretch the log axis to 1e-5 s), and a
+    # record-level total beside its per-file rows is not one more event.
+    ends = data_rows(terminal(frame))
+    ends = ends[
+        (ends["duration_s"].fillna(0) > 0)
+        & ends["status"].isin(["ok", "failed"])
+        & ~ends["stage"].isin(["run", "summary"])
+    ]
     order = [s for s in STAGE_COLORS if (ends["stage"] == s).any()]
     fig = Figure(figsize=(10, 6), layout="constrained")
     ax = fig.add_subplot()
@@ -235,8 +257,8 @@ def errors_figure(frame: pd.DataFrame, top: int = 15) -> Figure:
 
 def rates_figure(frame: pd.DataFrame, stage: str) -> Figure:
     """Per-file rate against file size for one stage (where small files lose time)."""
-    ends = terminal(frame)
-    mine = ends[(ends["stage"] == stage) & (ends["duration_s"].fillna(0) > 0)]
+    ends = data_rows(terminal(frame))  # per-file rows: a record's total is not a file
+    mine = ends[(ends["stage"] == stage) & (ends["duration_s"].fillna(0) > 0) & ends["file"].notna()]
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     ax = fig.add_subplot()
     ok = mine[(mine["status"] == "ok") & (mine["bytes"].fillna(0) > 0)]

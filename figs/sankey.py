@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-from stats.flow import FAILED, LAYERS, SKIPPED, STOPPED, SUCCESS, flow_table
+from stats.flow import FAILED, LAYERS, SKIPPED, STOPPED, SUCCESS, flow_table, later_skips
 
 KIND_COLORS = {SUCCESS: "#3b7dd8", FAILED: "#d62728", SKIPPED: "#8c8c8c", STOPPED: "#f5a623"}
 NODE_WIDTH = 0.05  # in layer units (columns are 1 apart)
@@ -67,12 +67,22 @@ def _band(x0: float, y0_top: float, x1: float, y1_top: float, width: float) -> M
     return MplPath(verts, codes)
 
 
+def _skip_note(frame: pd.DataFrame, newline: str = "\n") -> str:
+    skips = later_skips(frame)
+    if not skips:
+        return ""
+    return f"{newline}{skips} record(s) skipped by a later run as already done (drawn as the run that did them)"
+
+
 def sankey_figure(frame: pd.DataFrame, title: str = "") -> Figure:
     """The Sankey as a matplotlib figure (save as PNG; no browser needed)."""
     nodes, links = flow_table(frame)
     fig = Figure(figsize=(13, 7), layout="constrained")
     ax = fig.add_subplot()
-    fig.suptitle(f"Records through the stages (n = {int(nodes['value'].iloc[0]) if len(nodes) else 0})\n{title}")
+    fig.suptitle(
+        f"Records through the stages (n = {int(nodes['value'].iloc[0]) if len(nodes) else 0})\n{title}"
+        + _skip_note(frame)
+    )
     if nodes.empty:
         ax.text(0.5, 0.5, "no records in this run", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -143,7 +153,8 @@ def sankey_plotly(frame: pd.DataFrame, title: str = "") -> object:
             },
         )
     )
-    fig.update_layout(title_text=f"Records through the stages<br><sub>{title}</sub>", font_size=12)
+    note = _skip_note(frame, "<br>")
+    fig.update_layout(title_text=f"Records through the stages<br><sub>{title}{note}</sub>", font_size=12)
     return fig
 
 

@@ -116,7 +116,9 @@ def record_path(status: str, error_type: str | None, outcomes: StageOutcomes) ->
     download = out("download")
     if download == "failed":
         return [*path, Node(1, "download failed", FAILED)]
-    if download in ("ok", "skipped") or (download is None and status == "ok"):
+    if download == "skipped":  # every file already there and verified: a skip that carries on
+        path.append(Node(1, "already downloaded", SKIPPED))
+    elif download == "ok" or (download is None and status == "ok"):
         path.append(Node(1, "downloaded", SUCCESS))
     else:
         return end(1)
@@ -140,7 +142,9 @@ def record_path(status: str, error_type: str | None, outcomes: StageOutcomes) ->
         if out(stage) == "failed":
             return [*path, Node(3, f"{stage} failed", FAILED)]
     upload = out("upload")
-    if upload in ("ok", "skipped") or (upload is None and status == "ok"):
+    if upload == "skipped":
+        path.append(Node(3, "already on the target", SKIPPED))
+    elif upload == "ok" or (upload is None and status == "ok"):
         path.append(Node(3, "uploaded", SUCCESS))
     else:
         return end(3)
@@ -239,3 +243,12 @@ def layer_totals(nodes: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["total"] = table["arrived"] + table["ended_before"]
     return table
+
+
+def later_skips(frame: pd.DataFrame) -> int:
+    """Records whose flow is drawn from the run that did the work but that a later run
+    skipped as already done (their skip is not a node of the flow: see the module doc)."""
+    ends = terminal(frame)
+    skipped = set(ends.loc[(ends["stage"] == "record") & (ends["status"] == "skipped"), "recid"].dropna())
+    final = final_record_status(frame)
+    return int(sum(1 for recid in skipped if recid in final.index and final.loc[recid, "status"] != "skipped"))

@@ -330,7 +330,7 @@ NETWORK_STAGES = ("download", "upload")
 FILE_STAGES = ("download", "upload")
 
 
-def _data_rows(rows: pd.DataFrame) -> pd.DataFrame:
+def data_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows whose bytes are data moved: per-file events, and record-level events only for
     (run, stage, recid) groups without per-file events. A stage that reports each file
     and also the record as a whole (download) would otherwise count its bytes twice."""
@@ -355,7 +355,7 @@ def stage_throughput(frame: pd.DataFrame, stages: Sequence[str] = WORK_STAGES) -
         mine = ends[ends["stage"] == stage]
         if mine.empty:
             continue
-        counted = _data_rows(mine)
+        counted = data_rows(mine)
         per_file = stage in FILE_STAGES or bool(counted["file"].notna().all())
         if stage == "zip":
             per_file = False  # one decision per record; the archive name is not a file moved

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stats.load import open_events, terminal
+from stats.load import data_rows, open_events, terminal
 
 INTERVAL_COLUMNS = ["run_id", "event_id", "stage", "recid", "file", "status", "start", "end", "bytes", "open"]
 MAX_GAP_S = 600.0
@@ -86,9 +86,11 @@ def _keys(rows: pd.DataFrame) -> pd.Index:
 
 def intervals(frame: pd.DataFrame, stages: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per event with a duration: finished ones and still-open ones (``open``)."""
-    ends = terminal(frame)
+    # A record-level row beside the same record's per-file rows (download) is a total of
+    # them, not more work in flight: drawing it would count every such record twice.
+    ends = data_rows(terminal(frame))
     ends = ends[ends["duration_s"].fillna(0) > 0]
-    still = open_events(frame)
+    still = data_rows(open_events(frame))
     if not still.empty:
         last = frame[["start", "end"]].max(axis=1).groupby(frame["run_id"]).max()
         still = still.assign(end=still["run_id"].map(last).astype(frame["end"].dtype))
@@ -146,7 +148,7 @@ def throughput_series(frame: pd.DataFrame, stage: str, bin_s: float | None = Non
     """MB/s of one stage over time: each ok event's bytes spread evenly over its
     interval, summed in bins of ``bin_s`` seconds (``attrs["bin_s"]``). Columns:
     ``elapsed`` (bin start on the time axis, s), ``mbps``."""
-    ends = terminal(frame)
+    ends = data_rows(terminal(frame))
     ok = ends[(ends["stage"] == stage) & (ends["status"] == "ok") & (ends["duration_s"].fillna(0) > 0)]
     ok = ok[ok["bytes"].fillna(0) > 0]
     span = span_seconds(frame)

@@ -40,6 +40,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     figures.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="directory for the figures")
     figures.add_argument("--no-html", action="store_true", help="PNG only, no interactive Sankey HTML")
     figures.set_defaults(func=run)
+    report = actions.add_parser(
+        "report",
+        parents=[common],
+        help="one self-contained HTML page: the summary and every figure",
+        epilog="example:\n  ferry stats report stats/ -o report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("paths", nargs="+", metavar="STATS_DIR", help="stats directory or .jsonl/.csv file")
+    report.add_argument("-o", "--out", required=True, metavar="FILE.html", help="the page to write")
+    report.add_argument("--top", type=int, default=10, metavar="N", help="errors and slowest records shown")
+    report.set_defaults(func=run)
     export = actions.add_parser(
         "csv",
         parents=[common],
@@ -91,6 +102,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
             print(text)
         except BrokenPipeError:  # `ferry stats summary ... | head`: the reader has had enough
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return 0
+    if args.stats_command == "report":
+        page = _analysis("figs.report").write_report(frame, args.out, top=args.top)
+        print(page)
         return 0
     figures = _analysis("figs.figures")
     for path in figures.write_figures(frame, args.out, html=not args.no_html):
