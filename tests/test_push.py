@@ -207,10 +207,11 @@ def test_catalog_mode_groups_order_marker_and_a_missing_optional(
 
 
 def test_over_100_files_is_refused_with_the_numbers(
-    tmp_path: Path, zenodo: ZenodoHandle, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, zenodo_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    zenodo = zenodo_factory(rate_per_minute=10_000)  # 98 files in a few seconds, not at 100/min
     d = make_dir(tmp_path, {f"f{i:03d}.txt": b"%d" % i for i in range(98)})
-    config = zen_config(tmp_path, zenodo)
+    config = zen_config(tmp_path, zenodo, requests_per_minute=10_000)
     assert push(config, d, *META) == 0
     dep = str(items(zenodo)[0]["id"])
     more = make_dir(tmp_path / "more", {f"g{i}.txt": b"g" for i in range(3)})
