@@ -14,9 +14,10 @@ from ferry.cli import COMMANDS, chosen_command
 from ferry.cli import main as cli_main
 from ferry.cli.memory import one_malloc_arena
 from ferry.core.checksums import Checksum, MultiHasher, hash_file
-from ferry.core.config import Secret, config_from_mapping
+from ferry.core.config import Limits, Secret, config_from_mapping
 from ferry.core.errors import ChecksumFormatError, ConfigError, UnsafePathError
 from ferry.core.model import assign_keys, inside, safe_relpath
+from pipeline.runtime import make_target
 from stats.events import StatsWriter, read_jsonl
 
 
@@ -101,8 +102,10 @@ def test_config_layers_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert tok2 is not None and tok2.reveal() == "fromenv"
     with pytest.raises(ConfigError, match="no target named 'zen'"):
         cfg.target("zen")
-    with pytest.raises(ConfigError, match="type"):
-        config_from_mapping({"targets": {"x": {"type": "ftp"}}})
+    # A type no registry knows is refused where the target is made, listing the known ones.
+    unknown = config_from_mapping({"targets": {"x": {"type": "ftp"}}}).target("x")
+    with pytest.raises(ConfigError, match=r"targets\.x\.type: unknown target type 'ftp' \(known: .*invenio"):
+        make_target(unknown, Limits())
     with pytest.raises(ConfigError, match="unknown section"):
         config_from_mapping({"sources": {}})
     for bad in ({"targets": 5}, {"targets": {"x": "invenio"}}, {"limits": []}, {"source": {"cernopendata": 1}}):
