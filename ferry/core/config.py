@@ -11,6 +11,8 @@ never kept in a repr.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ferry.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORTAL = "https://opendata.cern.ch"
 DEFAULT_CONFIG_NAME = "ferry.toml"
@@ -105,6 +109,11 @@ class TargetConfig:
         for name in ("requests_per_minute", "requests_per_hour", "max_files_per_record", "part_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"targets.{self.name}.{name} must be positive")
+        if self.token_file and self.token_env:
+            raise ConfigError(
+                f"targets.{self.name}: token_file and token_env are both set; keep one "
+                "(which token is meant cannot be guessed)"
+            )
 
     def token(self) -> Secret | None:
         """Read the token now (from ``token_env`` first, then ``token_file``).
@@ -121,8 +130,18 @@ class TargetConfig:
             path = Path(self.token_file).expanduser()
             try:
                 value = path.read_text(encoding="utf-8").strip()
+                mode = path.stat().st_mode
             except OSError as exc:
                 raise ConfigError(f"targets.{self.name}: cannot read token_file {path}: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"targets.{self.name}: token_file {path} is not UTF-8 text") from exc
+            if mode & 0o004:
+                log.warning(
+                    "targets.%s: token_file %s is readable by other users (mode %o); chmod 600 it",
+                    self.name,
+                    path,
+                    mode & 0o777,
+                )
             if not value:
                 raise ConfigError(f"targets.{self.name}: token_file {path} is empty")
             return Secret(value)
@@ -194,12 +213,37 @@ def _build(cls: type, section: Mapping[str, Any], where: str, **extra: Any) -> A
     if unknown:
         kwargs["options"] = {k: section[k] for k in unknown}
     for f in fields(cls):
-        if f.name in kwargs and f.type in ("int", "bool") and type(kwargs[f.name]).__name__ != f.type:
-            raise ConfigError(f"{where}.{f.name} must be {f.type}, not {kwargs[f.name]!r}")
+        if f.name in kwargs:
+            _check_type(f"{where}.{f.name}", str(f.type), kwargs[f.name])
     try:
         return cls(**kwargs, **extra)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+# Field types a config key may have, and what a value of each must be.
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "a whole number"),
+    "bool": ((bool,), "true or false"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "str | None": ((str,), "a string"),
+}
+
+
+def _check_type(where: str, kind: str, value: Any) -> None:
+    """A key of the wrong type is a ConfigError naming it (``portal = 5``, ``token_file = 42``)."""
+    if kind not in _KINDS:
+        return
+    types, what = _KINDS[kind]
+    if not isinstance(value, types) or (isinstance(value, bool) and kind != "bool"):
+        raise ConfigError(f"{where} must be {what}, not {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ConfigError(f"{where} is too large: {value} does not fit 64 bits")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, not {value!r}")
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(f"{where} must not contain a NUL character")
 
 
 def config_path(explicit: str | None) -> tuple[Path | None, bool]:
@@ -229,6 +273,12 @@ def _read_toml(path: Path, required: bool) -> dict[str, Any] | None:
         return None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
 
 
 def merge_tables(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
