@@ -30,6 +30,7 @@ class TargetFactory(Protocol):
 TARGETS: Registry[TargetFactory] = Registry("target type")
 TARGETS.register("invenio", "upload.targets.invenio:InvenioTarget")
 TARGETS.register("zenodo", "upload.targets.zenodo:ZenodoTarget")
+TARGETS.register("s3", "upload.targets.s3:S3Target", hint="pip install 'dataferry[s3]'")
 TARGETS.register("local", "upload.targets.local:LocalTarget")
 
 

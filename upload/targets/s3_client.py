@@ -358,18 +358,18 @@ class S3Client:
         except TargetNotFound:
             return
 
-    async def list_uploads(self, bucket: str, prefix: str) -> list[UploadInfo]:
+    async def list_uploads(self, bucket: str, prefix: str, *, at: At = NOWHERE) -> list[UploadInfo]:
         """Unfinished multipart uploads under ``prefix``."""
         out: list[UploadInfo] = []
-        with _mapped("list multipart uploads", bucket, prefix or None):
+        with _mapped("list multipart uploads", bucket, prefix or None, at=at):
             async for page in self.raw.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
                 for u in page.get("Uploads") or []:
                     out.append(UploadInfo(str(u["Key"]), str(u["UploadId"]), u.get("Initiated")))
         return out
 
-    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def list_objects(self, bucket: str, prefix: str, *, at: At = NOWHERE) -> AsyncIterator[ObjectInfo]:
         """Objects under ``prefix`` (no user metadata: LIST does not return it)."""
-        with _mapped("list objects", bucket, prefix or None):
+        with _mapped("list objects", bucket, prefix or None, at=at):
             async for page in self.raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for o in page.get("Contents") or []:
                     yield ObjectInfo(

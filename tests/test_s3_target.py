@@ -1,0 +1,315 @@
+"""The S3 target against moto and SeaweedFS: the conformance suite, then what only S3 has
+(layouts, metadata idempotency, streams that must never complete, orphan uploads)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.core.checksums import Checksum
+from ferry.core.config import Limits, TargetConfig
+from ferry.core.errors import AuthError, ConfigError, VerificationError
+from ferry.testing.target_suite import TargetBackend, TargetSuite
+from tests.fixtures_s3 import S3Server
+from upload.targets import make_target
+from upload.targets.base import RemoteRecord
+from upload.targets.s3 import S3Target
+
+MiB = 1024 * 1024
+
+
+def s3_config(server: S3Server, bucket: str, *, prefix: str = "pfx", **options: Any) -> TargetConfig:
+    return TargetConfig(
+        name="s3test",
+        type="s3",
+        url=f"s3://{bucket}/{prefix}",
+        multipart_threshold=6 * MiB,
+        part_size=5 * MiB,
+        options={"endpoint_url": server.endpoint_url, **options},
+    )
+
+
+def md5(data: bytes) -> Checksum:
+    return Checksum("md5", hashlib.md5(data).hexdigest())
+
+
+class RequestLog:
+    """Every S3 operation a target's client sends, with its headers (botocore events)."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, dict[str, str], int]] = []
+
+    def __call__(self, request: Any, event_name: str = "", **_: Any) -> None:
+        size = int(request.headers.get("Content-Length") or -1)
+        self.ops.append(
+            (
+                event_name.rsplit(".", 1)[-1],
+                {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in request.headers.items()},
+                size,
+            )
+        )
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.ops]
+
+    def writes(self) -> list[str]:
+        reads = {"HeadObject", "ListObjectsV2", "ListMultipartUploads", "GetObject"}
+        return [n for n in self.names() if n not in reads]
+
+
+async def logged(target: S3Target) -> RequestLog:
+    log = RequestLog()
+    client = await target.client()
+    client.raw.meta.events.register("before-send.s3", log)
+    return log
+
+
+@pytest.fixture
+def make(s3_env: S3Server, s3_bucket: str) -> Callable[..., S3Target]:
+    def build(**options: Any) -> S3Target:
+        target = make_target(s3_config(s3_env, s3_bucket, **options), Limits(), token=None, limiter=None)
+        assert isinstance(target, S3Target)
+        return target
+
+    return build
+
+
+@pytest.fixture
+async def target(make: Callable[..., S3Target]) -> AsyncIterator[S3Target]:
+    t = make()
+    try:
+        yield t
+    finally:
+        await t.aclose()
+
+
+class TestS3Target(TargetSuite):
+    @pytest.fixture
+    def backend(self, make: Callable[..., S3Target]) -> TargetBackend:
+        return TargetBackend("s3", make, large=12 * MiB)
+
+
+async def stream(data: bytes, chunk: int = 1 * MiB) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), chunk):
+        yield data[i : i + chunk]
+
+
+def objects(server: S3Server, bucket: str) -> dict[str, int]:
+    listed = server.sync_client().list_objects_v2(Bucket=bucket).get("Contents") or []
+    return {o["Key"]: o["Size"] for o in listed}
+
+
+def uploads(server: S3Server, bucket: str) -> list[str]:
+    return [u["Key"] for u in server.sync_client().list_multipart_uploads(Bucket=bucket).get("Uploads") or []]
+
+
+# --- layout and metadata ------------------------------------------------------------------
+
+
+async def test_versioned_layout_and_metadata(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    rec = await target.create("19835081", {})
+    data = b"parquet bytes " * 500
+    (tmp_path / "a").write_bytes(data)
+    got = await target.put_file(rec, "crispr.parquet", tmp_path / "a", len(data), md5(data))
+    assert got.matches(len(data), md5(data))
+    assert objects(s3_env, s3_bucket) == {"pfx/19835081/crispr.parquet/content": len(data)}
+    head = s3_env.sync_client().head_object(Bucket=s3_bucket, Key="pfx/19835081/crispr.parquet/content")
+    assert head["Metadata"] == {
+        "ferry-md5": md5(data).value,
+        "ferry-size": str(len(data)),
+        "ferry-record": "19835081",
+    }
+    assert (await target.find("19835081", "")) is not None
+    # A fresh target (another run) finds the record by its objects.
+    other = S3Target(target.name, target.options)
+    try:
+        found = await other.find("19835081", "")
+        assert found is not None and found.state == "open"
+        assert await other.find("19835082", "") is None
+        assert list(await other.list_files(found)) == ["crispr.parquet"]
+    finally:
+        await other.aclose()
+
+
+async def test_plain_layout_lists_only_its_records_objects(
+    make: Callable[..., S3Target], s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    target = make(layout="plain")
+    try:
+        s3_env.sync_client().put_object(Bucket=s3_bucket, Key="pfx/someone-elses.txt", Body=b"theirs")
+        rec = await target.create("push", {})
+        (tmp_path / "c").write_bytes(b"catalog: 1\n")
+        await target.put_file(rec, "sub/catalog.yaml", tmp_path / "c", 11, md5(b"catalog: 1\n"))
+        assert objects(s3_env, s3_bucket) == {"pfx/sub/catalog.yaml": 11, "pfx/someone-elses.txt": 6}
+        assert list(await target.list_files(rec)) == ["sub/catalog.yaml"]  # never "stale" to delete
+    finally:
+        await target.aclose()
+
+
+async def test_same_content_skipped_changed_replaced_foreign_md5_recognised(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    rec = await target.create("81009", {})
+    log = await logged(target)
+    data = os.urandom(7 * MiB)  # multipart
+    (tmp_path / "d").write_bytes(data)
+    await target.put_file(rec, "d.root", tmp_path / "d", len(data), md5(data))
+    assert "CompleteMultipartUpload" in log.names()
+    log.ops.clear()
+    again = await target.put_file(rec, "d.root", tmp_path / "d", len(data), md5(data))
+    assert again.matches(len(data), md5(data)) and log.writes() == []  # skipped by metadata
+    changed = data[:-1] + bytes([data[-1] ^ 1])
+    (tmp_path / "d").write_bytes(changed)
+    replaced = await target.put_file(rec, "d.root", tmp_path / "d", len(changed), md5(changed))
+    assert replaced.matches(len(changed), md5(changed)) and "CompleteMultipartUpload" in log.writes()
+    # An object the seed's mirror script wrote (its md5 under zenodo-md5) is not sent again.
+    old = b"written by mirror_zenodo_to_cpg.sh"
+    s3_env.sync_client().put_object(
+        Bucket=s3_bucket, Key="pfx/81009/old.csv/content", Body=old, Metadata={"zenodo-md5": md5(old).value}
+    )
+    (tmp_path / "o").write_bytes(old)
+    log.ops.clear()
+    kept = await target.put_file(rec, "old.csv", tmp_path / "o", len(old), md5(old))
+    assert kept.matches(len(old), md5(old)) and log.writes() == []
+
+
+async def test_content_md5_on_every_part_and_put(target: S3Target, tmp_path: Path) -> None:
+    rec = await target.create("81009", {})
+    log = await logged(target)
+    big, small = os.urandom(11 * MiB), b"small file"
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(small)
+    await target.put_file(rec, "big", tmp_path / "big", len(big), md5(big))
+    await target.put_file(rec, "small", tmp_path / "small", len(small), md5(small))
+    sends = [(name, headers, size) for name, headers, size in log.ops if name in ("UploadPart", "PutObject")]
+    assert [n for n, _, _ in sends] == ["UploadPart"] * 3 + ["PutObject"]
+    assert sorted(size for n, _, size in sends if n == "UploadPart") == [1 * MiB, 5 * MiB, 5 * MiB]
+    for _, headers, _ in sends:
+        assert "Content-MD5" in headers
+    parts = [big[: 5 * MiB], big[5 * MiB : 10 * MiB], big[10 * MiB :]]
+    sent_md5s = sorted(h["Content-MD5"] for n, h, _ in sends if n == "UploadPart")
+    assert sent_md5s == sorted(base64.b64encode(hashlib.md5(p).digest()).decode() for p in parts)
+
+
+# --- streams that must never complete ---------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [3000, 11 * MiB], ids=["single-put", "multipart"])
+@pytest.mark.parametrize("fault", ["truncated", "corrupt", "long"])
+async def test_bad_stream_is_never_completed(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, size: int, fault: str
+) -> None:
+    rec = await target.create("81009", {})
+    good = os.urandom(size)
+    sent = {
+        "truncated": good[: size - 1000],
+        "corrupt": good[:100] + bytes([good[100] ^ 0xFF]) + good[101:],
+        "long": good + b"extra",
+    }[fault]
+    with pytest.raises(VerificationError) as info:
+        await target.put_stream(rec, "f.bin", lambda: stream(sent), size, md5(good))
+    assert info.value.recid == "81009" and info.value.file == "f.bin"
+    assert objects(s3_env, s3_bucket) == {}  # nothing completed
+    assert uploads(s3_env, s3_bucket) == []  # and no parts left behind
+    # The same put with the right bytes then succeeds.
+    ok = await target.put_stream(rec, "f.bin", lambda: stream(good), size, md5(good))
+    assert ok.matches(size, md5(good))
+
+
+async def test_stream_failing_midway_aborts_its_upload(target: S3Target, s3_env: S3Server, s3_bucket: str) -> None:
+    rec = await target.create("81009", {})
+    good = os.urandom(16 * MiB)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield good[: 11 * MiB]
+        raise ConnectionResetError("source went away")
+
+    with pytest.raises(ConnectionResetError):
+        await target.put_stream(rec, "f.bin", broken, len(good), md5(good))
+    assert objects(s3_env, s3_bucket) == {} and uploads(s3_env, s3_bucket) == []
+
+
+async def test_abandoned_uploads_of_the_record_are_aborted_next_run(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    admin = s3_env.sync_client()
+    ours = admin.create_multipart_upload(Bucket=s3_bucket, Key="pfx/81009/big.root/content")["UploadId"]
+    admin.upload_part(Bucket=s3_bucket, Key="pfx/81009/big.root/content", UploadId=ours, PartNumber=1, Body=b"x" * 100)
+    admin.create_multipart_upload(Bucket=s3_bucket, Key="pfx/99999/other/content")  # another record's
+    fresh = S3Target(target.name, target.options)  # made after the uploads: they are from "earlier"
+    try:
+        rec = await fresh.create("81009", {})
+        (tmp_path / "s").write_bytes(b"s")
+        await fresh.put_file(rec, "small", tmp_path / "s", 1, md5(b"s"))
+    finally:
+        await fresh.aclose()
+    assert uploads(s3_env, s3_bucket) == ["pfx/99999/other/content"]
+
+
+async def test_head_403_is_an_error_and_nothing_is_overwritten(
+    seaweed_s3: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The writer may PUT but not HEAD: the target must stop, not take the object as absent."""
+    bucket = seaweed_s3.make_bucket()
+    seaweed_s3.sync_client().put_object(Bucket=bucket, Key="pfx/81009/a.txt/content", Body=b"precious")
+    assert seaweed_s3.writer is not None
+    for name, value in seaweed_s3.env(seaweed_s3.writer).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    target = make_target(s3_config(seaweed_s3, bucket), Limits(), token=None, limiter=None)
+    (tmp_path / "a").write_bytes(b"other bytes")
+    rec = RemoteRecord(id="81009", recid="81009", state="open")
+    try:
+        with pytest.raises(AuthError) as info:
+            await target.put_file(rec, "a.txt", tmp_path / "a", 11, md5(b"other bytes"))
+        assert info.value.recid == "81009"
+    finally:
+        await target.aclose()
+    body = seaweed_s3.sync_client().get_object(Bucket=bucket, Key="pfx/81009/a.txt/content")["Body"].read()
+    assert body == b"precious"
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def test_config_errors_name_the_key(moto_s3: S3Server) -> None:
+    cases: dict[str, dict[str, Any]] = {
+        "targets.s3test.layout": {"layout": "flat"},
+        "targets.s3test.bogus": {"bogus": 1},
+        "targets.s3test.parts_in_flight": {"parts_in_flight": "4"},
+    }
+    for where, options in cases.items():
+        with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+            make_target(s3_config(moto_s3, "bkt", **options), Limits(), token=None, limiter=None)
+    bad_url = TargetConfig(name="s3test", type="s3", url="s3:/bkt")
+    with pytest.raises(ConfigError, match=r"targets\.s3test\.url"):
+        make_target(bad_url, Limits(), token=None, limiter=None)
+
+
+def test_profile_names_the_aws_profile() -> None:
+    cfg = TargetConfig(name="cpg", type="s3", url="s3://bkt/p", profile="cpg")
+    target = make_target(cfg, Limits(), token=None, limiter=None)
+    assert isinstance(target, S3Target) and target.options.settings.profile == "cpg"
+    default = make_target(TargetConfig(name="x", type="s3", url="s3://bkt/p"), Limits(), token=None, limiter=None)
+    assert isinstance(default, S3Target) and default.options.settings.profile is None
+
+
+def test_part_size_fits_ten_thousand_parts() -> None:
+    from upload.targets.s3_client import At
+    from upload.targets.s3_upload import plan_upload
+
+    assert not plan_upload(10, threshold=6 * MiB, part_size=5 * MiB, where=At()).multipart
+    plan = plan_upload(49 * 10**9, threshold=6 * MiB, part_size=5 * MiB, where=At())
+    assert plan.multipart and plan.parts <= 10_000 and plan.part_size % MiB == 0 and plan.part_size >= 5 * MiB
+    tiny_parts = plan_upload(100 * MiB, threshold=1, part_size=1, where=At())
+    assert tiny_parts.part_size == 5 * MiB and tiny_parts.parts == 20

@@ -1,0 +1,429 @@
+"""The S3 target (``type = "s3"``): records as prefixes of one bucket, files as objects.
+
+    [targets.cpg]
+    type = "s3"
+    url = "s3://cellpainting-gallery/cpg0042/publication_data/jump_rr"
+    endpoint_url = "https://s3.example.org"   # optional; else the standard AWS settings
+    profile = "cpg"                           # optional AWS profile (or aws_profile = ...)
+    layout = "versioned"                      # versioned | plain
+
+Layouts: ``versioned`` puts file ``key`` of record ``R`` at ``<prefix>/R/<key>/content``
+(an immutable copy per version; ``<prefix>/latest/<key>/content`` is the moving pointer
+the mirror maintains by server-side copy); ``plain`` at ``<prefix>/<key>`` (directory
+pushes). S3 has no drafts, no publishing and no metadata documents; a record is "open".
+
+Idempotency by content: each object carries the md5 of its bytes (verified before the
+object was completed), the expected checksum it was sent with, its size and the source
+record id as user metadata. A put whose object already has the same size and checksum
+is skipped; a different one is replaced. Our unfinished multipart uploads under a
+record are aborted the first time this run touches that record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
+from ferry.core.config import Limits, Secret, TargetConfig
+from ferry.core.errors import AuthError, ConfigError, InputError, UnsafePathError, VerificationError
+from upload.targets.base import (
+    Abilities,
+    NotSupported,
+    Progress,
+    PublishOutcome,
+    RemoteFile,
+    RemoteRecord,
+    RequestLimiter,
+    TargetLimits,
+    TransferType,
+)
+from upload.targets.s3_client import At, ObjectInfo, S3Client, S3Location, S3Settings
+from upload.targets.s3_upload import aclose, file_chunks, plan_upload, send_object
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["versioned", "plain"]
+LATEST = "latest"  # the moving pointer's folder in the versioned layout
+CONTENT = "content"  # last path segment of a versioned object (as Zenodo's download URLs)
+META = "ferry-"  # our user-metadata prefix: ferry-md5, ferry-size, ferry-record, ferry-<alg>
+# The JUMP mirror script stored the Zenodo md5 under this name: objects it wrote are
+# recognised, so switching to ferry does not upload them again.
+FOREIGN_MD5 = ("zenodo-md5",)
+HEADS_IN_FLIGHT = 16
+
+_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "endpoint_url": str,
+    "region": str,
+    "aws_profile": str,
+    "layout": str,
+    "parts_in_flight": int,
+    "connections": int,
+    "read_timeout": (int, float),
+    "connect_timeout": (int, float),
+    "attempts": int,
+    "addressing_style": str,
+    "verify_etag": bool,
+}
+_DEFAULT_PROFILE = next(f.default for f in dataclasses.fields(TargetConfig) if f.name == "profile")
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Options:
+    location: S3Location
+    settings: S3Settings
+    layout: Layout = "versioned"
+    multipart_threshold: int = 50 * 1024 * 1024
+    part_size: int = 50 * 1024 * 1024
+    parts_in_flight: int = 4
+    verify_etag: bool = True  # single-PUT ETag == md5 and multipart ETag == md5-of-md5s-N
+
+    @classmethod
+    def from_config(cls, config: TargetConfig) -> S3Options:
+        where = f"targets.{config.name}"
+        opts = dict(config.options)
+        for name, value in opts.items():
+            want = _OPTIONS.get(name)
+            if want is None:
+                raise ConfigError(f"{where}.{name}: unknown option for an s3 target (known: {', '.join(_OPTIONS)})")
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{where}.{name} has the wrong type: {value!r}")
+        layout = opts.get("layout", "versioned")
+        if layout not in ("versioned", "plain"):
+            raise ConfigError(f"{where}.layout must be 'versioned' or 'plain', not {layout!r}")
+        style = opts.get("addressing_style", "auto")
+        if style not in ("auto", "path", "virtual"):
+            raise ConfigError(f"{where}.addressing_style must be auto, path or virtual, not {style!r}")
+        # `profile` is the metadata profile for other targets; S3 has none, so there it
+        # names the AWS profile, as in the AWS CLI (aws_profile says the same explicitly).
+        aws_profile = opts.get("aws_profile") or (config.profile if config.profile != _DEFAULT_PROFILE else None)
+        settings = S3Settings(
+            endpoint_url=opts.get("endpoint_url"),
+            profile=aws_profile,
+            region=opts.get("region"),
+            connections=int(opts.get("connections", 16)),
+            connect_timeout=float(opts.get("connect_timeout", 10.0)),
+            read_timeout=float(opts.get("read_timeout", 300.0)),
+            attempts=int(opts.get("attempts", 3)),
+            addressing_style=style,
+        )
+        return cls(
+            location=S3Location.parse(config.url, where=f"{where}.url"),
+            settings=settings,
+            layout=layout,
+            multipart_threshold=config.multipart_threshold,
+            part_size=config.part_size,
+            parts_in_flight=int(opts.get("parts_in_flight", 4)),
+            verify_etag=bool(opts.get("verify_etag", True)),
+        )
+
+
+def _check_key(key: str, recid: str) -> None:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+        raise UnsafePathError(f"file key {key!r} is not a safe relative path", recid=recid, file=key)
+
+
+class S3Target:
+    """``upload.targets.base.Target`` on one S3 bucket and prefix (also Streaming and Copying)."""
+
+    type = "s3"
+    abilities = Abilities(
+        hashes=("md5",),
+        drafts=False,
+        publish=False,
+        versions=False,  # versions are prefixes: a new record id is a new folder
+        multipart=True,
+        server_side_copy=True,
+        streaming_put=True,
+        metadata=False,
+        search=False,
+        sub_paths=True,
+    )
+
+    def __init__(self, name: str, options: S3Options, *, client: S3Client | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.location = options.location
+        # S3's own limits: 5 TiB per object; no per-record file count.
+        self.limits = TargetLimits(max_files=10**9, max_file_size=5 * 1024**4, max_record_size=10**18)
+        self._client = client
+        self._client_lock = asyncio.Lock()
+        self._started = time.time()
+        self._cleanups: dict[str, asyncio.Future[None]] = {}
+        self._opened: set[str] = set()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TargetConfig,
+        limits: Limits | None = None,
+        *,
+        limiter: RequestLimiter | None = None,
+        token: Secret | None = None,
+    ) -> S3Target:
+        # Credentials come from the AWS chain, not a token; S3 rate limits answer SlowDown.
+        return cls(config.name, S3Options.from_config(config))
+
+    def __repr__(self) -> str:
+        return f"S3Target({self.name!r}, {str(self.location)!r}, layout={self.options.layout!r})"
+
+    async def client(self) -> S3Client:
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await S3Client.open(self.options.settings, where=f"target {self.name}")
+        return self._client
+
+    async def aclose(self) -> None:
+        for task in self._cleanups.values():
+            task.cancel()
+        await asyncio.gather(*self._cleanups.values(), return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- where things live -----------------------------------------------------------
+
+    def record_prefix(self, recid: str) -> str:
+        """The folder (with a trailing '/') whose objects are this record's files."""
+        if self.options.layout == "plain":
+            return self.location.key("") + "/" if self.location.prefix else ""
+        if not recid or "/" in recid or recid in (".", "..", LATEST):
+            raise InputError(f"record id {recid!r} cannot name a folder of the versioned layout", recid=recid)
+        return self.location.key(recid) + "/"
+
+    def object_key(self, recid: str, key: str) -> str:
+        _check_key(key, recid)
+        if self.options.layout == "plain":
+            return self.location.key(key)
+        return self.record_prefix(recid) + f"{key}/{CONTENT}"
+
+    def latest_key(self, key: str) -> str:
+        return self.location.key(LATEST, key, CONTENT)
+
+    def file_key(self, recid: str, object_key: str) -> str | None:
+        """The file key an object of this record stands for, or None when it is not one."""
+        base = self.record_prefix(recid)
+        if not object_key.startswith(base):
+            return None
+        rest = object_key[len(base) :]
+        if self.options.layout == "plain":
+            return rest or None
+        suffix = f"/{CONTENT}"
+        return rest[: -len(suffix)] if rest.endswith(suffix) and len(rest) > len(suffix) else None
+
+    def _record(self, recid: str) -> RemoteRecord:
+        return RemoteRecord(
+            id=recid,
+            recid=recid,
+            state="open",
+            links={"self": f"s3://{self.location.bucket}/{self.record_prefix(recid)}"},
+        )
+
+    # --- records: prefixes exist as soon as they hold an object ---------------------
+
+    def plan_file(self, size: int) -> TransferType:
+        plan = plan_upload(
+            size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=At()
+        )
+        return "M" if plan.multipart else "L"
+
+    async def find(self, recid: str, query: str) -> RemoteRecord | None:
+        if self.options.layout == "plain" or recid in self._opened:
+            return self._record(recid)
+        client = await self.client()
+        async for _ in client.list_objects(self.location.bucket, self.record_prefix(recid), at=At(recid)):
+            return self._record(recid)
+        return None
+
+    async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
+        return await self.find(record_id, "")
+
+    async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
+        rec = self._record(recid)  # validates the id; nothing to write until a file comes
+        self._opened.add(recid)
+        return rec
+
+    async def update_metadata(self, rec: RemoteRecord, body: Mapping[str, Any]) -> RemoteRecord:
+        return rec  # no metadata documents on S3
+
+    async def publish(self, rec: RemoteRecord) -> PublishOutcome:
+        raise NotSupported("S3 has no publishing: objects are final when written", recid=rec.recid)
+
+    async def new_version(self, rec: RemoteRecord) -> RemoteRecord:
+        raise NotSupported("S3 versions are record-id folders, not new drafts", recid=rec.recid)
+
+    # --- files -------------------------------------------------------------------------
+
+    def _remote_file(self, key: str, info: ObjectInfo) -> RemoteFile:
+        meta = info.metadata
+        found: dict[str, str] = {}
+        for algorithm in HEX_LENGTHS:
+            value = meta.get(META + algorithm)
+            if value:
+                found[algorithm] = value.lower()
+        if "md5" not in found:
+            foreign = next((meta[k] for k in FOREIGN_MD5 if meta.get(k)), None)
+            if foreign:
+                found["md5"] = foreign.lower()
+            elif len(info.etag) == 32 and "-" not in info.etag and not meta:
+                # Not ours: a single-PUT object's ETag is its md5 (not with SSE-KMS, where a
+                # mismatch only means a needless replacement, never a wrong skip).
+                found["md5"] = info.etag.lower()
+        checksums = tuple(Checksum(a, v) for a, v in sorted(found.items()))
+        return RemoteFile(key=key, size=info.size, checksums=checksums, status="completed")
+
+    async def stat(self, recid: str, key: str) -> RemoteFile | None:
+        """The file as stored, from a HEAD (any failure but 404 raises)."""
+        client = await self.client()
+        info = await client.head(self.location.bucket, self.object_key(recid, key), at=At(recid, key))
+        return None if info is None else self._remote_file(key, info)
+
+    async def list_files(self, rec: RemoteRecord) -> dict[str, RemoteFile]:
+        client = await self.client()
+        keys = []
+        async for obj in client.list_objects(self.location.bucket, self.record_prefix(rec.recid), at=At(rec.recid)):
+            key = self.file_key(rec.recid, obj.key)
+            if key is not None:
+                keys.append(key)
+        heads = asyncio.Semaphore(HEADS_IN_FLIGHT)
+
+        async def one(key: str) -> tuple[str, ObjectInfo | None]:
+            async with heads:
+                return key, await client.head(
+                    self.location.bucket, self.object_key(rec.recid, key), at=At(rec.recid, key)
+                )
+
+        out: dict[str, RemoteFile] = {}
+        for key, info in await asyncio.gather(*(one(k) for k in keys)):
+            if info is None:
+                continue  # deleted between LIST and HEAD
+            if self.options.layout == "plain" and info.metadata.get(META + "record") != rec.recid:
+                continue  # plain prefixes are shared: only our record's objects are its files
+            out[key] = self._remote_file(key, info)
+        return dict(sorted(out.items()))
+
+    async def delete_file(self, rec: RemoteRecord, key: str) -> None:
+        client = await self.client()
+        await client.delete(self.location.bucket, self.object_key(rec.recid, key), at=At(rec.recid, key))
+
+    async def put_file(
+        self,
+        rec: RemoteRecord,
+        key: str,
+        path: Path,
+        size: int,
+        expected: Checksum | None,
+        progress: Progress | None = None,
+    ) -> RemoteFile:
+        at = At(rec.recid, key)
+        if expected is None and size >= self.options.multipart_threshold:
+            # Metadata is fixed when a multipart upload starts, and it must carry the md5:
+            # hash the file first (the only case with a second read).
+            expected = (await asyncio.to_thread(hash_file, str(path), ("md5",))).checksums()["md5"]
+        plan = plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
+        return await self._put(rec, key, lambda: file_chunks(path, plan.part_size or 1), size, expected, progress)
+
+    async def put_stream(
+        self,
+        rec: RemoteRecord,
+        key: str,
+        chunks: Callable[[], Any],
+        size: int,
+        expected: Checksum,
+        progress: Progress | None = None,
+    ) -> RemoteFile:
+        return await self._put(rec, key, chunks, size, expected, progress)
+
+    async def _put(
+        self,
+        rec: RemoteRecord,
+        key: str,
+        chunks: Callable[[], AsyncIterator[bytes]],
+        size: int,
+        expected: Checksum | None,
+        progress: Progress | None,
+    ) -> RemoteFile:
+        at = At(rec.recid, key)
+        bucket, object_key = self.location.bucket, self.object_key(rec.recid, key)
+        client = await self.client()
+        await self._abort_abandoned(rec.recid)
+        if expected is not None:
+            there = await self.stat(rec.recid, key)
+            if there is not None and there.matches(size, expected):
+                return there  # the same bytes are already there
+        plan = plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
+        metadata = {META + "size": str(size), META + "record": rec.recid}
+        if expected is not None:
+            metadata[META + expected.algorithm] = expected.value
+        source = chunks()
+        try:
+            sent = await send_object(
+                client,
+                bucket,
+                object_key,
+                source,
+                size=size,
+                expected=expected,
+                metadata=metadata,
+                md5_key=META + "md5",  # a single PUT knows its md5 before it is sent: stored too
+                plan=plan,
+                parts_in_flight=self.options.parts_in_flight,
+                progress=progress,
+                at=at,
+            )
+        finally:
+            await aclose(source)  # a stream left half read closes its file or connection now
+        self._opened.add(rec.recid)
+        want = expected or sent.checksums["md5"]
+        return await self._verify_stored(rec.recid, key, size, want, sent.etag, sent.expected_etag)
+
+    async def _verify_stored(
+        self, recid: str, key: str, size: int, want: Checksum, etag: str, expected_etag: str
+    ) -> RemoteFile:
+        """Read the object back: size, our checksum metadata and (where kept) the server's ETag."""
+        stored = await self.stat(recid, key)
+        problem = None
+        if stored is None:
+            problem = "the object is not there after its upload"
+        elif not stored.matches(size, want):
+            problem = f"stored as {stored.size} bytes with {stored.checksums}, sent {size} bytes with {want}"
+        elif self.options.verify_etag and etag and etag != expected_etag:
+            problem = f"the server's ETag {etag} is not {expected_etag}, what the bytes sent give"
+        if problem is not None or stored is None:
+            raise VerificationError(problem or "missing", expected=str(want), recid=recid, file=key)
+        return stored
+
+    async def _abort_abandoned(self, recid: str) -> None:
+        """Once per record and run: abort unfinished uploads of this record's keys left by
+        earlier runs (started before this target was made), so no orphan parts are billed.
+        Every put of the record waits for it, so none of this run's uploads is among them."""
+        task = self._cleanups.get(recid)
+        if task is None:
+            task = self._cleanups[recid] = asyncio.ensure_future(self._abort_uploads(recid))
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            self._cleanups.pop(recid, None)  # the next put tries again
+            raise
+
+    async def _abort_uploads(self, recid: str) -> None:
+        client = await self.client()
+        try:
+            found = await client.list_uploads(self.location.bucket, self.record_prefix(recid), at=At(recid))
+        except AuthError as exc:
+            # Listing uploads is a permission of its own (s3:ListBucketMultipartUploads) that
+            # a put-and-get policy may lack; the clean-up is housekeeping, not safety.
+            log.warning("record %s: cannot look for unfinished uploads to abort: %s", recid, exc)
+            return
+        for upload in found:
+            started = upload.initiated.timestamp() if upload.initiated is not None else 0.0
+            if self.file_key(recid, upload.key) is not None and started < self._started:
+                log.info("record %s: aborting unfinished upload of %s from an earlier run", recid, upload.key)
+                await client.abort_multipart(self.location.bucket, upload.key, upload.upload_id, at=At(recid))

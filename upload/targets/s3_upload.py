@@ -1,0 +1,257 @@
+"""Sending one object to S3 from an async byte stream, verified before it exists.
+
+The promise (product.md's failure case): an object is never completed carrying a checksum
+its bytes do not have. So the stream is hashed as it passes (in a worker thread: md5 runs
+at ~750 MB/s on one core and must not stall the event loop), every PUT and part carries
+``Content-MD5`` (the server refuses bytes that changed on the way), and the whole-stream
+size and checksum are compared with the expected ones *before* the single PUT is sent or
+the multipart upload is completed. A short, long or corrupt stream aborts the upload.
+
+Memory is bounded by the parts in flight: at most ``parts_in_flight`` parts being sent
+plus the one being filled, each ``part_size`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry.core.checksums import Checksum, MultiHasher
+from ferry.core.errors import QuotaError, VerificationError
+from upload.targets.base import Progress
+from upload.targets.s3_client import At, S3Client
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB  # S3: every part but the last is at least 5 MiB
+MAX_PART = 5 * 1024 * MiB  # and at most 5 GiB
+MAX_PARTS = 10_000
+MAX_SINGLE_PUT = 5 * 1024 * MiB
+MAX_OBJECT = 5 * 1024 * 1024 * MiB  # 5 TiB
+
+Chunks = Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    multipart: bool
+    part_size: int  # bytes per part (multipart) or the whole size (single PUT)
+    parts: int
+
+
+def plan_upload(size: int, *, threshold: int, part_size: int, where: At) -> Plan:
+    """Single PUT below ``threshold``, else parts of at least ``part_size`` (and 5 MiB),
+    grown so the object fits in 10,000 parts, rounded up to whole MiB."""
+    if size > MAX_OBJECT:
+        raise QuotaError(f"{size} bytes exceed S3's 5 TiB object limit", recid=where.recid, file=where.file)
+    if size < max(threshold, 1) and size <= MAX_SINGLE_PUT:
+        return Plan(False, size, 1)
+    part = max(part_size, MIN_PART, math.ceil(size / MAX_PARTS))
+    part = math.ceil(part / MiB) * MiB
+    part = min(part, MAX_PART)
+    return Plan(True, part, max(1, math.ceil(size / part)))
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def multipart_etag(part_digests: list[bytes]) -> str:
+    """The ETag S3 gives a multipart object: md5 of the parts' binary md5s, ``-N``."""
+    return f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+
+
+async def file_chunks(path: Path, chunk: int) -> AsyncGenerator[bytes, None]:
+    """A file's bytes in ``chunk``-sized reads, each in a worker thread."""
+    fh = await asyncio.to_thread(open, path, "rb", buffering=0)
+    try:
+        while True:
+            data = await asyncio.to_thread(fh.read, chunk)
+            if not data:
+                return
+            yield data
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+async def parts_of(chunks: AsyncIterator[bytes], part_size: int, size: int, at: At) -> AsyncGenerator[bytes, None]:
+    """Re-cut a stream into ``part_size`` pieces (the last one shorter); raises on a long stream."""
+    pending: list[bytes] = []
+    have = 0
+    total = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        total += len(chunk)
+        if total > size:
+            raise VerificationError(
+                f"the stream is longer than the {size} bytes expected",
+                expected=str(size),
+                actual=f">{size}",
+                **at_kw(at),
+            )
+        pending.append(chunk)
+        have += len(chunk)
+        while have >= part_size:
+            joined = pending[0] if len(pending) == 1 else b"".join(pending)
+            yield joined[:part_size]
+            rest = joined[part_size:]
+            pending = [rest] if rest else []
+            have = len(rest)
+    if have:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
+
+
+async def aclose(stream: object) -> None:
+    """Close an async generator (or anything with ``aclose``) that may be left half read."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def at_kw(at: At) -> dict[str, str | None]:
+    return {"recid": at.recid, "file": at.file}
+
+
+def _hash_part(hasher: MultiHasher, data: bytes) -> bytes:
+    """Feed the whole-stream hasher and return the part's own md5 (one thread hop)."""
+    hasher.update(data)
+    return hashlib.md5(data).digest()
+
+
+@dataclass(frozen=True)
+class Sent:
+    etag: str
+    checksums: Mapping[str, Checksum]  # what the bytes hashed to, by algorithm (md5 always)
+    multipart: bool
+    expected_etag: str  # the ETag a conforming server gives these bytes
+
+
+def check_stream(hasher: MultiHasher, size: int, expected: Checksum | None, at: At) -> None:
+    """Raise unless the bytes that passed have ``size`` and ``expected``."""
+    if hasher.size != size:
+        raise VerificationError(
+            f"the stream ended after {hasher.size} of {size} bytes",
+            expected=str(size),
+            actual=str(hasher.size),
+            **at_kw(at),
+        )
+    if expected is not None:
+        actual = hasher.hexdigests()[expected.algorithm]
+        if actual != expected.value:
+            raise VerificationError(
+                f"the bytes hash to {expected.algorithm}:{actual}, not the expected {expected}",
+                expected=str(expected),
+                actual=f"{expected.algorithm}:{actual}",
+                **at_kw(at),
+            )
+
+
+async def send_object(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    size: int,
+    expected: Checksum | None,
+    metadata: Mapping[str, str],
+    md5_key: str | None = None,
+    plan: Plan,
+    parts_in_flight: int,
+    progress: Progress | None,
+    at: At,
+) -> Sent:
+    """Store ``chunks`` as ``key``: one PUT or a multipart upload, verified before it exists.
+
+    ``md5_key``: a single PUT also stores the md5 of its bytes under this metadata name
+    (known before the PUT is sent); a multipart upload's metadata is fixed at its start."""
+    algorithms = ("md5",) if expected is None or expected.algorithm == "md5" else ("md5", expected.algorithm)
+    hasher = MultiHasher(algorithms)
+    if not plan.multipart:
+        whole = parts_of(chunks, max(size, 1), size, at)
+        try:
+            data = b"".join([c async for c in whole])
+        finally:
+            await whole.aclose()
+        digest = await asyncio.to_thread(_hash_part, hasher, data)
+        check_stream(hasher, size, expected, at)  # before anything is written
+        if md5_key is not None:
+            metadata = {**metadata, md5_key: digest.hex()}
+        etag = await client.put(bucket, key, data, content_md5=b64(digest), metadata=metadata, at=at)
+        if progress is not None:
+            progress(len(data))
+        return Sent(etag, hasher.checksums(), False, digest.hex())
+    upload_id = await client.create_multipart(bucket, key, metadata=metadata, at=at)
+    parts = parts_of(chunks, plan.part_size, size, at)
+    try:
+        etags, digests = await _send_parts(
+            client,
+            bucket,
+            key,
+            upload_id,
+            parts,
+            hasher,
+            parts_in_flight,
+            progress,
+            at,
+        )
+        check_stream(hasher, size, expected, at)  # a wrong stream is aborted, never completed
+        etag = await client.complete_multipart(bucket, key, upload_id, list(enumerate(etags, start=1)), at=at)
+    except BaseException:
+        await parts.aclose()
+        # Shielded: a cancelled transfer must still take its parts away with it.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(client.abort_multipart(bucket, key, upload_id, at=at))
+        raise
+    return Sent(etag, hasher.checksums(), True, multipart_etag(digests))
+
+
+async def _send_parts(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: AsyncIterator[bytes],
+    hasher: MultiHasher,
+    in_flight: int,
+    progress: Progress | None,
+    at: At,
+) -> tuple[list[str], list[bytes]]:
+    slots = asyncio.Semaphore(max(1, in_flight))
+    etags: dict[int, str] = {}
+    digests: list[bytes] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def send(number: int, data: bytes, md5: bytes) -> None:
+        try:
+            etags[number] = await client.upload_part(bucket, key, upload_id, number, data, content_md5=b64(md5), at=at)
+            if progress is not None:
+                progress(len(data))
+        finally:
+            slots.release()
+
+    try:
+        number = 0
+        async for data in parts:
+            await slots.acquire()  # the next part is read only when a slot is free
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            number += 1
+            md5 = await asyncio.to_thread(_hash_part, hasher, data)
+            digests.append(md5)
+            tasks.append(asyncio.create_task(send(number, data, md5)))
+            del data
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [etags[n] for n in range(1, len(digests) + 1)], digests
