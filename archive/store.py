@@ -14,29 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from archive.manifest import MANIFEST_NAME, Manifest, parse_manifest
 from ferry.core.checksums import HEX_LENGTHS, Checksum, choose_hash, new_digest
 from ferry.core.config import Config, TargetConfig
 from ferry.core.errors import InputError, TargetError
 from upload.targets import make_target
-from upload.targets.base import RecordLister, RemoteFile, RemoteRecord, Target
+from upload.targets.base import FileReader, RecordLister, RemoteFile, RemoteRecord, Target
 
 # URL scheme -> target type, for ARCHIVE given as a URL rather than a configured name.
 SCHEMES = {"s3": "s3", "file": "local"}
 MAX_MANIFEST_BYTES = 1 << 30  # a manifest of ~10 million files; anything bigger is not one
-
-
-@runtime_checkable
-class FileReader(Protocol):
-    """A target that streams a stored file back (archive downloads need it)."""
-
-    def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
-        """The stored bytes of ``key`` from byte ``start`` on, in chunks (closed with ``aclose``)."""
-        ...
 
 
 def check_name(kind: str, value: str) -> str:

@@ -21,7 +21,7 @@ the metadata profile's business: the pipeline passes its query string (e.g.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -275,3 +275,13 @@ class ClaimingTarget(Protocol):
     async def discard(self, rec: RemoteRecord) -> None:
         """Delete a draft that was never published (a lost claim); a missing one is no error."""
         ...
+
+
+@runtime_checkable
+class FileReader(Protocol):
+    """A target that streams a stored file back (archive downloads, S3 as a source)."""
+
+    def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """The stored bytes of ``key`` from byte ``start`` on, in chunks (closed with ``aclose``)."""
+        ...
+
