@@ -127,6 +127,35 @@ def check_new_metadata(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {"publication_date": date.today().isoformat(), **fields}
 
 
+def zenodo_document(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Zenodo's deposit metadata: the fields as they are (the flags speak its dialect)."""
+    return {"metadata": dict(fields)}
+
+
+def rdm_document(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The same fields as an InvenioRDM/NRP draft body (``resource_type``, ``person_or_org``)."""
+    metadata: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("upload_type", "creators")}
+    if fields.get("upload_type"):
+        metadata["resource_type"] = {"id": fields["upload_type"]}
+    people = []
+    for creator in fields.get("creators") or []:
+        family, _, given = str(creator.get("name", "")).partition(",")
+        people.append(
+            {"person_or_org": {"type": "personal", "family_name": family.strip(), "given_name": given.strip()}}
+        )
+    if people:
+        metadata["creators"] = people
+    return {"access": {"record": "public", "files": "public"}, "files": {"enabled": True}, "metadata": metadata}
+
+
+# The push's metadata flags in each profile's dialect (by the target's profile name).
+DIALECTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "zenodo": zenodo_document,
+    "inveniordm": rdm_document,
+    "nrp-particles": rdm_document,
+}
+
+
 class Pusher:
     """One push of a directory into one record of ``target``."""
 
@@ -138,8 +167,13 @@ class Pusher:
         stats: StatsWriter,
         ledger: Ledger | None,
         marker_suffix: str,
+        profile: str = "zenodo",
         on_plan: Callable[[str], None] = print,
     ) -> None:
+        try:
+            self.document = DIALECTS[profile]
+        except KeyError:
+            raise InputError(f"ferry push has no metadata dialect for profile {profile!r}") from None
         self.target, self.opts, self.stats, self.ledger = target, opts, stats, ledger
         self.name = opts.directory.resolve().name or "push"
         self.marker_suffix = marker_suffix
@@ -162,7 +196,7 @@ class Pusher:
         known_id = self._ledger_id()
         new_body = None
         if opts.deposition is None and known_id is None:
-            new_body = {"metadata": check_new_metadata(fields)}
+            new_body = self.document(check_new_metadata(fields))
         hashes = await self._hash(files)
         event = self.stats.open("record", self.name, file_count=len(files), bytes=sum(f.size for f in files))
         try:
@@ -212,7 +246,7 @@ class Pusher:
         if wanted and rec is None:
             if opts.deposition:
                 raise InputError(f"--deposition {opts.deposition}: the target has no such record (or not yours)")
-            new_body = {"metadata": check_new_metadata(fields)}  # the remembered one is gone
+            new_body = self.document(check_new_metadata(fields))  # the remembered one is gone
         if rec is None and new_body is not None:
             rec = await self._find_lost_create(new_body)
         if rec is None:
@@ -242,7 +276,17 @@ class Pusher:
         if not fields or not self.target.abilities.metadata:
             return rec
         if not isinstance(self.target, MetadataReader):
-            raise InputError(f"target {self.target.name} cannot read a record's metadata to override fields of it")
+            # Nothing to merge with: the fields must make a whole document, sent as it is.
+            missing = [k for k in REQUIRED if fields.get(k) in (None, "", [])]
+            if missing:
+                raise InputError(
+                    f"target {self.target.name} cannot read a record's metadata to override some fields of it: "
+                    f"give all of {', '.join(REQUIRED)} (missing: {', '.join(missing)})"
+                )
+            self.plan("  metadata: replaced (this target's current metadata cannot be read to compare)")
+            if self.opts.dry_run:
+                return rec
+            return await self.target.update_metadata(rec, self.document(check_new_metadata(fields)))
         current = await self.target.read_metadata(rec)
         merged = {**current.get("metadata", {}), **fields}
         merged.setdefault("publication_date", date.today().isoformat())

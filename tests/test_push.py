@@ -278,3 +278,24 @@ def test_killed_push_run_again_makes_no_twin_and_sends_nothing_twice(tmp_path: P
     assert len(item["files"]) == 30
     sent = puts(zenodo)
     assert sorted(sent) == sorted(set(sent))  # every file completed exactly once
+
+
+def test_the_same_push_into_an_invenio_draft(
+    tmp_path: Path, repository: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "repo.token"
+    token.write_text(repository.token)
+    config = tmp_path / "invenio.toml"
+    config.write_text(
+        f'[targets.zen]\ntype = "invenio"\nurl = "{repository.url}"\ntoken_file = "{token}"\n'
+        'profile = "inveniordm"\nrequests_per_minute = 6000\nrequests_per_hour = 100000\n'
+    )
+    d = make_dir(tmp_path, {"a.bin": b"A" * 300, "run1/b.bin": b"B" * 200})  # sub-paths kept: the target has them
+    assert push(config, d, *META) == 0, capsys.readouterr().err
+    assert "2 sent" in capsys.readouterr().out  # run1/b.bin kept its sub-path as key
+    n = len(repository.requests_log())
+    # Again: no file is sent (this target's metadata cannot be read, so the document is).
+    assert push(config, d, *META) == 0, capsys.readouterr().err
+    again = [f"{r['method']} {r['path']}" for r in repository.requests_log()[n:] if r["method"] not in ("GET", "HEAD")]
+    assert again and all("/files" not in w for w in again), again
+    assert "2 already there" in capsys.readouterr().out

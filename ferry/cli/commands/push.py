@@ -113,7 +113,9 @@ async def _run(opts: PushOptions, config: Config, args: argparse.Namespace) -> P
         ledger = Ledger.open(path, target=tcfg.name)
     run_event = stats.open("run", reason=f"push {opts.directory} --select {opts.select}", target=tcfg.name)
     try:
-        pusher = Pusher(target, opts, stats=stats, ledger=ledger, marker_suffix=marker_suffix(tcfg.type))
+        pusher = Pusher(
+            target, opts, stats=stats, ledger=ledger, marker_suffix=marker_suffix(tcfg.type), profile=tcfg.profile
+        )
         result = await pusher.run()
         run_event.close("dry-run" if opts.dry_run else ("ok" if result.ok else "failed"))
         return result
