@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,18 @@ DEFAULT_CONFIG_NAME = "ferry.toml"
 # Defaults of a [targets.X] section that depend on its type, for keys the file does not
 # set: the TargetConfig field defaults are InvenioRDM/NRP's. Zenodo publishes its own
 # limits (100 requests/min and 5000/h; 100 files and 50 GB per record) and has its profile.
-TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "zenodo": {
-        "profile": "zenodo",
-        "requests_per_minute": 100,
-        "requests_per_hour": 5000,
-        "max_files_per_record": 100,
-        "max_file_size": 50 * 10**9,
-        "max_record_size": 50 * 10**9,
-    },
-}
+# Defaults per target type (Zenodo's rate limits and quotas differ from InvenioRDM's),
+# applied under the keys a [targets.X] section sets. The target registry declares them
+# (``upload.targets``) and installs its lookup here: the core names no target type.
+_DEFAULTS_LOOKUP: list[Callable[[str], Mapping[str, Any]]] = []
+
+
+def set_type_defaults(lookup: Callable[[str], Mapping[str, Any]]) -> None:
+    _DEFAULTS_LOOKUP[:] = [lookup]
+
+
+def _type_defaults(type_name: str) -> Mapping[str, Any]:
+    return _DEFAULTS_LOOKUP[0](type_name) if _DEFAULTS_LOOKUP else {}
 
 
 class Secret:
@@ -323,7 +325,7 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
 def _target_section(targets: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A target's section with its type's defaults under the keys the file sets."""
     section = _table(targets, name, "targets.")
-    return {**TYPE_DEFAULTS.get(str(section.get("type")), {}), **section}
+    return {**_type_defaults(str(section.get("type"))), **section}
 
 
 def config_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> Config:

@@ -10,8 +10,9 @@ missing one is a ``ConfigError`` with the install hint instead of an ImportError
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ferry.core.errors import ConfigError
 
@@ -22,6 +23,7 @@ T = TypeVar("T")
 class Entry:
     path: str  # "package.module:Attr"
     hint: str | None  # what to install when the import fails, e.g. "pip install 'dataferry[s3]'"
+    defaults: Mapping[str, Any]  # configuration defaults this implementation wants (no import needed)
 
 
 class Registry(Generic[T]):
@@ -32,12 +34,19 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry] = {}
         self._loaded: dict[str, T] = {}
 
-    def register(self, name: str, path: str, *, hint: str | None = None) -> None:
+    def register(
+        self, name: str, path: str, *, hint: str | None = None, defaults: Mapping[str, Any] | None = None
+    ) -> None:
         """Declare ``name`` as ``package.module:Attr`` (replacing an earlier declaration)."""
         if ":" not in path:
             raise ValueError(f"registry path {path!r} must be 'package.module:Attr'")
-        self._entries[name] = Entry(path, hint)
+        self._entries[name] = Entry(path, hint, dict(defaults or {}))
         self._loaded.pop(name, None)
+
+    def defaults(self, name: str) -> Mapping[str, Any]:
+        """The configuration defaults declared with ``name`` ({} for an unknown name)."""
+        entry = self._entries.get(name)
+        return entry.defaults if entry is not None else {}
 
     def names(self) -> list[str]:
         return sorted(self._entries)

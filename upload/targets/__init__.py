@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from ferry.core.config import set_type_defaults
 from ferry.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -29,9 +30,19 @@ class TargetFactory(Protocol):
 
 TARGETS: Registry[TargetFactory] = Registry("target type")
 TARGETS.register("invenio", "upload.targets.invenio:InvenioTarget")
-TARGETS.register("zenodo", "upload.targets.zenodo:ZenodoTarget")
+# Zenodo's documented limits: 100 requests/min and 5000/h, 100 files and 50 GB per deposition.
+ZENODO_DEFAULTS = {
+    "profile": "zenodo",
+    "requests_per_minute": 100,
+    "requests_per_hour": 5000,
+    "max_files_per_record": 100,
+    "max_file_size": 50 * 10**9,
+    "max_record_size": 50 * 10**9,
+}
+TARGETS.register("zenodo", "upload.targets.zenodo:ZenodoTarget", defaults=ZENODO_DEFAULTS)
 TARGETS.register("s3", "upload.targets.s3:S3Target", hint="pip install 'dataferry[s3]'")
 TARGETS.register("local", "upload.targets.local:LocalTarget")
+set_type_defaults(TARGETS.defaults)  # config sections get their type's defaults at load
 
 
 def make_target(

@@ -21,8 +21,9 @@ raised (``maybe_applied``), and the pipeline searches patiently before it create
 (``pipeline.job.RecordJob._create``); its ledger keeps the deposition id once known, so
 later runs read it directly (``get``) instead of searching.
 
-Limits (100 files, 50 GB per deposition) come from the config (``TYPE_DEFAULTS``): the
-pipeline refuses a plan over them before any write; rate defaults are 100/min, 5000/h.
+Limits (100 files, 50 GB per deposition) come from the config (the type's defaults,
+``upload.targets.ZENODO_DEFAULTS``): the pipeline refuses a plan over them before any
+write; rate defaults are 100/min, 5000/h.
 """
 
 from __future__ import annotations
