@@ -1,4 +1,4 @@
-"""`ferry download`: fetch CERN Open Data records, verified, resumable, into DEST/<recid>/."""
+"""`ferry download`: fetch records (CERN Open Data, Zenodo, a folder), verified, resumable, into DEST/<recid>/."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import argparse
 import asyncio
 import dataclasses
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from download.base import Source
 from download.engine import Downloader, RecordResult, download_records, retry_policy
+from download.sources import SourceDeps, open_source, split_spec
 from download.sources.cernopendata import PortalSource, RecordsFileSource
 from download.transport import PROTOCOLS, Transport
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
+from ferry.core.model import Record
 from ferry.progress import Progress, display_options, human_bytes
 from stats.events import StatsWriter
 
@@ -38,6 +41,11 @@ format, a JSON array of records, or a master cache); in such files, index files
 (type index.json/index.txt) are fetched and expanded. Without RECIDs, --records
 downloads every record in the files.
 
+Other sources are named by a spec instead of a recid: zenodo:ID (a published Zenodo
+record; [source.zenodo] url), zenodo:concept:ID (the latest version of a concept),
+dir:PATH or a path starting with /, ./, ../ or ~ (a folder's files as one record, named
+after the folder). Their files land in DEST/<record id>/<key> like a CERN record's.
+
 Exit status: 0 when every file asked for was verified; 1 when some record or file failed
 (each named on its own line on stderr; the other records still complete); 2 for bad usage
 or input.
@@ -48,6 +56,8 @@ examples:
   ferry download 80509 81045 --dest data
   ferry download 80509 --protocol https --jobs 4 --stats-dir stats
   ferry download --records records.json --dry-run
+  ferry download zenodo:123456 zenodo:concept:123455 --dest data
+  ferry download ./results --dest backup
 
 dry run: resolves the records (reading index files if needed) and prints what would be
 fetched, resumed, checked or skipped; it writes nothing at all, except stats events when
@@ -68,7 +78,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "recids", nargs="*", metavar="RECID", help="record ids (default with --records: all in the files)"
+        "recids",
+        nargs="*",
+        metavar="SPEC",
+        help="CERN recids, zenodo:ID, zenodo:concept:ID, dir:PATH or a path (default with --records: all in the files)",
     )
     parser.add_argument("--portal", metavar="URL", help="portal base URL for the record API (default: from config)")
     parser.add_argument(
@@ -127,6 +140,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         )
         recids = args.recids
     recids = list(dict.fromkeys(str(r).strip() for r in recids))
+    if args.recids:  # specs named on the command line (recids read from --records files are CERN's)
+        source, recids = by_spec(source, recids, SourceDeps(config=config, limits=limits, transport=transport))
     stats = StatsWriter(args.stats_dir)
     try:
         results = asyncio.run(_run(args, limits, transport, source, recids, stats))
@@ -162,6 +177,36 @@ async def _run(
     failed = sum(not r.ok for r in results)
     run_event.close("failed" if failed else ("dry-run" if args.dry_run else "ok"), file_count=len(recids))
     return results
+
+
+class SpecSource:
+    """Resolves each spec with the source its registry name opens (``download.sources``)."""
+
+    def __init__(self, sources: Mapping[str, Source]) -> None:
+        self.sources = dict(sources)
+
+    async def resolve(self, recid: str) -> Record:
+        name, ident = split_spec(recid)
+        return await self.sources[name].resolve(ident)
+
+    async def close(self) -> None:
+        for source in self.sources.values():
+            await source.close()
+
+
+def by_spec(cern: Source, specs: list[str], deps: SourceDeps) -> tuple[Source, list[str]]:
+    """The source for ``specs`` (bad ones refused, naming them, before anything starts) and
+    the specs as the engine names them until resolved: a folder by its absolute path, since
+    a relative one may climb out of DEST."""
+    names = {spec: split_spec(spec) for spec in specs}
+    if all(name == "cernopendata" for name, _ in names.values()):
+        return cern, specs  # CERN recids only: exactly as before
+    sources: dict[str, Source] = {"cernopendata": cern}
+    for name, _ in names.values():
+        if name not in sources:
+            sources[name] = open_source(name, deps)
+    shown = [f"dir:{Path(i).expanduser().resolve()}" if n == "dir" else s for s, (n, i) in names.items()]
+    return SpecSource(sources), shown
 
 
 def report(results: list[RecordResult], *, dry_run: bool) -> int:
