@@ -41,6 +41,8 @@ COMMANDS = (
     "verify",
     "archive",
     "push",
+    "config",
+    "completion",
 )
 
 log = logging.getLogger("ferry")
