@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from download.base import Source
 from download.engine import Downloader
@@ -24,7 +25,7 @@ from ferry.core.errors import ConfigError, DownloadFailed, InputError
 from ferry.core.logs import register_secret
 from ferry.core.model import Record
 from ferry.progress import ProgressSink
-from metadata.base import get_profile
+from metadata.base import FieldIssue, Profile, get_profile
 from pipeline.job import Fetch, PipelineContext, UploadProgress
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, RateLimiter
@@ -52,6 +53,7 @@ class RunOptions:
     yes: bool = False
     run_id: str | None = None
     summary: bool = False  # write the run summary row when the stats close (bulk runs)
+    source: str = "cernopendata"  # the SOURCES name the record ids belong to (download.sources.split_spec)
 
 
 def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None) -> Target:
@@ -66,6 +68,23 @@ def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = No
         register_secret(token.reveal())
     limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
     return targets.make_target(tcfg, limits, token=token, limiter=limiter)
+
+
+class NoDocument:
+    """The profile of a target without metadata documents (``abilities.metadata`` False):
+    nothing is sent, so any source's record passes (a folder or a Zenodo record has no
+    CERN metadata to transform)."""
+
+    name = "none"
+
+    def transform(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def validate(self, body: Mapping[str, Any]) -> list[FieldIssue]:
+        return []
+
+    def find_query(self, recid: str) -> str:
+        return recid
 
 
 def confirm_production(tcfg: TargetConfig, *, yes: bool, dry_run: bool) -> None:
@@ -142,14 +161,16 @@ async def open_run(
     transport = Transport.create(
         protocol, https_base=opts.https_base or portal, limits=limits, verify_tls=config.source.verify_tls
     )
-    profile = get_profile(tcfg.profile)
+    profile: Profile = get_profile(tcfg.profile)
     # The token is read here, once per run (a missing or empty token file is a ConfigError
     # naming the target, before anything starts), and handed to the target and the stats.
     token = tcfg.token()
     stats = StatsWriter(opts.stats_dir, opts.run_id, redact=(token.reveal(),) if token else (), summary=opts.summary)
-    source = make_source(config, opts, transport, limits)
+    source = make_source(config, opts, transport, limits, opts.source)
     downloader = Downloader(transport, limits=limits, stats=stats, progress=progress)
     target = make_target(tcfg, limits, token=token)
+    if not target.abilities.metadata:
+        profile = NoDocument()
     ledger = None
     if not opts.dry_run:
         ledger_path = opts.ledger or (opts.dest / ".ferry" / f"ledger-{tcfg.name}.sqlite")
