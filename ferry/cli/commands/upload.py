@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from download.sources import split_spec
 from ferry.core.config import Config, Limits
 from ferry.core.errors import FerryError
 from ferry.progress import BulkProgress, display_options
@@ -33,6 +34,8 @@ EPILOG = """\
 examples:
   ferry upload 80509 --target nrp-test --dry-run
   ferry upload 80509 --target nrp-test --dest data --stats-dir stats --publish
+  ferry upload zenodo:123456 --target nrp-test
+  ferry upload ./results --target nrp-test       (a folder: dir:PATH or a path)
 
 the target comes from the config file ([targets.NAME]: type, url, token_file or token_env,
 profile, model, community, publish, requests_per_minute, requests_per_hour, ...).
@@ -73,7 +76,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("recid", metavar="RECID", help="the source record id")
+    parser.add_argument(
+        "recid",
+        metavar="SPEC",
+        help="the source record: a CERN recid, zenodo:ID, zenodo:concept:ID, dir:PATH or a path",
+    )
     add_run_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -93,6 +100,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         delete_staged=args.delete_staged,
         ledger=Path(args.ledger) if args.ledger else None,
         yes=args.yes,
+        source=split_spec(args.recid)[0] if getattr(args, "recid", None) else "cernopendata",
     )
 
 
@@ -109,7 +117,7 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits) -> Reco
     async with open_run(config, options_from(args), progress=progress, on_plan=print, limits=limits) as ferry_run:
         event = ferry_run.ctx.stats.open("resolve", str(args.recid))
         try:
-            record = await ferry_run.source.resolve(str(args.recid).strip())
+            record = await ferry_run.source.resolve(split_spec(args.recid)[1])
         except FerryError as exc:
             if exc.recid is None:
                 exc.recid = str(args.recid)
