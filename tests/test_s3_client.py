@@ -141,7 +141,7 @@ async def test_client_from_environment_put_head_list_copy_delete(client: S3Clien
     info = await client.head(s3_bucket, "p/81009/a.txt/content")
     assert info is not None and info.size == len(body) and info.metadata == meta and info.etag == etag
     assert await client.head(s3_bucket, "p/81009/missing") is None
-    await client.copy(s3_bucket, "p/81009/a.txt/content", "p/latest/a.txt/content")
+    await client.copy(s3_bucket, "p/81009/a.txt/content", "p/latest/a.txt/content", size=len(body))
     copied = await client.head(s3_bucket, "p/latest/a.txt/content")
     assert copied is not None and copied.metadata == meta and copied.size == len(body)
     keys = [o.key async for o in client.list_objects(s3_bucket, "p/")]

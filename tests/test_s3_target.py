@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -14,12 +15,12 @@ import pytest
 
 from ferry.core.checksums import Checksum
 from ferry.core.config import Limits, TargetConfig
-from ferry.core.errors import AuthError, ConfigError, VerificationError
+from ferry.core.errors import AuthError, ConfigError, InputError, VerificationError
 from ferry.testing.target_suite import TargetBackend, TargetSuite
 from tests.fixtures_s3 import S3Server
 from upload.targets import make_target
 from upload.targets.base import RemoteRecord
-from upload.targets.s3 import S3Target
+from upload.targets.s3 import LATEST, S3Target
 
 MiB = 1024 * 1024
 
@@ -313,3 +314,41 @@ def test_part_size_fits_ten_thousand_parts() -> None:
     assert plan.multipart and plan.parts <= 10_000 and plan.part_size % MiB == 0 and plan.part_size >= 5 * MiB
     tiny_parts = plan_upload(100 * MiB, threshold=1, part_size=1, where=At())
     assert tiny_parts.part_size == 5 * MiB and tiny_parts.parts == 20
+
+
+# --- abilities beyond the Target protocol: copy, read back, list records ------------------
+
+
+async def test_copy_to_latest_keeps_metadata_and_large_copies_go_in_parts(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    rec = await target.create("19835081", {})
+    data = os.urandom(11 * MiB)
+    (tmp_path / "f").write_bytes(data)
+    await target.put_file(rec, "t.parquet", tmp_path / "f", len(data), md5(data))
+    latest = target.latest_record()
+    copied = await target.copy_file(rec, "t.parquet", latest, "t.parquet")
+    assert copied.matches(len(data), md5(data))
+    head = s3_env.sync_client().head_object(Bucket=s3_bucket, Key="pfx/latest/t.parquet/content")
+    assert head["Metadata"]["ferry-record"] == "19835081"
+    # Above the one-request copy limit (5 GB on S3, lowered here) the copy goes in ranges.
+    client = await target.client()
+    etag = await client.copy(
+        s3_bucket,
+        "pfx/19835081/t.parquet/content",
+        "pfx/latest/t2.parquet/content",
+        size=len(data),
+        part_size=5 * MiB,
+        single_limit=5 * MiB,
+    )
+    assert etag.endswith("-3")
+    assert await target.stat(LATEST, "t2.parquet") == dataclasses.replace(copied, key="t2.parquet")
+    assert uploads(s3_env, s3_bucket) == []
+    got = b"".join([c async for c in target.read_file(latest, "t2.parquet", start=len(data) - 10)])
+    assert got == data[-10:]
+    assert await target.list_records() == ["19835081"]  # latest/ is not a record
+
+
+async def test_latest_is_not_a_source_record_id(target: S3Target) -> None:
+    with pytest.raises(InputError, match="latest"):
+        await target.create(LATEST, {})

@@ -22,16 +22,15 @@ record are aborted the first time this run touches that record.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
 from ferry.core.config import Limits, Secret, TargetConfig
-from ferry.core.errors import AuthError, ConfigError, InputError, UnsafePathError, VerificationError
+from ferry.core.errors import AuthError, InputError, TargetNotFound, UnsafePathError, VerificationError
 from upload.targets.base import (
     Abilities,
     NotSupported,
@@ -43,12 +42,12 @@ from upload.targets.base import (
     TargetLimits,
     TransferType,
 )
-from upload.targets.s3_client import At, ObjectInfo, S3Client, S3Location, S3Settings
+from upload.targets.s3_client import At, ObjectInfo, S3Client
+from upload.targets.s3_options import S3Options
 from upload.targets.s3_upload import aclose, file_chunks, plan_upload, send_object
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["versioned", "plain"]
 LATEST = "latest"  # the moving pointer's folder in the versioned layout
 CONTENT = "content"  # last path segment of a versioned object (as Zenodo's download URLs)
 META = "ferry-"  # our user-metadata prefix: ferry-md5, ferry-size, ferry-record, ferry-<alg>
@@ -56,71 +55,6 @@ META = "ferry-"  # our user-metadata prefix: ferry-md5, ferry-size, ferry-record
 # recognised, so switching to ferry does not upload them again.
 FOREIGN_MD5 = ("zenodo-md5",)
 HEADS_IN_FLIGHT = 16
-
-_OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "endpoint_url": str,
-    "region": str,
-    "aws_profile": str,
-    "layout": str,
-    "parts_in_flight": int,
-    "connections": int,
-    "read_timeout": (int, float),
-    "connect_timeout": (int, float),
-    "attempts": int,
-    "addressing_style": str,
-    "verify_etag": bool,
-}
-_DEFAULT_PROFILE = next(f.default for f in dataclasses.fields(TargetConfig) if f.name == "profile")
-
-
-@dataclasses.dataclass(frozen=True)
-class S3Options:
-    location: S3Location
-    settings: S3Settings
-    layout: Layout = "versioned"
-    multipart_threshold: int = 50 * 1024 * 1024
-    part_size: int = 50 * 1024 * 1024
-    parts_in_flight: int = 4
-    verify_etag: bool = True  # single-PUT ETag == md5 and multipart ETag == md5-of-md5s-N
-
-    @classmethod
-    def from_config(cls, config: TargetConfig) -> S3Options:
-        where = f"targets.{config.name}"
-        opts = dict(config.options)
-        for name, value in opts.items():
-            want = _OPTIONS.get(name)
-            if want is None:
-                raise ConfigError(f"{where}.{name}: unknown option for an s3 target (known: {', '.join(_OPTIONS)})")
-            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise ConfigError(f"{where}.{name} has the wrong type: {value!r}")
-        layout = opts.get("layout", "versioned")
-        if layout not in ("versioned", "plain"):
-            raise ConfigError(f"{where}.layout must be 'versioned' or 'plain', not {layout!r}")
-        style = opts.get("addressing_style", "auto")
-        if style not in ("auto", "path", "virtual"):
-            raise ConfigError(f"{where}.addressing_style must be auto, path or virtual, not {style!r}")
-        # `profile` is the metadata profile for other targets; S3 has none, so there it
-        # names the AWS profile, as in the AWS CLI (aws_profile says the same explicitly).
-        aws_profile = opts.get("aws_profile") or (config.profile if config.profile != _DEFAULT_PROFILE else None)
-        settings = S3Settings(
-            endpoint_url=opts.get("endpoint_url"),
-            profile=aws_profile,
-            region=opts.get("region"),
-            connections=int(opts.get("connections", 16)),
-            connect_timeout=float(opts.get("connect_timeout", 10.0)),
-            read_timeout=float(opts.get("read_timeout", 300.0)),
-            attempts=int(opts.get("attempts", 3)),
-            addressing_style=style,
-        )
-        return cls(
-            location=S3Location.parse(config.url, where=f"{where}.url"),
-            settings=settings,
-            layout=layout,
-            multipart_threshold=config.multipart_threshold,
-            part_size=config.part_size,
-            parts_in_flight=int(opts.get("parts_in_flight", 4)),
-            verify_etag=bool(opts.get("verify_etag", True)),
-        )
 
 
 def _check_key(key: str, recid: str) -> None:
@@ -133,23 +67,24 @@ class S3Target:
     """``upload.targets.base.Target`` on one S3 bucket and prefix (also Streaming and Copying)."""
 
     type = "s3"
-    abilities = Abilities(
-        hashes=("md5",),
-        drafts=False,
-        publish=False,
-        versions=False,  # versions are prefixes: a new record id is a new folder
-        multipart=True,
-        server_side_copy=True,
-        streaming_put=True,
-        metadata=False,
-        search=False,
-        sub_paths=True,
-    )
 
     def __init__(self, name: str, options: S3Options, *, client: S3Client | None = None) -> None:
         self.name = name
         self.options = options
         self.location = options.location
+        self.abilities = Abilities(
+            hashes=("md5",),
+            drafts=False,
+            publish=False,
+            versions=False,  # versions are prefixes: a new record id is a new folder
+            multipart=True,
+            server_side_copy=True,
+            streaming_put=True,
+            metadata=False,
+            search=False,
+            sub_paths=True,
+            listing=options.layout == "versioned",  # record-id folders; a plain prefix is one record
+        )
         # S3's own limits: 5 TiB per object; no per-record file count.
         self.limits = TargetLimits(max_files=10**9, max_file_size=5 * 1024**4, max_record_size=10**18)
         self._client = client
@@ -194,9 +129,15 @@ class S3Target:
         """The folder (with a trailing '/') whose objects are this record's files."""
         if self.options.layout == "plain":
             return self.location.key("") + "/" if self.location.prefix else ""
-        if not recid or "/" in recid or recid in (".", "..", LATEST):
+        if not recid or "/" in recid or recid in (".", ".."):
             raise InputError(f"record id {recid!r} cannot name a folder of the versioned layout", recid=recid)
         return self.location.key(recid) + "/"
+
+    def _source_record(self, recid: str) -> None:
+        """A source record may not be called ``latest``: that folder is the moving pointer."""
+        if self.options.layout == "versioned" and recid == LATEST:
+            raise InputError(f"record id {recid!r} is reserved for the latest/ pointer", recid=recid)
+        self.record_prefix(recid)
 
     def object_key(self, recid: str, key: str) -> str:
         _check_key(key, recid)
@@ -204,8 +145,11 @@ class S3Target:
             return self.location.key(key)
         return self.record_prefix(recid) + f"{key}/{CONTENT}"
 
-    def latest_key(self, key: str) -> str:
-        return self.location.key(LATEST, key, CONTENT)
+    def latest_record(self) -> RemoteRecord:
+        """``latest/`` as a record with the id ``latest``: stat, list_files, copy_file's destination."""
+        if self.options.layout != "versioned":
+            raise NotSupported("latest/ exists only in the versioned layout")
+        return self._record(LATEST)
 
     def file_key(self, recid: str, object_key: str) -> str | None:
         """The file key an object of this record stands for, or None when it is not one."""
@@ -235,6 +179,7 @@ class S3Target:
         return "M" if plan.multipart else "L"
 
     async def find(self, recid: str, query: str) -> RemoteRecord | None:
+        self._source_record(recid)
         if self.options.layout == "plain" or recid in self._opened:
             return self._record(recid)
         client = await self.client()
@@ -246,7 +191,8 @@ class S3Target:
         return await self.find(record_id, "")
 
     async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
-        rec = self._record(recid)  # validates the id; nothing to write until a file comes
+        self._source_record(recid)
+        rec = self._record(recid)  # nothing to write until a file comes
         self._opened.add(recid)
         return rec
 
@@ -308,6 +254,42 @@ class S3Target:
                 continue  # plain prefixes are shared: only our record's objects are its files
             out[key] = self._remote_file(key, info)
         return dict(sorted(out.items()))
+
+    async def list_records(self, prefix: str = "") -> list[str]:
+        """Record-id folders of the versioned layout (``latest`` is not one), sorted."""
+        if self.options.layout != "versioned":
+            raise NotSupported("a plain S3 prefix holds one record: nothing to list")
+        client = await self.client()
+        base = self.location.key("") + "/" if self.location.prefix else ""
+        found = await client.list_folders(self.location.bucket, base + prefix, delimiter_base=base)
+        return sorted(r for r in found if r != LATEST)
+
+    async def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """The stored bytes of ``key`` from ``start`` on (FileReader)."""
+        client = await self.client()
+        async for chunk in client.read(
+            self.location.bucket, self.object_key(rec.recid, key), start=start, at=At(rec.recid, key)
+        ):
+            yield chunk
+
+    async def copy_file(self, src: RemoteRecord, key: str, dst: RemoteRecord, dst_key: str) -> RemoteFile:
+        """Server-side copy of a stored file, metadata kept, verified by a HEAD (CopyingTarget)."""
+        at = At(src.recid, key)
+        source = await self.stat(src.recid, key)
+        if source is None:
+            raise TargetNotFound(f"cannot copy {key}: not stored", recid=src.recid, file=key)
+        client = await self.client()
+        dst_object = self.object_key(dst.recid, dst_key)
+        await client.copy(
+            self.location.bucket, self.object_key(src.recid, key), dst_object, size=source.size or 0, at=at
+        )
+        info = await client.head(self.location.bucket, dst_object, at=At(dst.recid, dst_key))
+        copied = None if info is None else self._remote_file(dst_key, info)
+        if copied is None or copied.size != source.size or copied.checksums != source.checksums:
+            raise VerificationError(
+                f"the copy of {key} to {dst_object} is not the same object", recid=src.recid, file=key
+            )
+        return copied
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
         client = await self.client()

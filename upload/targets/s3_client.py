@@ -6,10 +6,9 @@ an explicit ``profile`` (else ``AWS_PROFILE``), the ``AWS_*`` environment includ
 shared config files, and ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (botocore reads
 them) unless ``endpoint_url`` is given. Requests are signed by botocore, never by us.
 
-Every failure leaves this module as a ``ferry.core.errors`` class, made in
-``map_s3_error`` and nowhere else. The rule that matters most: a HEAD answers "absent"
-only on a real 404; a 403, a 500 or a timeout is an error, never "absent", so a refusal
-to read can never make us overwrite what we could not see.
+Every failure leaves this module as a ``ferry.core.errors`` class, made by
+``upload.targets.s3_errors.map_s3_error`` and nowhere else: a HEAD answers "absent" only
+on a real 404; a 403, a 500 or a timeout is an error, never "absent".
 
 Checksums the client sends: ``Content-MD5`` given by the caller on every PUT and part.
 botocore's own CRC32 trailers are turned off (``when_required``): many S3-compatible
@@ -20,29 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
-import botocore.exceptions as bce
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
-from ferry.core.errors import (
-    AuthError,
-    ConfigError,
-    Conflict,
-    FerryError,
-    QuotaError,
-    RateLimited,
-    TargetError,
-    TargetNotFound,
-    TargetUnavailable,
-    VerificationError,
-)
-from ferry.core.retry import server_delay
+from ferry.core.errors import ConfigError, TargetError, TargetNotFound
+from upload.targets.s3_errors import CredentialsExpired, map_s3_error
+
+__all__ = [
+    "At",
+    "CredentialsExpired",
+    "ObjectInfo",
+    "S3Client",
+    "S3Location",
+    "S3Settings",
+    "UploadInfo",
+    "map_s3_error",
+]
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client as RawClient
@@ -50,11 +47,8 @@ else:
     RawClient = Any
 
 AddressingStyle = Literal["auto", "path", "virtual"]
-
-
-class CredentialsExpired(AuthError):
-    """The credentials ran out mid-run (STS/Access Grants session tokens): nothing more can be
-    written until they are renewed. Not retryable; the run stops and a re-run resumes."""
+MAX_COPY = 5 * 1024**3  # S3's limit for a one-request CopyObject
+COPY_PART = 512 * 1024**2  # ranges of a multipart copy (server-side: size hardly matters)
 
 
 @dataclass(frozen=True)
@@ -111,109 +105,6 @@ class UploadInfo:
     key: str
     upload_id: str
     initiated: datetime | None
-
-
-# --- errors ------------------------------------------------------------------------------
-
-_EXPIRED = {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired"}
-_AUTH = {
-    "AccessDenied",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "InvalidToken",
-    "SignatureDoesNotMatch",
-    "AuthorizationHeaderMalformed",
-    "InvalidSecurity",
-    "AccountProblem",
-    "NotSignedUp",
-}
-_NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchBucket", "NoSuchVersion", "404"}
-_SLOW = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
-_TRANSIENT = {"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "OperationAborted"}
-_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "IncompleteBody"}
-_QUOTA = {"EntityTooLarge", "MaxMessageLengthExceeded", "TooManyParts", "QuotaExceeded"}
-_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "BucketAlreadyOwnedByYou", "InvalidObjectState"}
-
-
-def map_s3_error(
-    exc: BaseException,
-    *,
-    what: str,
-    bucket: str | None = None,
-    key: str | None = None,
-    recid: str | None = None,
-    file: str | None = None,
-    write: bool = False,
-) -> FerryError:
-    """The ``ferry.core.errors`` class for anything a client call raised.
-
-    ``what`` names the operation (``HEAD``, ``upload part 3``); ``bucket``/``key`` where;
-    ``recid``/``file`` the record and file it was for. ``write``: the request changes
-    state, so a lost answer is marked ``maybe_applied`` (the caller looks before repeating).
-    Messages carry the server's code and words, never credentials.
-    """
-    if isinstance(exc, FerryError):
-        return exc
-    place = f"s3://{bucket}/{key}" if bucket and key else f"s3://{bucket}" if bucket else "S3"
-    kw: dict[str, Any] = {"recid": recid, "file": file}
-    err: FerryError
-    if isinstance(exc, bce.ClientError):
-        response: Mapping[str, Any] = exc.response or {}
-        error = response.get("Error") or {}
-        meta = response.get("ResponseMetadata") or {}
-        status = int(meta.get("HTTPStatusCode") or 0) or None
-        code = str(error.get("Code") or status or "")
-        text = str(error.get("Message") or "").strip()
-        headers = {str(k).title(): str(v) for k, v in (meta.get("HTTPHeaders") or {}).items()}
-        message = f"{what} {place}: {code}" + (f" ({text})" if text and text != code else "")
-        kw["status"] = status
-        if code in _EXPIRED:
-            err = CredentialsExpired(f"{message}: the credentials have expired; renew them and run again", **kw)
-        elif code in _AUTH or status in (401, 403):
-            err = AuthError(message, **kw)
-        elif code in _SLOW or status == 429:
-            err = RateLimited(message, retry_after=server_delay(headers), status=status)
-            err.recid, err.file = recid, file
-        elif code in _NOT_FOUND or status == 404:
-            err = TargetNotFound(message, **kw)
-        elif code in _DIGEST:
-            err = VerificationError(f"{message}: the bytes sent do not match their checksum", recid=recid, file=file)
-        elif code in _QUOTA or status == 413:
-            err = QuotaError(message, **kw)
-        elif code in _CONFLICT or status in (409, 412):
-            err = Conflict(message, **kw)
-        elif code in _TRANSIENT or (status is not None and status >= 500):
-            err = TargetUnavailable(message, **kw)
-            err.maybe_applied = write
-        elif status == 400 and what == "HEAD" and code == "400":
-            # A HEAD answer has no body, hence no reason: in practice expired or malformed
-            # credentials or a wrong region. Never "absent".
-            err = AuthError(f"{message}: refused without a reason (expired credentials or wrong region?)", **kw)
-        else:
-            err = TargetError(message, **kw)
-    elif isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
-        err = AuthError(f"{what} {place}: no usable AWS credentials ({exc}); set a profile or AWS_* variables", **kw)
-    elif isinstance(exc, bce.ProfileNotFound):
-        err = ConfigError(f"{what} {place}: {exc}")
-    elif isinstance(
-        exc,
-        bce.CredentialRetrievalError | bce.TokenRetrievalError | bce.SSOTokenLoadError | bce.UnauthorizedSSOTokenError,
-    ):
-        err = CredentialsExpired(f"{what} {place}: credentials could not be renewed ({exc}); renew them and run again")
-    elif isinstance(exc, bce.ParamValidationError | bce.InvalidRegionError | bce.NoRegionError):
-        err = ConfigError(f"{what} {place}: {exc}")
-    elif isinstance(exc, bce.HTTPClientError | bce.EndpointConnectionError | bce.ResponseStreamingError):
-        # Connection refused/reset, timeouts (ConnectTimeoutError, ReadTimeoutError are here too).
-        err = TargetUnavailable(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
-        err.maybe_applied = write and not isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError)
-    elif isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
-        err = TargetUnavailable(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
-        err.maybe_applied = write
-    elif isinstance(exc, bce.BotoCoreError):
-        err = TargetError(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
-    else:
-        err = TargetError(f"{what} {place}: unexpected {type(exc).__name__}: {exc}", **kw)
-    return err
 
 
 @dataclass(frozen=True)
@@ -376,13 +267,68 @@ class S3Client:
                         str(o["Key"]), int(o.get("Size") or 0), _etag(o.get("ETag")), {}, o.get("LastModified")
                     )
 
-    async def copy(self, bucket: str, src_key: str, dst_key: str, at: At = NOWHERE) -> str:
-        """Server-side copy keeping the source's metadata (single request: objects up to 5 GB)."""
-        with _mapped("copy", bucket, dst_key, write=True, at=at):
-            r = await self.raw.copy_object(
-                Bucket=bucket, Key=dst_key, CopySource={"Bucket": bucket, "Key": src_key}, MetadataDirective="COPY"
-            )
-        return _etag((r.get("CopyObjectResult") or {}).get("ETag"))
+    async def copy(
+        self,
+        bucket: str,
+        src_key: str,
+        dst_key: str,
+        *,
+        size: int,
+        part_size: int = COPY_PART,
+        single_limit: int = MAX_COPY,
+        at: At = NOWHERE,
+    ) -> str:
+        """Server-side copy keeping the source's metadata; above ``single_limit`` (S3: 5 GB)
+        as a multipart copy of ``part_size`` ranges, aborted if any part fails."""
+        source: Any = {"Bucket": bucket, "Key": src_key}
+        if size <= single_limit:
+            with _mapped("copy", bucket, dst_key, write=True, at=at):
+                r = await self.raw.copy_object(Bucket=bucket, Key=dst_key, CopySource=source, MetadataDirective="COPY")
+            return _etag((r.get("CopyObjectResult") or {}).get("ETag"))
+        head = await self.head(bucket, src_key, at=at)
+        if head is None:
+            raise TargetNotFound(f"copy s3://{bucket}/{src_key}: not found", recid=at.recid, file=at.file)
+        upload_id = await self.create_multipart(bucket, dst_key, metadata=head.metadata, at=at)
+        parts: list[tuple[int, str]] = []
+        try:
+            for number, first in enumerate(range(0, size, part_size), start=1):
+                last = min(size, first + part_size) - 1
+                with _mapped(f"copy part {number}", bucket, dst_key, at=at):
+                    rp = await self.raw.upload_part_copy(
+                        Bucket=bucket,
+                        Key=dst_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={first}-{last}",
+                    )
+                parts.append((number, _etag((rp.get("CopyPartResult") or {}).get("ETag"))))
+            return await self.complete_multipart(bucket, dst_key, upload_id, parts, at=at)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.abort_multipart(bucket, dst_key, upload_id, at=at))
+            raise
+
+    async def list_folders(self, bucket: str, prefix: str, *, delimiter_base: str) -> list[str]:
+        """Names of the "folders" right under ``delimiter_base`` whose names start with the rest of ``prefix``."""
+        out: list[str] = []
+        with _mapped("list folders", bucket, prefix or None):
+            pages = self.raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            async for page in pages:
+                for p in page.get("CommonPrefixes") or []:
+                    out.append(str(p["Prefix"])[len(delimiter_base) :].rstrip("/"))
+        return out
+
+    async def read(
+        self, bucket: str, key: str, *, start: int = 0, chunk: int = 1024 * 1024, at: At = NOWHERE
+    ) -> AsyncGenerator[bytes, None]:
+        """An object's bytes from ``start`` on, in chunks."""
+        extra: dict[str, Any] = {"Range": f"bytes={start}-"} if start else {}
+        with _mapped("GET", bucket, key, at=at):
+            r = await self.raw.get_object(Bucket=bucket, Key=key, **extra)
+            async with r["Body"] as body:
+                while data := await body.read(chunk):
+                    yield data
 
     async def delete(self, bucket: str, key: str, at: At = NOWHERE) -> None:
         """Delete; S3 answers 204 for a missing key too."""

@@ -1,0 +1,78 @@
+"""The ``[targets.NAME]`` options of an S3 target, checked once (unknown or mistyped keys
+are ConfigErrors naming ``targets.NAME.key``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ferry.core.config import TargetConfig
+from ferry.core.errors import ConfigError
+from upload.targets.s3_client import S3Location, S3Settings
+
+Layout = Literal["versioned", "plain"]
+
+_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "endpoint_url": str,
+    "region": str,
+    "aws_profile": str,
+    "layout": str,
+    "parts_in_flight": int,
+    "connections": int,
+    "read_timeout": (int, float),
+    "connect_timeout": (int, float),
+    "attempts": int,
+    "addressing_style": str,
+    "verify_etag": bool,
+}
+_DEFAULT_PROFILE = next(f.default for f in dataclasses.fields(TargetConfig) if f.name == "profile")
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Options:
+    location: S3Location
+    settings: S3Settings
+    layout: Layout = "versioned"
+    multipart_threshold: int = 50 * 1024 * 1024
+    part_size: int = 50 * 1024 * 1024
+    parts_in_flight: int = 4
+    verify_etag: bool = True  # single-PUT ETag == md5 and multipart ETag == md5-of-md5s-N
+
+    @classmethod
+    def from_config(cls, config: TargetConfig) -> S3Options:
+        where = f"targets.{config.name}"
+        opts = dict(config.options)
+        for name, value in opts.items():
+            want = _OPTIONS.get(name)
+            if want is None:
+                raise ConfigError(f"{where}.{name}: unknown option for an s3 target (known: {', '.join(_OPTIONS)})")
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{where}.{name} has the wrong type: {value!r}")
+        layout = opts.get("layout", "versioned")
+        if layout not in ("versioned", "plain"):
+            raise ConfigError(f"{where}.layout must be 'versioned' or 'plain', not {layout!r}")
+        style = opts.get("addressing_style", "auto")
+        if style not in ("auto", "path", "virtual"):
+            raise ConfigError(f"{where}.addressing_style must be auto, path or virtual, not {style!r}")
+        # `profile` is the metadata profile for other targets; S3 has none, so there it
+        # names the AWS profile, as in the AWS CLI (aws_profile says the same explicitly).
+        aws_profile = opts.get("aws_profile") or (config.profile if config.profile != _DEFAULT_PROFILE else None)
+        settings = S3Settings(
+            endpoint_url=opts.get("endpoint_url"),
+            profile=aws_profile,
+            region=opts.get("region"),
+            connections=int(opts.get("connections", 16)),
+            connect_timeout=float(opts.get("connect_timeout", 10.0)),
+            read_timeout=float(opts.get("read_timeout", 300.0)),
+            attempts=int(opts.get("attempts", 3)),
+            addressing_style=style,
+        )
+        return cls(
+            location=S3Location.parse(config.url, where=f"{where}.url"),
+            settings=settings,
+            layout=layout,
+            multipart_threshold=config.multipart_threshold,
+            part_size=config.part_size,
+            parts_in_flight=int(opts.get("parts_in_flight", 4)),
+            verify_etag=bool(opts.get("verify_etag", True)),
+        )
