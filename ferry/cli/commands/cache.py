@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="build and inspect the master cache (recid -> record, files, status flags)",
         description="The master cache is a JSON object keyed by recid: the source record, its resolved "
         "file list (URI, key, size, checksum) and status flags. Bulk runs read it with --cache.",
+        epilog="examples:\n  ferry cache build --experiment DELPHI -o cache.json\n  ferry cache stats cache.json\n"
+        "  ferry cache order cache.json --order size-asc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(func=run)
     actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)

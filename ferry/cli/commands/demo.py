@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="run the whole pipeline on the local sandbox and write stats and figures",
         description=DESCRIPTION,
+        epilog="examples:\n  ferry demo\n  ferry demo --workdir /tmp/demo --recids 80509 81045",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", metavar="DIR", default="demo-out", help="where everything goes (./demo-out)")

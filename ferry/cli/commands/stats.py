@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="summaries and figures of finished (or interrupted) runs",
         description="Analyse stats written by download/upload/bulk runs (--stats-dir).",
+        epilog="examples:\n  ferry stats summary stats/\n  ferry stats figures stats/ -o figs/\n"
+        "  ferry stats report stats/ other-run/ -o report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="stats_command", metavar="ACTION", required=True)
     summary = actions.add_parser(

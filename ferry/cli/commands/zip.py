@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="zip downloaded records into verified bundles (build, repair, update)",
         description="Zip each record folder DEST/RECID into bundles when the policy says so "
         "(more files than the threshold, or small files), or repair/update existing bundles.",
+        epilog="examples:\n  ferry zip 80509 --dest data --dry-run\n  ferry zip 80509 81045 --dest data --threshold 10",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recids", nargs="+", metavar="RECID")
     parser.add_argument("--dest", default="data", help="download folder holding DEST/RECID/ (default ./data)")
