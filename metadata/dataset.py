@@ -102,7 +102,7 @@ class FileFacts:
 class Dataset:
     """One source record, read into target-neutral facts."""
 
-    source: str  # "cernopendata"
+    source: str  # the identifier scheme: "cernopendata", "zenodo", "dir"
     recid: int | None
     raw_recid: str | None
     url: str | None  # the record's page on the source
@@ -135,10 +135,13 @@ class Dataset:
     files: FileFacts
     # Source facts no target has a field for, rendered as headed HTML blocks.
     extras: tuple[Section, ...] = field(default=())
+    version: str | None = None  # the source's version label ("v2"), when it has one
 
     @property
     def identifier(self) -> str | None:
-        return f"{self.source}:{self.recid}" if self.recid else None
+        """``<source>:<id>``: the recid, or the raw id of a source without numbers (a folder)."""
+        ident = str(self.recid) if self.recid else (self.raw_recid if self.source != "cernopendata" else None)
+        return f"{self.source}:{ident}" if ident else None
 
     @property
     def metadata_only(self) -> bool:

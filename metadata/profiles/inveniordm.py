@@ -6,7 +6,8 @@ source names them are additional descriptions; creators are the authors (ORCID a
 person identifier, affiliations by name), the collaboration only without authors; a
 record without files is metadata-only (``files.enabled = false``).
 
-find_query(recid) -> ``metadata.identifiers.identifier:"cernopendata:<recid>"``.
+find_query(recid) -> ``metadata.identifiers.identifier:"cernopendata:<recid>"`` (for records of
+other sources, their key ``zenodo:123`` / ``dir:name`` is the identifier).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from metadata.base import SchemaProfile
 from metadata.dataset import Dataset
 from metadata.profiles import rdm
 from metadata.readers import read
-from metadata.readers.values import normalise_recid
 from metadata.schema import Check, array, edtf, obj, opt, req, string, vocab
 
 # Extras this profile carries in fields of their own (the rest become descriptions).
@@ -47,6 +47,7 @@ def metadata_body(ds: Dataset, *, consumed: frozenset[str] = CONSUMED_EXTRAS) ->
     rdm.put(md, "related_identifiers", rdm.related_identifiers(ds))
     rdm.put(md, "formats", list(ds.files.types))
     rdm.put(md, "sizes", rdm.sizes(ds))
+    rdm.put(md, "version", ds.version)
     return md
 
 
@@ -96,7 +97,8 @@ class InvenioRDMProfile(SchemaProfile):
         return rdm.envelope(metadata_body(ds), ds)
 
     def find_query(self, recid: str) -> str:
-        return f'metadata.identifiers.identifier:"{rdm.IDENTIFIER_PREFIX}{normalise_recid(recid)}"'
+        # "81009" (CERN) or "zenodo:123" / "dir:name" (metadata.readers.record_key)
+        return rdm.find_by_identifier(recid)
 
 
 PROFILE = InvenioRDMProfile()

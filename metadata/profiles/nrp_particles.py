@@ -8,7 +8,8 @@ energy_max, energy_unit}``, GeV; an ``ecms=`` in the abstract wins), ``dataset_t
 (collision / simulated / other), ``number_of_events`` and ``file_types`` (the real
 files' extensions). Field-by-field table: metadata/MAPPING.md.
 
-find_query(recid) -> ``metadata.recid:<recid>``.
+find_query(recid) -> ``metadata.recid:<recid>``; a record of another source (key
+``zenodo:123``, ``dir:name``) carries no ``recid`` and is found by its identifier.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from metadata.energy import UNIT
 from metadata.html import escape
 from metadata.profiles import rdm
 from metadata.profiles.inveniordm import metadata_body
-from metadata.readers import read
-from metadata.readers.values import normalise_recid
+from metadata.readers import IDENTIFIER, read, split_key
 from metadata.schema import FieldIssue, array, edtf, integer, join, number, obj, opt, req, string, vocab
 
 DATASET_TYPES = ("collision", "simulated", "other")
@@ -59,6 +59,21 @@ def _energy_range(value: Mapping[str, Any], path: str, issues: list[FieldIssue])
         issues.append(FieldIssue(join(path, "energy_unit"), "is required with energy_min/energy_max"))
 
 
+def _recid_or_identifier(value: Mapping[str, Any], path: str, issues: list[FieldIssue]) -> None:
+    """A CERN record needs ``recid`` (find_query searches it); a record of another source
+    (``zenodo:<id>``, ``dir:<name>``) its identifier instead."""
+    if value.get("recid") is not None:
+        return
+    idents = value.get("identifiers")
+    found = [
+        e["identifier"]
+        for e in (idents if isinstance(idents, list) else [])
+        if isinstance(e, Mapping) and isinstance(e.get("identifier"), str) and IDENTIFIER.fullmatch(e["identifier"])
+    ]
+    if not found or any(i.startswith(rdm.IDENTIFIER_PREFIX) for i in found):
+        issues.append(FieldIssue(join(path, "recid"), "is required (a record of another source: its identifier)"))
+
+
 COLLISION_INFORMATION = obj(
     {
         "type": opt(string(min_len=1)),
@@ -81,7 +96,7 @@ SCHEMA = obj(
                     "title": req(string(min_len=3)),
                     "additional_titles": opt(rdm.ADDITIONAL_TITLES),
                     "publication_date": req(edtf()),
-                    "recid": req(integer(minimum=1)),
+                    "recid": opt(integer(minimum=1)),  # CERN records only: others have other ids
                     "creators": req(array(rdm.CREATOR, min_items=1)),
                     "contributors": opt(array(rdm.CREATOR)),
                     "publisher": opt(string(min_len=1)),
@@ -100,7 +115,9 @@ SCHEMA = obj(
                     "collision_information": opt(COLLISION_INFORMATION),
                     "dataset_type": req(string(choices=DATASET_TYPES)),
                     "number_of_events": opt(integer(minimum=0)),
-                }
+                    "version": opt(string(min_len=1)),
+                },
+                rules=(_recid_or_identifier,),
             )
         ),
         "access": req(rdm.ACCESS),
@@ -134,7 +151,8 @@ class NRPParticlesProfile(SchemaProfile):
         md.pop("formats", None)
         rdm.put(md, "description", _description(ds))
         rdm.put(md, "additional_descriptions", rdm.additional_descriptions(rest))
-        rdm.put(md, "recid", ds.recid)
+        # Only a CERN recid: a Zenodo record 123 is not CERN record 123 (its identifier says which).
+        rdm.put(md, "recid", ds.recid if ds.source == "cernopendata" else None)
         rdm.put(md, "file_types", list(ds.files.types))
         orgs = [o.name for o in ds.organisations]
         rdm.put(md, "experiment", ds.experiments[0] if ds.experiments else (orgs[0] if orgs else None))
@@ -146,7 +164,10 @@ class NRPParticlesProfile(SchemaProfile):
         return rdm.envelope(md, ds)
 
     def find_query(self, recid: str) -> str:
-        return f"metadata.recid:{normalise_recid(recid)}"
+        scheme, ident = split_key(recid)
+        if scheme == "cernopendata":
+            return f"metadata.recid:{ident}"
+        return rdm.find_by_identifier(recid)
 
 
 PROFILE = NRPParticlesProfile()

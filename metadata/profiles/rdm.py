@@ -14,6 +14,7 @@ from typing import Any
 
 from metadata.dataset import Dataset, Person, Section
 from metadata.html import escape, link_html, list_html
+from metadata.readers import IDENTIFIER, split_key
 from metadata.readers.values import vocabulary
 from metadata.schema import (
     Check,
@@ -29,7 +30,7 @@ from metadata.schema import (
     vocab,
 )
 
-IDENTIFIER_PREFIX = "cernopendata:"  # the alternate identifier that find_query() matches
+IDENTIFIER_PREFIX = "cernopendata:"  # the alternate identifier that find_query() matches (CERN records)
 
 # --- stock vocabularies ------------------------------------------------------------------
 
@@ -390,15 +391,22 @@ FILES = obj({"enabled": req(boolean())})
 
 
 def has_source_identifier(metadata: Mapping[str, Any], path: str, issues: list[FieldIssue]) -> None:
-    """The body must carry ``cernopendata:<recid>``, or a re-run could not find it again."""
+    """The body must carry its source identifier (``cernopendata:<recid>``, ``zenodo:<id>``,
+    ``dir:<name>``: ``metadata.readers.IDENTIFIER``), or a re-run could not find it again."""
     found = False
     idents = metadata.get("identifiers")
     for entry in idents if isinstance(idents, list) else []:
         ident = entry.get("identifier") if isinstance(entry, Mapping) else None
-        if isinstance(ident, str) and re.fullmatch(re.escape(IDENTIFIER_PREFIX) + r"[1-9]\d*", ident):
+        if isinstance(ident, str) and IDENTIFIER.fullmatch(ident):
             found = True
     if not found:
         issues.append(FieldIssue(join(path, "identifiers"), f"needs the source identifier {IDENTIFIER_PREFIX}<recid>"))
+
+
+def find_by_identifier(key: str) -> str:
+    """The ``q=`` matching the identifier of the record with source key ``key`` exactly."""
+    scheme, ident = split_key(key)
+    return f'metadata.identifiers.identifier:"{scheme}:{ident}"'
 
 
 def stock_license_ids() -> frozenset[str]:

@@ -28,18 +28,18 @@ gives the closest honest thing: the source's own record JSON as the one file.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from metadata import readers
 from metadata.base import SchemaProfile
 from metadata.dataset import Dataset, Person
 from metadata.html import escape, link_html
 from metadata.profiles import rdm
-from metadata.readers import read
+from metadata.readers import IDENTIFIER, read, split_key
 from metadata.readers.relations import ZENODO_NAMES
-from metadata.readers.values import normalise_recid, unwrap, vocabulary
+from metadata.readers.values import vocabulary
 from metadata.schema import FieldIssue, array, join, obj, opt, req, string
 
 RECID_KEYWORD = "cernopendata:recid:"
@@ -92,8 +92,9 @@ def keywords(ds: Dataset) -> list[str]:
     words += [ds.type_primary] if ds.type_primary and not ds.type_secondary else []
     words += [ds.energy_text] if ds.energy_text else []
     words += [*ds.categories, *ds.collections, *ds.keywords]
-    if ds.recid:
-        words.append(f"{RECID_KEYWORD}{ds.recid}")
+    if ds.identifier:  # cernopendata:recid:81009, zenodo:recid:123, dir:recid:<name>
+        scheme, _, ident = ds.identifier.partition(":")
+        words.append(f"{scheme}:recid:{ident}")
     seen: set[str] = set()
     out = []
     for w in words:
@@ -167,6 +168,7 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     method = next((s for s in ds.sections if s.key == "methodology"), None)
     rdm.put(md, "method", method.html if method else None)
     rdm.put(md, "notes", _notes(ds))
+    rdm.put(md, "version", ds.version)
     md["language"] = "eng"
     return md
 
@@ -192,7 +194,7 @@ def _publication_type(value: Mapping[str, Any], path: str, issues: list[FieldIss
 def _recid_keyword(value: Mapping[str, Any], path: str, issues: list[FieldIssue]) -> None:
     words = value.get("keywords")
     found = isinstance(words, list) and any(
-        isinstance(w, str) and re.fullmatch(re.escape(RECID_KEYWORD) + r"[1-9]\d*", w) for w in words
+        isinstance(w, str) and IDENTIFIER.fullmatch(w.replace(":recid:", ":", 1)) and ":recid:" in w for w in words
     )
     if not found:
         issues.append(FieldIssue(join(path, "keywords"), f"needs the source keyword {RECID_KEYWORD}<recid>"))
@@ -255,19 +257,18 @@ class ZenodoProfile(SchemaProfile):
         return {"metadata": _metadata(read(record))}
 
     def find_query(self, recid: str) -> str:
-        return f'metadata.subjects.subject:"{RECID_KEYWORD}{normalise_recid(recid)}"'
+        scheme, ident = split_key(recid)  # "81009" (CERN), "zenodo:123", "dir:name"
+        return f'metadata.subjects.subject:"{scheme}:recid:{ident}"'
 
 
 def record_document(record: Any) -> tuple[str, bytes]:
     """The one file of a metadata-only deposition: the source record JSON, as the source gave it.
 
     Zenodo publishes no deposition without a file; this file is the record itself (no
-    invented content), named ``cernopendata-record-<recid>.json``.
+    invented content), named ``cernopendata-record-<recid>.json`` (``zenodo-record-<id>.json``,
+    ``dir-record-<name>.json`` for records of other sources): ``metadata.readers.record_document``.
     """
-    source = unwrap(record)
-    recid = normalise_recid(source.get("recid", ""))
-    data = json.dumps(source, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
-    return f"cernopendata-record-{recid}.json", data
+    return readers.record_document(record)
 
 
 PROFILE = ZenodoProfile()

@@ -1,0 +1,176 @@
+"""Zenodo record -> ``Dataset``.
+
+Reads what ``download.sources.zenodo`` keeps as ``Record.metadata``: the records API's
+answer (``{"id", "recid", "conceptrecid", "doi", "links", "metadata": {...}, "files"}``),
+or the ``metadata`` object alone (a deposition's). With a resolved ``Record`` the file
+facts come from its real files. Never raises on junk inside a record (facts are then
+absent); only input that is not a JSON object at all is an ``InputError``.
+
+Mapped: title, creators (``"Family, Given"``, ORCID, affiliations ``"A; B"``),
+description (sanitised), ``method`` and ``notes`` as sections, ``publication_date``,
+license, keywords and subject terms, related identifiers (Zenodo's relation names, kept
+verbatim beside the DataCite id), version, DOI, resource type; what no neutral field
+holds (concept DOI, access right, communities, dates, other contributors, references,
+grants, identifiers of other schemes) goes into headed extras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ferry.core.errors import InputError
+from metadata.dataset import Dataset, FileFacts, Organisation, Person, Relation, Section
+from metadata.html import escape, link_html, list_html, sanitize
+from metadata.readers.common import file_facts, license_from, listed_pairs, person, resolved_pairs
+from metadata.readers.relations import ZENODO_NAMES
+from metadata.readers.values import dedupe, doi_of, edtf_date, items, mapping, raw_text, recid_of, text, texts
+
+SOURCE = "zenodo"
+PUBLISHER = "Zenodo"
+# Zenodo's resource types -> the neutral kinds (every profile maps each kind to its own type).
+_KINDS = {
+    "dataset": "dataset",
+    "software": "software",
+    "publication": "documentation",
+    "presentation": "documentation",
+    "poster": "documentation",
+    "lesson": "documentation",
+}
+
+
+def _body(record: Any) -> Mapping[str, Any]:
+    """The records API answer from a ``Record`` or a mapping; InputError for anything else."""
+    meta = getattr(record, "metadata", None)
+    if not isinstance(record, Mapping) and isinstance(meta, Mapping):
+        record = meta
+    if not isinstance(record, Mapping):
+        raise InputError(f"a Zenodo record must be a JSON object, not {type(record).__name__}")
+    return record
+
+
+def _relations(md: Mapping[str, Any]) -> tuple[list[Relation], list[str]]:
+    """Related identifiers with a URL or a DOI; the rest (arXiv, ISBN...) as text lines."""
+    out, other = [], []
+    for entry in items(md.get("related_identifiers")):
+        ident, scheme = text(entry.get("identifier")), (text(entry.get("scheme")) or "").lower()
+        name = text(entry.get("relation")) or "references"
+        if not ident:
+            continue
+        # Zenodo's names are DataCite's; the lowercase form is InvenioRDM's id for the same one.
+        relation = name.lower() if name.lower() in ZENODO_NAMES else "references"
+        doi = doi_of(ident) if scheme in ("doi", "") else None
+        url = ident if scheme == "url" or (not scheme and ident.startswith(("http://", "https://"))) else None
+        if doi is None and url is None:
+            other.append(f"{escape(name)}: {escape(ident)} ({escape(scheme or 'no scheme')})")
+            continue
+        out.append(Relation(relation, name, None, url, doi, title=ident, description=text(entry.get("resource_type"))))
+    return out, other
+
+
+def _sections(md: Mapping[str, Any]) -> tuple[Section | None, list[Section]]:
+    description = raw_text(md.get("description"))
+    main = Section("abstract", "Description", sanitize(description)) if description else None
+    rest = []
+    for key, field, heading in (("methodology", "method", "Methodology"), ("note", "notes", "Notes")):
+        value = raw_text(md.get(field))
+        if value:
+            rest.append(Section(key, heading, sanitize(value)))
+    return main, rest
+
+
+def _extras(body: Mapping[str, Any], md: Mapping[str, Any], other_ids: list[str]) -> list[Section]:
+    out = []
+    facts = []
+    if concept := doi_of(body.get("conceptdoi")) or doi_of(md.get("conceptdoi")):
+        facts.append(f"Concept DOI (all versions): {link_html(concept, f'https://doi.org/{concept}')}")
+    if access := text(md.get("access_right")):
+        facts.append(f"Access right: {escape(access)}")
+    communities = [text(c.get("identifier")) or text(c.get("id")) for c in items(md.get("communities"))]
+    if names := [c for c in communities if c]:
+        facts.append(f"Communities: {escape(', '.join(names))}")
+    if language := text(md.get("language")):
+        facts.append(f"Language: {escape(language)}")
+    if facts:
+        out.append(Section("zenodo.record", "Zenodo record", list_html(facts)))
+    dates = []
+    for d in items(md.get("dates")):
+        span = "/".join(v for v in (text(d.get("start")), text(d.get("end"))) if v)
+        if span:
+            note = text(d.get("description"))
+            dates.append(escape(f"{text(d.get('type')) or 'Date'}: {span}" + (f" ({note})" if note else "")))
+    if dates:
+        out.append(Section("dates", "Dates", list_html(dates)))
+    people = []
+    for c in items(md.get("contributors")):
+        if text(c.get("type")) != "ResearchGroup" and (name := text(c.get("name"))):
+            people.append(escape(f"{name} ({text(c.get('type')) or 'contributor'})"))
+    if people:
+        out.append(Section("contributors", "Contributors", list_html(people)))
+    if refs := [escape(r) for r in texts(md.get("references"))]:
+        out.append(Section("references", "References", list_html(refs)))
+    grants = [text(g.get("title")) or text(g.get("id")) or text(g.get("code")) for g in items(md.get("grants"))]
+    if names := [g for g in grants if g]:
+        out.append(Section("grants", "Grants", list_html(escape(g) for g in names)))
+    if other_ids:
+        out.append(Section("related.other", "Related identifiers (other schemes)", list_html(other_ids)))
+    return out
+
+
+def _file_facts(record: Any, body: Mapping[str, Any]) -> FileFacts:
+    pairs = resolved_pairs(record)
+    return file_facts(pairs if pairs is not None else listed_pairs(body.get("files")))
+
+
+def read(record: Any) -> Dataset:
+    """Read a Zenodo record; raises InputError only when it is not a JSON object at all."""
+    body = _body(record)
+    inner = body.get("metadata")
+    md: Mapping[str, Any] = inner if isinstance(inner, Mapping) else body
+    rtype = mapping(md.get("resource_type"))
+    kind_word = (text(rtype.get("type")) or text(md.get("upload_type")) or "").lower()
+    subtype = text(rtype.get("subtype")) or text(md.get(f"{kind_word}_type")) if kind_word else None
+    recid = recid_of(body.get("id")) or recid_of(body.get("recid")) or recid_of(getattr(record, "recid", None))
+    links = mapping(body.get("links"))
+    doi = doi_of(md.get("doi")) or doi_of(body.get("doi"))
+    url = text(links.get("html")) or text(links.get("self_html")) or (f"https://doi.org/{doi}" if doi else None)
+    creators = [c for c in (person(e) for e in items(md.get("creators"))) if c]
+    groups = [text(c.get("name")) for c in items(md.get("contributors")) if text(c.get("type")) == "ResearchGroup"]
+    relations, other_ids = _relations(md)
+    description, sections = _sections(md)
+    subjects = [text(s.get("term")) for s in items(md.get("subjects"))]
+    return Dataset(
+        source=SOURCE,
+        recid=recid,
+        raw_recid=str(recid) if recid else text(body.get("id")),
+        url=url,
+        doi=doi,
+        title=text(md.get("title")) or text(body.get("title")),
+        title_additional=None,
+        kind=_KINDS.get(kind_word, "other"),
+        type_primary=text(rtype.get("title")) or (kind_word.capitalize() if kind_word else None),
+        type_secondary=(subtype,) if subtype else (),
+        dataset_type="other",
+        publisher=PUBLISHER,
+        date_published=edtf_date(md.get("publication_date")),
+        date_created=None,
+        date_reprocessed=None,
+        creators=tuple(c for c in creators if isinstance(c, Person | Organisation)),
+        organisations=tuple(Organisation(g) for g in dedupe([g for g in groups if g])),
+        description=description,
+        sections=tuple(sections),
+        keywords=tuple(dedupe([*texts(md.get("keywords")), *(s for s in subjects if s)])),
+        categories=(),
+        collections=(),
+        license=license_from(md.get("license")),
+        relations=tuple(relations),
+        experiments=(),
+        accelerator=None,
+        collision_type=None,
+        energy=None,
+        energy_text=None,
+        number_of_events=None,
+        files=_file_facts(record, body),
+        extras=tuple(_extras(body, md, other_ids)),
+        version=text(md.get("version")),
+    )
