@@ -41,6 +41,7 @@ COMMANDS = (
     "verify",
     "archive",
     "push",
+    "copy",
     "config",
     "completion",
 )
