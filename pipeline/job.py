@@ -47,7 +47,7 @@ from metadata.base import Profile, transform_and_validate
 from pipeline.claims import settle_claim
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, WeightedLimiter
-from stats.events import StatsWriter
+from stats.events import Event, StatsWriter
 from upload.targets.base import PublishOutcome, RemoteFile, RemoteRecord, Target
 from upload.targets.http import maybe_applied
 from upload.zip.format import is_zip_output
@@ -479,6 +479,18 @@ class RecordJob:
         attempts = 0
         shown = ctx.upload_progress
         sent = shown.upload_advance if shown is not None else None
+        events: list[Event] = []  # opened once the file first holds an upload slot
+
+        def started() -> Event:
+            # A file waiting for a slot is queued, not in flight: the display and the stats
+            # event start when it holds one, so neither shows more uploads than the limit.
+            if not events:
+                events.append(
+                    ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
+                )
+                if shown is not None:
+                    shown.upload_started(key)
+            return events[0]
 
         async def attempt() -> RemoteFile:
             nonlocal attempts
@@ -487,13 +499,11 @@ class RecordJob:
             if ctx.breaker is not None:
                 await ctx.breaker.wait_closed()
             async with ctx.upload_slots, ctx.upload_bytes.hold(size):
+                started()
                 return await self._call(
                     lambda: ctx.target.put_file(remote, key, path, size, expected, sent), wait=False
                 )
 
-        if shown is not None:
-            shown.upload_started(key)
-        event = ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
         try:
             got = await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
             if expected is None:
@@ -501,12 +511,12 @@ class RecordJob:
         except FerryError as exc:
             if exc.file is None:
                 exc.file = key
-            event.close("failed", error=exc, attempts=attempts)
+            started().close("failed", error=exc, attempts=attempts)
             if shown is not None:
                 shown.upload_finished(key, ok=False)
             await self._file_state(key, "failed", error=exc)
             raise
-        event.close("ok", attempts=attempts)
+        started().close("ok", attempts=attempts)
         if shown is not None:
             shown.upload_finished(key, ok=True)
         self.result.bytes_uploaded += size

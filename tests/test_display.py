@@ -216,11 +216,6 @@ def test_upload_shows_upload_progress_and_a_final_line_per_stage(
     assert float(sent.group(1)) * {"kB": 1e3, "MB": 1e6}[sent.group(2)] == pytest.approx(size, rel=0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/job.py calls upload_started (and opens the upload stats event) before the upload slot "
-    "is taken: files waiting for a slot show as active; reported to the lead",
-)
 def test_upload_never_shows_more_active_than_the_upload_limit(
     tmp_path: Path,
     source: SyntheticSource,
