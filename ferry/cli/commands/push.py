@@ -34,12 +34,22 @@ failed file; 2 for bad usage or input (nothing is sent then).
 """
 
 
+EPILOG = """\
+examples:
+  ferry push out/ --target zen --dry-run
+  ferry push out/ --target zen --title "Cart release 3" --creators "Doe, Jane" --upload-type dataset
+  ferry push out/ --target zen --select catalog --deposition 123456 --publish --marker
+  ferry push out/ --target nrp --select files --files a.h5 b.h5
+"""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "push",
         parents=[common],
         help="upload a directory into one record of a target (Zenodo, InvenioRDM)",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("directory", metavar="DIR")
