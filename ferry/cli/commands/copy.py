@@ -16,7 +16,7 @@ from pathlib import Path
 
 from download.sources import split_spec
 from ferry.core.config import Config, TargetConfig
-from ferry.core.errors import ConfigError
+from ferry.core.errors import ConfigError, InputError
 from pipeline.runtime import with_jobs
 from upload.targets import TARGETS
 
@@ -121,4 +121,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     args.recid, args.delete_staged, args.ledger = args.source, False, None
     limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
     result = asyncio.run(run_record(args, config, limits))
+    if result.stage == "resolve" and isinstance(result.error, InputError):
+        # An id the source cannot take (zenodo:abc) is a bad SOURCE: exit 2, as for any input.
+        result.error.recid = args.source  # named as the user wrote it, not as the source took it
+        raise result.error
     return print_results([result])
