@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import aiofiles
 import orjson
 
 from archive.state import TreeState
@@ -279,21 +280,25 @@ class LocalTarget:
             )
 
     async def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
-        """The stored bytes of ``key`` from ``start``, in chunks (archive downloads)."""
+        """The stored bytes of ``key`` from ``start``, in chunks (archive downloads).
+
+        An async stream to an async consumer: aiofiles (each read in a worker thread, the
+        same cost as asyncio.to_thread: bench/bench_aiofiles.py). Writes are not done this
+        way: a put copies and hashes in ONE worker-thread job, with no hop per chunk."""
         src, rel = self._file_path(rec, key)
         try:
-            fh = await asyncio.to_thread(open, src, "rb")
+            fh = await aiofiles.open(src, "rb")
         except FileNotFoundError:
             raise TargetNotFound(f"no file {rel} on target {self.name}", recid=rec.recid, file=rel) from None
         except OSError as exc:
             raise TargetError(f"cannot read {src}: {exc.strerror or exc}", recid=rec.recid, file=rel) from exc
         try:
             if start:
-                fh.seek(start)
-            while chunk := await asyncio.to_thread(fh.read, CHUNK):
+                await fh.seek(start)
+            while chunk := await fh.read(CHUNK):
                 yield chunk
         finally:
-            fh.close()
+            await fh.close()
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
         dest, rel = self._file_path(rec, key)
