@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures_repository",  # sandbox InvenioRDM/NRP repository
     "tests.fixtures_s3",  # moto and SeaweedFS S3 servers
     "tests.fixtures_zenodo",  # Zenodo stand-in (deposit + records API)
+    "tests.reliability.options",  # --long: full-size reliability loops
 ]
 
 # The real DELPHI records (portal fixture format) live in the steering repository's
