@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from download.sources.cernopendata import build_record, cache_file_entries
+from download.sources.cernopendata import build_record, cache_file_entries, check_cache_entry
 from ferry.core.errors import FerryError, InputError, SourceError, SourceUnavailable
 from ferry.core.model import Record
 from ferry.core.retry import RetryPolicy, retry, server_delay
@@ -257,8 +257,7 @@ class MasterCache:
         entries: dict[str, Entry] = {}
         for key, entry in data.items():
             recid = str(key).strip()
-            if not isinstance(entry, dict):
-                raise InputError(f"master cache {p}: entry is not an object", recid=recid)
+            check_cache_entry(p, str(key), entry)
             if recid in entries:
                 raise InputError(f"master cache {p}: key {key!r} repeats recid {recid} (after trimming)", recid=recid)
             inner = inner_recid(entry.get("record"))

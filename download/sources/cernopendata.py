@@ -151,6 +151,32 @@ def cache_file_entries(recid: str, files: Any) -> list[dict[str, Any]]:
     return out
 
 
+# A seed cache entry may lack "record" (no metadata yet); it always has one of these.
+CACHE_ENTRY_KEYS = frozenset({"record", "files", "error", "done", "checked"})
+
+
+def check_cache_entry(path: Path, key: str, entry: Any) -> None:
+    """Refuse a JSON object whose values are not master-cache entries (``{"a": 1}``,
+    ``{"hits": {"hits": "x"}}``): read as a cache, such a file gave one failed record per key
+    and an exit status of 0 or 1 instead of an input error naming the file."""
+    if not isinstance(entry, Mapping):
+        raise InputError(
+            f'{path}: key {key!r} is not a master-cache entry (an object with "record"), '
+            f"but {type(entry).__name__}; a records file is a JSON array of records",
+        )
+    record = entry.get("record")
+    if not CACHE_ENTRY_KEYS & set(entry):
+        raise InputError(
+            f"{path}: key {key!r} is not a master-cache entry: it has none of "
+            f"{', '.join(sorted(CACHE_ENTRY_KEYS))} "
+            f"(keys: {', '.join(sorted(map(str, entry))[:5]) or 'none'}); a records file is a JSON array of records",
+        )
+    if record is not None and not isinstance(record, Mapping):
+        raise InputError(
+            f'{path}: key {key!r}: "record" must be an object, not {type(record).__name__}',
+        )
+
+
 def parse_index_json(data: bytes, *, recid: str, index_uri: str) -> list[dict[str, Any]]:
     """Entries of an index JSON file: an array of ``{checksum, filename, size, uri}``."""
     try:
@@ -245,7 +271,9 @@ async def record_from_fixture(raw: Mapping[str, Any], read_index: ReadIndex | No
         raise InputError("record has no recid", field="recid")
     files = _file_list(raw.get("files"), recid, "files")
     entries = await expand_indexes(recid, files, read_index)
-    return build_record(recid, raw, entries)
+    # A record without files (author list, documentation) is migrated as metadata only:
+    # the pipeline decides what a target does with it, not the resolver.
+    return build_record(recid, raw, entries, allow_empty=True)
 
 
 async def record_from_api(body: Mapping[str, Any], recid: str, read_index: ReadIndex | None) -> Record:
@@ -264,7 +292,7 @@ async def record_from_api(body: Mapping[str, Any], recid: str, read_index: ReadI
     # expanded for us, expand it ourselves.
     pending = [f for f in files if is_index(f) and _stem(str(f.get("uri") or f.get("key") or "")) not in expanded]
     entries = [*await expand_indexes(recid, [f for f in files if not is_index(f)] + pending, read_index), *entries]
-    return build_record(recid, metadata, entries)
+    return build_record(recid, metadata, entries, allow_empty=True)  # no files: a metadata-only record
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -398,8 +426,8 @@ class RecordsFileSource:
         if isinstance(data, dict):
             # A master cache (download/cache.py format): recid -> {"record": ..., "files": ...}.
             for recid, entry in data.items():
-                if isinstance(entry, Mapping):
-                    self._cache_entries[str(recid).strip()] = entry
+                check_cache_entry(path, str(recid), entry)
+                self._cache_entries[str(recid).strip()] = entry
             return
         if not isinstance(data, list):
             raise InputError(f"records file {path} must hold a JSON array of records")

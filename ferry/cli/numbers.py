@@ -1,4 +1,5 @@
-"""Numeric flag types: a bad number is a usage error naming the flag, never a traceback.
+"""Checked flag values: a bad number or an unwritable path is a usage error naming the
+flag, never a traceback (or an OSError half-way through a run).
 
 ``float("nan")`` and ``float("inf")`` parse, and then compare false with every bound or
 overflow an ``int()`` later; these types refuse them where argparse reads the flag.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+from ferry.core.errors import InputError
 
 
 def positive_float(text: str) -> float:
@@ -36,3 +41,43 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = "int"  # argparse names the type in its messages
     return parse
+
+
+def check_writable_dir(flag: str, path: str | os.PathLike[str] | None) -> None:
+    """Refuse a folder flag (``--dest``, ``--stats-dir``) that cannot be written, before any
+    work starts: found late, the same fault was an OSError in the middle of a run. Nothing is
+    created here (a dry run creates nothing); the nearest existing ancestor is checked."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(f"{flag} {p}: exists and is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(f"{flag} {p}: the directory is not writable")
+        return
+    _check_creatable(flag, p)
+
+
+def check_writable_file(flag: str, path: str | os.PathLike[str] | None) -> None:
+    """Refuse a file flag (``--ledger``, ``-o``) that cannot be written (see check_writable_dir)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{flag} {p}: is a directory, not a file")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise InputError(f"{flag} {p}: the file is not writable")
+        return
+    _check_creatable(flag, p)
+
+
+def _check_creatable(flag: str, p: Path) -> None:
+    ancestor = p.absolute().parent
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{flag} {p}: cannot be created, {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {p}: cannot be created, {ancestor} is not writable")

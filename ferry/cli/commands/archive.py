@@ -62,7 +62,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     up.add_argument("dir", metavar="DIR")
     up.add_argument("--to", required=True, metavar="ARCHIVE", dest="archive")
     up.add_argument("--jobs", type=_jobs, default=4, metavar="N", help="files sent at once (default 4)")
-    up.add_argument("--dry-run", action="store_true", help="say what would be sent; write nothing anywhere")
+    up.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be sent; write nothing, except stats events when --stats-dir is given",
+    )
     up.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL/CSV) here")
     up.set_defaults(func=run_upload)
 
@@ -97,7 +101,7 @@ def run_upload(args: argparse.Namespace, config: Config) -> int:
         target = open_archive(args.archive, config)
         progress = Progress(stream=sys.stderr, label="archive upload", **display_options(args))
         try:
-            with StatsWriter(None if args.dry_run else args.stats_dir) as stats:
+            with StatsWriter(args.stats_dir) as stats:  # a dry run writes only the stats asked for
                 async with progress:
                     return await upload_revision(
                         target,

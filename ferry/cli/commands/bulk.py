@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from download.sources.cache import ORDERS, CacheBuilder, MasterCache, OrderDecision, PackedEntries, order_recids
-from ferry.cli.numbers import int_at_least, positive_float
+from ferry.cli.numbers import check_writable_file, int_at_least, positive_float
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
 from ferry.core.model import Record
@@ -21,7 +21,7 @@ from pipeline.recids import read_recids
 from pipeline.runtime import open_run, with_jobs
 
 from .bulk_cluster import add_cluster_arguments, run_cluster
-from .upload import add_run_arguments, options_from, print_results
+from .upload import add_run_arguments, check_run_arguments, options_from, print_results
 
 DESCRIPTION = """\
 Upload many records: every selected recid goes through download (verified) -> zip (when
@@ -95,6 +95,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    check_run_arguments(args)
+    check_writable_file("--cache", args.cache)
     limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
     if args.records_in_flight is not None:
         if args.records_in_flight < 1:

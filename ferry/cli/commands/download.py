@@ -14,6 +14,7 @@ from download.engine import Downloader, RecordResult, download_records, retry_po
 from download.sources import SourceDeps, open_source, split_spec
 from download.sources.cernopendata import PortalSource, RecordsFileSource
 from download.transport import PROTOCOLS, Transport
+from ferry.cli.numbers import check_writable_dir, int_at_least
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
 from ferry.core.model import Record
@@ -101,9 +102,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         metavar="URL",
         help="where /eos/opendata/... is served over HTTPS (default: the portal URL)",
     )
-    parser.add_argument("--jobs", type=int, metavar="N", help="files downloaded at once (default: limits.downloads)")
+    parser.add_argument(
+        "--jobs", type=int_at_least(1), metavar="N", help="files downloaded at once (default: limits.downloads)"
+    )
     parser.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL, then CSV) to DIR")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan; download and write nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan; download and write nothing, except stats events when --stats-dir is given",
+    )
     parser.add_argument(
         "--verify-existing",
         action="store_true",
@@ -118,6 +125,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    if args.portal and args.records:
+        raise InputError(
+            "--portal and --records exclude each other: with --records the records come from the files "
+            "and the portal is never asked (--https-base says where files are served over HTTPS)"
+        )
+    check_writable_dir("--dest", args.dest)
+    check_writable_dir("--stats-dir", args.stats_dir)
     if args.jobs is not None and args.jobs < 1:
         raise InputError("--jobs must be at least 1")
     limits = config.limits

@@ -70,7 +70,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="files sent at once (default 4)")
     p.add_argument("--stats-dir", metavar="DIR")
     p.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing anywhere")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan; write nothing, except stats events when --stats-dir is given",
+    )
     p.set_defaults(func=run)
 
 

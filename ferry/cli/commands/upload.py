@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from download.sources import split_spec
+from ferry.cli.numbers import check_writable_dir, check_writable_file, int_at_least
 from ferry.core.config import Config, Limits
-from ferry.core.errors import FerryError
+from ferry.core.errors import FerryError, InputError
 from ferry.progress import BulkProgress, display_options
 from pipeline.job import RecordJob, RecordResult
 from pipeline.runtime import RunOptions, open_run, with_jobs
@@ -59,12 +60,32 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-version", action="store_true", help="make a new version of an already published record")
     parser.add_argument("--delete-staged", action="store_true", help="delete a record's local files once verified")
     parser.add_argument("--ledger", metavar="PATH", help="progress ledger (default DEST/.ferry/ledger-TARGET.sqlite)")
-    parser.add_argument("--jobs", type=int, metavar="N", help="files downloaded at once (default: limits.downloads)")
-    parser.add_argument("--uploads", type=int, metavar="N", help="files uploaded at once (default: limits.uploads)")
+    parser.add_argument(
+        "--jobs", type=int_at_least(1), metavar="N", help="files downloaded at once (default: limits.downloads)"
+    )
+    parser.add_argument(
+        "--uploads", type=int_at_least(1), metavar="N", help="files uploaded at once (default: limits.uploads)"
+    )
     parser.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the plan (files, transfers, metadata); write nothing anywhere"
+        "--dry-run",
+        action="store_true",
+        help="print the plan (files, transfers, metadata); write nothing anywhere, except stats events "
+        "when --stats-dir is given",
     )
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """Usage errors found before anything starts (exit 2): flags that contradict each other,
+    folders and files that could not be written."""
+    if args.portal and args.records:
+        raise InputError(
+            "--portal and --records exclude each other: with --records the records come from the files "
+            "and the portal is never asked (--https-base says where files are served over HTTPS)"
+        )
+    check_writable_dir("--dest", args.dest)
+    check_writable_dir("--stats-dir", args.stats_dir)
+    check_writable_file("--ledger", args.ledger)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -105,6 +126,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    check_run_arguments(args)
     limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
     result = asyncio.run(_run(args, config, limits))
     return print_results([result])
@@ -118,6 +140,11 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits) -> Reco
         event = ferry_run.ctx.stats.open("resolve", str(args.recid))
         try:
             record = await ferry_run.source.resolve(split_spec(args.recid)[1])
+        except InputError as exc:
+            if exc.recid is None:
+                raise  # the input itself is bad (a records file's shape), not this record: exit 2
+            event.close("failed", error=exc)
+            return RecordResult(recid=str(args.recid), status="failed", stage="resolve", error=exc)
         except FerryError as exc:
             if exc.recid is None:
                 exc.recid = str(args.recid)

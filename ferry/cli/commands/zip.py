@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from ferry.cli.numbers import check_writable_dir, int_at_least
 from ferry.core.config import Config
 from ferry.core.errors import ConfigError, FerryError, InputError
 from ferry.core.model import safe_relpath
@@ -31,16 +32,9 @@ def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([kmgt]i?)?b?\s*", text.lower())
     if not m:
         raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 5000000, 10GB, 4GiB)")
-    return int(m.group(1)) * _UNITS[m.group(2) or ""]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    value = int(m.group(1)) * _UNITS[m.group(2) or ""]
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a size from 1 byte to 2**63-1 bytes")
     return value
 
 
@@ -56,7 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     parser.add_argument("recids", nargs="+", metavar="RECID")
     parser.add_argument("--dest", default="data", help="download folder holding DEST/RECID/ (default ./data)")
-    parser.add_argument("--threshold", type=_positive, help="zip when a record has more files (default 20)")
+    parser.add_argument(
+        "--threshold", type=int_at_least(1), metavar="N", help="zip when a record has more files (default 20)"
+    )
     parser.add_argument("--max-bundle-size", type=parse_bytes, metavar="BYTES", help="largest bundle (target limit)")
     parser.add_argument("--deflate-ext", metavar="EXTS", help="compress these extensions, e.g. .txt,.json")
     parser.add_argument("--target", metavar="NAME", help="take file count/size limits from this configured target")
@@ -64,12 +60,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     parser.add_argument(
         "--delete-originals", action="store_true", help="delete the zipped files once their bundle is verified"
     )
-    parser.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be done; change nothing (stats events only when --stats-dir is given)",
+    )
     parser.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL/CSV) here")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    check_writable_dir("--dest", args.dest)
+    check_writable_dir("--stats-dir", args.stats_dir)
     target = config.target(args.target) if args.target else None
     try:
         policy = ZipPolicy.from_config(
