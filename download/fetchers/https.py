@@ -9,6 +9,7 @@ whole. HTTP failures are translated into the ferry error tree here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from download.base import ChunkSink
@@ -88,24 +89,8 @@ class HTTPSFetcher:
                     return total if total is not None else start
                 if resp.status not in (200, 206):
                     raise http_error(resp.status, url, resp.reason or "")
-                skip = 0
-                if resp.status == 206:
-                    first, total = _parse_content_range(resp.headers.get("Content-Range"), url)
-                    if first != start:
-                        raise SourceError(f"{url} answered a range from {first}, asked from {start}")
-                else:
-                    # The server ignored Range: drop the bytes we already have.
-                    skip, total = start, _int_or_none(resp.headers.get("Content-Length"))
-                offset = start
-                async for data in resp.content.iter_chunked(self.chunk_size):
-                    if skip:
-                        cut = min(skip, len(data))
-                        data, skip = data[cut:], skip - cut
-                        if not data:
-                            continue
-                    await sink.reserve(len(data))
-                    await sink.put(offset, data, reserved=len(data))
-                    offset += len(data)
+                skip, total = _range_answer(resp.status, resp.headers, url, start)
+                offset = await self._stream(resp.content, sink, start, skip)
                 if total is not None and offset != total:
                     raise SourceUnavailable(f"{url}: the body stopped at byte {offset} of {total}")
                 return offset
@@ -113,6 +98,21 @@ class HTTPSFetcher:
             raise http_error(exc.status, url, exc.message) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceUnavailable(f"cannot read {url}: {exc or type(exc).__name__}") from exc
+
+    async def _stream(self, body: aiohttp.StreamReader, sink: ChunkSink, start: int, skip: int) -> int:
+        """Copy the body into ``sink`` from byte ``start``, dropping its first ``skip`` bytes;
+        return the offset after the last byte."""
+        offset = start
+        async for data in body.iter_chunked(self.chunk_size):
+            if skip:
+                cut = min(skip, len(data))
+                data, skip = data[cut:], skip - cut
+                if not data:
+                    continue
+            await sink.reserve(len(data))
+            await sink.put(offset, data, reserved=len(data))
+            offset += len(data)
+        return offset
 
     async def read_small(self, url: str, *, max_size: int) -> bytes:
         import aiohttp
@@ -139,6 +139,17 @@ class HTTPSFetcher:
         if self._session is not None and self._owns_session:
             await self._session.close()
             self._session = None
+
+
+def _range_answer(status: int, headers: Mapping[str, str], url: str, start: int) -> tuple[int, int | None]:
+    """(bytes to drop from the body, the file's total size if known) for a 200 or 206."""
+    if status == 206:
+        first, total = _parse_content_range(headers.get("Content-Range"), url)
+        if first != start:
+            raise SourceError(f"{url} answered a range from {first}, asked from {start}")
+        return 0, total
+    # The server ignored Range: drop the bytes we already have.
+    return start, _int_or_none(headers.get("Content-Length"))
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -151,24 +151,6 @@ class XRootDFetcher:
         slots = asyncio.Semaphore(self.chunks_in_flight)
         failure: list[BaseException] = []
 
-        async def one(offset: int, length: int) -> None:
-            handed_over = False  # put() owns the reservation once called
-            try:
-                data = await self._read(handle, url, offset, length)
-                if len(data) != length:
-                    raise SourceUnavailable(
-                        f"short read from {url}: {len(data)} of {length} bytes at offset {offset} "
-                        "(the file changed or the server stopped)"
-                    )
-                handed_over = True
-                await sink.put(offset, data, reserved=length)
-            except BaseException as exc:
-                if not handed_over:
-                    sink.release(length)
-                failure.append(exc)
-            finally:
-                slots.release()
-
         tasks: set[asyncio.Task[None]] = set()
         offset = start
         try:
@@ -179,7 +161,9 @@ class XRootDFetcher:
                     slots.release()
                     break
                 await sink.reserve(length)
-                task = asyncio.get_running_loop().create_task(one(offset, length))
+                task = asyncio.get_running_loop().create_task(
+                    self._read_chunk(handle, url, sink, offset, length, slots, failure)
+                )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 offset += length
@@ -191,6 +175,35 @@ class XRootDFetcher:
             raise
         if failure:
             raise failure[0]
+
+    async def _read_chunk(
+        self,
+        handle: Any,
+        url: str,
+        sink: ChunkSink,
+        offset: int,
+        length: int,
+        slots: asyncio.Semaphore,
+        failure: list[BaseException],
+    ) -> None:
+        """One read of ``_read_parallel``; its reservation is already taken. A failure is
+        collected in ``failure``, which stops the issuing of further reads."""
+        handed_over = False  # put() owns the reservation once called
+        try:
+            data = await self._read(handle, url, offset, length)
+            if len(data) != length:
+                raise SourceUnavailable(
+                    f"short read from {url}: {len(data)} of {length} bytes at offset {offset} "
+                    "(the file changed or the server stopped)"
+                )
+            handed_over = True
+            await sink.put(offset, data, reserved=length)
+        except BaseException as exc:  # noqa: BLE001 - kept for _read_parallel, which raises the first one
+            if not handed_over:
+                sink.release(length)
+            failure.append(exc)
+        finally:
+            slots.release()
 
     def read_whole_blocking(self, url: str, expected_size: int) -> tuple[bytes, int]:
         """Blocking (run it in a worker thread): the whole of a small file in one read.
