@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -120,6 +120,19 @@ class RateLimiter:
     def used(self) -> tuple[int, int]:
         """Requests counted in the (minute, hour) windows right now."""
         return self._windows[0].used, self._windows[1].used
+
+    def stamps(self) -> list[float]:
+        """When the requests still inside the longest window were let through (clock time)."""
+        longest = max(self._windows, key=lambda w: w.period)
+        longest.flush()
+        return list(longest._task_logs)
+
+    def preload(self, stamps: Iterable[float]) -> None:
+        """Count earlier requests (clock times, oldest first) as spent, e.g. those of the
+        process this one replaces: a budget share survives a restart."""
+        for stamp in sorted(stamps):
+            for w in self._windows:
+                w.take(stamp)
 
     async def acquire(self) -> None:
         start = self._clock()

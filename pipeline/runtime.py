@@ -31,7 +31,7 @@ from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, RateLimiter
 from stats.events import StatsWriter
 from upload import targets
-from upload.targets.base import Target
+from upload.targets.base import RequestLimiter, Target
 from upload.zip.policy import ZipPolicy
 from upload.zip.zipper import bundled_keys, zip_executor
 
@@ -56,18 +56,44 @@ class RunOptions:
     source: str = "cernopendata"  # the SOURCES name the record ids belong to (download.sources.split_spec)
 
 
-def make_target(tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None) -> Target:
+def make_target(
+    tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None, limiter: RequestLimiter | None = None
+) -> Target:
     """The target object for a configured target (one module per system, by registry).
 
     ``token``: the target's token, already read by the caller (``open_run`` reads it once
-    per run); None reads it here (a tool building only the target).
+    per run); None reads it here (a tool building only the target). ``limiter``: the
+    request budget (default: this process alone spends the target's whole budget).
     """
     if token is None:
         token = tcfg.token()
     if token is not None:
         register_secret(token.reveal())
-    limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
+    if limiter is None:
+        limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
     return targets.make_target(tcfg, limits, token=token, limiter=limiter)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run is, frozen and picklable: built into live objects (limiters,
+    executors, ledger, writers) only where it runs, by ``open_run`` (this process, or a
+    Dask worker: ``pipeline.runners.dask``). Secrets are not in it: each process reads the
+    token from the configured file or environment variable itself."""
+
+    config: Config
+    options: RunOptions
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """Live parts a runner supplies instead of the defaults (a cluster worker's shared
+    budget, its captured stats, its ledger that shares create intents)."""
+
+    limiter: RequestLimiter | None = None
+    stats: Callable[[str | None, tuple[str, ...]], StatsWriter] | None = None  # (run_id, redact) -> writer
+    ledger: Callable[[Path, str], Ledger] | None = None  # (path, target name) -> ledger
 
 
 class NoDocument:
@@ -141,6 +167,7 @@ class Run:
     source: Source
     downloader: Downloader
     target_config: TargetConfig
+    options: RunOptions
 
 
 @contextlib.asynccontextmanager
@@ -151,9 +178,11 @@ async def open_run(
     progress: ProgressSink | None = None,
     on_plan: Callable[[str], None] | None = None,
     limits: Limits | None = None,
+    parts: RunParts | None = None,
 ) -> AsyncIterator[Run]:
     """Everything one run needs, closed in the right order afterwards."""
     limits = limits or config.limits
+    parts = parts or RunParts()
     tcfg = config.target(opts.target)
     confirm_production(tcfg, yes=opts.yes, dry_run=opts.dry_run)
     protocol = opts.protocol or config.source.protocol
@@ -165,17 +194,21 @@ async def open_run(
     # The token is read here, once per run (a missing or empty token file is a ConfigError
     # naming the target, before anything starts), and handed to the target and the stats.
     token = tcfg.token()
-    stats = StatsWriter(opts.stats_dir, opts.run_id, redact=(token.reveal(),) if token else (), summary=opts.summary)
+    redact = (token.reveal(),) if token else ()
+    if parts.stats is not None:
+        stats = parts.stats(opts.run_id, redact)
+    else:
+        stats = StatsWriter(opts.stats_dir, opts.run_id, redact=redact, summary=opts.summary)
     source = make_source(config, opts, transport, limits, opts.source)
     downloader = Downloader(transport, limits=limits, stats=stats, progress=progress)
-    target = make_target(tcfg, limits, token=token)
+    target = make_target(tcfg, limits, token=token, limiter=parts.limiter)
     if not target.abilities.metadata:
         profile = NoDocument()
     ledger = None
     if not opts.dry_run:
         ledger_path = opts.ledger or (opts.dest / ".ferry" / f"ledger-{tcfg.name}.sqlite")
         ledger_path.parent.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger.open(ledger_path, target=tcfg.name)
+        ledger = parts.ledger(ledger_path, tcfg.name) if parts.ledger else Ledger.open(ledger_path, target=tcfg.name)
     pool = zip_executor(limits.zip_workers) if not opts.dry_run else None
     publish = tcfg.publish if opts.publish is None else opts.publish
     ctx = PipelineContext(
@@ -198,7 +231,7 @@ async def open_run(
         on_plan=on_plan,
     )
     try:
-        yield Run(ctx=ctx, source=source, downloader=downloader, target_config=tcfg)
+        yield Run(ctx=ctx, source=source, downloader=downloader, target_config=tcfg, options=opts)
     finally:
         with contextlib.suppress(Exception):
             await source.close()

@@ -130,8 +130,11 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[InputError]]:
 async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids: list[str]) -> BulkReport:
     opts = dataclasses.replace(options_from(args), summary=True)
     progress = BulkProgress(stream=sys.stderr, **display_options(args))
+    # The cache and the records files are read (and refused when bad) before the run opens
+    # its ledger: a refused input leaves nothing behind.
+    cache, builder = _load_cache(args, limits)
     async with open_run(config, opts, progress=progress, on_plan=print, limits=limits) as ferry_run:
-        order, entries = await _plan(args, limits, recids, ferry_run.source.resolve)
+        order, entries = await _plan(args, cache, builder, recids, ferry_run.source.resolve)
 
         async def resolve(recid: str) -> Record:
             return entries.record(recid)
@@ -148,17 +151,25 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
             return await runner.run(order)
 
 
-async def _plan(
-    args: argparse.Namespace, limits: Limits, recids: list[str], resolve: Callable[[str], Awaitable[Record]]
-) -> tuple[list[OrderDecision], PackedEntries]:
-    """Bring the master cache up to date, save it, order the recids; returns the order and
-    the chosen entries packed for the run (the cache itself is not kept: see PackedEntries)."""
+def _load_cache(args: argparse.Namespace, limits: Limits) -> tuple[MasterCache, CacheBuilder]:
+    """The master cache with the --records files added (InputError when either is bad)."""
     cache_path = Path(args.cache) if args.cache else Path(args.dest) / ".ferry" / "master-cache.json"
     cache = MasterCache.load(cache_path, missing_ok=args.cache is None or not args.all)
     builder = CacheBuilder(cache, jobs=limits.downloads)
-    if args.records:
-        for path in args.records:
-            builder.add_records_file(path)
+    for path in args.records or ():
+        builder.add_records_file(path)
+    return cache, builder
+
+
+async def _plan(
+    args: argparse.Namespace,
+    cache: MasterCache,
+    builder: CacheBuilder,
+    recids: list[str],
+    resolve: Callable[[str], Awaitable[Record]],
+) -> tuple[list[OrderDecision], PackedEntries]:
+    """Bring the master cache up to date, save it, order the recids; returns the order and
+    the chosen entries packed for the run (the cache itself is not kept: see PackedEntries)."""
     if args.all:
         recids = cache.recids()
     else:
