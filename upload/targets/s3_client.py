@@ -198,10 +198,17 @@ class S3Client:
         content_md5: str,
         metadata: Mapping[str, str],
         content_type: str | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
         at: At = NOWHERE,
     ) -> str:
-        """One PUT with ``Content-MD5`` (base64); returns the ETag."""
+        """One PUT with ``Content-MD5`` (base64); returns the ETag. ``if_none_match``: only
+        if the key is absent; ``if_match``: only over that ETag (else Conflict, HTTP 412)."""
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
+        if if_match is not None:
+            extra["IfMatch"] = f'"{if_match}"'
         with _mapped("PUT", bucket, key, write=True, at=at):
             r = await self.raw.put_object(
                 Bucket=bucket, Key=key, Body=body, ContentMD5=content_md5, Metadata=dict(metadata), **extra
@@ -330,13 +337,20 @@ class S3Client:
                 while data := await body.read(chunk):
                     yield data
 
-    async def delete(self, bucket: str, key: str, at: At = NOWHERE) -> None:
-        """Delete; S3 answers 204 for a missing key too."""
+    async def delete(self, bucket: str, key: str, at: At = NOWHERE, *, if_match: str | None = None) -> None:
+        """Delete; S3 answers 204 for a missing key too. ``if_match``: only that ETag (else Conflict)."""
+        extra: dict[str, Any] = {"IfMatch": f'"{if_match}"'} if if_match is not None else {}
         with _mapped("DELETE", bucket, key, at=at):
-            await self.raw.delete_object(Bucket=bucket, Key=key)
+            await self.raw.delete_object(Bucket=bucket, Key=key, **extra)
 
     async def get_bytes(self, bucket: str, key: str, *, limit: int = 16 * 1024 * 1024, at: At = NOWHERE) -> bytes:
         """A small object's content (manifests, locks); TargetNotFound when absent."""
+        return (await self.get_small(bucket, key, limit=limit, at=at))[0]
+
+    async def get_small(
+        self, bucket: str, key: str, *, limit: int = 16 * 1024 * 1024, at: At = NOWHERE
+    ) -> tuple[bytes, str]:
+        """A small object's content and ETag; TargetNotFound when absent."""
         with _mapped("GET", bucket, key, at=at):
             r = await self.raw.get_object(Bucket=bucket, Key=key)
             if int(r.get("ContentLength") or 0) > limit:
@@ -344,4 +358,4 @@ class S3Client:
                 raise TargetError(f"GET s3://{bucket}/{key}: larger than {limit} bytes", recid=at.recid, file=at.file)
             async with r["Body"] as stream:
                 data: bytes = await stream.read()
-        return data
+        return data, _etag(r.get("ETag"))
