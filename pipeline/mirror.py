@@ -184,11 +184,13 @@ class Mirror:
         opts: MirrorOptions,
         *,
         stats: StatsWriter | None = None,
+        url_for: Callable[[str], str] = str,
     ) -> None:
         if not isinstance(target, S3Target) or target.options.layout != "versioned":
             raise ConfigError(f"target {target.name}: ferry mirror needs an s3 target with layout = 'versioned'")
         self.source, self.fetcher_for, self.target, self.opts = source, fetcher_for, target, opts
         self.stats = stats or StatsWriter(None)
+        self.url_for = url_for  # a file URI -> the URL to fetch (CERN over https: Transport.url_for)
         self.result = MirrorResult()
 
     async def run(self, record_id: str) -> MirrorResult:
@@ -260,7 +262,8 @@ class Mirror:
                 return
             if await self._reuse(rec, key, size, expected):
                 return
-            fetcher = self.fetcher_for(entry.uri)
+            url = self.url_for(entry.uri)
+            fetcher = self.fetcher_for(url)
             event = self.stats.open("upload", rec.recid, key, bytes=size, transfer=self.target.plan_file(size))
             tries = 0
 
@@ -268,7 +271,7 @@ class Mirror:
                 nonlocal tries
                 tries += 1
                 return await self.target.put_stream(
-                    rec, key, lambda: source_stream(fetcher, entry.uri, size, window=self.opts.window), size, expected
+                    rec, key, lambda: source_stream(fetcher, url, size, window=self.opts.window), size, expected
                 )
 
             try:

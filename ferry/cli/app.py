@@ -41,6 +41,7 @@ COMMANDS = (
     "verify",
     "archive",
     "push",
+    "mirror",
     "copy",
     "config",
     "completion",
