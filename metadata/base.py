@@ -20,6 +20,7 @@ Interface used by the pipeline and the targets:
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -120,6 +121,27 @@ def _recid_for_errors(record: Any) -> str | None:
         return None
 
 
+# C0 controls and DEL; tab, newline and carriage return are text. A NUL is refused by the
+# repositories' databases (PostgreSQL text) with a bare 500, the others corrupt displays.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def control_characters(body: Any, path: str = "") -> list[FieldIssue]:
+    """An issue for every string of ``body`` holding a NUL or another control character."""
+    if isinstance(body, str):
+        m = _CONTROL.search(body)
+        if m is None:
+            return []
+        return [
+            FieldIssue(path or "(body)", f"contains the control character U+{ord(m.group()):04X} at offset {m.start()}")
+        ]
+    if isinstance(body, Mapping):
+        return [i for k, v in body.items() for i in control_characters(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(body, list | tuple):
+        return [i for n, v in enumerate(body) for i in control_characters(v, f"{path}[{n}]")]
+    return []
+
+
 def transform_and_validate(profile: Profile, record: Mapping[str, Any]) -> dict[str, Any]:
     """Transform ``record`` and check the body; ValidationError listing every bad field.
 
@@ -127,7 +149,7 @@ def transform_and_validate(profile: Profile, record: Mapping[str, Any]) -> dict[
     """
     recid = _recid_for_errors(record)
     body = profile.transform(record)
-    issues = profile.validate(body)
+    issues = [*control_characters(body), *profile.validate(body)]
     if any(i.path == "metadata.title" for i in issues):
         ds = read(record)
         if ds.metadata_only and not ds.title:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from download.sources import split_spec
+from download.sources.cernopendata import RecordsFileSource
 from ferry.cli.numbers import check_writable_dir, check_writable_file, int_at_least
 from ferry.core.config import Config, Limits
 from ferry.core.errors import FerryError, InputError
@@ -127,6 +128,10 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     check_run_arguments(args)
+    if args.records:
+        # Read now, so that a bad file is refused before the run opens its ledger (the run
+        # itself reads the files lazily, on first use).
+        RecordsFileSource(args.records)
     limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
     result = asyncio.run(_run(args, config, limits))
     return print_results([result])
