@@ -60,6 +60,11 @@ class Abilities:
     # target whose find() may miss a fresh record: search that lags). A target whose find()
     # is a direct lookup of a deterministic key (S3 prefix, directory) needs no claims.
     claims: bool = False
+    # A record may hold no files at all and still be published (InvenioRDM/NRP:
+    # ``files.enabled = false``). Without it, a record the source lists no files for gets
+    # its source record as one JSON file where the target carries metadata (Zenodo
+    # publishes nothing without a file), and is an error on a plain file store.
+    metadata_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ class InvenioTarget:
         metadata=True,
         search=True,
         claims=True,
+        metadata_only=True,  # files.enabled = false
     )
 
     def __init__(
