@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import orjson
@@ -26,9 +23,9 @@ from download.sources.cache import (
     entry_size,
     order_recids,
 )
+from download.sources.cernopendata import make_resolver
 from ferry.core.config import Config
-from ferry.core.errors import InputError, SourceError
-from ferry.core.model import Record
+from ferry.core.errors import InputError
 from ferry.progress import human_bytes
 from pipeline.recids import RecidList, read_recids
 
@@ -116,22 +113,6 @@ def _report_recid_list(parsed: RecidList) -> None:
         print(f"ferry: error: {error}", file=sys.stderr)
 
 
-def portal_resolver(portal: str, session: aiohttp.ClientSession) -> Callable[[str], Awaitable[Record]]:
-    """The CERN Open Data record resolver of ``download.sources.cernopendata``, when it exists."""
-    try:
-        module: Any = importlib.import_module("download.sources.cernopendata")
-    except ImportError:
-        module = None
-    factory = getattr(module, "make_resolver", None) if module is not None else None
-    if factory is None:
-        raise SourceError(
-            "resolving recids through the portal API is not available yet in this build; "
-            "use --records FILE.json (with --recids to select) or --experiment/--query"
-        )
-    resolver: Callable[[str], Awaitable[Record]] = factory(portal, session)
-    return resolver
-
-
 def run(args: argparse.Namespace, config: Config) -> int:
     actions = {"build": run_build, "show": run_show, "stats": run_stats, "order": run_order}
     return actions[args.cache_command](args, config)
@@ -145,33 +126,13 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
     cache = MasterCache.load(args.output)
     existed = len(cache) > 0
     builder = CacheBuilder(cache, jobs=args.jobs)
-    failed = False
 
     recids: RecidList | None = None
     if args.recids:
         recids = read_recids(args.recids)
         _report_recid_list(recids)
-        failed = failed or not recids.ok
-
     if args.records:
-        if recids is None:
-            for path in args.records:
-                builder.add_records_file(path)
-        else:
-            # Read the files into a scratch cache, then keep only the listed recids.
-            scratch = CacheBuilder(MasterCache(), jobs=args.jobs)
-            for path in args.records:
-                scratch.add_records_file(path)
-            for recid in recids.recids:
-                entry = scratch.cache.get(recid)
-                if entry is None:
-                    builder.report.errors[recid] = f"not found in {', '.join(args.records)}"
-                    cache.set_error(recid, f"not found in {', '.join(args.records)}")
-                elif recid in scratch.report.errors:
-                    builder.report.errors[recid] = scratch.report.errors[recid]
-                    cache.set_error(recid, scratch.report.errors[recid])
-                else:
-                    builder.add_record(scratch.cache.record(recid))
+        _add_records_files(builder, args.records, recids, args.jobs)
 
     portal = (args.portal or config.source.portal).rstrip("/")
     queries = [f"experiment:{name}" for name in args.experiment] + ([args.query] if args.query else [])
@@ -180,19 +141,46 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
         asyncio.run(_build_online(builder, portal, queries, recids, args))
 
     cache.save(args.output)
+    _print_build_report(builder, args.output, existed)
+    failed = recids is not None and not recids.ok
+    return EXIT_FAILED if failed or builder.report.errors else EXIT_OK
+
+
+def _add_records_files(builder: CacheBuilder, paths: list[str], recids: RecidList | None, jobs: int) -> None:
+    """Every record of the files, or (with a recid list) only the listed ones."""
+    if recids is None:
+        for path in paths:
+            builder.add_records_file(path)
+        return
+    # Read the files into a scratch cache, then keep only the listed recids.
+    scratch = CacheBuilder(MasterCache(), jobs=jobs)
+    for path in paths:
+        scratch.add_records_file(path)
+    for recid in recids.recids:
+        entry = scratch.cache.get(recid)
+        if entry is None:
+            builder.report.errors[recid] = f"not found in {', '.join(paths)}"
+            builder.cache.set_error(recid, f"not found in {', '.join(paths)}")
+        elif recid in scratch.report.errors:
+            builder.report.errors[recid] = scratch.report.errors[recid]
+            builder.cache.set_error(recid, scratch.report.errors[recid])
+        else:
+            builder.add_record(scratch.cache.record(recid))
+
+
+def _print_build_report(builder: CacheBuilder, output: str, existed: bool) -> None:
     report = builder.report
     for recid, error in sorted(report.errors.items()):
         print(f"ferry: error: record {recid}: {error}", file=sys.stderr)
     for warning in report.warnings:
         print(f"ferry: warning: {warning}", file=sys.stderr)
-    s = cache.stats()
+    s = builder.cache.stats()
     print(
-        f"{'updated' if existed else 'wrote'} {args.output}: {s.records} records, {s.files} files, "
+        f"{'updated' if existed else 'wrote'} {output}: {s.records} records, {s.files} files, "
         f"{human_bytes(s.bytes)} ({len(report.added)} added, {len(report.refreshed)} refreshed, "
         f"{len(report.unchanged)} unchanged, {len(report.skipped)} already cached; {len(report.errors)} errors"
         f"{f', {report.queries} search requests' if report.queries else ''})"
     )
-    return EXIT_FAILED if failed or report.errors else EXIT_OK
 
 
 async def _build_online(
@@ -203,7 +191,7 @@ async def _build_online(
         for query in queries:
             await builder.add_search(session, portal, query, page_size=args.page_size)
         if recids is not None and not args.records:
-            resolve = portal_resolver(portal, session)
+            resolve = make_resolver(portal, session)
             await builder.add_recids(recids.recids, resolve, refresh=args.refresh)
 
 
