@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ferry.core.errors import ConfigError, InputError, ValidationError
-from metadata.readers import read
+from metadata.readers import read, source_of
+from metadata.readers.directory import HINT as DIR_HINT
 from metadata.readers.values import text, unwrap
 from metadata.schema import Check, FieldIssue, run
 
@@ -46,8 +47,9 @@ class Profile(Protocol):
 
     name: str
 
-    def transform(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The full draft body to POST for this source record; never mutates ``record``."""
+    def transform(self, record: Any) -> dict[str, Any]:
+        """The full draft body to POST for this source record (a mapping, or a resolved
+        ``ferry.core.model.Record`` of any source); never mutates ``record``."""
         ...
 
     def validate(self, body: Mapping[str, Any]) -> list[FieldIssue]:
@@ -142,7 +144,7 @@ def control_characters(body: Any, path: str = "") -> list[FieldIssue]:
     return []
 
 
-def transform_and_validate(profile: Profile, record: Mapping[str, Any]) -> dict[str, Any]:
+def transform_and_validate(profile: Profile, record: Any) -> dict[str, Any]:
     """Transform ``record`` and check the body; ValidationError listing every bad field.
 
     Input that is not a record at all (a list, a string) raises InputError.
@@ -164,8 +166,9 @@ def transform_and_validate(profile: Profile, record: Mapping[str, Any]) -> dict[
         for issue in issues:
             errors.setdefault(issue.path, []).append(issue.message)
         fields = ", ".join(errors)
+        hint = f" ({DIR_HINT})" if source_of(record) in ("dir", "local") else ""
         raise ValidationError(
-            f"metadata for profile {profile.name} is invalid in {len(errors)} field(s): {fields}",
+            f"metadata for profile {profile.name} is invalid in {len(errors)} field(s): {fields}{hint}",
             errors=errors,
             recid=recid,
         )

@@ -44,6 +44,9 @@ from ferry.core.model import Record
 from ferry.core.retry import RetryPolicy, retry
 from ferry.progress import human_bytes
 from metadata.base import Profile, transform_and_validate
+from metadata.fidelity import distribution_discrepancies
+from metadata.readers import record_key
+from pipeline import without_files
 from pipeline.claims import settle_claim
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, WeightedLimiter
@@ -151,6 +154,16 @@ class RecordJob:
         self.stage = "resolve"
         self.result = RecordResult(recid=record.recid, status="failed", stage="resolve")
         self._manifest_lock = asyncio.Lock()  # md5s learnt during the upload are saved one at a time
+        self.notes: list[str] = []  # where the record's own claims disagree with its files
+
+    def event_extra(self) -> dict[str, Any]:
+        """Facts for the record's stats event beyond the schema's columns (its ``extra``)."""
+        extra: dict[str, Any] = {}
+        if not self.record.files:
+            extra["metadata_only"] = True
+        if self.notes:
+            extra["distribution"] = list(self.notes)
+        return extra
 
     # --- the whole record ---------------------------------------------------------------
 
@@ -168,6 +181,7 @@ class RecordJob:
                 reason=self.result.reason,
                 stage_reached=self.stage,
                 remote_id=self.result.remote_id,
+                **self.event_extra(),
             )
         except FerryError as exc:
             if exc.recid is None:
@@ -175,7 +189,13 @@ class RecordJob:
             if isinstance(exc, DownloadFailed):
                 self.result.failed_files.update(exc.failures)
             self.result.status, self.result.error, self.result.stage = "failed", exc, self.stage
-            event.close("failed", error=exc, stage_reached=self.stage, file_count=self.result.file_count)
+            event.close(
+                "failed",
+                error=exc,
+                stage_reached=self.stage,
+                file_count=self.result.file_count,
+                **self.event_extra(),
+            )
             if ctx.ledger is not None and not ctx.dry_run:
                 await ctx.ledger.run(ctx.ledger.set_record_status, self.recid, "failed", error=exc, attempt=True)
         except BaseException as exc:  # cancelled or a bug: close the event, then let it go
@@ -185,12 +205,11 @@ class RecordJob:
 
     async def _run(self) -> Outcome:
         ctx = self.ctx
-        if not self.record.files:
-            raise NoFilesError("the record lists no files; nothing to transfer", recid=self.recid)
-
         self.stage = "transform"
         body, query = await self._transform()
 
+        if not self.record.files:  # metadata only, a record document, or a refusal
+            return await without_files.run(self, body, query)
         if ctx.dry_run:
             return await self._plan(body, query)
         if await self._published_before():
@@ -214,7 +233,12 @@ class RecordJob:
         self.result.file_count = len(keys)
         self._check_target_limits(manifest, keys)
         await self._ledger("zipped" if self.result.zip_used else "downloaded")
+        return await self._deliver(body, query, manifest, keys)
 
+    async def _deliver(self, body: Mapping[str, Any], query: str, manifest: Manifest, keys: list[str]) -> Outcome:
+        """Upload the staged ``keys`` (verified), then publish: the stages after download and zip."""
+        ctx = self.ctx
+        self.result.file_count = len(keys)
         self.stage = "upload"
         remote = await self._find_or_create(body, query, manifest)
         if remote is None:  # published already with exactly these files
@@ -241,8 +265,13 @@ class RecordJob:
     async def _transform(self) -> tuple[dict[str, Any], str]:
         with self.ctx.stats.open("transform", self.recid) as event:
             try:
-                body = transform_and_validate(self.ctx.profile, self.record.metadata)
-                query = self.ctx.profile.find_query(self.recid)
+                # The resolved record: file types, sizes and counts come from its real files,
+                # and the reader is the one of its source (metadata.readers).
+                body = transform_and_validate(self.ctx.profile, self.record)
+                query = self.ctx.profile.find_query(record_key(self.record.source, self.recid))
+                self.notes = distribution_discrepancies(self.record)
+                for note in self.notes:
+                    log.warning("%s (the real files are what is migrated)", note)
             except FerryError as exc:
                 event.close("failed", error=exc)
                 raise
@@ -649,11 +678,19 @@ class RecordJob:
                 ctx.plan(f"  upload {key}: {human_bytes(size)}, transfer {ctx.target.plan_file(size)}")
         else:
             ctx.plan(f"  upload {decision.bundles} bundle(s) + bundle manifest")
+        for note in self.notes:
+            ctx.plan(f"  distribution: {note}")
         ctx.plan(f"  metadata: {_short_json(body)}")
         if ctx.publish:
             ctx.plan("  publish: yes")
         ctx.stats.record(
-            "record", "dry-run", self.recid, file_count=len(files), zip_used=decision.zip, reason=decision.reason
+            "record",
+            "dry-run",
+            self.recid,
+            file_count=len(files),
+            zip_used=decision.zip,
+            reason=decision.reason,
+            **self.event_extra(),
         )
         return "dry-run"
 

@@ -25,7 +25,8 @@ class _BackendProfile:
         self.backend = backend
 
     def transform(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return self.backend.body(str(record["recid"]))
+        recid = record["recid"] if isinstance(record, Mapping) else record.recid  # the pipeline passes a Record
+        return self.backend.body(str(recid))
 
     def validate(self, body: Mapping[str, Any]) -> list[Any]:
         return []
