@@ -137,6 +137,12 @@ def _notes(ds: Dataset) -> str | None:
         facts.append(f"License as the source states it: {escape(ds.license.source)}.")
     if ds.metadata_only:
         facts.append("The source record lists no data files.")
+        if ds.identifier:
+            name = readers.document_name(ds.identifier)
+            facts.append(
+                f"The one file of this deposition, {escape(name)}, is the source record's metadata as JSON "
+                "(Zenodo publishes no deposition without a file)."
+            )
     if facts:
         parts.append(f"<h4>Source record</h4><p>{' '.join(facts)}</p>")
     return "".join(parts) or None

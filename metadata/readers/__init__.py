@@ -114,10 +114,15 @@ def record_document(record: Any) -> tuple[str, bytes]:
         meta = getattr(record, "metadata", None)
         data = meta if isinstance(meta, Mapping) else {}
         recid = str(getattr(record, "recid", ""))
-    scheme, ident = split_key(record_key(source, recid))
-    name = f"{scheme}-record-{ident}.json" if scheme != "dir" else f"dir-record-{_safe_name(ident)}.json"
+    name = document_name(identifier(source, recid))
     body = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
     return name, body
+
+
+def document_name(ident: str) -> str:
+    """The record document's file name for an identifier ``<scheme>:<id>``."""
+    scheme, _, value = ident.partition(":")
+    return f"{scheme}-record-{value if scheme != 'dir' else _safe_name(value)}.json"
 
 
 def _safe_name(name: str) -> str:
@@ -129,6 +134,7 @@ __all__ = [
     "IDENTIFIER",
     "READERS",
     "Reader",
+    "document_name",
     "identifier",
     "read",
     "record_document",
