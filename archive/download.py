@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,17 +21,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from archive.build import digest_files
-from archive.hashing import CHUNK, Hooks
-from archive.manifest import MANIFEST_NAME, ManifestRow
+from archive.hashing import Hooks
+from archive.manifest import MANIFEST_NAME, Manifest, ManifestRow
 from archive.state import TreeState
 from archive.store import fetch_manifest, reader, revision_id
 from archive.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
 from ferry.core.atomic import atomic_write_bytes, fsync_dir
+from ferry.core.checksums import MultiHasher, hash_file
 from ferry.core.errors import FerryError, InputError, VerificationError
 from ferry.core.model import inside
 from ferry.progress import ProgressSink
 from stats.events import StatsWriter
-from upload.targets.base import RemoteRecord, Target
+from upload.targets.base import RemoteFile, RemoteRecord, Target
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,30 @@ async def download_revision(
     stats: StatsWriter | None = None,
 ) -> DownloadResult:
     recid = revision_id(name, rev)
+    rec, remote, manifest = await _open_revision(target, name, rev, root)
+    result = DownloadResult(recid, files=len(manifest))
+    result.unlisted_in_archive = sorted(k for k in remote if k not in manifest and k != MANIFEST_NAME)
+    result.missing_in_archive = [r.path for r in manifest if r.path not in remote]
+
+    with TreeState.for_tree(root) as state:
+        todo = await _to_fetch(root, manifest, state, result, verify_existing=verify_existing, hooks=hooks)
+        if progress is not None:
+            progress.add_totals(records=1, files=len(todo), bytes=sum(r.size for r in todo))
+        run = _Fetches(target, rec, root, state, result, progress, stats, asyncio.Semaphore(max(1, jobs)))
+        await asyncio.gather(*(run.one(r) for r in todo))
+        state.save()
+    if progress is not None:
+        progress.record_finished(ok=result.ok)
+    result.fetched.sort()
+    return result
+
+
+async def _open_revision(
+    target: Target, name: str, rev: str, root: Path
+) -> tuple[RemoteRecord, dict[str, RemoteFile], Manifest]:
+    """The revision's record, what the archive holds of it, and its manifest (also written
+    to ``root``); an unknown or incomplete revision is refused."""
+    recid = revision_id(name, rev)
     reader(target, target.name)
     rec = await target.find(recid, recid)
     if rec is None:
@@ -81,55 +105,69 @@ async def download_revision(
         )
     data, manifest = await fetch_manifest(target, rec, listed)
     await asyncio.to_thread(atomic_write_bytes, root / MANIFEST_NAME, data)
-    result = DownloadResult(recid, files=len(manifest))
-    result.unlisted_in_archive = sorted(k for k in remote if k not in manifest and k != MANIFEST_NAME)
-    result.missing_in_archive = [r.path for r in manifest if r.path not in remote]
+    return rec, remote, manifest
 
-    with TreeState.for_tree(root) as state:
-        local = await asyncio.to_thread(scan_tree, root, ScanOptions(include_dotfiles=True))
-        present = {f.path: f for f in local}
-        result.local_extra = [f.path for f in local if f.path not in manifest]
-        same_size = [present[r.path] for r in manifest if r.path in present and present[r.path].stat.size == r.size]
-        digest = await asyncio.to_thread(digest_files, same_size, state, rehash=verify_existing, hooks=hooks)
-        result.hashed_local = digest.hashed_files
-        todo: list[ManifestRow] = []
-        for row in manifest:
-            known = digest.checksums.get(row.path)
-            if known is not None and known["sha256"] == row.sha256:
-                result.kept += 1
-            elif row.path not in result.missing_in_archive:
-                todo.append(row)
-        if progress is not None:
-            progress.add_totals(records=1, files=len(todo), bytes=sum(r.size for r in todo))
-        gate = asyncio.Semaphore(max(1, jobs))
 
-        async def one(row: ManifestRow) -> None:
-            async with gate:
-                event = stats.open("download", recid, row.path, bytes=row.size) if stats else None
-                if progress is not None:
-                    progress.file_started(row.path)
-                try:
-                    st = await _fetch(target, rec, root, row, progress)
-                except FerryError as exc:  # one file's failure never stops the others
-                    result.failed[row.path] = str(exc)
-                    if event:
-                        event.close("failed", error=exc)
-                    if progress is not None:
-                        progress.file_finished(row.path, ok=False)
-                    return
-                state.put(row.path, st, {"sha256": row.sha256})
-                result.fetched.append(row.path)
+async def _to_fetch(
+    root: Path,
+    manifest: Manifest,
+    state: TreeState,
+    result: DownloadResult,
+    *,
+    verify_existing: bool,
+    hooks: Hooks | None,
+) -> list[ManifestRow]:
+    """The rows to fetch: not on disk with their sha256 (known from the state or hashed
+    once), and held by the archive. Counts the kept ones in ``result``."""
+    local = await asyncio.to_thread(scan_tree, root, ScanOptions(include_dotfiles=True))
+    present = {f.path: f for f in local}
+    result.local_extra = [f.path for f in local if f.path not in manifest]
+    same_size = [present[r.path] for r in manifest if r.path in present and present[r.path].stat.size == r.size]
+    digest = await asyncio.to_thread(digest_files, same_size, state, rehash=verify_existing, hooks=hooks)
+    result.hashed_local = digest.hashed_files
+    todo: list[ManifestRow] = []
+    for row in manifest:
+        known = digest.checksums.get(row.path)
+        if known is not None and known["sha256"] == row.sha256:
+            result.kept += 1
+        elif row.path not in result.missing_in_archive:
+            todo.append(row)
+    return todo
+
+
+@dataclass
+class _Fetches:
+    """The files of one revision download, ``gate`` at a time."""
+
+    target: Target
+    rec: RemoteRecord
+    root: Path
+    state: TreeState
+    result: DownloadResult
+    progress: ProgressSink | None
+    stats: StatsWriter | None
+    gate: asyncio.Semaphore
+
+    async def one(self, row: ManifestRow) -> None:
+        async with self.gate:
+            event = self.stats.open("download", self.rec.recid, row.path, bytes=row.size) if self.stats else None
+            if self.progress is not None:
+                self.progress.file_started(row.path)
+            try:
+                st = await _fetch(self.target, self.rec, self.root, row, self.progress)
+            except FerryError as exc:  # one file's failure never stops the others
+                self.result.failed[row.path] = str(exc)
                 if event:
-                    event.close("ok")
-                if progress is not None:
-                    progress.file_finished(row.path, ok=True)
-
-        await asyncio.gather(*(one(r) for r in todo))
-        state.save()
-    if progress is not None:
-        progress.record_finished(ok=result.ok)
-    result.fetched.sort()
-    return result
+                    event.close("failed", error=exc)
+                if self.progress is not None:
+                    self.progress.file_finished(row.path, ok=False)
+                return
+            self.state.put(row.path, st, {"sha256": row.sha256})
+            self.result.fetched.append(row.path)
+            if event:
+                event.close("ok")
+            if self.progress is not None:
+                self.progress.file_finished(row.path, ok=True)
 
 
 async def _fetch(
@@ -137,8 +175,7 @@ async def _fetch(
 ) -> FileStat:
     dest = inside(root, row.path, where=f"manifest of {rec.recid}")
     part = root / STATE_DIR / PARTS / f"{row.sha256}.part"
-    hasher = hashlib.sha256()
-    offset = await asyncio.to_thread(_resume, part, hasher, row.size)
+    hasher, offset = await asyncio.to_thread(_resume, part, row.size)
     fh: BinaryIO = await asyncio.to_thread(open, part, "ab")
     try:
         async with contextlib.aclosing(reader(target, target.name).read_file(rec, row.path, start=offset)) as chunks:
@@ -152,9 +189,10 @@ async def _fetch(
         await asyncio.to_thread(_sync, fh)
     finally:
         fh.close()
-    if offset != row.size or hasher.hexdigest() != row.sha256:
+    sha256 = hasher.hexdigests()["sha256"]
+    if offset != row.size or sha256 != row.sha256:
         part.unlink(missing_ok=True)  # the next try starts from nothing
-        got = f"{offset} bytes" if offset != row.size else f"sha256 {hasher.hexdigest()}"
+        got = f"{offset} bytes" if offset != row.size else f"sha256 {sha256}"
         raise VerificationError(
             f"fetched {got}, the manifest says {row.size} bytes with sha256 {row.sha256}",
             recid=rec.recid,
@@ -165,23 +203,21 @@ async def _fetch(
     return st
 
 
-def _resume(part: Path, hasher: hashlib._Hash, size: int) -> int:
-    """Hash the prefix a killed run left; a part longer than the file is dropped."""
+def _resume(part: Path, size: int) -> tuple[MultiHasher, int]:
+    """The sha256 of the prefix a killed run left, and its length; a part longer than the
+    file is dropped."""
     part.parent.mkdir(parents=True, exist_ok=True)
     try:
         have = part.stat().st_size
     except FileNotFoundError:
-        return 0
+        return MultiHasher(("sha256",)), 0
     if have > size:
         part.unlink()
-        return 0
-    with open(part, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-    return have
+        return MultiHasher(("sha256",)), 0
+    return hash_file(str(part), ("sha256",)), have
 
 
-def _write(fh: BinaryIO, hasher: hashlib._Hash, chunk: bytes) -> None:
+def _write(fh: BinaryIO, hasher: MultiHasher, chunk: bytes) -> None:
     fh.write(chunk)
     hasher.update(chunk)
 

@@ -86,25 +86,10 @@ async def upload_revision(
 
     rec = await target.find(recid, recid)
     remote: dict[str, RemoteFile] = await target.list_files(rec) if rec is not None else {}
-    there = remote.get(MANIFEST_NAME)
-    if there is not None and there.completed:
-        mine = bytes_checksum(algorithm, manifest_bytes)
-        if there.matches(len(manifest_bytes), mine):
-            result.already_complete = True
-            return result
-        raise InputError(
-            f"revision {recid} is already complete in the archive with a different manifest; "
-            "revisions are immutable: upload this tree as a new revision"
-        )
-    todo = []
-    for row in manifest:
-        want = Checksum(algorithm, digest.checksums[row.path][algorithm])
-        held = remote.get(row.path)
-        if held is not None and held.matches(row.size, want):
-            result.skipped += 1
-        else:
-            todo.append((row.path, row.size, want))
-    stale = sorted(k for k in remote if k not in manifest and k != MANIFEST_NAME)
+    if _complete_already(remote.get(MANIFEST_NAME), recid, bytes_checksum(algorithm, manifest_bytes), manifest_bytes):
+        result.already_complete = True
+        return result
+    todo, stale = _plan(manifest, digest, remote, algorithm, result)
     if dry_run:
         result.sent = [p for p, _, _ in todo]
         result.removed = stale
@@ -114,25 +99,50 @@ async def upload_revision(
     for key in stale:  # left by an earlier try of another tree under the same NAME/REV
         await target.delete_file(rec, key)
         result.removed.append(key)
-    if progress is not None:
-        progress.add_totals(records=1, files=len(todo), bytes=sum(s for _, s, _ in todo))
     await _send_all(target, rec, root, todo, jobs, result, progress, stats)
-    if progress is not None:
-        progress.record_finished(ok=not result.failed)
     if result.failed:
         return result  # no manifest: the revision stays incomplete, a re-run resumes it
-    final = await target.list_files(rec)
-    for row in manifest:
-        want = Checksum(algorithm, digest.checksums[row.path][algorithm])
-        held = final.get(row.path)
-        if held is None or not held.matches(row.size, want):
-            result.failed[row.path] = "not verified on the target after the upload"
+    await _verify_all(target, rec, manifest, digest, algorithm, result)
     if result.failed:
         return result
     await target.put_file(
         rec, MANIFEST_NAME, root / MANIFEST_NAME, len(manifest_bytes), bytes_checksum(algorithm, manifest_bytes)
     )
     return result
+
+
+def _plan(
+    manifest: Manifest, digest: TreeDigest, remote: dict[str, RemoteFile], algorithm: str, result: UploadResult
+) -> tuple[list[tuple[str, int, Checksum]], list[str]]:
+    """(key, size, checksum) of the files to send, and the stale keys to remove; files the
+    archive already holds verified are counted as skipped."""
+    todo = []
+    for row in manifest:
+        want = _wanted(digest, row.path, algorithm)
+        held = remote.get(row.path)
+        if held is not None and held.matches(row.size, want):
+            result.skipped += 1
+        else:
+            todo.append((row.path, row.size, want))
+    stale = sorted(k for k in remote if k not in manifest and k != MANIFEST_NAME)
+    return todo, stale
+
+
+def _wanted(digest: TreeDigest, path: str, algorithm: str) -> Checksum:
+    return Checksum(algorithm, digest.checksums[path][algorithm])
+
+
+def _complete_already(there: RemoteFile | None, recid: str, mine: Checksum, manifest_bytes: bytes) -> bool:
+    """True if the archive holds this revision complete with this very manifest; one
+    complete with another manifest is refused (revisions are immutable)."""
+    if there is None or not there.completed:
+        return False
+    if there.matches(len(manifest_bytes), mine):
+        return True
+    raise InputError(
+        f"revision {recid} is already complete in the archive with a different manifest; "
+        "revisions are immutable: upload this tree as a new revision"
+    )
 
 
 async def _send_all(
@@ -145,6 +155,8 @@ async def _send_all(
     progress: ProgressSink | None,
     stats: StatsWriter | None,
 ) -> None:
+    if progress is not None:
+        progress.add_totals(records=1, files=len(todo), bytes=sum(s for _, s, _ in todo))
     gate = asyncio.Semaphore(max(1, jobs))
 
     async def one(key: str, size: int, want: Checksum) -> None:
@@ -169,3 +181,16 @@ async def _send_all(
 
     await asyncio.gather(*(one(k, s, w) for k, s, w in todo))
     result.sent.sort()
+    if progress is not None:
+        progress.record_finished(ok=not result.failed)
+
+
+async def _verify_all(
+    target: Target, rec: RemoteRecord, manifest: Manifest, digest: TreeDigest, algorithm: str, result: UploadResult
+) -> None:
+    """Every row as the target lists it after the upload; a mismatch fails the revision."""
+    final = await target.list_files(rec)
+    for row in manifest:
+        held = final.get(row.path)
+        if held is None or not held.matches(row.size, _wanted(digest, row.path, algorithm)):
+            result.failed[row.path] = "not verified on the target after the upload"
