@@ -9,13 +9,13 @@ of terabytes must not re-read them. Uploads take md5 from here instead of re-rea
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from ferry.core.atomic import atomic_write_bytes
 from ferry.core.errors import InputError
 from ferry.core.model import safe_relpath
 
@@ -84,18 +84,7 @@ class Manifest:
             "files": {k: e.to_json() for k, e in sorted(self.entries.items())},
             "extra": self.extra,
         }
-        target = self.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
 def manifest_path(record_dir: Path) -> Path:
