@@ -283,7 +283,7 @@ class StatsWriter:
         with self._lock:
             self._seq += 1
             row["seq"] = self._seq
-            if self.worker is not None:
+            if self.worker:
                 row["worker"] = self.worker
             line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
             for secret in self._redact:

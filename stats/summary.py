@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ferry.progress import human_bytes
-from stats.load import WORK_STAGES, final_record_status, open_events, runs, stage_throughput, terminal
+from stats.load import WORK_STAGES, final_record_status, open_events, runs, stage_throughput, terminal, union_seconds
 from stats.timeline import span_seconds
 
 RECORD_STATUSES = ("ok", "failed", "skipped", "dry-run", "interrupted")
@@ -69,6 +69,36 @@ def records_per_run(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
+def per_worker(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records, files and bytes each worker moved, and its upload throughput (bytes over the
+    union of its upload intervals): the view of a ``--cluster`` run. Empty for a run in one
+    process (its rows carry no ``worker``)."""
+    if "worker" not in frame.columns:
+        return []
+    ends = terminal(frame)
+    ends = ends[ends["worker"].notna()]
+    out = []
+    for worker, mine in ends.groupby("worker", observed=True):
+        records = mine[(mine["stage"] == "record") & mine["recid"].notna()]
+        ups = mine[(mine["stage"] == "upload") & (mine["status"] == "ok") & mine["file"].notna()]
+        downs = mine[(mine["stage"] == "download") & (mine["status"] == "ok") & mine["file"].notna()]
+        busy = union_seconds(ups["start"], ups["end"]) if len(ups) else 0.0
+        nbytes = int(ups["bytes"].fillna(0).sum())
+        out.append(
+            {
+                "worker": str(worker),
+                "records_ok": int((records["status"] == "ok").sum()),
+                "records_failed": int((records["status"] == "failed").sum()),
+                "records_skipped": int((records["status"] == "skipped").sum()),
+                "files_downloaded": len(downs),
+                "files_uploaded": len(ups),
+                "bytes_uploaded": nbytes,
+                "upload_mbps": _clean(nbytes / busy / 1e6) if busy > 0 else None,
+            }
+        )
+    return out
+
+
 def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     """The numbers of a run (or of merged runs) as a JSON-ready dict."""
     final = final_record_status(frame)
@@ -124,6 +154,7 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
             # A zip event ``ok`` with ``zip_used`` false is a decision against zipping.
             "zip_skipped": int(((zip_ends["status"] == "skipped") | (ok_zip & declined)).sum()),
         },
+        "workers": per_worker(frame),
         "errors": [{k: _clean(v) for k, v in row.items()} for row in error_table(frame).head(top).to_dict("records")],
         "open_events": len(open_events(frame)),
         "slowest_records": [
@@ -248,6 +279,23 @@ def format_summary(summary: dict[str, Any]) -> str:
         header = ["stage", "counted", "ok", "failed", "skipped", "bytes", "wall time", "throughput", "median per file"]
         out.extend(_table(header, rows, "llrrrrrrr"))
         out.extend(STAGE_NOTES)
+    if summary.get("workers"):
+        out.append("")
+        out.append("per worker (--cluster):")
+        rows = [
+            [
+                w["worker"],
+                str(w["records_ok"]),
+                str(w["records_failed"]),
+                str(w["records_skipped"]),
+                str(w["files_uploaded"]),
+                human_bytes(w["bytes_uploaded"], digits=2),
+                _rate(w["upload_mbps"]),
+            ]
+            for w in summary["workers"]
+        ]
+        header = ["worker", "records ok", "failed", "skipped", "files up", "bytes up", "upload throughput"]
+        out.extend("  " + line for line in _table(header, rows, "lrrrrrr"))
     out.append("")
     if summary["errors"]:
         out.append("top errors:")
