@@ -20,16 +20,21 @@ from tests.test_zenodo_source import publish
 MiB = 1024 * 1024
 
 
-def ferry(
-    server: S3Server, config: Path, *args: str, wait: bool = True
-) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
+def _command(server: S3Server, config: Path, args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= server.env() | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
-    cmd = [sys.executable, "-m", "ferry.cli", "--config", str(config), "mirror", *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [sys.executable, "-m", "ferry.cli", "--config", str(config), "mirror", *args], env
+
+
+def ferry(server: S3Server, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd, env = _command(server, config, args)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def ferry_started(server: S3Server, config: Path, *args: str) -> subprocess.Popen[str]:
+    cmd, env = _command(server, config, args)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture
@@ -84,8 +89,7 @@ def test_kill_9_mid_mirror_then_run_again(
     files = {f"f{i:02d}.bin": os.urandom(7 * MiB) for i in range(8)}
     rec = publish(zenodo, files)
     zenodo.configure(latency_ms=300)  # slow enough to be caught half way
-    proc = ferry(s3_server, config, f"zenodo:{rec['id']}", "cpg", "--jobs", "2", wait=False)
-    assert isinstance(proc, subprocess.Popen)
+    proc = ferry_started(s3_server, config, f"zenodo:{rec['id']}", "cpg", "--jobs", "2")
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
