@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
 from ferry.core.checksums import MultiHasher, hash_file
+from ferry.core.errors import DiskFull, is_disk_full
 
 # Chunks up to this size, arriving in order with no hashing queued, are written and hashed
 # in one thread hop: per-file overhead dominates for small files, not hashing.
@@ -276,9 +277,22 @@ class FileSink:
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        n = os.pwrite(fd, view, offset)
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as exc:
+            if is_disk_full(exc):
+                # Named here, where the size is known: the file and the bytes still to write.
+                raise DiskFull("downloading", path=_fd_path(fd), needed=len(view)) from exc
+            raise
         view = view[n:]
         offset += n
+
+
+def _fd_path(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"file descriptor {fd}"
 
 
 class MemorySink:

@@ -23,9 +23,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from download.sources.cache import OrderDecision
-from ferry.core.errors import FerryError
+from ferry.core.errors import DiskFull, FerryError, is_disk_full
 from ferry.core.model import Record
 from ferry.core.retry import RetryPolicy
 from pipeline.job import PipelineContext, RecordJob, RecordResult
@@ -35,6 +36,7 @@ from stats.events import Status
 log = logging.getLogger(__name__)
 
 Resolve = Callable[[str], Awaitable[Record]]
+DISK_FULL = "disk full"
 OnResult = Callable[[RecordResult], None]
 
 
@@ -192,7 +194,10 @@ class BulkRunner:
             }
             run_event.close(status, reason=_summary_text(summary), summary=summary)
             if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
-                await ctx.ledger.run(ctx.ledger.end_run, ctx.run_id, status, summary)
+                try:
+                    await ctx.ledger.run(ctx.ledger.end_run, ctx.run_id, status, summary)
+                except DiskFull as exc:  # the run row stays 'running': read as interrupted, harmless
+                    log.warning("could not record the end of the run: %s", exc)
         return report
 
     async def _admit(self) -> bool:
@@ -219,6 +224,9 @@ class BulkRunner:
         except asyncio.CancelledError:
             report.unfinished.append(recid)
             raise
+        except DiskFull as exc:  # from a ledger write outside the record's own stages
+            report.unfinished.append(recid)
+            self._give_up(f"{DISK_FULL}: record {recid}: {exc.message}")
         finally:
             self.in_flight.release()
 
@@ -273,9 +281,31 @@ class BulkRunner:
 
     def _done(self, report: BulkReport, result: RecordResult) -> None:
         report.results[result.recid] = result
+        if result.error is not None and is_disk_full(result.error):
+            # Every other record would fail the same way and leave more partial files:
+            # stop, name the record and what it needed; a re-run resumes once there is space.
+            self._give_up(f"{DISK_FULL}: record {result.recid}: {result.error.message}")
         if self.on_result is not None:
             self.on_result(result)
 
 
 def _summary_text(summary: dict[str, object]) -> str:
     return ", ".join(f"{k}={v}" for k, v in summary.items())
+
+
+def remove_partials(dest: Path, report: BulkReport) -> int:
+    """After a run stopped on a full disk, once everything has stopped writing (the event
+    loop and its threads are gone): the half-downloaded ``.part`` files of the records not
+    finished go (they hold the space the run lacked; a re-run fetches them again), and so do
+    ``.partial`` bundles a cancelled zip left. Returns the bytes freed."""
+    if not (report.stopped or "").startswith(DISK_FULL):
+        return 0
+    failed = [r.recid for r in report.results.values() if r.status == "failed"]
+    freed = 0
+    for recid in [*report.unfinished, *failed]:
+        record_dir = dest / recid
+        for path in [*record_dir.rglob("*.part"), *record_dir.glob(".ferry/*.zip.partial")]:
+            with contextlib.suppress(OSError):
+                freed += path.stat().st_size
+                path.unlink()
+    return freed

@@ -41,7 +41,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import orjson
 
 from ferry.core.checksums import Checksum
-from ferry.core.errors import FerryError
+from ferry.core.errors import DiskFull, FerryError, is_disk_full
 from ferry.core.logs import mask_secrets
 
 # 2: files.md5 became files.checksum, the verified (algorithm, value) pair as "alg:hex"
@@ -294,6 +294,11 @@ class Ledger:
             try:
                 if not self._readonly:
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as exc:
+                # Optional: the WAL holds every commit, the next open checkpoints it. A full
+                # disk here must not hide the run's own report.
+                if not is_disk_full(exc):
+                    raise
             finally:
                 self._conn.close()
                 _unlock(self._lock_fd)
@@ -322,10 +327,17 @@ class Ledger:
                 c.execute("BEGIN IMMEDIATE")
                 try:
                     yield c
+                    c.execute("COMMIT")
                 except BaseException:
-                    c.execute("ROLLBACK")
+                    # A failed COMMIT (a full disk) leaves the transaction open: rolled back,
+                    # so the ledger holds the whole change or none of it.
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
                     raise
-                c.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(f"the ledger {self.path}", path=self.path) from exc
+                raise
             finally:
                 if durable:
                     c.execute("PRAGMA synchronous=NORMAL")
@@ -489,7 +501,9 @@ class Ledger:
         if not has_metadata:
             raise LedgerError(f"cannot mark {status}: the record has no metadata", recid=recid)
         known = c.execute("SELECT count(*) FROM files WHERE recid = ?", (recid,)).fetchone()[0]
-        if not file_count and not known:
+        # file_count 0 is the pipeline saying "the source lists none" (a metadata-only record,
+        # pipeline/without_files.py); unknown (NULL) with no file rows is never done.
+        if file_count is None and not known:
             raise LedgerError(f"cannot mark {status}: the record has no files", recid=recid)
         if not file_count:
             c.execute("UPDATE records SET file_count = ? WHERE recid = ?", (known, recid))

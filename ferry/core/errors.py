@@ -8,6 +8,9 @@ Subclasses also inherit the matching built-in where one exists, so generic handl
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 
 
@@ -59,6 +62,60 @@ class FerryError(Exception):
     def kind(self) -> str:
         """Short type name used in stats (``error_type``)."""
         return type(self).__name__
+
+
+# --- local faults -------------------------------------------------------------------------
+
+
+class DiskFull(FerryError):
+    """A local write found no space (ENOSPC, SQLite's "database or disk is full"). Not a
+    record's fault and not retryable in this run: the run stops, naming what it was writing,
+    how much it needed and what was free; run again once there is space."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str],
+        needed: int | None = None,
+        recid: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.needed = needed
+        self.free = _free_bytes(self.path)
+        facts = [f"while writing {self.path}"]
+        if needed is not None:
+            facts.append(f"needed {needed} bytes")
+        if self.free is not None:
+            facts.append(f"{self.free} bytes free")
+        super().__init__(f"{message}: disk full ({', '.join(facts)}); free space and run again", recid=recid, file=file)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT, here or anywhere in the cause chain (a wrapped OSError counts)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DiskFull):
+            return True
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(cur) and type(cur).__name__ == "OperationalError":
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _free_bytes(path: str) -> int | None:
+    probe = os.path.dirname(path) or "."
+    while probe and not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    try:
+        return shutil.disk_usage(probe or ".").free
+    except OSError:
+        return None
 
 
 # --- configuration and input -------------------------------------------------------------

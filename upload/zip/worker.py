@@ -12,6 +12,7 @@ New bundles are written to ``.ferry/<name>.partial`` and renamed only once verif
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -284,7 +285,9 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
         )
     except BaseException:
         scanner.abandon()
-        fh.close()
+        # close() flushes, and on a full disk fails again: the .partial must go regardless.
+        with contextlib.suppress(OSError):
+            fh.close()
         if not append:
             target.unlink(missing_ok=True)
         raise

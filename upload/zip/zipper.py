@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
-from ferry.core.errors import FerryError, InputError, NoFilesError
+from ferry.core.errors import DiskFull, FerryError, InputError, NoFilesError, is_disk_full
 from ferry.core.model import inside, safe_relpath
 from stats.events import StatsWriter
 from upload.zip.format import (
@@ -349,7 +349,20 @@ class _Zipper:
             durable=self.delete_originals,
         )
         log.info("record %s: %s", self.recid, action.describe())
-        return await self._in_worker(write_bundle, job)
+        try:
+            return await self._in_worker(write_bundle, job)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # The worker removed its .partial; what it needed is about the members' bytes.
+            await asyncio.to_thread(self._clear_partials)
+            raise DiskFull(
+                f"zipping bundle {action.name}",
+                path=self.dir / META_DIR / f"{action.name}.partial",
+                needed=sum(m.size for m in action.members if m.source != "kept"),
+                recid=self.recid,
+                file=action.name,
+            ) from exc
 
     async def _not_zipped(
         self,

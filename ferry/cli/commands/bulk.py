@@ -15,7 +15,7 @@ from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
 from ferry.core.model import Record
 from ferry.progress import BulkProgress, display_options, human_bytes
-from pipeline.bulk import BulkReport, BulkRunner
+from pipeline.bulk import BulkReport, BulkRunner, remove_partials
 from pipeline.job import RecordResult
 from pipeline.recids import read_recids
 from pipeline.runtime import open_run, with_jobs
@@ -110,6 +110,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     for err in bad_lines:
         print(f"ferry: error: {err}", file=sys.stderr)
     report = asyncio.run(_run(args, config, limits, recids))
+    freed = remove_partials(Path(args.dest), report)
+    if freed:
+        print(f"ferry: removed the partial files of the unfinished records ({human_bytes(freed)})", file=sys.stderr)
     code = print_results(list(report.results.values()))
     _print_summary(report)
     _print_unfinished(report)
