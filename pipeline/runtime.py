@@ -21,7 +21,7 @@ from download.manifest import Manifest, load_manifest
 from download.sources import SourceDeps, open_source
 from download.transport import Transport
 from ferry.core.config import Config, Limits, Secret, TargetConfig
-from ferry.core.errors import ConfigError, DownloadFailed, InputError
+from ferry.core.errors import ConfigError, DownloadFailed, InputError, is_disk_full
 from ferry.core.logs import register_secret
 from ferry.core.model import Record
 from ferry.progress import ProgressSink
@@ -146,6 +146,9 @@ def make_fetch(downloader: Downloader, dest: Path) -> Fetch:
         if result.error is not None:
             raise result.error
         if not result.ok:
+            full = next((f.error for f in result.failures if f.error is not None and is_disk_full(f.error)), None)
+            if full is not None:
+                raise full  # not the record's fault: the bulk stops on it (pipeline/bulk.py)
             failures = {f.key: (f.error.message if f.error else "failed") for f in result.failures}
             first = next(iter(failures.items()))
             raise DownloadFailed(
