@@ -69,7 +69,10 @@ def record_from_json(data: Mapping[str, Any]) -> Record:
         raise InputError("record has no recid", field="recid")
     raw: list[Mapping[str, Any]] = []
     indexes = []
-    for f in metadata.get("files") or []:
+    files = metadata.get("files") or []
+    if not isinstance(files, list):
+        raise InputError(f"files must be a list, not {type(files).__name__}", recid=recid, field="files")
+    for f in files:
         if not isinstance(f, Mapping):
             raise InputError(f"files entry {f!r} is not an object", recid=recid, field="files")
         if str(f.get("type", "")).startswith("index."):
