@@ -8,33 +8,29 @@ sits in memory and never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from sandbox.repository_core import BYTES_READ_KEY, DROPPED_KEY, ApiError, Repo, fail, guess_mimetype, json_response
+from ferry.core.checksums import hash_file
+from sandbox.repository_body import (
+    BlobWriter,
+    ClientGone,
+    Dropped,
+    check_announced,
+    check_content_type,
+    cut_point,
+    fault,
+    receive,
+)
+from sandbox.repository_core import DROPPED_KEY, Repo, fail, guess_mimetype, json_response
+from sandbox.repository_file_init import check_room, expiry, parse_init, pending_entry, preallocate
 from sandbox.repository_records import REPO, _model
 from sandbox.repository_store import Obj, now_iso
 
-CHUNK = 1 << 20
 TRANSFER_FAILED = "File upload transfer failed."
-INIT_FIELDS = frozenset({"key", "size", "checksum", "metadata", "access", "transfer", "storage_class"})
-MAX_PARTS = 10_000
-
-
-class _Dropped(Exception):
-    """The sandbox cut the connection mid-body on purpose (fault knob)."""
-
-
-class _ClientGone(Exception):
-    """The client went away (or sent less than it announced) during the body."""
 
 
 def _repo(request: web.Request) -> Repo:
@@ -69,45 +65,16 @@ async def list_draft_files(request: web.Request) -> web.Response:
 
 async def init_files(request: web.Request) -> web.Response:
     repo, entity = _writable_draft(request)
-    body = await repo.json_body(request)
-    items = _parse_init(body)
+    items = parse_init(await repo.json_body(request))
     files: dict[str, Obj] = entity["draft_files"]
-    opts = repo.options
+    check_room(files, items, repo.options)
+    now, expires = now_iso(), expiry()
     for item in items:
-        if item["key"] in files:
-            fail(400, f"File with key {item['key']} already exists.")
-    if len(files) + len(items) > opts.max_files:
-        fail(400, "Uploading selected files will result in exceeding the max amount per record.")
-    used = sum(int(f.get("size") or f.get("declared_size") or 0) for f in files.values())
-    for item in items:
-        size = item.get("size")
-        if size is not None and size > opts.max_file_size:
-            fail(400, f"Maximum file size exceeded ({item['key']}).")
-        used += size or 0
-    if used > opts.max_record_size:
-        fail(400, "Bucket quota exceeded.")
-    now = now_iso()
-    expires = (datetime.now(UTC) + timedelta(days=14)).isoformat()
-    for item in items:
-        transfer = item.get("transfer") or {"type": "L"}
-        entry: Obj = {
-            "key": item["key"],
-            "status": "pending",
-            "created": now,
-            "updated": now,
-            "metadata": item.get("metadata"),
-            "declared_size": item.get("size"),
-            "declared_checksum": item.get("checksum"),
-            "transfer": transfer,
-            "file_id": secrets.token_hex(16),
-            "blob": None,
-            "expires": expires,
-            "parts_done": [],
-        }
-        if transfer["type"] == "M":
+        entry = pending_entry(item, now, expires)
+        if entry["transfer"]["type"] == "M":
             # Local storage pre-allocates the file and writes every part in place.
             blob, path = repo.store.new_blob()
-            await asyncio.to_thread(_preallocate, path, int(item["size"]))
+            await asyncio.to_thread(preallocate, path, int(item["size"]))
             entry["blob"] = blob
         files[item["key"]] = entry
     repo.bump(entity)
@@ -115,158 +82,7 @@ async def init_files(request: web.Request) -> web.Response:
     return json_response(repo.files_list_json(entity, repo.base(request), draft=True), 201)
 
 
-def _parse_init(body: Any) -> list[Obj]:
-    def invalid(field: str, message: str) -> ApiError:
-        return ApiError(400, "A validation error occurred.", [{"field": field, "messages": [message]}])
-
-    if not isinstance(body, list):
-        raise invalid("_schema", "Invalid input type.")
-    if not body:
-        raise invalid("_schema", "No files to upload.")
-    items: list[Obj] = []
-    seen: set[str] = set()
-    for index, item in enumerate(body):
-        if not isinstance(item, dict):
-            raise invalid(f"{index}", "Invalid input type.")
-        for name in item:
-            if name not in INIT_FIELDS:
-                raise invalid(f"{index}.{name}", "Unknown field.")
-        key = item.get("key")
-        if not isinstance(key, str) or not key.strip():
-            raise invalid(f"{index}.key", "Missing data for required field.")
-        if key in seen:
-            fail(400, f"File with key {key} already exists.")
-        seen.add(key)
-        size = item.get("size")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise invalid(f"{index}.size", "Not a valid integer.")
-        transfer = item.get("transfer") or {"type": "L"}
-        if not isinstance(transfer, dict):
-            raise invalid(f"{index}.transfer", "Invalid input type.")
-        kind = transfer.get("type", "L")
-        if kind not in ("L", "M"):
-            raise invalid(f"{index}.transfer.type", f"Transfer type {kind} is not supported by this sandbox.")
-        clean_transfer: Obj = {"type": kind}
-        if kind == "M":
-            parts, part_size = transfer.get("parts"), transfer.get("part_size")
-            if not isinstance(parts, int) or parts < 1 or parts > MAX_PARTS:
-                fail(400, "Multipart file transfer requires parts.")
-            if not size:
-                fail(400, "Multipart file transfer requires file size.")
-            if not isinstance(part_size, int) or part_size < 1:
-                fail(400, "Multipart file transfer to local storage requires part_size.")
-            if (parts - 1) * part_size >= size or parts * part_size < size:
-                raise invalid(f"{index}.transfer.parts", "parts and part_size do not match the file size.")
-            clean_transfer.update(parts=parts, part_size=part_size)
-        items.append({**item, "transfer": clean_transfer})
-    return items
-
-
-def _preallocate(path: Path, size: int) -> None:
-    with open(path, "wb") as fh:
-        fh.truncate(size)
-
-
 # --- content --------------------------------------------------------------------------
-def _check_content_type(request: web.Request) -> None:
-    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if ctype != "application/octet-stream":
-        fail(415, "Invalid 'Content-Type' header. Expected one of: application/octet-stream.")
-
-
-def _fault(repo: Repo, counter: str, rate: str) -> bool:
-    """Take one from a `*_next` counter, else roll the dice against a `*_rate` knob."""
-    opts = repo.options
-    if getattr(opts, counter) > 0:
-        setattr(opts, counter, getattr(opts, counter) - 1)
-        return True
-    probability = float(getattr(opts, rate)) if rate else 0.0
-    return probability > 0 and repo.rng.random() < probability
-
-
-async def _receive(
-    request: web.Request,
-    sinks: list[Callable[[bytes], None]],
-    *,
-    limit: int,
-    drop_at: int | None,
-    corrupt: bool,
-) -> int:
-    """Stream the body into every sink, each sink in its own worker thread.
-
-    The disk write and the md5 run at the same time on the two cores (both release the
-    GIL), while the event loop reads the next chunk from the socket; each sink sees the
-    chunks in order because a sink's next chunk waits for its previous one.
-    """
-    loop = asyncio.get_running_loop()
-    pending: list[asyncio.Future[None] | None] = [None] * len(sinks)
-    buffered: list[bytes] = []
-    buffered_len = 0
-    total = 0
-
-    async def dispatch(data: bytes) -> None:
-        for index, sink in enumerate(sinks):
-            previous = pending[index]
-            if previous is not None:
-                await previous
-            pending[index] = loop.run_in_executor(None, sink, data)
-
-    try:
-        while True:
-            chunk = await request.content.read(CHUNK)
-            if not chunk:
-                break
-            total += len(chunk)
-            request[BYTES_READ_KEY] = total
-            if total > limit:
-                raise ApiError(400, "Maximum file size exceeded.")
-            if drop_at is not None and total >= drop_at:
-                if request.transport is not None:
-                    request.transport.close()
-                raise _Dropped()
-            if corrupt and total == len(chunk):
-                chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
-            buffered.append(chunk)
-            buffered_len += len(chunk)
-            if buffered_len >= CHUNK:
-                data = b"".join(buffered)
-                buffered, buffered_len = [], 0
-                await dispatch(data)
-        if buffered:
-            await dispatch(b"".join(buffered))
-    except (OSError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise _ClientGone(str(exc)) from exc
-    finally:
-        waiting = [f for f in pending if f is not None]
-        if waiting:
-            await asyncio.wait(waiting)
-    for future in pending:
-        if future is not None:
-            future.result()  # a failed disk write surfaces here
-    declared = request.content_length
-    if declared is not None and total != declared:
-        raise _ClientGone(f"body ended after {total} of {declared} bytes")
-    return total
-
-
-class _BlobWriter:
-    """A new blob and the md5 of what goes into it (each method runs in a worker thread)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fh = open(path, "wb")  # noqa: SIM115 - closed in close(), used across threads
-        self.md5 = hashlib.md5()
-
-    def write(self, data: bytes) -> None:
-        self.fh.write(data)
-
-    def hash(self, data: bytes) -> None:
-        self.md5.update(data)
-
-    def close(self) -> None:
-        self.fh.close()
-
-
 def _remove_entry(repo: Repo, entity: Obj, key: str) -> None:
     entry = entity["draft_files"].pop(key, None)
     repo.bump(entity)
@@ -295,38 +111,25 @@ def _size_limit(repo: Repo, entity: Obj, entry: Obj) -> int:
     return limit
 
 
-def _check_announced(request: web.Request, limit: int) -> None:
-    length = request.content_length
-    if length is not None and length > limit:
-        fail(400, "Maximum file size exceeded.")
-
-
-def _drop_at(repo: Repo, request: web.Request) -> int | None:
-    if not _fault(repo, "drop_next", "drop_rate"):
-        return None
-    length = request.content_length or 0
-    return max(1, length // 2)
-
-
 async def upload_content(request: web.Request) -> web.Response:
     repo, entity = _writable_draft(request)
     key = request.match_info["key"]
     entry = _entry(entity, key)
-    _check_content_type(request)
+    check_content_type(request)
     if entry["transfer"]["type"] == "M" and entry["status"] == "pending":
         fail(400, "Can not set content for multipart file, use the parts instead.")
     if entry["status"] == "completed":
         fail(400, f'File with key "{key}" is already committed.')
     limit = _size_limit(repo, entity, entry)
-    _check_announced(request, limit)
-    drop_at = _drop_at(repo, request)
-    fail_transfer = _fault(repo, "transfer_fail_next", "transfer_fail_rate")
-    corrupt = _fault(repo, "corrupt_next", "")
+    check_announced(request, limit)
+    drop_at = cut_point(repo, request)
+    fail_transfer = fault(repo, "transfer_fail_next", "transfer_fail_rate")
+    corrupt = fault(repo, "corrupt_next", "")
     blob, path = repo.store.new_blob()
-    writer = _BlobWriter(path)
+    writer = BlobWriter(path)
     try:
-        total = await _receive(request, [writer.write, writer.hash], limit=limit, drop_at=drop_at, corrupt=corrupt)
-    except (_Dropped, _ClientGone):
+        total = await receive(request, [writer.write, writer.hash], limit=limit, drop_at=drop_at, corrupt=corrupt)
+    except (Dropped, ClientGone):
         await asyncio.to_thread(writer.close)
         path.unlink(missing_ok=True)
         request[DROPPED_KEY] = True
@@ -354,24 +157,31 @@ async def upload_content(request: web.Request) -> web.Response:
     return json_response(repo.file_json(entity, entry, repo.base(request), draft=True))
 
 
+def _expected_part_size(request: web.Request, transfer: Obj, size: int, part: int) -> int:
+    """The size part ``part`` must have; a part number or announced length out of line is refused."""
+    parts, part_size = transfer["parts"], transfer["part_size"]
+    if part < 1 or part > parts:
+        fail(400, "Part number is higher than total parts sent in multipart initialization.")
+    expected = int(part_size if part < parts else size - (parts - 1) * part_size)
+    if request.content_length is not None and request.content_length != expected:
+        fail(400, "Size of this part must be equal to part_size sent in multipart initialization.")
+    return expected
+
+
 async def upload_part(request: web.Request) -> web.Response:
     repo, entity = _writable_draft(request)
     key = request.match_info["key"]
     entry = _entry(entity, key)
-    _check_content_type(request)
+    check_content_type(request)
     transfer = entry["transfer"]
     if transfer["type"] != "M" or entry["status"] != "pending":
         fail(400, f"File with key {key} is not a pending multipart upload.")
     part = int(request.match_info["part"])
-    parts, part_size, size = transfer["parts"], transfer["part_size"], int(entry["declared_size"])
-    if part < 1 or part > parts:
-        fail(400, "Part number is higher than total parts sent in multipart initialization.")
-    expected = part_size if part < parts else size - (parts - 1) * part_size
-    if request.content_length is not None and request.content_length != expected:
-        fail(400, "Size of this part must be equal to part_size sent in multipart initialization.")
-    drop_at = _drop_at(repo, request)
-    fail_transfer = _fault(repo, "transfer_fail_next", "transfer_fail_rate")
-    corrupt = _fault(repo, "corrupt_next", "")
+    part_size = transfer["part_size"]
+    expected = _expected_part_size(request, transfer, int(entry["declared_size"]), part)
+    drop_at = cut_point(repo, request)
+    fail_transfer = fault(repo, "transfer_fail_next", "transfer_fail_rate")
+    corrupt = fault(repo, "corrupt_next", "")
     path = repo.store.blob_path(entry["blob"])
     fd = await asyncio.to_thread(os.open, path, os.O_WRONLY)
     offset = [(part - 1) * part_size]
@@ -381,8 +191,8 @@ async def upload_part(request: web.Request) -> web.Response:
         offset[0] += len(data)
 
     try:
-        total = await _receive(request, [write], limit=expected, drop_at=drop_at, corrupt=corrupt)
-    except (_Dropped, _ClientGone):
+        total = await receive(request, [write], limit=expected, drop_at=drop_at, corrupt=corrupt)
+    except (Dropped, ClientGone):
         request[DROPPED_KEY] = True
         if key in entity["draft_files"]:
             _remove_entry(repo, entity, key)
@@ -461,11 +271,7 @@ async def _compute_checksum(repo: Repo, eid: str, key: str, blob: str) -> None:
 
 
 def _md5_file(path: Path) -> str:
-    md5 = hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 << 20):
-            md5.update(chunk)
-    return md5.hexdigest()
+    return hash_file(str(path), ("md5",)).hexdigests()["md5"]
 
 
 def resume_checksums(repo: Repo) -> None:
