@@ -31,7 +31,7 @@ from ferry.core.errors import InputError
 from metadata.dataset import Dataset, Organisation, Person, Section
 from metadata.html import escape, sanitize
 from metadata.readers.common import file_facts, license_from, person, resolved_pairs
-from metadata.readers.values import dedupe, edtf_date, items, mapping, raw_text, text, texts
+from metadata.readers.values import dedupe, edtf_date, mapping, raw_text, text, texts
 from metadata.readers.zenodo import _KINDS, _relations
 
 SOURCE = "dir"
@@ -73,8 +73,9 @@ def _load(root: Path | None) -> tuple[Mapping[str, Any], str | None]:
 
 def _creators(doc: Mapping[str, Any]) -> list[Person | Organisation]:
     raw = doc.get("creators")
-    entries: list[Any] = list(items(raw)) + texts(raw) if isinstance(raw, list) else texts(raw)
-    return [c for c in (person(e) for e in entries) if c]
+    # in the order written: objects and "Family, Given" strings may be mixed
+    entries: list[Any] = raw if isinstance(raw, list) else texts(raw)
+    return [c for c in (person(e) for e in entries if isinstance(e, dict | str)) if c]
 
 
 def _summary(name: str, count: int, size: int | None) -> Section:
