@@ -60,7 +60,10 @@ def main() -> None:
                 path.unlink()
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:9s} median {median:.3f} s  {args.mib / median:.0f} MiB/s  (runs: {', '.join(f'{v:.3f}' for v in values)})")
+        print(
+            f"{name:9s} median {median:.3f} s  {args.mib / median:.0f} MiB/s",
+            f"(runs: {', '.join(f'{v:.3f}' for v in values)})",
+        )
     print(f"aiofiles / threads: {statistics.median(times['aiofiles']) / statistics.median(times['threads']):.2f}")
 
 

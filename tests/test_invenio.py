@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ferry.core.checksums import Checksum
 from ferry.core.config import ConfigError
 from ferry.core.errors import (
     AuthError,
@@ -21,7 +22,6 @@ from ferry.core.errors import (
     VerificationError,
 )
 from pipeline.limits import RateLimiter
-from ferry.core.checksums import Checksum
 from tests.checksum_support import md5_sum
 from tests.fixtures_repository import RepositoryHandle
 from tests.test_invenio_support import (

@@ -50,7 +50,7 @@ def published_body(repo: RepositoryHandle, record_id: str) -> dict[str, Any]:
     request = urllib.request.Request(
         f"{repo.url}/api/particles/{record_id}", headers={"Authorization": f"Bearer {repo.token}"}
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the loopback sandbox
+    with urllib.request.urlopen(request, timeout=10) as answer:
         body: dict[str, Any] = json.loads(answer.read())
     return body
 

@@ -289,4 +289,3 @@ class FileReader(Protocol):
     def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The stored bytes of ``key`` from byte ``start`` on, in chunks (closed with ``aclose``)."""
         ...
-
