@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from download.manifest import Manifest
 from ferry.core.model import FileEntry, Record
@@ -12,8 +12,15 @@ from pipeline.job import PipelineContext, RecordJob
 from stats.events import StatsWriter
 
 if TYPE_CHECKING:
-    from ferry.testing.target_suite import TargetBackend
     from upload.targets.base import Target
+
+
+class BodySource(Protocol):
+    """What the probe needs of a suite backend (the suite's ``TargetBackend`` is one)."""
+
+    def body(self, recid: str) -> dict[str, Any]: ...
+
+    def query(self, recid: str) -> str: ...
 
 
 class _BackendProfile:
@@ -21,7 +28,7 @@ class _BackendProfile:
 
     name = "suite"
 
-    def __init__(self, backend: TargetBackend) -> None:
+    def __init__(self, backend: BodySource) -> None:
         self.backend = backend
 
     def transform(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,7 +42,7 @@ class _BackendProfile:
         return self.backend.query(recid)
 
 
-async def dry_run_record(target: Target | Any, backend: TargetBackend, tmp: Path, *, recid: str) -> str:
+async def dry_run_record(target: Target | Any, backend: BodySource, tmp: Path, *, recid: str) -> str:
     """The outcome of a dry run of a two-file record into ``target`` (``"dry-run"``)."""
 
     async def no_fetch(record: Record, record_dir: Path) -> Manifest:
