@@ -2,8 +2,10 @@
 
     flock /tmp/ferry-bench.lock .venv/bin/python bench/bench_cluster.py [--records 40] [--latency-ms 200] [--repeat 1]
 
-The sandbox repository answers every API request after ``--latency-ms`` (default 200 ms),
-so a record's ~10 sequential requests take seconds while the CPU idles: what limits a run
+The sandbox repository answers every API request after ``--latency-ms`` (default 200 ms)
+and reads each upload body at ``--link-kib-s`` per connection (default 1024 KiB/s, a
+wide-area link), so a record's ~10 sequential requests and its 1.5 MiB take seconds while
+the CPU idles: what limits a run
 is how many records are in flight, which is what more workers add. Each worker runs
 ``--records-in-flight`` records at once (default 2, so that 1 worker is far from the
 machine's 2 cores). Measured, each against a FRESH repository and staging folder: the
@@ -29,13 +31,14 @@ from benchlib import EXACT, GENEROUS, RepoProcess, bench_record, loadavg3, machi
 
 
 def records(count: int) -> list[dict[str, Any]]:
-    return [bench_record(str(975000 + i), [64 * 1024 + i, 32 * 1024]) for i in range(count)]
+    return [bench_record(str(975000 + i), [1024 * 1024 + i, 512 * 1024]) for i in range(count)]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=40)
     ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--link-kib-s", type=float, default=1024.0)
     ap.add_argument("--records-in-flight", type=int, default=2)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--keep", action="store_true")
@@ -56,7 +59,7 @@ def main() -> int:
             records_file, listing = b.records_file("all", recids)
             for label in ["local", *(f"local:{n}" for n in args.workers.split(","))]:
                 run_dir = wd / label.replace(":", "-")
-                with RepoProcess(run_dir / "repo", {**GENEROUS, "latency_ms": args.latency_ms}) as repo:
+                with RepoProcess(run_dir / "repo", {**GENEROUS, "latency_ms": args.latency_ms, "body_bytes_per_s": args.link_kib_s * 1024}) as repo:
                     b.repo_pid = repo.proc.pid if repo.proc else None
                     cfg = b.config(label.replace(":", "-"), repo, limits=limits)
                     cmd = b.bulk_cmd(

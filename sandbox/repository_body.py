@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +106,7 @@ async def receive(
     limit: int,
     drop_at: int | None,
     corrupt: bool,
+    rate: float = 0.0,
 ) -> int:
     """Stream the body into every sink, each sink in its own worker thread.
 
@@ -115,9 +117,12 @@ async def receive(
     buffered: list[bytes] = []
     buffered_len = 0
     total = 0
+    started = time.monotonic()
     try:
         while chunk := await request.content.read(CHUNK):
             total += len(chunk)
+            if rate > 0:  # the link's pace: the chunk "arrives" when the link had time to carry it
+                await asyncio.sleep(max(0.0, started + total / rate - time.monotonic()))
             request[BYTES_READ_KEY] = total
             buffered.append(_checked(request, chunk, total, limit=limit, cut=drop_at, corrupt=corrupt))
             buffered_len += len(chunk)

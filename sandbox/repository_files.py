@@ -128,7 +128,14 @@ async def upload_content(request: web.Request) -> web.Response:
     blob, path = repo.store.new_blob()
     writer = BlobWriter(path)
     try:
-        total = await receive(request, [writer.write, writer.hash], limit=limit, drop_at=drop_at, corrupt=corrupt)
+        total = await receive(
+            request,
+            [writer.write, writer.hash],
+            limit=limit,
+            drop_at=drop_at,
+            corrupt=corrupt,
+            rate=repo.options.body_bytes_per_s,
+        )
     except (Dropped, ClientGone):
         await asyncio.to_thread(writer.close)
         path.unlink(missing_ok=True)
@@ -191,7 +198,9 @@ async def upload_part(request: web.Request) -> web.Response:
         offset[0] += len(data)
 
     try:
-        total = await receive(request, [write], limit=expected, drop_at=drop_at, corrupt=corrupt)
+        total = await receive(
+            request, [write], limit=expected, drop_at=drop_at, corrupt=corrupt, rate=repo.options.body_bytes_per_s
+        )
     except (Dropped, ClientGone):
         request[DROPPED_KEY] = True
         if key in entity["draft_files"]:

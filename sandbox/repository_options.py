@@ -60,6 +60,9 @@ class RepositoryOptions:
     error_match: str = ""
     # Added latency per API request.
     latency_ms: float = 0.0
+    # Bytes per second each upload body is read at (0 = as fast as it comes): a wide-area
+    # link per connection, so a benchmark is bound by latency and bandwidth, not by CPU.
+    body_bytes_per_s: float = 0.0
     # Content uploads (L content and M parts) whose connection is dropped mid-body.
     drop_rate: float = 0.0
     drop_next: int = 0
