@@ -51,6 +51,7 @@ def main() -> int:
     wd = workdir("cluster")
     recs = records(args.records)
     rows: list[dict[str, Any]] = []
+    knobs = {**GENEROUS, "latency_ms": args.latency_ms, "body_bytes_per_s": args.link_kib_s * 1024}
     limits = {"records_in_flight": args.records_in_flight, "zip_threshold": 1000, "zip_small_median_bytes": 0}
     try:
         with run_in_thread(Sandbox(wd / "src", records=recs, scale=EXACT)) as sb:
@@ -59,7 +60,7 @@ def main() -> int:
             records_file, listing = b.records_file("all", recids)
             for label in ["local", *(f"local:{n}" for n in args.workers.split(","))]:
                 run_dir = wd / label.replace(":", "-")
-                with RepoProcess(run_dir / "repo", {**GENEROUS, "latency_ms": args.latency_ms, "body_bytes_per_s": args.link_kib_s * 1024}) as repo:
+                with RepoProcess(run_dir / "repo", knobs) as repo:
                     b.repo_pid = repo.proc.pid if repo.proc else None
                     cfg = b.config(label.replace(":", "-"), repo, limits=limits)
                     cmd = b.bulk_cmd(
