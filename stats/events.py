@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import orjson
 
+from ferry.core.atomic import AtomicWriter
+
 SCHEMA_VERSION = 1
 
 Stage = Literal["run", "resolve", "download", "zip", "transform", "upload", "verify", "publish", "record", "summary"]
@@ -416,14 +418,22 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 def export_csv(jsonl: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> Path:
     out = Path(csv_path)
-    tmp = out.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
+    with AtomicWriter(out) as fh:  # a reader never sees half a CSV
+        writer = csv.DictWriter(_Utf8(fh), fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in read_jsonl(jsonl):
             writer.writerow(_csv_cells(row))
-    os.replace(tmp, out)
     return out
+
+
+class _Utf8:
+    """The text side of a binary writer, for csv (which writes str)."""
+
+    def __init__(self, out: AtomicWriter) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        return self.out.write(text.encode("utf-8"))
 
 
 def _csv_cells(row: Mapping[str, Any]) -> dict[str, Any]:

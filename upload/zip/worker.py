@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from download.manifest import META_DIR
+from ferry.core.atomic import fsync_dir
 from ferry.core.checksums import MultiHasher
 from ferry.core.errors import InputError, UnsafePathError, VerificationError
 from ferry.core.model import inside, safe_relpath
@@ -297,7 +298,7 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
     if not append:
         os.replace(target, final)
         if job.durable:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
     st = final.stat()
     if st.st_size != scan.size:
         raise BundleCorrupt(f"bundle {job.name} changed while it was verified")
@@ -313,19 +314,11 @@ def _check_directory(path: Path, name: str, expected: Sequence[MemberRecord]) ->
         raise BundleCorrupt(f"bundle {name}: the central directory written does not list what was zipped")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_file(path: str) -> None:
     """Make a verified bundle durable before the originals it replaces are deleted."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-    _fsync_dir(Path(path).parent)
+    fsync_dir(Path(path).parent)
 
 
 def inspect_bundle(path: str, name: str, *, full_scan: bool) -> Inspection:
