@@ -15,6 +15,8 @@ import orjson
 
 from download.sources.cache_entries import Parse, inner_recid, record_from_entry, record_from_json
 from download.sources.cache_file import MasterCache
+from download.sources.cernopendata_index import ReadIndex, is_index
+from download.sources.cernopendata_records import record_from_api, record_from_fixture
 from download.sources.portal_search import DEFAULT_SPLITS, SEARCH_CAP, PortalSearch
 from ferry.core.errors import FerryError, InputError
 from ferry.core.model import Record
@@ -48,6 +50,16 @@ class BuildReport:
         }
 
 
+def needs_index_expansion(record_json: Mapping[str, Any]) -> bool:
+    """Whether a record JSON lists index files that nothing has expanded yet."""
+    nested = record_json.get("metadata")
+    metadata: Mapping[str, Any] = nested if isinstance(nested, Mapping) else record_json
+    files = metadata.get("files")
+    if not isinstance(files, list) or metadata.get("_file_indices"):
+        return False
+    return any(isinstance(f, Mapping) and is_index(f) for f in files)
+
+
 class CacheBuilder:
     """Fills a ``MasterCache`` from a resolver, portal search or record files, incrementally.
 
@@ -62,9 +74,14 @@ class CacheBuilder:
         parse: Parse = record_from_json,
         jobs: int = 8,
         checkpoint_s: float = 30.0,
+        read_index: ReadIndex | None = None,
     ) -> None:
         self.cache = cache
         self.parse = parse
+        # With a reader, records listing index files are expanded as download/upload/bulk
+        # --records do (``expand_deferred``); without one they are errors naming the indexes.
+        self.read_index = read_index
+        self.deferred: dict[str, tuple[str, Mapping[str, Any]]] = {}  # recid -> (where, record JSON)
         self.jobs = max(1, jobs)
         self.checkpoint_s = checkpoint_s
         self.report = BuildReport()
@@ -128,7 +145,33 @@ class CacheBuilder:
                 raise InputError(f"records file {p}: entries {seen[inner]} and {i} are both recid {inner}", recid=inner)
             if inner is not None:
                 seen[inner] = i
+            if inner is not None and self.read_index is not None and needs_index_expansion(item):
+                self.deferred[inner] = (str(p), item)  # fetched later, concurrently
+                continue
             self.add_json(item, where=str(p))
+
+    async def expand_deferred(self) -> None:
+        """Resolve the records whose file indexes must be fetched (``read_index``), ``jobs`` at a
+        time; a record that fails is noted as an error, the others go on."""
+        read_index = self.read_index
+        queue = iter(list(self.deferred.items()))
+        self.deferred = {}
+
+        async def worker() -> None:
+            for recid, (where, item) in queue:
+                try:
+                    if isinstance(item.get("metadata"), Mapping):
+                        record = await record_from_api(item, recid, read_index)
+                    else:
+                        record = await record_from_fixture(item, read_index)
+                except FerryError as exc:
+                    self._error(recid, exc, where)
+                else:
+                    self.add_record(record)
+                    self.report.warnings.extend(f"record {recid}: {note}" for note in record.notes)
+                await self._maybe_checkpoint()
+
+        await asyncio.gather(*(worker() for _ in range(self.jobs)))
 
     async def add_recids(self, recids: Iterable[str], resolve: Resolve, *, refresh: bool = False) -> None:
         """Resolve recids not yet cached (all with ``refresh``; failed ones are always retried)."""

@@ -6,35 +6,48 @@ sources that use it are in ``download.sources.cernopendata``.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import posixpath
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ferry.core.checksums import Checksum, MultiHasher
-from ferry.core.errors import (
-    ChecksumFormatError,
-    InputError,
-    NoFilesError,
-    UnsafePathError,
-    VerificationError,
+from download.sources.cernopendata_index import (
+    INDEX_TYPES,
+    MAX_INDEX_BYTES,
+    ReadIndex,
+    expand_indexes,
+    is_index,
+    parse_index_json,
+    parse_index_txt,
+    stem,
+    verify_bytes,
 )
-from ferry.core.model import FileEntry, Record, assign_keys, uri_path
+from ferry.core.checksums import Checksum
+from ferry.core.errors import ChecksumFormatError, InputError, NoFilesError, UnsafePathError
+from ferry.core.model import FileEntry, Record, assign_keys
 
-if TYPE_CHECKING:
-    # Imported where a session is made (~0.1 s): `--records` with root:// never needs it.
-
-    pass
+# Index handling lives in cernopendata_index; its names are still imported from here.
+__all__ = [
+    "INDEX_TYPES",
+    "MAX_INDEX_BYTES",
+    "ON_DEMAND",
+    "ReadIndex",
+    "build_record",
+    "cache_file_entries",
+    "check_cache_entry",
+    "expand_indexes",
+    "is_index",
+    "parse_index_json",
+    "parse_index_txt",
+    "record_from_api",
+    "record_from_fixture",
+    "verify_bytes",
+]
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("index.json", "index.txt")
-MAX_INDEX_BYTES = 256 * 1024 * 1024  # the largest real indexes (CMS) are tens of MB
 ON_DEMAND = "on demand"
-
-ReadIndex = Callable[[str], Awaitable[bytes]]
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -49,10 +62,6 @@ def _file_list(value: Any, recid: str, field: str) -> list[Mapping[str, Any]]:
         if not isinstance(item, Mapping):
             raise InputError(f"{field}[{i}] is not an object: {item!r}", recid=recid, field=f"{field}[{i}]")
     return value
-
-
-def is_index(entry: Mapping[str, Any]) -> bool:
-    return str(entry.get("type") or "") in INDEX_TYPES
 
 
 def build_record(
@@ -156,103 +165,21 @@ def check_cache_entry(path: Path, key: str, entry: Any) -> None:
         )
 
 
-def parse_index_json(data: bytes, *, recid: str, index_uri: str) -> list[dict[str, Any]]:
-    """Entries of an index JSON file: an array of ``{checksum, filename, size, uri}``."""
-    try:
-        items = json.loads(data)
-    except ValueError as exc:
-        raise InputError(f"index file is not valid JSON: {exc}", recid=recid, file=index_uri) from exc
-    if not isinstance(items, list):
-        raise InputError("index file is not a JSON array", recid=recid, file=index_uri)
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise InputError(f"index entry {i} is not an object", recid=recid, file=index_uri)
-        out.append(item)
-    return out
-
-
-def parse_index_txt(data: bytes, *, recid: str, index_uri: str) -> list[dict[str, Any]]:
-    """Entries of an index text file: one URI a line, no sizes or checksums."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError("index file is not UTF-8 text", recid=recid, file=index_uri) from exc
-    return [{"uri": line.strip()} for line in text.splitlines() if line.strip()]
-
-
-def _stem(uri: str) -> str:
-    name = posixpath.basename(uri_path(uri))
-    for suffix in (".json", ".txt"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def verify_bytes(data: bytes, expected: Checksum | None, size: int | None, *, recid: str, uri: str) -> None:
-    """Check a small in-memory file (an index) against its declared size and checksum."""
-    if size is not None and len(data) != size:
-        raise VerificationError(
-            f"index file is {len(data)} bytes, the record says {size}",
-            expected=str(size),
-            actual=str(len(data)),
-            recid=recid,
-            file=uri,
-        )
-    if expected is not None:
-        hasher = MultiHasher((expected.algorithm,))
-        hasher.update(data)
-        actual = hasher.hexdigests()[expected.algorithm]
-        if actual != expected.value:
-            raise VerificationError(
-                f"index file checksum mismatch: expected {expected}, got {expected.algorithm}:{actual}",
-                expected=str(expected),
-                actual=f"{expected.algorithm}:{actual}",
-                recid=recid,
-                file=uri,
-            )
-
-
-async def expand_indexes(
-    recid: str, files: list[Mapping[str, Any]], read_index: ReadIndex | None
-) -> list[Mapping[str, Any]]:
-    """Data file entries of a fixture-format ``files[]``: data files as they are, plus the
-    entries of each index file (fetched with ``read_index``). A ``.txt`` index is read only
-    when no ``.json`` twin carries the same list with sizes and checksums."""
-    data = [f for f in files if not is_index(f)]
-    indexes = [f for f in files if is_index(f)]
-    json_stems = {_stem(str(f.get("uri", ""))) for f in indexes if f.get("type") == "index.json"}
-    for index in indexes:
-        uri = str(index.get("uri") or "")
-        kind = index.get("type")
-        if kind == "index.txt" and _stem(uri) in json_stems:
-            continue
-        if read_index is None:
-            raise InputError(f"index file {uri} cannot be expanded here (no fetcher)", recid=recid, file=uri)
-        raw = await read_index(uri)
-        expected = None
-        if index.get("checksum"):
-            try:
-                expected = Checksum.parse(str(index["checksum"]))
-            except ChecksumFormatError as exc:
-                raise ChecksumFormatError(exc.message, recid=recid, file=uri, field="checksum") from exc
-        size = index.get("size")
-        verify_bytes(raw, expected, size if isinstance(size, int) else None, recid=recid, uri=uri)
-        parse = parse_index_json if kind == "index.json" else parse_index_txt
-        data.extend(parse(raw, recid=recid, index_uri=uri))
-    return data
-
-
 async def record_from_fixture(raw: Mapping[str, Any], read_index: ReadIndex | None) -> Record:
     """A ``Record`` from one record of the portal's fixture format (index files expanded)."""
     recid = str(raw.get("recid") or "").strip()
     if not recid:
         raise InputError("record has no recid", field="recid")
     files = _file_list(raw.get("files"), recid, "files")
-    entries = await expand_indexes(recid, files, read_index)
+    notes: list[str] = []
+    entries = await expand_indexes(recid, files, read_index, notes)
     # A record without files (author list, documentation) is migrated as metadata only:
     # the pipeline decides what a target does with it, not the resolver.
-    return build_record(recid, raw, entries, allow_empty=True)
+    return _noted(build_record(recid, raw, entries, allow_empty=True), notes)
+
+
+def _noted(record: Record, notes: list[str]) -> Record:
+    return dataclasses.replace(record, notes=(*notes, *record.notes)) if notes else record
 
 
 async def record_from_api(body: Mapping[str, Any], recid: str, read_index: ReadIndex | None) -> Record:
@@ -266,9 +193,11 @@ async def record_from_api(body: Mapping[str, Any], recid: str, read_index: ReadI
     expanded = set()
     for i, index in enumerate(indices):
         entries.extend(_file_list(index.get("files"), recid, f"metadata._file_indices[{i}].files"))
-        expanded.add(_stem(str(index.get("key") or "")))
+        expanded.add(stem(str(index.get("key") or "")))
     # The portal removes index files from files[]; if one is still there and was not
     # expanded for us, expand it ourselves.
-    pending = [f for f in files if is_index(f) and _stem(str(f.get("uri") or f.get("key") or "")) not in expanded]
-    entries = [*await expand_indexes(recid, [f for f in files if not is_index(f)] + pending, read_index), *entries]
-    return build_record(recid, metadata, entries, allow_empty=True)  # no files: a metadata-only record
+    pending = [f for f in files if is_index(f) and stem(str(f.get("uri") or f.get("key") or "")) not in expanded]
+    notes: list[str] = []
+    own = await expand_indexes(recid, [f for f in files if not is_index(f)] + pending, read_index, notes)
+    record = build_record(recid, metadata, [*own, *entries], allow_empty=True)  # no files: metadata only
+    return _noted(record, notes)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ferry.core.errors import FerryError, InputError, RecordNotFound, SourceError, SourceUnavailable
 from ferry.core.retry import server_delay
@@ -47,6 +48,16 @@ def status_error(
     )
 
 
+def unreachable_portal(portal: str, detail: str) -> str:
+    """What to say when the portal does not answer: its host, and the flags that choose another."""
+    host = urlsplit(portal).netloc or portal
+    return (
+        f"cannot reach the portal at host {host} ({portal}): {detail}. Check that {host} is reachable, "
+        "or name another portal with --portal URL ([source.cernopendata] portal in ferry.toml), "
+        "or read records from files with --records FILE.json"
+    )
+
+
 async def get_json(
     session: aiohttp.ClientSession,
     url: str,
@@ -65,7 +76,7 @@ async def get_json(
             error = status_error(resp.status, resp.headers, raw, portal=portal, what=what, recid=recid)
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = str(exc) or type(exc).__name__
-        raise SourceUnavailable(f"cannot reach the portal {portal}: {detail}", recid=recid) from exc
+        raise SourceUnavailable(unreachable_portal(portal, detail), recid=recid) from exc
     if error is not None:
         raise error
     try:

@@ -1,7 +1,8 @@
 """`ferry cache`: build and inspect the master cache (recid -> record, files, flags).
 
 ferry cache build [--portal URL] [--experiment NAME] [--query Q] [--recids FILE]
-                  [--records FILE.json ...] [--refresh] -o FILE
+                  [--records FILE.json ...] [--protocol root|https] [--https-base URL]
+                  [--refresh] -o FILE
 ferry cache show FILE [RECID]
 ferry cache stats FILE
 ferry cache order FILE [--order priority|size-asc|size-desc|recid|file] [--recids FILE]
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -28,6 +30,9 @@ from ferry.core.config import Config
 from ferry.core.errors import InputError
 from ferry.progress import human_bytes
 from pipeline.recids import RecidList, read_recids
+
+if TYPE_CHECKING:
+    from download.transport import Transport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,6 +89,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         metavar="FILE.json",
         help="JSON array(s) of records (the portal's fixture format) or another master cache",
     )
+    build.add_argument(
+        "--protocol",
+        choices=("root", "https"),
+        help="read the file indexes of --records over XRootD (default) or HTTPS",
+    )
+    build.add_argument("--https-base", metavar="URL", help="where /eos/opendata/... is served over HTTPS")
     build.add_argument("--refresh", action="store_true", help="re-resolve recids already in the cache")
     build.add_argument("--jobs", type=int, default=8, metavar="N", help="concurrent portal requests (default 8)")
     build.add_argument("--page-size", type=int, default=200, metavar="N", help="search page size (default 200)")
@@ -125,7 +136,9 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
         raise InputError("--jobs and --page-size must be positive")
     cache = MasterCache.load(args.output)
     existed = len(cache) > 0
-    builder = CacheBuilder(cache, jobs=args.jobs)
+    portal = (args.portal or config.source.portal).rstrip("/")
+    transport = _index_transport(args, config, portal) if args.records else None
+    builder = CacheBuilder(cache, jobs=args.jobs, read_index=transport.read_index if transport else None)
 
     recids: RecidList | None = None
     if args.recids:
@@ -133,8 +146,9 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
         _report_recid_list(recids)
     if args.records:
         _add_records_files(builder, args.records, recids, args.jobs)
+    if transport is not None:
+        asyncio.run(_expand_indexes(builder, transport))
 
-    portal = (args.portal or config.source.portal).rstrip("/")
     queries = [f"experiment:{name}" for name in args.experiment] + ([args.query] if args.query else [])
     needs_portal = bool(queries) or (recids is not None and not args.records)
     if needs_portal:
@@ -146,19 +160,39 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
     return EXIT_FAILED if failed or builder.report.errors else EXIT_OK
 
 
+def _index_transport(args: argparse.Namespace, config: Config, portal: str) -> Transport:
+    """How index files listed by --records records are read: as download/upload/bulk read them."""
+    from download.transport import Transport
+
+    protocol = args.protocol or config.source.protocol
+    https_base = args.https_base or portal
+    return Transport.create(protocol, https_base=https_base, limits=config.limits, verify_tls=config.source.verify_tls)
+
+
+async def _expand_indexes(builder: CacheBuilder, transport: Transport) -> None:
+    try:
+        if builder.deferred:
+            await builder.expand_deferred()
+    finally:
+        await transport.close()
+
+
 def _add_records_files(builder: CacheBuilder, paths: list[str], recids: RecidList | None, jobs: int) -> None:
     """Every record of the files, or (with a recid list) only the listed ones."""
     if recids is None:
         for path in paths:
             builder.add_records_file(path)
         return
-    # Read the files into a scratch cache, then keep only the listed recids.
-    scratch = CacheBuilder(MasterCache(), jobs=jobs)
+    # Read the files into a scratch cache, then keep only the listed recids (indexes are
+    # fetched for those only).
+    scratch = CacheBuilder(MasterCache(), jobs=jobs, read_index=builder.read_index)
     for path in paths:
         scratch.add_records_file(path)
     for recid in recids.recids:
         entry = scratch.cache.get(recid)
-        if entry is None:
+        if recid in scratch.deferred:
+            builder.deferred[recid] = scratch.deferred[recid]
+        elif entry is None:
             builder.report.errors[recid] = f"not found in {', '.join(paths)}"
             builder.cache.set_error(recid, f"not found in {', '.join(paths)}")
         elif recid in scratch.report.errors:
