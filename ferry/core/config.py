@@ -80,6 +80,10 @@ class SourceConfig:
             raise ConfigError(f"source.cernopendata.portal must be an http(s) URL, not {self.portal!r}")
 
 
+# What a record larger than its target allows becomes (pipeline/oversize.py decides).
+OVERSIZE_MODES = ("bundle", "split", "refuse")
+
+
 @dataclass(frozen=True)
 class TargetConfig:
     name: str
@@ -101,6 +105,7 @@ class TargetConfig:
     max_record_size: int = 10 * 10**9
     multipart_threshold: int = 50 * 1024 * 1024
     part_size: int = 50 * 1024 * 1024
+    oversize: str = "bundle"  # a record over the limits: bundle | split | refuse (pipeline/oversize.py)
     options: Mapping[str, Any] = field(default_factory=dict)  # type-specific extras
 
     def __post_init__(self) -> None:
@@ -111,6 +116,10 @@ class TargetConfig:
         for name in ("requests_per_minute", "requests_per_hour", "max_files_per_record", "part_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"targets.{self.name}.{name} must be positive")
+        if self.oversize not in OVERSIZE_MODES:
+            raise ConfigError(
+                f"targets.{self.name}.oversize must be one of {', '.join(OVERSIZE_MODES)}, not {self.oversize!r}"
+            )
         if self.token_file and self.token_env:
             raise ConfigError(
                 f"targets.{self.name}: token_file and token_env are both set; keep one "
