@@ -46,7 +46,7 @@ from ferry.progress import human_bytes
 from metadata.base import Profile, transform_and_validate
 from metadata.fidelity import distribution_discrepancies
 from metadata.readers import record_key
-from pipeline import without_files
+from pipeline import oversize, without_files
 from pipeline.claims import settle_claim
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, WeightedLimiter
@@ -98,6 +98,7 @@ class PipelineContext:
     new_version: bool = False
     dry_run: bool = False
     delete_staged: bool = False
+    oversize: str = "bundle"  # the target's setting for records over its limits (pipeline/oversize.py)
     run_id: str | None = None
     breaker: CircuitBreaker | None = None
     on_plan: Callable[[str], None] | None = None  # dry-run plan lines (printed by the CLI)
@@ -155,6 +156,7 @@ class RecordJob:
         self.result = RecordResult(recid=record.recid, status="failed", stage="resolve")
         self._manifest_lock = asyncio.Lock()  # md5s learnt during the upload are saved one at a time
         self.notes: list[str] = []  # where the record's own claims disagree with its files
+        self.oversize_note: str | None = None  # what pipeline/oversize.py decided, when over a limit
 
     def event_extra(self) -> dict[str, Any]:
         """Facts for the record's stats event beyond the schema's columns (its ``extra``)."""
@@ -163,6 +165,8 @@ class RecordJob:
             extra["metadata_only"] = True
         if self.notes:
             extra["distribution"] = list(self.notes)
+        if self.oversize_note:
+            extra["oversize"] = self.oversize_note
         return extra
 
     # --- the whole record ---------------------------------------------------------------
@@ -210,6 +214,8 @@ class RecordJob:
 
         if not self.record.files:  # metadata only, a record document, or a refusal
             return await without_files.run(self, body, query)
+        self.stage = "plan"  # over the target's limits: bundle, split or refuse, before any write
+        oversize.check(self, record_key(self.record.source, self.recid))
         if ctx.dry_run:
             return await self._plan(body, query)
         if await self._published_before():

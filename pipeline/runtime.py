@@ -228,6 +228,7 @@ async def open_run(
         new_version=opts.new_version,
         dry_run=opts.dry_run,
         delete_staged=opts.delete_staged,
+        oversize=tcfg.oversize,
         run_id=stats.run_id,
         breaker=CircuitBreaker(),
         upload_progress=progress if isinstance(progress, UploadProgress) else None,
