@@ -46,6 +46,7 @@ from download.disk import (
 from download.file_transfer import BASE_ALGORITHMS, FileTransfers
 from download.manifest import Manifest
 from download.results import FileResult, FileStatus, RecordResult, as_ferry_error
+from download.sources import staging_name
 from download.transport import Transport
 from ferry.core.config import Limits
 from ferry.core.errors import FerryError
@@ -162,7 +163,7 @@ class Downloader:
         self, record: Record, dest: Path, *, dry_run: bool = False, verify_existing: bool = False
     ) -> RecordResult:
         """Download (or, with ``dry_run``, plan) every file of ``record`` into ``dest/<recid>/``."""
-        record_dir = Path(dest) / safe_relpath(record.recid, where="recid")
+        record_dir = Path(dest) / safe_relpath(staging_name(record), where="recid")  # per source
         result = RecordResult(recid=record.recid, record_dir=record_dir, record=record, dry_run=dry_run)
         self.progress.add_totals(files=len(record.files), bytes=record.total_size)
         event = self.stats.open("download", record.recid, file_count=len(record.files), bytes=record.total_size)

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 import orjson
 
 from download.manifest import Manifest, load_manifest
+from download.sources import staging_name
 from ferry.core.checksums import Checksum, choose_hash, hash_file
 from ferry.core.config import Limits
 from ferry.core.errors import (
@@ -151,7 +152,7 @@ class RecordJob:
         self.ctx = ctx
         self.record = record
         self.recid = record.recid
-        self.record_dir = ctx.dest / record.recid
+        self.record_dir = ctx.dest / staging_name(record)  # zenodo:123 and CERN 123 apart
         self.stage = "resolve"
         self.result = RecordResult(recid=record.recid, status="failed", stage="resolve")
         self._manifest_lock = asyncio.Lock()  # md5s learnt during the upload are saved one at a time

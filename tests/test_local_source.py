@@ -61,4 +61,4 @@ async def test_engine_downloads_a_folder_through_file_uris(tmp_path: Path) -> No
     await transport.close()
     assert result.ok, result
     for key, data in files.items():
-        assert (tmp_path / "dest" / "ds" / key).read_bytes() == data
+        assert (tmp_path / "dest" / "dir-ds" / key).read_bytes() == data

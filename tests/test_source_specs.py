@@ -25,9 +25,10 @@ def test_download_zenodo_records_concepts_and_folders(
     dest = tmp_path / "data"
     specs = (f"zenodo:{one['id']}", f"zenodo:concept:{two['conceptrecid']}", "./results")
     assert ferry(config, "download", *specs, "--dest", str(dest)) == 0, capsys.readouterr().err
-    assert (dest / str(one["id"]) / "a.bin").read_bytes() == payload(120_000)
-    assert (dest / str(two["id"]) / "b.txt").read_bytes() == b"bee\n"
-    assert (dest / "results" / "sub" / "c.txt").read_bytes() == b"sea\n"
+    # Staged per source: DEST/zenodo-<id>, DEST/dir-<name> (never a CERN record's DEST/<recid>).
+    assert (dest / f"zenodo-{one['id']}" / "a.bin").read_bytes() == payload(120_000)
+    assert (dest / f"zenodo-{two['id']}" / "b.txt").read_bytes() == b"bee\n"
+    assert (dest / "dir-results" / "sub" / "c.txt").read_bytes() == b"sea\n"
     assert "downloaded 3 of 3 records" in capsys.readouterr().out
 
 
@@ -41,7 +42,7 @@ def test_download_names_a_missing_folder_and_goes_on(
     out = capsys.readouterr()
     assert code == 1
     assert f"no folder {missing}" in out.err
-    assert (tmp_path / "d" / str(rec["id"]) / "a.txt").read_bytes() == b"a"  # the other record completes
+    assert (tmp_path / "d" / f"zenodo-{rec['id']}" / "a.txt").read_bytes() == b"a"  # the other record completes
 
 
 def test_upload_a_zenodo_record_into_a_configured_local_target(

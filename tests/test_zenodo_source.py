@@ -100,7 +100,7 @@ async def test_download_verifies_md5_in_flight_and_names_a_corrupted_file(zenodo
             (result,) = await download_records(dl, source, [f"zenodo:{rec['id']}"], tmp_path)
         finally:
             await source.close()
-    record_dir = tmp_path / str(rec["id"])
+    record_dir = tmp_path / f"zenodo-{rec['id']}"  # staged apart from CERN record {id}
     assert (record_dir / "good.bin").read_bytes() == good
     assert not (record_dir / "bad.bin").exists() and not part_path(record_dir / "bad.bin").exists()
     (failed,) = result.failures
@@ -113,7 +113,7 @@ async def test_download_verifies_md5_in_flight_and_names_a_corrupted_file(zenodo
 async def test_a_partial_download_resumes_with_range(zenodo: ZenodoHandle, tmp_path: Path) -> None:
     blob = payload(400_000)
     rec = publish(zenodo, {"big.bin": blob})
-    final = tmp_path / str(rec["id"]) / "big.bin"
+    final = tmp_path / f"zenodo-{rec['id']}" / "big.bin"  # the Zenodo record's staging folder
     final.parent.mkdir(parents=True)
     part_path(final).write_bytes(blob[:150_000])  # an earlier run stopped here
     async with Downloader(Transport.create("https", https_base=zenodo.url, limits=LIMITS), limits=LIMITS) as dl:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from download.base import Source
     from download.transport import Transport
     from ferry.core.config import Config, Limits
+    from ferry.core.model import Record
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ def split_spec(spec: str) -> tuple[str, str]:
         known = ", ".join(n for n in SOURCES.names() if n != "cernopendata")
         raise InputError(f"unknown source {spec!r}: {name!r} is not a source (known: {known}, or a CERN recid)")
     return "cernopendata", text
+
+
+def staging_name(record: Record) -> str:
+    """The folder under ``DEST`` a record is staged in: the recid for the CERN portal (as
+    always), ``<source>-<id>`` for any other source, so ``zenodo:123`` and CERN record 123
+    never share ``DEST/123`` (their files, manifests and bundles would mix). CERN recids are
+    digits only, so a prefixed name can never be one."""
+    if record.source == "cernopendata":
+        return record.recid
+    return f"{record.source}-{record.recid}"
 
 
 def open_source(name: str, deps: SourceDeps) -> Source:

@@ -25,7 +25,7 @@ import pytest
 
 from download.base import Source
 from download.engine import Downloader
-from download.sources import SOURCES, split_spec
+from download.sources import SOURCES, split_spec, staging_name
 from download.transport import Transport
 from ferry.core.checksums import HEX_LENGTHS, MultiHasher
 from ferry.core.config import Limits
@@ -159,7 +159,7 @@ class SourceSuite:
         async with Downloader(backend.transport(), limits=LIMITS) as downloader:
             result = await downloader.download_record(record, tmp_path / "dl")
         assert result.ok, result.error_lines()
-        assert result.record_dir == tmp_path / "dl" / record.recid
+        assert result.record_dir == tmp_path / "dl" / staging_name(record)  # DEST/<recid> for CERN
         for f in record.files:
             _check_bytes((result.record_dir / f.key).read_bytes(), record, f.key)
 
