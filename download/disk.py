@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
+from download.part_mark import PART_SUFFIX, PrefixMark, read_mark, remove_mark
 from download.results import FileResult
 from download.sink import lanes_for, prefix_hashers, pwrite_all
 from ferry.core.atomic import atomic_write_bytes
@@ -29,7 +30,6 @@ from ferry.core.model import FileEntry, Record, inside, safe_relpath
 
 log = logging.getLogger(__name__)
 
-PART_SUFFIX = ".part"
 MANIFEST_SAVE_INTERVAL = 2.0
 RECORD_JSON = "record.json"
 
@@ -85,12 +85,18 @@ def open_part(part: Path, resume_limit: int | None) -> tuple[int, int]:
     """Open ``part`` for writing (one thread hop: per-file overhead matters for small files).
 
     Keeps its bytes when ``resume_limit`` allows (None: any length; -1: never; n: at most
-    n bytes, since a longer .part cannot be a prefix). Returns (fd, bytes kept).
+    n bytes, since a longer .part cannot be a prefix), and never past the prefix its
+    sidecar says was written (``download.part_mark``): the length of a ``.part`` whose
+    chunks landed out of order proves nothing. Returns (fd, bytes kept).
     """
     part.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         start = os.fstat(fd).st_size
+        mark = read_mark(part)
+        if mark is not None and mark < start:
+            log.info("%s: %d bytes long, only the first %d written in order; resuming from there", part, start, mark)
+            start = mark
         if resume_limit is not None and (resume_limit < 0 or start > resume_limit):
             start = 0
         os.ftruncate(fd, start)
@@ -98,6 +104,16 @@ def open_part(part: Path, resume_limit: int | None) -> tuple[int, int]:
         os.close(fd)
         raise
     return fd, start
+
+
+def open_marked(part: Path, resume_limit: int | None) -> tuple[int, int, PrefixMark]:
+    """``open_part`` and the sidecar that records what this pass writes, in one thread hop."""
+    fd, start = open_part(part, resume_limit)
+    try:
+        return fd, start, PrefixMark(part, start)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def fetch_small(
@@ -160,6 +176,18 @@ def rename_verified(part: Path, final: Path) -> os.stat_result:
     """Give a verified file its final name; return its stat for the manifest."""
     os.replace(part, final)
     return final.stat()
+
+
+def finish_part(part: Path, final: Path) -> os.stat_result:
+    """A streamed ``.part`` verified: its sidecar goes first (a kill in between leaves a
+    complete ``.part`` that a resume re-hashes and verifies), then the rename."""
+    remove_mark(part)
+    return rename_verified(part, final)
+
+
+def drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    remove_mark(part)
 
 
 def manifest_matches(entry: ManifestEntry, file: FileEntry) -> bool:

@@ -19,12 +19,13 @@ from download.base import ByteFetcher
 from download.disk import (
     ManifestState,
     OnDisk,
+    drop_part,
     expected_checksum,
     fetch_small,
+    finish_part,
     keep_existing,
-    open_part,
+    open_marked,
     part_path,
-    rename_verified,
     write_if_verified,
 )
 from download.manifest import ManifestEntry
@@ -212,7 +213,7 @@ class FileTransfers:
                     "ask the portal to stage it, then run again)"
                 )
             raise
-        st = published if published is not None else await asyncio.to_thread(rename_verified, job.part, final)
+        st = published if published is not None else await asyncio.to_thread(finish_part, job.part, final)
         state.put(
             ManifestEntry(
                 key=entry.key,
@@ -264,9 +265,9 @@ class FileTransfers:
                     why,
                 )
                 tries.refetched = True
-                await asyncio.to_thread(job.part.unlink, missing_ok=True)
+                await asyncio.to_thread(drop_part, job.part)
             except VerificationError:
-                await asyncio.to_thread(job.part.unlink, missing_ok=True)
+                await asyncio.to_thread(drop_part, job.part)
                 raise
         raise AssertionError("unreachable: a fetch from byte 0 never raises _ResumedPrefixBad")
 
@@ -294,7 +295,7 @@ class FileTransfers:
         """One pass: (re)open ``part``, hash a kept prefix, stream the rest. Returns
         (digests, size, bytes moved, resumed?)."""
         lanes = lanes_for(algorithms)
-        fd, start = await asyncio.to_thread(open_part, part, entry.size if allow_resume else -1)
+        fd, start, mark = await asyncio.to_thread(open_marked, part, entry.size if allow_resume else -1)
         try:
             hashers = await prefix_hashers(str(part), start, lanes, self.executor)
             sink = FileSink(
@@ -304,6 +305,7 @@ class FileTransfers:
                 budget=self.budget,
                 executor=self.executor,
                 on_bytes=self.progress.advance,
+                on_written=mark.written,
             )
             try:
                 remote_size = await fetcher.fetch(url, sink, start=start, expected_size=entry.size)
@@ -315,6 +317,7 @@ class FileTransfers:
                 raise
         finally:
             await asyncio.to_thread(os.close, fd)
+            mark.close()
         if end != remote_size:
             if start > 0:
                 raise _ResumedPrefixBad(f"the server's file is {remote_size} bytes, the .part had {start}")

@@ -170,8 +170,10 @@ class FileSink:
         budget: ByteBudget,
         executor: Executor,
         on_bytes: Callable[[int], None] | None = None,
+        on_written: Callable[[int, int], None] | None = None,
     ) -> None:
         self._fd = fd
+        self._on_written = on_written  # (offset, size) once a write returned: download.part_mark
         self._next = start  # first offset not yet handed to the digests
         self._budget = budget
         self._executor = executor
@@ -206,7 +208,7 @@ class FileSink:
             finally:
                 self._fast_busy = False
                 self.release(reserved)
-            self._count(size)
+            self._count(offset, size)
             self._drain()
             return
         # Hash (in order) and write (at its offset) at the same time: the bytes are
@@ -219,7 +221,7 @@ class FileSink:
             await loop.run_in_executor(self._executor, pwrite_all, self._fd, data, offset)
         finally:
             self._unit_done(chunk)
-        self._count(size)
+        self._count(offset, size)
 
     def _drain(self) -> None:
         """Hand every chunk that is next in order to the lanes."""
@@ -236,8 +238,10 @@ class FileSink:
         for hasher in self.hashers:
             hasher.update(data)
 
-    def _count(self, size: int) -> None:
+    def _count(self, offset: int, size: int) -> None:
         self.written += size
+        if self._on_written is not None:
+            self._on_written(offset, size)
         if self._on_bytes is not None:
             self._on_bytes(size)
 
