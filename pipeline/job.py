@@ -51,6 +51,7 @@ from pipeline import oversize, without_files
 from pipeline.claims import settle_claim
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, WeightedLimiter
+from pipeline.local_check import blame_local_copy
 from stats.events import Event, StatsWriter
 from upload.targets.base import PublishOutcome, RemoteFile, RemoteRecord, Target
 from upload.targets.http import maybe_applied
@@ -536,9 +537,14 @@ class RecordJob:
                 await ctx.breaker.wait_closed()
             async with ctx.upload_slots, ctx.upload_bytes.hold(size):
                 started()
-                return await self._call(
-                    lambda: ctx.target.put_file(remote, key, path, size, expected, sent), wait=False
-                )
+                try:
+                    return await self._call(
+                        lambda: ctx.target.put_file(remote, key, path, size, expected, sent), wait=False
+                    )
+                except VerificationError:
+                    if expected is not None:  # the local copy may be the culprit: then say so, no retry
+                        await blame_local_copy(path, expected, recid=self.recid, key=key)
+                    raise
 
         try:
             got = await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
