@@ -1,5 +1,9 @@
 """Local faults (issue 16, section 4): a ``.part`` with holes, a verified file corrupted later.
 
+The second: a file verified at download, then corrupted in place with its size and mtime
+kept, is trusted by the manifest and sent; the target's checksum disagrees. That is the
+local copy's fault, said so with the fix (``--verify-existing``), and not re-sent.
+
 A kill while chunks of one file land out of order leaves a ``.part`` longer than what was
 written in order (the gap reads back as zeros). The hole is made here by the real
 download code: the fetcher's reads are let through except one, held as if in flight at the
@@ -12,8 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from download.base import ChunkSink
 from download.disk import part_path
@@ -21,8 +30,11 @@ from download.engine import Downloader
 from download.manifest import load_manifest
 from download.part_mark import mark_path, read_mark
 from download.transport import Transport
+from ferry.cli import main
 from ferry.core.config import Limits
 from ferry.core.model import FileEntry, Record
+from tests.bulk_support import BASE, make_record, stats_rows, synthetic_source, target_problems, write_config
+from tests.fixtures_repository import RepositoryHandle
 from tests.fixtures_xrootd import SandboxSource
 
 CHUNK = 4 * 1024 * 1024  # the default chunk size: the sidecar is rewritten once per chunk
@@ -135,3 +147,47 @@ async def test_a_part_without_sidecar_is_verified_and_refetched_when_it_lies(
     (done,) = result.files
     assert done.action == "refetched" and final.read_bytes() == served
     assert not part_path(final).exists() and not mark_path(part_path(final)).exists()
+
+
+def _edge_record(recid: str, sizes: list[int]) -> dict[str, Any]:
+    files = [
+        {"uri": f"root://eospublic.cern.ch/{BASE}/{recid}/f{j:03d}.dat", "size": s, "checksum": ""}
+        for j, s in enumerate(sizes)
+    ]
+    return make_record(recid, files, ["Collision"])
+
+
+def test_a_local_file_corrupted_after_verification_is_a_local_problem(
+    tmp_path: Path, repository_factory: Callable[..., RepositoryHandle], capsys: pytest.CaptureFixture[str]
+) -> None:
+    recid = "975301"
+    repo = repository_factory()
+    with synthetic_source([_edge_record(recid, [50_000, 60_000])]) as src:
+        config = write_config(tmp_path, src, repo)
+        dest = tmp_path / "data"
+        assert main(["--config", str(config), "download", recid, "--dest", str(dest)]) == 0
+        # Corrupted in place after it was verified: one byte flipped, size and mtime kept.
+        bad = dest / recid / "f000.dat"
+        st = bad.stat()
+        data = bytearray(bad.read_bytes())
+        data[100] ^= 0xFF
+        bad.write_bytes(bytes(data))
+        os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+        capsys.readouterr()
+        stats = tmp_path / "stats"
+        upload = ["--config", str(config), "upload", recid, "--target", "sandbox", "--dest", str(dest)]
+        assert main([*upload, "--stats-dir", str(stats)]) == 1
+        err = capsys.readouterr().err
+        line = next(ln for ln in err.splitlines() if "f000.dat" in ln and "local" in ln)
+        assert f"record {recid}" in line and "changed after it was verified" in line
+        assert "not the target's" in line and f"ferry download {recid} --dest {dest} --verify-existing" in line
+        assert f"md5:{hashlib.md5(bytes(data)).hexdigest()}" in line  # what it is now
+        assert f"md5:{src.source_md5(recid)['f000.dat']}" in line  # what was verified
+        # Not re-sent: the same bytes would fail the same way.
+        puts = [r for r in stats_rows(stats) if r["stage"] == "upload" and r["file"] == "f000.dat"]
+        assert [r["attempts"] for r in puts if r["status"] == "failed"] == [1]
+
+        # The fix named works: the copy is fetched again, the upload then completes.
+        assert main(["--config", str(config), "download", recid, "--dest", str(dest), "--verify-existing"]) == 0
+        assert main(upload) == 0, capsys.readouterr().err
+        assert target_problems(repo, src, dest, [recid]) == []
