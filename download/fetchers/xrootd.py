@@ -31,6 +31,12 @@ if "XRD_CONNECTIONRETRY" not in os.environ:
     xrd_client.EnvPutInt("ConnectionRetry", 1)
 if "XRD_CONNECTIONWINDOW" not in os.environ:
     xrd_client.EnvPutInt("ConnectionWindow", 15)
+# After a fatal stream error the client fails every request to that server at once for
+# StreamErrorWindow seconds (default 1800): a source restarted mid-transfer stayed "dead"
+# for the rest of the run although it was back within a second (tests/reliability/
+# test_source_faults.py). Forgotten quickly, the retries of ferry.core.retry can reach it.
+if "XRD_STREAMERRORWINDOW" not in os.environ:
+    xrd_client.EnvPutInt("StreamErrorWindow", 1)
 
 # XRootD error codes (XRootD.client.responses.XRootDStatus) that a retry can cure.
 _TRANSIENT_CODES = {1, 101, 102, 103, 104, 107, 108, 109, 206, 207}
