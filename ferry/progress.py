@@ -299,7 +299,7 @@ class Progress:
         self.records.done += 1
         self.records.failed += not ok
 
-    # --- uploads (pipeline.job.UploadProgress) ---
+    # --- uploads (pipeline.context.UploadProgress) ---
     def upload_totals(self, *, files: int, bytes: int) -> None:
         self.up.files_total += files
         self.up.bytes_total += bytes

@@ -29,7 +29,8 @@ from download.sources.cache import OrderDecision
 from ferry.core.errors import DiskFull, FerryError, is_disk_full
 from ferry.core.model import Record
 from ferry.core.retry import RetryPolicy
-from pipeline.job import PipelineContext, RecordJob, RecordResult
+from pipeline.context import PipelineContext, RecordResult
+from pipeline.job import RecordJob
 from pipeline.limits import ByteBudget
 from stats.events import Status
 

@@ -26,7 +26,7 @@ from ferry.core.logs import register_secret
 from ferry.core.model import Record
 from ferry.progress import ProgressSink
 from metadata.base import FieldIssue, Profile, get_profile
-from pipeline.job import Fetch, PipelineContext, UploadProgress
+from pipeline.context import Fetch, PipelineContext, UploadProgress
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, RateLimiter
 from stats.events import StatsWriter

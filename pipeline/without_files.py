@@ -30,10 +30,12 @@ from ferry.core.atomic import atomic_write_bytes
 from ferry.core.errors import InputError, TargetError, VerificationError
 from ferry.progress import human_bytes
 from metadata.readers import record_document
+from pipeline.job_base import short_json
 
 if TYPE_CHECKING:
     from download.manifest import Manifest
-    from pipeline.job import Outcome, RecordJob
+    from pipeline.context import Outcome
+    from pipeline.job import RecordJob
     from upload.targets.base import RemoteRecord
 
 METADATA_ONLY = "metadata-only record (the source lists no files)"
@@ -177,8 +179,6 @@ async def _verify(job: RecordJob, remote: RemoteRecord) -> None:
 
 async def plan(job: RecordJob, body: Mapping[str, Any], query: str, how: str) -> Outcome:
     """Dry run: what would happen, reading from the target only."""
-    from pipeline.job import _short_json
-
     ctx = job.ctx
     remote = await job._call(lambda: ctx.target.find(job.recid, query))
     where = f"existing {remote.state} {remote.id}" if remote else "a new draft"
@@ -192,7 +192,7 @@ async def plan(job: RecordJob, body: Mapping[str, Any], query: str, how: str) ->
         )
     for note in job.notes:
         ctx.plan(f"  distribution: {note}")
-    ctx.plan(f"  metadata: {_short_json(body)}")
+    ctx.plan(f"  metadata: {short_json(body)}")
     if ctx.publish:
         ctx.plan("  publish: yes")
     job.result.reason = METADATA_ONLY

@@ -16,6 +16,7 @@ from download.manifest import load_manifest
 from ferry.cli import main
 from ferry.core.checksums import Checksum
 from pipeline import job as pipeline
+from pipeline import job_files
 from pipeline.ledger import Ledger
 from stats.events import read_jsonl
 from tests.bulk_support import (
@@ -107,13 +108,13 @@ def test_bundle_md5_is_computed_by_the_upload_and_recorded(
     recid = "975151"
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
     hashed: list[str] = []
-    real_hash = pipeline.hash_file
+    real_hash = job_files.hash_file
 
     def counting_hash(path: str, algorithms: tuple[str, ...] = ("md5",), **kw: Any) -> Any:
         hashed.append(Path(path).name)
         return real_hash(path, algorithms, **kw)
 
-    monkeypatch.setattr(pipeline, "hash_file", counting_hash)
+    monkeypatch.setattr(job_files, "hash_file", counting_hash)
     with synthetic_source([record(recid, [20_000 + j for j in range(30)])]) as src:
         config = write_config(tmp_path, src, repo, max_file_size=400_000, multipart_threshold=300_000)
         dest, stats = tmp_path / "data", tmp_path / "stats"

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from download.manifest import Manifest
 from ferry.core.model import FileEntry, Record
-from pipeline.job import PipelineContext, RecordJob
+from pipeline.context import PipelineContext
+from pipeline.job import RecordJob
 from stats.events import StatsWriter
 
 if TYPE_CHECKING:

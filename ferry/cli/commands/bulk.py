@@ -16,7 +16,7 @@ from ferry.core.errors import InputError
 from ferry.core.model import Record
 from ferry.progress import BulkProgress, display_options, human_bytes
 from pipeline.bulk import BulkReport, BulkRunner, remove_partials
-from pipeline.job import RecordResult
+from pipeline.context import RecordResult
 from pipeline.recids import read_recids
 from pipeline.runtime import open_run, with_jobs
 

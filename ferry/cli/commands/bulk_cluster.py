@@ -11,7 +11,7 @@ from ferry.core.config import Config, Limits
 from ferry.core.model import Record
 from ferry.progress import BulkProgress
 from pipeline.bulk import BulkReport
-from pipeline.job import RecordResult
+from pipeline.context import RecordResult
 from pipeline.runners.dask import connect, run_on_cluster
 from pipeline.runtime import Run, RunSpec
 

@@ -13,7 +13,8 @@ from ferry.cli.numbers import check_writable_dir, check_writable_file, int_at_le
 from ferry.core.config import Config, Limits
 from ferry.core.errors import FerryError, InputError
 from ferry.progress import BulkProgress, display_options
-from pipeline.job import RecordJob, RecordResult
+from pipeline.context import RecordResult
+from pipeline.job import RecordJob
 from pipeline.runtime import RunOptions, open_run, with_jobs
 
 DESCRIPTION = """\
