@@ -33,7 +33,7 @@ from download.sources.cache import OrderDecision
 from ferry.core.errors import ConfigError, FerryError, InputError
 from ferry.core.model import Record
 from pipeline.bulk import BulkReport
-from pipeline.job import RecordResult
+from pipeline.context import RecordResult
 from pipeline.ledger import Ledger
 from pipeline.runners.dask_worker import TaskOutcome, record_task
 from pipeline.runtime import RunSpec
