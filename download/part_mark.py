@@ -94,4 +94,10 @@ class PrefixMark:
         self._saved = self.prefix
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Record the prefix reached (a retry in this run, or a run after an error, resumes
+        from there: between rewrites up to ``MARK_STEP`` would be fetched again), then close."""
+        try:
+            if self.prefix != self._saved:
+                self._save()
+        finally:
+            os.close(self._fd)
