@@ -45,6 +45,7 @@ from download.disk import (
 )
 from download.file_transfer import BASE_ALGORITHMS, FileTransfers
 from download.manifest import Manifest
+from download.part_mark import read_mark
 from download.results import FileResult, FileStatus, RecordResult, as_ferry_error
 from download.sources import staging_name
 from download.transport import Transport
@@ -219,7 +220,8 @@ class Downloader:
                 else "check"
             )
         elif part.is_file():
-            action = f"resume from byte {part.stat().st_size}"
+            size, mark = part.stat().st_size, read_mark(part)  # never past the prefix written in order
+            action = f"resume from byte {size if mark is None else min(size, mark)}"
         if entry.availability != "online":
             action += f" [{entry.availability}: on tape]"
         status: FileStatus = "dry-run"
