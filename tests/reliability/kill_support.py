@@ -70,6 +70,8 @@ def kill_rounds(
                 done.killed += 1
             else:
                 done.finished_first += 1
+            with open(log, "a") as out:  # the rounds, for whoever reads the log of a failure
+                out.write(f"\n--- kill round: killed {done.killed}, finished first {done.finished_first}\n")
         finally:
             if proc.poll() is None:
                 proc.kill()
