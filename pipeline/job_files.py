@@ -12,17 +12,48 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from pathlib import Path
 
 from download.manifest import Manifest
 from ferry.core.checksums import Checksum, choose_hash, hash_file
 from ferry.core.errors import FerryError, TargetError, TransferFailed, VerificationError
 from ferry.core.retry import retry
+from pipeline.context import PipelineContext
 from pipeline.job_base import JobBase
 from pipeline.local_check import blame_local_copy
 from stats.events import Event
 from upload.targets.base import RemoteFile, RemoteRecord
 
 log = logging.getLogger("pipeline.job")  # the messages keep the logger name they always had
+
+
+class _FileUpload:
+    """One file's upload as the stats and the display see it, across its attempts."""
+
+    def __init__(self, ctx: PipelineContext, recid: str, key: str, size: int) -> None:
+        self.ctx, self.recid, self.key, self.size = ctx, recid, key, size
+        self.attempts = 0
+        self.shown = ctx.upload_progress
+        self.sent = self.shown.upload_advance if self.shown is not None else None
+        self._event: Event | None = None  # opened once the file first holds an upload slot
+
+    def started(self) -> Event:
+        # A file waiting for a slot is queued, not in flight: the display and the stats
+        # event start when it holds one, so neither shows more uploads than the limit.
+        if self._event is None:
+            transfer = self.ctx.target.plan_file(self.size)
+            self._event = self.ctx.stats.open("upload", self.recid, self.key, bytes=self.size, transfer=transfer)
+            if self.shown is not None:
+                self.shown.upload_started(self.key)
+        return self._event
+
+    def finished(self, error: FerryError | None = None) -> None:
+        if error is not None:
+            self.started().close("failed", error=error, attempts=self.attempts)
+        else:
+            self.started().close("ok", attempts=self.attempts)
+        if self.shown is not None:
+            self.shown.upload_finished(self.key, ok=error is None)
 
 
 class FileStages(JobBase):
@@ -88,38 +119,10 @@ class FileStages(JobBase):
         path = self.record_dir / key
         if expected is None:
             await self._check_unchanged(manifest, key)
-        attempts = 0
-        shown = ctx.upload_progress
-        sent = shown.upload_advance if shown is not None else None
-        events: list[Event] = []  # opened once the file first holds an upload slot
-
-        def started() -> Event:
-            # A file waiting for a slot is queued, not in flight: the display and the stats
-            # event start when it holds one, so neither shows more uploads than the limit.
-            if not events:
-                events.append(
-                    ctx.stats.open("upload", self.recid, key, bytes=size, transfer=ctx.target.plan_file(size))
-                )
-                if shown is not None:
-                    shown.upload_started(key)
-            return events[0]
+        one = _FileUpload(ctx, self.recid, key, size)
 
         async def attempt() -> RemoteFile:
-            nonlocal attempts
-            attempts += 1
-            # Wait for the breaker before taking an upload slot: a paused upload holds none.
-            if ctx.breaker is not None:
-                await ctx.breaker.wait_closed()
-            async with ctx.upload_slots, ctx.upload_bytes.hold(size):
-                started()
-                try:
-                    return await self._call(
-                        lambda: ctx.target.put_file(remote, key, path, size, expected, sent), wait=False
-                    )
-                except VerificationError:
-                    if expected is not None:  # the local copy may be the culprit: then say so, no retry
-                        await blame_local_copy(path, expected, recid=self.recid, key=key)
-                    raise
+            return await self._put_once(remote, path, expected, one)
 
         try:
             got = await retry(attempt, policy=ctx.file_retry, what=f"upload of record {self.recid}, file {key}")
@@ -128,16 +131,32 @@ class FileStages(JobBase):
         except FerryError as exc:
             if exc.file is None:
                 exc.file = key
-            started().close("failed", error=exc, attempts=attempts)
-            if shown is not None:
-                shown.upload_finished(key, ok=False)
+            one.finished(error=exc)
             await self._file_state(key, "failed", error=exc)
             raise
-        started().close("ok", attempts=attempts)
-        if shown is not None:
-            shown.upload_finished(key, ok=True)
+        one.finished()
         self.result.bytes_uploaded += size
         await self._file_state(key, "verified", checksum=expected)
+
+    async def _put_once(
+        self, remote: RemoteRecord, path: Path, expected: Checksum | None, one: _FileUpload
+    ) -> RemoteFile:
+        """One attempt at sending ``one`` file, holding an upload slot and its bytes."""
+        ctx = self.ctx
+        one.attempts += 1
+        # Wait for the breaker before taking an upload slot: a paused upload holds none.
+        if ctx.breaker is not None:
+            await ctx.breaker.wait_closed()
+        async with ctx.upload_slots, ctx.upload_bytes.hold(one.size):
+            one.started()
+            try:
+                return await self._call(
+                    lambda: ctx.target.put_file(remote, one.key, path, one.size, expected, one.sent), wait=False
+                )
+            except VerificationError:
+                if expected is not None:  # the local copy may be the culprit: then say so, no retry
+                    await blame_local_copy(path, expected, recid=self.recid, key=one.key)
+                raise
 
     # --- the negotiated hash, and values the zip stage left to the upload ----------------
 
