@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ferry.core.checksums import Checksum
-from pipeline.ledger import Ledger, LedgerError, LedgerLocked
+from pipeline.ledger import Ledger
+from pipeline.ledger_schema import LedgerError, LedgerLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,7 +37,8 @@ from distributed import get_client, get_worker
 from ferry.core.errors import FerryError
 from ferry.core.model import Record
 from pipeline.job import RecordJob
-from pipeline.ledger import Ledger, RecordRow
+from pipeline.ledger import Ledger
+from pipeline.ledger_schema import RecordRow
 from pipeline.limits import RateLimiter
 from pipeline.runtime import Run, RunParts, RunSpec, open_run
 from stats.events import StatsWriter
