@@ -73,6 +73,9 @@ class PushOptions:
     flatten: bool = False
     jobs: int = 4
     dry_run: bool = False
+    # Which selected keys to push (--include/--exclude, decided by the CLI); None: all.
+    keep: Callable[[str], bool] | None = None
+    keep_text: str = ""  # the patterns, for the message when nothing is left
 
 
 @dataclass
@@ -192,6 +195,11 @@ class Pusher:
             sub_paths=target.abilities.sub_paths,
             marker_suffix=self.marker_suffix,
         )
+        if opts.keep is not None:
+            chosen = [f for f in files if opts.keep(f.key)]
+            if files and not chosen:
+                raise InputError(f"none of the {len(files)} selected file(s) matches {opts.keep_text}")
+            files = chosen
         fields = wanted_metadata(opts)
         known_id = self._ledger_id()
         new_body = None

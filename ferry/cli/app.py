@@ -9,6 +9,7 @@ config or input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import importlib
 import logging
@@ -51,7 +52,7 @@ log = logging.getLogger("ferry")
 
 
 # Common flags that take a value: needed to find the command name in argv without argparse.
-_VALUE_FLAGS = frozenset({"--config", "--log-level", "--log-file", "--log-format", "--progress-interval"})
+_VALUE_FLAGS = frozenset({"--config", "--log-level", "--log-file", "--log-format", "--progress-interval", "--retries"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -70,6 +71,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (as limits.retries)")
     return value
 
 
@@ -115,6 +126,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="when stderr is not a terminal: a progress line every SECONDS (default 10)",
     )
+    common.add_argument(
+        "--retries",
+        type=_retries,
+        metavar="N",
+        help="repeat a failed request up to N times, for this run (default: limits.retries, 4)",
+    )
     parser = argparse.ArgumentParser(
         prog="ferry",
         description=(
@@ -147,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quiet": False,
         "progress": False,
         "progress_interval": None,
+        "retries": None,
     }
     for name, default in defaults.items():
         if not hasattr(args, name):
@@ -166,6 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         config = load_config(args.config)
+        if args.retries is not None:  # a one-off run's flag wins over every config file
+            config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, retries=args.retries))
         read = ", ".join(str(p) for p in config.paths) or "none (defaults)"
         log.info("dataferry %s: ferry %s; config files: %s", __version__, args.command, read)
         log.debug("limits: %s", config.limits)

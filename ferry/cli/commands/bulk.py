@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from download.sources.cache import ORDERS, CacheBuilder, MasterCache, OrderDecision, PackedEntries, order_recids
+from ferry.cli.filters import filter_from
 from ferry.cli.numbers import check_writable_file, int_at_least, positive_float
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
@@ -56,6 +57,7 @@ examples:
   ferry bulk --recids delphi.txt --target nrp-test --stats-dir stats
   ferry bulk --all --cache master-cache.json --target nrp-test --order size-asc
   ferry bulk --recids delphi.txt --target nrp-test --cluster local:4   (Dask, see docs/cluster.md)
+  ferry bulk --recids delphi.txt --target nrp-test --exclude '*.log' --retries 8
 
 recid list: one recid per line; '#' starts a comment; bad lines are reported by line
 number and the other records still run.
@@ -97,6 +99,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def run(args: argparse.Namespace, config: Config) -> int:
     check_run_arguments(args)
     check_writable_file("--cache", args.cache)
+    if args.cluster and filter_from(args):
+        raise InputError("--include/--exclude are not supported with --cluster yet (the workers resolve records)")
     limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
     if args.records_in_flight is not None:
         if args.records_in_flight < 1:
@@ -139,8 +143,10 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits, recids:
     async with open_run(config, opts, progress=progress, on_plan=print, limits=limits) as ferry_run:
         order, entries = await _plan(args, cache, builder, recids, ferry_run.source.resolve)
 
+        keep = filter_from(args)  # the cache keeps whole records; the run moves only the kept files
+
         async def resolve(recid: str) -> Record:
-            return entries.record(recid)
+            return keep.record(entries.record(recid))
 
         def on_result(result: RecordResult) -> None:
             progress.record_done(ok=result.status != "failed")

@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 from download.sources import split_spec
+from ferry.cli.filters import add_filter_flags, filter_from
 from ferry.core.config import Config, TargetConfig
 from ferry.core.errors import ConfigError, InputError
 from pipeline.runtime import with_jobs
@@ -51,6 +52,7 @@ examples:
   ferry copy ./results nrp-test --publish            a folder into a configured repository
   ferry copy zenodo:123456 file:///srv/mirror --dry-run
   ferry copy zenodo:concept:123455 s3://bucket/prefix --stats-dir stats
+  ferry copy 80509 ./mirror --include '*.root' --exclude 'test*'   only some of its files
 
 dry run: resolves the record and prints what would be downloaded and uploaded; writes
 nothing (no download, no ledger, no target call that writes; stats only with --stats-dir).
@@ -86,6 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     parser.add_argument("--protocol", choices=("root", "https"), help="CERN files over XRootD (default) or HTTPS")
     parser.add_argument("--https-base", metavar="URL", help="where /eos/opendata/... is served over HTTPS")
     parser.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
+    add_filter_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -116,6 +119,7 @@ def target_for(config: Config, text: str) -> tuple[Config, str]:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     split_spec(args.source)  # a bad SOURCE is refused (exit 2, naming it) before anything starts
+    filter_from(args)  # and a bad --include/--exclude
     config, args.target = target_for(config, args.target)
     # What `ferry upload` takes and `copy` leaves at its defaults.
     args.recid, args.delete_staged, args.ledger = args.source, False, None

@@ -14,6 +14,7 @@ from download.engine import Downloader, RecordResult, download_records, retry_po
 from download.sources import SourceDeps, open_source, split_spec
 from download.sources.cernopendata import PortalSource, RecordsFileSource
 from download.transport import PROTOCOLS, Transport
+from ferry.cli.filters import add_filter_flags, filter_from, filtered
 from ferry.cli.numbers import check_writable_dir, int_at_least
 from ferry.core.config import Config, Limits
 from ferry.core.errors import InputError
@@ -59,6 +60,7 @@ examples:
   ferry download --records records.json --dry-run
   ferry download zenodo:123456 zenodo:concept:123455 --dest data
   ferry download ./results --dest backup
+  ferry download 80509 --include '*.root' --exclude 'test*' --retries 8
 
 dry run: resolves the records (reading index files if needed) and prints what would be
 fetched, resumed, checked or skipped; it writes nothing at all, except stats events when
@@ -121,6 +123,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         action="store_true",
         help="verify the source checksum only; leave md5 to the upload (faster; default: md5 in the same pass)",
     )
+    add_filter_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     check_writable_dir("--stats-dir", args.stats_dir)
     if args.jobs is not None and args.jobs < 1:
         raise InputError("--jobs must be at least 1")
+    keep = filter_from(args)
     limits = config.limits
     if args.jobs is not None:
         limits = dataclasses.replace(limits, downloads=args.jobs)
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     recids = list(dict.fromkeys(str(r).strip() for r in recids))
     if args.recids:  # specs named on the command line (recids read from --records files are CERN's)
         source, recids = by_spec(source, recids, SourceDeps(config=config, limits=limits, transport=transport))
+    source = filtered(source, keep)
     stats = StatsWriter(args.stats_dir)
     try:
         results = asyncio.run(_run(args, limits, transport, source, recids, stats))

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from ferry.cli.filters import add_filter_flags, filter_from
 from ferry.core.config import Config
 from ferry.core.errors import InputError
 from pipeline.ledger import Ledger
@@ -40,6 +41,7 @@ examples:
   ferry push out/ --target zen --title "Cart release 3" --creators "Doe, Jane" --upload-type dataset
   ferry push out/ --target zen --select catalog --deposition 123456 --publish --marker
   ferry push out/ --target nrp --select files --files a.h5 b.h5
+  ferry push out/ --target zen --exclude '*.tmp' --exclude 'scratch/*' --retries 8
 """
 
 
@@ -69,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--flatten", action="store_true", help="send sub-path files under their base name")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="files sent at once (default 4)")
     p.add_argument("--stats-dir", metavar="DIR")
+    add_filter_flags(p, "the selected files")
     p.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
     p.add_argument(
         "--dry-run",
@@ -90,6 +93,7 @@ def options_from(args: argparse.Namespace) -> PushOptions:
         fields["creators"] = creators_from(args.creators)
     if args.files and args.select != "files":
         raise InputError("--files goes with --select files")
+    keep = filter_from(args)
     return PushOptions(
         directory=Path(args.directory),
         select=args.select,
@@ -104,6 +108,8 @@ def options_from(args: argparse.Namespace) -> PushOptions:
         flatten=args.flatten,
         jobs=args.jobs,
         dry_run=args.dry_run,
+        keep=keep.keeps if keep else None,
+        keep_text=keep.describe(),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from download.sources import split_spec
 from download.sources.cernopendata import RecordsFileSource
+from ferry.cli.filters import add_filter_flags, filter_from
 from ferry.cli.numbers import check_writable_dir, check_writable_file, int_at_least
 from ferry.core.config import Config, Limits
 from ferry.core.errors import FerryError, InputError
@@ -39,6 +40,7 @@ examples:
   ferry upload 80509 --target nrp-test --dest data --stats-dir stats --publish
   ferry upload zenodo:123456 --target nrp-test
   ferry upload ./results --target nrp-test       (a folder: dir:PATH or a path)
+  ferry upload 80509 --target nrp-test --include '*.root' --retries 8   (a one-off: some files, more retries)
 
 the target comes from the config file ([targets.NAME]: type, url, token_file or token_env,
 profile, model, community, publish, requests_per_minute, requests_per_hour, ...).
@@ -75,6 +77,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="print the plan (files, transfers, metadata); write nothing anywhere, except stats events "
         "when --stats-dir is given",
     )
+    add_filter_flags(parser)
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:
@@ -88,6 +91,7 @@ def check_run_arguments(args: argparse.Namespace) -> None:
     check_writable_dir("--dest", args.dest)
     check_writable_dir("--stats-dir", args.stats_dir)
     check_writable_file("--ledger", args.ledger)
+    filter_from(args)  # a bad pattern is refused here, before the run opens anything
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -145,7 +149,7 @@ async def _run(args: argparse.Namespace, config: Config, limits: Limits) -> Reco
     async with open_run(config, options_from(args), progress=progress, on_plan=print, limits=limits) as ferry_run:
         event = ferry_run.ctx.stats.open("resolve", str(args.recid))
         try:
-            record = await ferry_run.source.resolve(split_spec(args.recid)[1])
+            record = filter_from(args).record(await ferry_run.source.resolve(split_spec(args.recid)[1]))
         except InputError as exc:
             if exc.recid is None:
                 raise  # the input itself is bad (a records file's shape), not this record: exit 2
