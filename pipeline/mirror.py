@@ -212,21 +212,34 @@ class Mirror:
         await lock.acquire()
         renewing = asyncio.create_task(self._renew(lock))
         try:
-            rec = await self.target.create(record.recid, {})
-            await self._versions(rec, files, wanted)
-            if self.result.failed:
-                log.warning(
-                    "record %s: latest/ left as it was: %d file(s) failed", record.recid, len(self.result.failed)
-                )
-                return self.result
-            if not lock.held:
-                raise FerryError("the mirror lock was lost: latest/ not switched (run again)", recid=record.recid)
-            await self._latest(rec, record, files, wanted)
-            return self.result
-        finally:
+            await self._locked(record, files, wanted, lock)
+        except BaseException:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
-            await lock.release()
+            try:
+                await lock.release()
+            except FerryError as exc:
+                # The run's own error is the one to report (expired credentials cannot
+                # delete the lock either); a lock left behind expires, and one of a dead
+                # process on this host is taken over at once.
+                log.warning("the mirror lock is left in place: %s", exc)
+            raise
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+        await lock.release()
+        return self.result
+
+    async def _locked(
+        self, record: Record, files: Sequence[FileEntry], wanted: dict[str, Checksum], lock: S3Lock
+    ) -> None:
+        rec = await self.target.create(record.recid, {})
+        await self._versions(rec, files, wanted)
+        if self.result.failed:
+            log.warning("record %s: latest/ left as it was: %d file(s) failed", record.recid, len(self.result.failed))
+            return
+        if not lock.held:
+            raise FerryError("the mirror lock was lost: latest/ not switched (run again)", recid=record.recid)
+        await self._latest(rec, record, files, wanted)
 
     async def _renew(self, lock: S3Lock) -> None:
         while True:

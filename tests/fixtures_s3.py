@@ -280,3 +280,160 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+# --- a counting, fault-injecting proxy in front of a server ---------------------------------
+
+WRITING_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+Rule = Callable[[str, str], "tuple[int, str] | None"]  # (method, path?query) -> (status, S3 error code)
+
+
+def s3_error_xml(code: str, message: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message><RequestId>proxy</RequestId></Error>"
+    ).encode()
+
+
+class S3Proxy:
+    """A plain HTTP proxy on 127.0.0.1 that forwards every request to ``upstream`` and
+    writes down what reached the server side: the method and path of each request. It
+    can answer some requests itself with an S3 error (``fail_when``) instead of passing
+    them on, as a server with expired credentials or a refusing policy would.
+
+    moto does not check signatures, so the Host header the client signed may change."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status)
+        self.rules: list[Rule] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue, as S3
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def handle(self) -> None:
+                with contextlib.suppress(ConnectionError):  # a client that hung up (killed, cancelled)
+                    super().handle()
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = bytearray()
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return bytes(out)
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _any(self) -> None:
+                body = self._body()
+                answer = proxy._fault(self.command, self.path)
+                if answer is not None:
+                    status, code = answer
+                    data = s3_error_xml(code, f"refused by the test proxy ({code})")
+                    proxy._note(self.command, self.path, status)
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                    return
+                status, headers, data = proxy._forward(self.command, self.path, dict(self.headers.items()), body)
+                proxy._note(self.command, self.path, status)
+                self.send_response(status)
+                # A HEAD's Content-Length is the object's size: passed on as it came.
+                dropped = {"transfer-encoding", "connection"}
+                if self.command != "HEAD":
+                    dropped.add("content-length")
+                for name, value in headers:
+                    if name.lower() not in dropped:
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint_url = f"http://{HOST}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.upstream.hostname or HOST, self.upstream.port, timeout=120)
+        try:
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("expect", "transfer-encoding")}
+            headers["Content-Length"] = str(len(body))
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.getheaders(), data
+        finally:
+            conn.close()
+
+    def _fault(self, method: str, path: str) -> tuple[int, str] | None:
+        with self._lock:
+            rules = list(self.rules)
+        for rule in rules:
+            answer = rule(method, path)
+            if answer is not None:
+                return answer
+        return None
+
+    def _note(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.requests.append((method, path, status))
+
+    def fail_when(self, rule: Rule) -> None:
+        with self._lock:
+            self.rules.append(rule)
+
+    def heal(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def writes(self) -> list[tuple[str, str, int]]:
+        """Every writing request that reached the proxy (answered by the server or not)."""
+        with self._lock:
+            return [r for r in self.requests if r[0] in WRITING_METHODS]
+
+    def reads(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return [r for r in self.requests if r[0] not in WRITING_METHODS]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def s3_proxy(moto_s3: S3Server) -> Iterator[S3Proxy]:
+    """A counting, fault-injecting proxy in front of moto, for this test only."""
+    proxy = S3Proxy(moto_s3.endpoint_url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,8 @@ __all__ = [
     "UploadInfo",
     "map_s3_error",
 ]
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client as RawClient
@@ -256,6 +259,16 @@ class S3Client:
         except TargetNotFound:
             return
 
+    async def abort_quietly(self, bucket: str, key: str, upload_id: str, at: At = NOWHERE) -> None:
+        """Abort after a failed or cancelled transfer, never raising: the caller has its own
+        error to report. Shielded so that a cancelled transfer still takes its parts away;
+        an abort that fails too (expired credentials) is logged, and the next run aborts
+        the upload (``S3Target`` looks for our unfinished uploads)."""
+        task = asyncio.ensure_future(self.abort_multipart(bucket, key, upload_id, at=at))
+        task.add_done_callback(_abort_done)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)
+
     async def list_uploads(self, bucket: str, prefix: str, *, at: At = NOWHERE) -> list[UploadInfo]:
         """Unfinished multipart uploads under ``prefix``."""
         out: list[UploadInfo] = []
@@ -312,8 +325,7 @@ class S3Client:
                 parts.append((number, _etag((rp.get("CopyPartResult") or {}).get("ETag"))))
             return await self.complete_multipart(bucket, dst_key, upload_id, parts, at=at)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.abort_multipart(bucket, dst_key, upload_id, at=at))
+            await self.abort_quietly(bucket, dst_key, upload_id, at=at)
             raise
 
     async def list_folders(self, bucket: str, prefix: str, *, delimiter_base: str) -> list[str]:
@@ -359,3 +371,12 @@ class S3Client:
             async with r["Body"] as stream:
                 data: bytes = await stream.read()
         return data, _etag(r.get("ETag"))
+
+
+def _abort_done(task: asyncio.Task[None]) -> None:
+    """The outcome of an abort nobody may be waiting for (its transfer was cancelled)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("%s (the upload is left open: the next run aborts it)", exc)

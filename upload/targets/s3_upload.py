@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -205,9 +204,7 @@ async def send_object(
         etag = await client.complete_multipart(bucket, key, upload_id, list(enumerate(etags, start=1)), at=at)
     except BaseException:
         await parts.aclose()
-        # Shielded: a cancelled transfer must still take its parts away with it.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(client.abort_multipart(bucket, key, upload_id, at=at))
+        await client.abort_quietly(bucket, key, upload_id, at=at)  # a cancelled transfer too
         raise
     return Sent(etag, hasher.checksums(), True, multipart_etag(digests))
 
