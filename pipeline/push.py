@@ -204,7 +204,7 @@ class Pusher:
         known_id = self._ledger_id()
         new_body = None
         if opts.deposition is None and known_id is None:
-            new_body = self.document(check_new_metadata(fields))
+            new_body = self._new_body(fields)
         hashes = await self._hash(files)
         event = self.stats.open("record", self.name, file_count=len(files), bytes=sum(f.size for f in files))
         try:
@@ -250,16 +250,18 @@ class Pusher:
         """The draft to fill (None in a dry run that would create one) and its files."""
         target, opts = self.target, self.opts
         wanted = opts.deposition or known_id
+        if wanted is None and not target.abilities.drafts:
+            wanted = self.name  # no draft life cycle (S3): the record is found by its name, also in a dry run
         rec = await target.get(self.name, wanted) if wanted else None
         if wanted and rec is None:
             if opts.deposition:
                 raise InputError(f"--deposition {opts.deposition}: the target has no such record (or not yours)")
-            new_body = self.document(check_new_metadata(fields))  # the remembered one is gone
+            new_body = self._new_body(fields)  # the remembered one is gone
         if rec is None and new_body is not None:
             rec = await self._find_lost_create(new_body)
         if rec is None:
             assert new_body is not None
-            self.plan(f"push {self.name}: a new draft on {target.name}")
+            self.plan(f"push {self.name}: a new {'draft' if target.abilities.drafts else 'record'} on {target.name}")
             if opts.dry_run:
                 return None, {}
             rec = await self._create(new_body)
@@ -272,12 +274,16 @@ class Pusher:
                 return rec, await target.list_files(rec)  # a new version starts with these files
             rec = await target.new_version(rec)
         else:
-            self.plan(f"push {self.name}: into existing draft {rec.id}")
+            self.plan(f"push {self.name}: into existing {'draft' if target.abilities.drafts else 'record'} {rec.id}")
         self.result.record_id = rec.id
         if self.ledger is not None and not opts.dry_run:
             await self.ledger.run(self.ledger.set_remote, LEDGER_KEY, rec.id, rec.state)
         rec = await self._merge_metadata(rec, fields)
         return rec, await target.list_files(rec)
+
+    def _new_body(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A new record's document; a target without metadata documents (S3) needs none."""
+        return self.document(check_new_metadata(fields)) if self.target.abilities.metadata else {}
 
     async def _merge_metadata(self, rec: RemoteRecord, fields: Mapping[str, Any]) -> RemoteRecord:
         """Override only the given fields; send the document only when it changed."""
@@ -308,7 +314,7 @@ class Pusher:
 
     async def _find_lost_create(self, body: Mapping[str, Any]) -> RemoteRecord | None:
         """A create this push began before a crash (the ledger says so): find it, patiently."""
-        if self.ledger is None:
+        if self.ledger is None or not self.target.abilities.search:
             return None
         row = self.ledger.get(LEDGER_KEY)
         if row is None or not row.create_pending:
