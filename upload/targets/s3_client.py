@@ -84,6 +84,9 @@ class S3Location:
 class S3Settings:
     endpoint_url: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / config files / AWS
     profile: str | None = None  # else AWS_PROFILE, else the default chain
+    # An AWS shared-credentials file for this target only (the sandbox's), instead of
+    # AWS_SHARED_CREDENTIALS_FILE / ~/.aws/credentials; the rest of the chain is unchanged.
+    credentials_file: str | None = None
     region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION / profile, else us-east-1
     connections: int = 16  # pooled connections (parts in flight across files)
     connect_timeout: float = 10.0
@@ -160,7 +163,12 @@ class S3Client:
         )
         stack = contextlib.AsyncExitStack()
         try:
-            session = AioSession(profile=settings.profile)
+            session = AioSession()
+            if settings.credentials_file:
+                # Set before the profile: the profile map is read from the files on first use.
+                session.set_config_variable("credentials_file", settings.credentials_file)
+            if settings.profile:
+                session.set_config_variable("profile", settings.profile)
             region = settings.region or session.get_config_variable("region") or "us-east-1"
             raw = await stack.enter_async_context(
                 session.create_client("s3", region_name=region, endpoint_url=settings.endpoint_url, config=config)

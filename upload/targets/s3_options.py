@@ -4,6 +4,7 @@ are ConfigErrors naming ``targets.NAME.key``)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Literal
 
 from ferry.core.config import TargetConfig
@@ -16,6 +17,7 @@ _OPTIONS: dict[str, type | tuple[type, ...]] = {
     "endpoint_url": str,
     "region": str,
     "aws_profile": str,
+    "credentials_file": str,
     "layout": str,
     "parts_in_flight": int,
     "connections": int,
@@ -60,6 +62,7 @@ class S3Options:
         settings = S3Settings(
             endpoint_url=opts.get("endpoint_url"),
             profile=aws_profile,
+            credentials_file=os.path.expanduser(opts["credentials_file"]) if opts.get("credentials_file") else None,
             region=opts.get("region"),
             connections=int(opts.get("connections", 16)),
             connect_timeout=float(opts.get("connect_timeout", 10.0)),

@@ -10,10 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ferry.core.atomic import atomic_write_bytes
 from ferry.core.config import Config
 from ferry.core.errors import InputError
 from ferry.progress import human_bytes
 from sandbox.datagen import DataGenError, Scale
+from sandbox.s3 import BUCKET, S3_PUSH_TARGET, S3_TARGET, S3Sandbox, S3SandboxError
+from sandbox.s3 import available as s3_available
 from sandbox.stack import DEFAULT_RECIDS, DEFAULT_SCALE, SANDBOX_TARGET, Sandbox, SandboxError, config_toml
 from sandbox.xrootd import XRootDError
 
@@ -25,7 +28,8 @@ DESCRIPTION = """\
 Start, on 127.0.0.1, a real XRootD server (Debian xrootd, adler32 checksums) over a
 generated tree that mirrors the /eos/opendata/... paths of chosen DELPHI records, and a
 CERN Open Data portal API stand-in serving those records rewritten to the local URIs,
-sizes and checksums (plus /eos/opendata/... over HTTP, the HTTPS mirror path). File
+sizes and checksums (plus /eos/opendata/... over HTTP, the HTTPS mirror path), a sandbox
+InvenioRDM/NRP repository, a Zenodo stand-in and an S3 server (moto, in memory). File
 contents are synthetic and deterministic; sizes are the real ones times --scale, kept
 between --min-size and --max-size. Prints the URLs, a ferry.toml snippet and example
 commands, then runs until Ctrl-C / SIGTERM and stops everything it started.
@@ -96,6 +100,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--repository-port", type=int, default=0, metavar="PORT", help="repository port (default: free)"
     )
     parser.add_argument("--no-zenodo", action="store_true", help="do not start the Zenodo stand-in")
+    parser.add_argument("--no-s3", action="store_true", help="do not start the S3 server (moto)")
+    parser.add_argument("--s3-port", type=int, default=0, metavar="PORT", help="S3 server port (default: free)")
     parser.add_argument("--xrootd-port", type=int, default=None, metavar="PORT", help="xrootd port (default: free)")
     parser.add_argument(
         "--ready-file",
@@ -133,28 +139,40 @@ def run(args: argparse.Namespace, config: Config) -> int:
         with_zenodo=not args.no_zenodo,
         zenodo_options=SANDBOX_REPOSITORY_OPTIONS,
     )
+    with_s3 = not args.no_s3
+    if with_s3 and not s3_available():
+        print("ferry sandbox: no S3 server: moto[server] is not installed (make setup installs it)", file=sys.stderr)
+        with_s3 = False
     try:
-        return asyncio.run(_serve(sandbox, args.ready_file))
-    except (SandboxError, DataGenError) as exc:
+        return asyncio.run(_serve(sandbox, args.ready_file, s3_port=args.s3_port if with_s3 else None))
+    except (SandboxError, DataGenError, S3SandboxError) as exc:
         raise InputError(str(exc)) from exc
     except (XRootDError, OSError) as exc:
         print(f"ferry sandbox: could not start: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(sandbox: Sandbox, ready_file: Path | None) -> int:
+async def _serve(sandbox: Sandbox, ready_file: Path | None, *, s3_port: int | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    s3: S3Sandbox | None = None
     try:
         async with sandbox:
-            print(banner(sandbox), flush=True)
+            if s3_port is not None:
+                s3 = S3Sandbox(sandbox.workdir / "s3", port=s3_port)
+                await asyncio.to_thread(s3.start)
+            print(banner(sandbox, s3), flush=True)
             if ready_file is not None:
-                await asyncio.to_thread(ready_file.write_text, json.dumps(ready_info(sandbox), indent=1))
+                info = ready_info(sandbox) | (s3.info() if s3 is not None else {})
+                # Written whole or not at all: a script polls for the file and reads it at once.
+                await asyncio.to_thread(atomic_write_bytes, ready_file, json.dumps(info, indent=1).encode())
             await stop.wait()
             print("\nferry sandbox: stopping", file=sys.stderr, flush=True)
     finally:
+        if s3 is not None:
+            await asyncio.to_thread(s3.stop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if ready_file is not None:
@@ -177,7 +195,7 @@ def ready_info(sb: Sandbox) -> dict[str, object]:
     }
 
 
-def banner(sb: Sandbox) -> str:
+def banner(sb: Sandbox, s3: S3Sandbox | None = None) -> str:
     total = sum(int(f["size"]) for r in sb.records for f in r.get("files", []))
     recids = [str(r["recid"]) for r in sb.records]
     first = " ".join(recids[:3])
@@ -188,6 +206,10 @@ def banner(sb: Sandbox) -> str:
         repo += (
             f"\n  zenodo:      {sb.zenodo.url}/api   (Zenodo deposit + records API; token in {sb.zenodo_token_file})"
         )
+    toml = config_toml(sb)
+    if s3 is not None:
+        repo += f"\n  S3:          {s3.endpoint_url}   (moto, in memory; bucket s3://{BUCKET})"
+        toml += "\n" + "\n".join(s3.toml())
     cases = ""
     if sb.cases:
         cases = "\ntest cases (recid): " + ", ".join(f"{k}={v}" for k, v in sb.cases.items())
@@ -215,7 +237,7 @@ def banner(sb: Sandbox) -> str:
 
         Ctrl-C stops the sandbox."""
         )
-    ).format(toml=textwrap.indent(config_toml(sb), "  "), upload=_upload_examples(sb, first))
+    ).format(toml=textwrap.indent(toml, "  "), upload=_upload_examples(sb, first) + _s3_examples(sb, s3))
 
 
 def _upload_examples(sb: Sandbox, first: str) -> str:
@@ -226,3 +248,12 @@ def _upload_examples(sb: Sandbox, first: str) -> str:
         f"\n  ferry upload {recid} --target {SANDBOX_TARGET} --dest ./data --dry-run"
         f"\n  ferry upload {recid} --target {SANDBOX_TARGET} --dest ./data --stats-dir ./stats"
     )
+
+
+def _s3_examples(sb: Sandbox, s3: S3Sandbox | None) -> str:
+    if s3 is None:
+        return ""
+    lines = [f"\n  ferry push ./some-folder --target {S3_PUSH_TARGET} --dry-run"]
+    if sb.zenodo is not None:
+        lines.append(f"\n  ferry mirror zenodo:concept:ID {S3_TARGET} --dry-run   (ID: pushed to the Zenodo stand-in)")
+    return "".join(lines)
