@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -40,6 +40,9 @@ from pipeline.push_select import STATE_DIR, PushFile, select_files
 from stats.events import StatsWriter
 from upload.targets.base import RemoteFile, RemoteRecord, Target
 from upload.targets.http import maybe_applied
+
+if TYPE_CHECKING:
+    from pipeline.context import UploadProgress
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ class Pusher:
         marker_suffix: str,
         profile: str = "zenodo",
         on_plan: Callable[[str], None] = print,
+        shown: UploadProgress | None = None,
     ) -> None:
         try:
             self.document = DIALECTS[profile]
@@ -181,7 +185,9 @@ class Pusher:
         self.name = opts.directory.resolve().name or "push"
         self.marker_suffix = marker_suffix
         self.plan = on_plan
+        self.shown = shown  # the run display, if any
         self.result = PushResult()
+        self._md5s: dict[str, Any] | None = None  # DIR/.ferry/push-md5.json, once read
 
     async def run(self) -> PushResult:
         opts, target = self.opts, self.target
@@ -205,10 +211,13 @@ class Pusher:
         new_body = None
         if opts.deposition is None and known_id is None:
             new_body = self._new_body(fields)
-        hashes = await self._hash(files)
+        hashes = await self._hash(files, read=False)  # what the cache knows; nothing read yet
         event = self.stats.open("record", self.name, file_count=len(files), bytes=sum(f.size for f in files))
         try:
             rec, have = await self._record(known_id, new_body, fields)
+            # An md5 is needed first only to compare with a file the target holds; the others
+            # are hashed while they are sent (one read, not two) and checked the same way.
+            hashes |= await self._hash([f for f in files if f.key in have and f.key not in hashes])
             todo = self._decide(files, hashes, have)
             self._check_limits(files, have)
             if opts.dry_run:
@@ -349,28 +358,42 @@ class Pusher:
 
     # --- the plan ---------------------------------------------------------------------------
 
-    async def _hash(self, files: list[PushFile]) -> dict[str, Checksum]:
+    async def _hash(self, files: list[PushFile], *, read: bool = True) -> dict[str, Checksum]:
+        """md5 of ``files`` from the cache (by size and mtime), else (``read``) by reading them."""
         cache_path = self.opts.directory / STATE_DIR / "push-md5.json"
-        try:
-            cache = orjson.loads(cache_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            cache = {}
+        if self._md5s is None:
+            try:
+                self._md5s = orjson.loads(cache_path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                self._md5s = {}
+        cache = self._md5s
         gate = asyncio.Semaphore(max(1, min(self.opts.jobs, 4)))
 
-        async def one(f: PushFile) -> tuple[str, str]:
+        async def one(f: PushFile) -> tuple[str, str | None]:
             stamp = f"{f.size}:{f.mtime_ns}"
             hit = cache.get(str(f.path))
             if isinstance(hit, list) and hit[0] == stamp:
                 return f.key, str(hit[1])
+            if not read:
+                return f.key, None
             async with gate:
                 value = (await asyncio.to_thread(hash_file, str(f.path), ("md5",))).hexdigests()["md5"]
             cache[str(f.path)] = [stamp, value]
             return f.key, value
 
         pairs = await asyncio.gather(*(one(f) for f in files))
-        if not self.opts.dry_run and files:
+        if not self.opts.dry_run and read and files:
             await asyncio.to_thread(atomic_write_bytes, cache_path, orjson.dumps(cache))
-        return {k: Checksum("md5", v) for k, v in pairs}
+        return {k: Checksum("md5", v) for k, v in pairs if v is not None}
+
+    async def _learned(self, files: list[PushFile], hashes: Mapping[str, Checksum]) -> None:
+        """Keep the md5s computed while sending, so the next push reads nothing to compare."""
+        cache = self._md5s if self._md5s is not None else {}
+        for f in files:
+            if f.key in hashes:
+                cache[str(f.path)] = [f"{f.size}:{f.mtime_ns}", hashes[f.key].value]
+        path = self.opts.directory / STATE_DIR / "push-md5.json"
+        await asyncio.to_thread(atomic_write_bytes, path, orjson.dumps(cache))
 
     def _decide(
         self, files: list[PushFile], hashes: Mapping[str, Checksum], have: Mapping[str, RemoteFile]
@@ -419,11 +442,14 @@ class Pusher:
     # --- the transfer -----------------------------------------------------------------------
 
     async def _upload(
-        self, rec: RemoteRecord, files: list[PushFile], hashes: Mapping[str, Checksum], todo: set[str]
+        self, rec: RemoteRecord, files: list[PushFile], hashes: dict[str, Checksum], todo: set[str]
     ) -> None:
         gate = asyncio.Semaphore(max(1, self.opts.jobs))
+        shown = self.shown
+        if shown is not None:
+            shown.upload_totals(files=len(todo), bytes=sum(f.size for f in files if f.key in todo))
         if self.ledger is not None:
-            rows = [(f.key, f.size, hashes[f.key]) for f in files]
+            rows = [(f.key, f.size, hashes.get(f.key)) for f in files]
             await self.ledger.run(self.ledger.set_files, LEDGER_KEY, rows)
         for key in self.result.skipped:
             await self._file_state(key, "verified", hashes[key])
@@ -434,27 +460,43 @@ class Pusher:
                 event = self.stats.open(
                     "upload", self.name, f.key, bytes=f.size, transfer=self.target.plan_file(f.size)
                 )
+                if shown is not None:
+                    shown.upload_started(f.key)
+                advance = shown.upload_advance if shown is not None else None
                 try:
-                    await self.target.put_file(rec, f.key, f.path, f.size, hashes[f.key])
+                    got = await self.target.put_file(rec, f.key, f.path, f.size, hashes.get(f.key), advance)
                 except FerryError as exc:
                     event.close("failed", error=exc)
                     self.result.failed[f.key] = exc.message
+                    if shown is not None:
+                        shown.upload_finished(f.key, ok=False)
                     await self._file_state(f.key, "failed", None, exc)
                     return
+                md5 = got.checksum("md5")
+                if f.key not in hashes and md5:  # hashed while sent; put_file compared it with the target's
+                    hashes[f.key] = Checksum("md5", md5)
                 event.close("ok")
+                if shown is not None:
+                    shown.upload_finished(f.key, ok=True)
                 self.result.sent.append(f.key)
-                await self._file_state(f.key, "verified", hashes[f.key])
+                await self._file_state(f.key, "verified", hashes.get(f.key))
 
         for group in ("core", "basemap", "optional"):
             members = [f for f in files if f.group == group]
             await asyncio.gather(*(one(f) for f in members if f.key in todo))
             if group == "core" and self.opts.marker:
                 await self._marker(rec, members, hashes)
+        if todo:
+            await self._learned(files, hashes)
 
     async def _marker(self, rec: RemoteRecord, core: list[PushFile], hashes: Mapping[str, Checksum]) -> None:
         """``DIR/<name><suffix>``, only once every core file is verified on the target."""
         have = await self.target.list_files(rec)
-        bad = [f.key for f in core if not (f.key in have and have[f.key].matches(f.size, hashes[f.key]))]
+        bad = [
+            f.key
+            for f in core
+            if not (f.key in have and f.key in hashes and have[f.key].matches(f.size, hashes[f.key]))
+        ]
         if bad:
             log.warning("push %s: no marker: %d core file(s) not verified (%s)", self.name, len(bad), bad[0])
             return
@@ -474,7 +516,7 @@ class Pusher:
                 there = have.get(f.key)
                 if f.key in self.result.failed:
                     continue
-                if there is None or not there.matches(f.size, hashes[f.key]):
+                if there is None or f.key not in hashes or not there.matches(f.size, hashes[f.key]):
                     got = "missing" if there is None else f"size {there.size}, md5 {there.checksum('md5')}"
                     self.result.failed[f.key] = f"not verified on the target after upload ({got})"
             if self.result.failed:

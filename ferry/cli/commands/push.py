@@ -10,6 +10,7 @@ from pathlib import Path
 from ferry.cli.filters import add_filter_flags, filter_from
 from ferry.core.config import Config
 from ferry.core.errors import InputError
+from ferry.progress import BulkProgress, display_options
 from pipeline.ledger import Ledger
 from pipeline.push import Pusher, PushOptions, PushResult, creators_from, default_ledger, marker_suffix
 from pipeline.runtime import confirm_production, make_target
@@ -133,10 +134,20 @@ async def _run(opts: PushOptions, config: Config, args: argparse.Namespace) -> P
         ledger = Ledger.open(path, target=tcfg.name)
     run_event = stats.open("run", reason=f"push {opts.directory} --select {opts.select}", target=tcfg.name)
     try:
+        # The upload flow of the run display (a bar on a terminal, else a line every
+        # --progress-interval seconds; nothing with -q).
+        progress = BulkProgress(stream=sys.stderr, label="push", **display_options(args))
         pusher = Pusher(
-            target, opts, stats=stats, ledger=ledger, marker_suffix=marker_suffix(tcfg.type), profile=tcfg.profile
+            target,
+            opts,
+            stats=stats,
+            ledger=ledger,
+            marker_suffix=marker_suffix(tcfg.type),
+            profile=tcfg.profile,
+            shown=progress,
         )
-        result = await pusher.run()
+        async with progress:
+            result = await pusher.run()
         run_event.close("dry-run" if opts.dry_run else ("ok" if result.ok else "failed"))
         return result
     except BaseException as exc:
