@@ -115,7 +115,6 @@ def test_bulk_on_two_workers_with_one_killed(
     started = time.monotonic()
     proc = spawn_ferry(args, log)
     try:
-        published = lambda: sum(1 for e in repository.state()["entities"] if e["published"])  # noqa: E731
         seen = lambda: log.read_text()[-2000:] + "\n" + _densest(repository.requests_log(), 1e9)[-3000:]  # noqa: E731
         # Kill while records are in flight: a third of the first minute's budget is spent.
         in_flight = lambda: len(repository.requests_log()) >= budget // 3  # noqa: E731
@@ -142,8 +141,15 @@ def test_bulk_on_two_workers_with_one_killed(
     # Worker rows come back through the client: every row of a record carries its worker.
     assert all(r.get("worker") for r in rows if r["stage"] in ("record", "upload", "download")), rows[:3]
 
-    # Run again on the cluster: the target has everything, nothing is uploaded.
+    # Run again on the cluster: the target has everything, nothing is uploaded, and the
+    # client's ledger spares the workers the downloads (one look at the target each).
     before = len(first_run)
-    assert run_ferry_process(args, tmp_path / "again.log", timeout=300) == 0, (tmp_path / "again.log").read_text()
+    again = [*args[: args.index("--stats-dir")], "--stats-dir", str(tmp_path / "stats-again")]
+    assert run_ferry_process(again, tmp_path / "again.log", timeout=300) == 0, (tmp_path / "again.log").read_text()
     puts = [r for r in repository.requests_log()[before:] if r["method"] in ("POST", "PUT")]
     assert puts == [], puts[:5]
+    rows = stats_rows(tmp_path / "stats-again")
+    downloads = [r for r in rows if r["stage"] == "download" and r["status"] == "ok"]
+    assert downloads == [], downloads[:3]
+    skipped = {r["recid"] for r in rows if r["stage"] == "record" and r["status"] == "skipped"}
+    assert skipped == set(source.recids), rows[:5]

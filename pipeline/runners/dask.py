@@ -35,7 +35,7 @@ from ferry.core.model import Record
 from pipeline.bulk import BulkReport
 from pipeline.context import RecordResult
 from pipeline.ledger import Ledger
-from pipeline.runners.dask_worker import TaskOutcome, record_task
+from pipeline.runners.dask_worker import KnownRecord, TaskOutcome, VerifiedFiles, published_files, record_task
 from pipeline.runtime import RunSpec
 from stats.events import StatsWriter, Status
 
@@ -176,6 +176,7 @@ async def run_on_cluster(
             spec,
             workers,
             records(d.recid),
+            await _known(ledger, d.recid),
             key=f"ferry-{stats.run_id}-{d.recid}",
             priority=len(order) - d.position,  # Dask runs higher priorities first
             pure=False,
@@ -190,10 +191,11 @@ async def run_on_cluster(
                 outcome: TaskOutcome = await future
             except Exception as exc:
                 result = RecordResult(recid=recid, status="failed", stage="cluster", error=FerryError(str(exc)))
+                verified: VerifiedFiles = ()
             else:
                 rows.add(outcome.worker, outcome.rows)
-                result = _result(outcome)
-            await _note(ledger, result)
+                result, verified = _result(outcome), outcome.published_files
+            await _note(ledger, result, verified)
             report.results[recid] = result
             if on_result is not None:
                 on_result(result)
@@ -207,9 +209,22 @@ async def run_on_cluster(
     return report
 
 
-async def _note(ledger: Ledger | None, result: RecordResult) -> None:
+async def _known(ledger: Ledger | None, recid: str) -> KnownRecord | None:
+    """What the client's ledger holds of a record published earlier, for its task."""
+    if ledger is None:
+        return None
+    files = await published_files(ledger, recid)
+    row = await ledger.run(ledger.get, recid) if files else None
+    return KnownRecord(row.remote_id, files) if row is not None and row.remote_id else None
+
+
+async def _note(ledger: Ledger | None, result: RecordResult, verified: VerifiedFiles = ()) -> None:
     """The client's ledger follows the workers' results (the target stays the truth)."""
     if ledger is None:
+        return
+    if verified and result.remote_id and result.status in ("ok", "skipped"):
+        # Published with every file verified on the worker: the client keeps the same facts.
+        await ledger.run(ledger.correct_from_target, result.recid, result.remote_id, verified)
         return
     if result.remote_id:
         await ledger.run(ledger.set_remote, result.recid, result.remote_id)

@@ -16,7 +16,10 @@ the scheduler (``Client.set_metadata``), never through a shared filesystem:
 
 Stats rows are captured per record and returned with the task's result; the client
 writes them (one file per worker), so a worker lost mid-record leaves no half-counted
-record behind.
+record behind. The client's ledger is the run's memory: a task carries what it knows of
+its record (published as X with these verified files) and returns what the worker
+verified, so a re-run skips a finished record after one look at the target, on any
+worker, without downloading it again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from distributed import get_client, get_worker
 
+from ferry.core.checksums import Checksum
 from ferry.core.errors import FerryError
 from ferry.core.model import Record
 from pipeline.job import RecordJob
@@ -44,6 +48,28 @@ from pipeline.runtime import Run, RunParts, RunSpec, open_run
 from stats.events import StatsWriter
 
 PAUSE_POLL_S = 1.0  # how often a worker looks for a pause another worker published
+
+# A record's verified files as the ledgers keep them: (key, size, checksum).
+VerifiedFiles = tuple[tuple[str, int | None, Checksum | None], ...]
+
+
+@dataclass(frozen=True)
+class KnownRecord:
+    """What the client's ledger knows of a record finished earlier (the target stays the judge)."""
+
+    remote_id: str
+    files: VerifiedFiles
+
+
+async def published_files(ledger: Ledger, recid: str) -> VerifiedFiles:
+    """The record's files when ``ledger`` has it published with every file verified, else ()."""
+    row = await ledger.run(ledger.get, recid)
+    if row is None or row.status != "published" or not row.remote_id:
+        return ()
+    files = await ledger.run(ledger.file_status, recid)
+    if not files or any(f.status != "verified" or f.checksum is None for f in files):
+        return ()
+    return tuple((f.key, f.size, f.checksum) for f in files)
 
 
 @dataclass(frozen=True)
@@ -61,6 +87,7 @@ class TaskOutcome:
     bytes_uploaded: int = 0
     failed_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     rows: tuple[dict[str, Any], ...] = ()
+    published_files: VerifiedFiles = ()  # the worker's ledger after the task, for the client's
 
 
 def _meta_key(run_id: str, *parts: str) -> list[str]:
@@ -229,13 +256,18 @@ class WorkerRuntime:
         parts = RunParts(limiter=self.limiter, stats=stats, ledger=ledger)
         return await self._stack.enter_async_context(open_run(spec.config, opts, limits=spec.limits, parts=parts))
 
-    def run_record(self, record: Record) -> TaskOutcome:
-        return asyncio.run_coroutine_threadsafe(self._one(record), self.loop).result()
+    def run_record(self, record: Record, known: KnownRecord | None) -> TaskOutcome:
+        return asyncio.run_coroutine_threadsafe(self._one(record, known), self.loop).result()
 
-    async def _one(self, record: Record) -> TaskOutcome:
+    async def _one(self, record: Record, known: KnownRecord | None) -> TaskOutcome:
+        ledger = self.run.ctx.ledger
+        if known is not None and ledger is not None:
+            # Start from what the client knows; the job still asks the target before skipping.
+            await ledger.run(ledger.correct_from_target, record.recid, known.remote_id, known.files)
         result = await RecordJob(self.run.ctx, record).run()
         error: FerryError | None = result.error
         assert self.stats is not None
+        done = await published_files(ledger, record.recid) if ledger is not None else ()
         return TaskOutcome(
             recid=result.recid,
             status=result.status,
@@ -248,6 +280,7 @@ class WorkerRuntime:
             bytes_uploaded=result.bytes_uploaded,
             failed_files=dict(result.failed_files),
             rows=self.stats.take(record.recid),
+            published_files=done,
         )
 
 
@@ -255,11 +288,11 @@ _RUNTIMES: dict[str, WorkerRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
-def record_task(spec: RunSpec, workers: int, record: Record) -> TaskOutcome:
+def record_task(spec: RunSpec, workers: int, record: Record, known: KnownRecord | None = None) -> TaskOutcome:
     """The Dask task: run one record through the pipeline on this worker."""
     key = spec.options.run_id or ""
     with _RUNTIMES_LOCK:
         runtime = _RUNTIMES.get(key)
         if runtime is None:
             runtime = _RUNTIMES[key] = WorkerRuntime(spec, workers)
-    return runtime.run_record(record)
+    return runtime.run_record(record, known)
