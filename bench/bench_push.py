@@ -15,10 +15,11 @@ Contenders (the clock runs from the process start to the last answer):
   publish needs), then ``xargs -P 8`` runs one ``curl -T FILE {bucket}/{key}`` per file.
   It does not verify anything: the bucket's md5 is in each answer, and curl discards it.
 - ``ferry-cold``: ``ferry push DIR --target zen --jobs 8`` with the metadata flags, on a
-  directory ferry has never seen (``DIR/.ferry`` removed): it reads every file once to
-  hash it (md5, the skip/replace decisions need it before any request), creates the
-  deposition, sends the metadata, PUTs every file and compares the server's md5 with its
-  own. This is the first push of a release, the case that matters.
+  directory ferry has never seen (``DIR/.ferry`` removed): it creates the deposition,
+  sends the metadata and PUTs every file, hashing each (md5) while it is sent (one read),
+  and compares the server's md5 with its own. Only a file the target already holds is
+  hashed before any request (to decide skip or replace); here there is none. This is the
+  first push of a release, the case that matters.
 - ``ferry-warm``: the same, with only the push ledger removed (its md5 cache kept, the files
   unchanged): the upload path alone, the hashing already done by an earlier push.
 
