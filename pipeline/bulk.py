@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from download.sources import staging_name
 from download.sources.cache import OrderDecision
 from ferry.core.errors import DiskFull, FerryError, is_disk_full
 from ferry.core.model import Record
@@ -48,6 +49,9 @@ class BulkReport:
     unfinished: list[str] = field(default_factory=list)  # started, cancelled by a stop
     interrupted: bool = False  # by a signal
     stopped: str | None = None  # why the run stopped early by itself (deadline, target down)
+    # recid -> its folder under DEST (download.sources.staging_name), once resolved:
+    # zenodo:123 is staged in DEST/zenodo-123, not DEST/123 (a CERN record's folder).
+    staging: dict[str, str] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
@@ -237,6 +241,7 @@ class BulkRunner:
         try:
             with ctx.stats.open("resolve", recid, reason=decision.reason, priority=decision.position):
                 record = await self.resolve(recid)
+            report.staging[recid] = report.staging[record.recid] = staging_name(record)
         except FerryError as exc:
             if exc.recid is None:
                 exc.recid = recid
@@ -304,7 +309,10 @@ def remove_partials(dest: Path, report: BulkReport) -> int:
     failed = [r.recid for r in report.results.values() if r.status == "failed"]
     freed = 0
     for recid in [*report.unfinished, *failed]:
-        record_dir = dest / recid
+        # Never resolved: nothing was staged for it, and DEST/<recid> may be another record's.
+        if (name := report.staging.get(recid)) is None:
+            continue
+        record_dir = dest / name
         for path in [*record_dir.rglob("*.part"), *record_dir.glob(".ferry/*.zip.partial")]:
             with contextlib.suppress(OSError):
                 freed += path.stat().st_size

@@ -52,3 +52,21 @@ def test_cern_record_and_zenodo_record_with_the_same_id_stage_apart(
         assert ferry(config, "download", *args, "--dest", str(dest)) == 0
     assert (dest / rid / "same.bin").read_bytes() == cern_bytes
     assert (dest / f"zenodo-{rid}" / "same.bin").read_bytes() == payload(30_000)
+
+
+def test_full_disk_cleanup_removes_the_partials_of_the_staging_folder_only(tmp_path: Path) -> None:
+    # bulk on a full disk removes the .part files of unfinished records: those of zenodo:123
+    # live in DEST/zenodo-123; DEST/123 (CERN record 123, finished earlier) is left alone.
+    from pipeline.bulk import DISK_FULL, BulkReport, remove_partials
+
+    ours, theirs = tmp_path / "zenodo-123" / "a.bin.part", tmp_path / "123" / "a.bin.part"
+    for path in (ours, theirs):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x" * 1000)
+    never_resolved = tmp_path / "456" / "b.part"
+    never_resolved.parent.mkdir()
+    never_resolved.write_bytes(b"y" * 10)
+    report = BulkReport(unfinished=["123", "456"], stopped=f"{DISK_FULL}: record 123: no space")
+    report.staging["123"] = staging_name(Record("123", {}, source="zenodo"))
+    assert remove_partials(tmp_path, report) == 1000
+    assert not ours.exists() and theirs.exists() and never_resolved.exists()
