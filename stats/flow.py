@@ -92,72 +92,111 @@ def stage_outcomes(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]
     return out
 
 
+# The record's first node, and the end of a record that never entered the stages.
+_START = Node(0, "selected", SUCCESS)
+_ENDS_BEFORE_STAGES = {
+    "skipped": Node(1, "skipped (already done)", SKIPPED),
+    "dry-run": Node(1, "dry run", STOPPED),
+}
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """One record's final status and stage outcomes, asked layer by layer."""
+
+    status: str
+    error_type: str | None
+    outcomes: StageOutcomes
+
+    def out(self, stage: str) -> str | None:
+        return self.outcomes.get(stage)
+
+    def passed(self, outcome: str | None) -> bool:
+        # A stage with no event of its own counts as passed when the record ended ok.
+        return outcome == "ok" or (outcome is None and self.status == "ok")
+
+    def left(self, layer: int) -> Node:
+        # Left the flow here without a failed stage event of this layer.
+        if self.status == INTERRUPTED:
+            return Node(layer, "interrupted", STOPPED)
+        return Node(layer, f"failed: {self.error_type or 'record'}", FAILED)
+
+
+# A layer step gives the node the record reaches on that layer and whether it carries on.
+_Step = tuple[Node, bool]
+
+
+def _download_layer(walk: _Walk) -> _Step:
+    """Layer 1: resolve + download."""
+    if walk.out("resolve") == "failed":
+        return Node(1, "resolve failed", FAILED), False
+    download = walk.out("download")
+    if download == "failed":
+        return Node(1, "download failed", FAILED), False
+    if download == "skipped":  # every file already there and verified: a skip that carries on
+        return Node(1, "already downloaded", SKIPPED), True
+    if walk.passed(download):
+        return Node(1, "downloaded", SUCCESS), True
+    return walk.left(1), False
+
+
+def _zip_layer(walk: _Walk) -> _Step:
+    """Layer 2: zip or not."""
+    zipped = walk.out("zip")
+    if zipped == "failed":
+        return Node(2, "zip failed", FAILED), False
+    if zipped is None and walk.out("transform") == "failed":
+        return Node(2, "transform failed", FAILED), False  # the metadata failed before any zip decision
+    if zipped == "ok":
+        return Node(2, "zipped", SUCCESS), True
+    later = any(walk.out(s) is not None for s in ("upload", "verify", "publish"))
+    if zipped == "skipped" or later or walk.status == "ok":
+        return Node(2, "not zipped", SUCCESS), True
+    return walk.left(2), False
+
+
+def _upload_layer(walk: _Walk) -> _Step:
+    """Layer 3: transform + upload + verify."""
+    for stage in ("transform", "upload", "verify"):
+        if walk.out(stage) == "failed":
+            return Node(3, f"{stage} failed", FAILED), False
+    upload = walk.out("upload")
+    if upload == "skipped":
+        return Node(3, "already on the target", SKIPPED), True
+    if walk.passed(upload):
+        return Node(3, "uploaded", SUCCESS), True
+    return walk.left(3), False
+
+
+def _publish_layer(walk: _Walk) -> _Step:
+    """Layer 4: publish (or left as a draft). The last layer: every path ends here."""
+    publish = walk.out("publish")
+    if publish == "failed":
+        return Node(4, "publish failed", FAILED), False
+    if publish == "ok":
+        return Node(4, "published", SUCCESS), False
+    if walk.status == "ok":
+        return Node(4, "not published (draft)", STOPPED), False
+    return walk.left(4), False
+
+
+_LAYER_STEPS = (_download_layer, _zip_layer, _upload_layer, _publish_layer)
+
+
 def record_path(status: str, error_type: str | None, outcomes: StageOutcomes) -> list[Node]:
     """The nodes one record passes through, given its final status and the outcome of
     each stage in the run that decided it (``stage_outcomes``)."""
-    path = [Node(0, "selected", SUCCESS)]
-    if status == "skipped":
-        return [*path, Node(1, "skipped (already done)", SKIPPED)]
-    if status == "dry-run":
-        return [*path, Node(1, "dry run", STOPPED)]
-
-    def end(layer: int) -> list[Node]:
-        # Left the flow here without a failed stage event of this layer.
-        if status == INTERRUPTED:
-            return [*path, Node(layer, "interrupted", STOPPED)]
-        return [*path, Node(layer, f"failed: {error_type or 'record'}", FAILED)]
-
-    def out(stage: str) -> str | None:
-        return outcomes.get(stage)
-
-    # Layer 1: resolve + download.
-    if out("resolve") == "failed":
-        return [*path, Node(1, "resolve failed", FAILED)]
-    download = out("download")
-    if download == "failed":
-        return [*path, Node(1, "download failed", FAILED)]
-    if download == "skipped":  # every file already there and verified: a skip that carries on
-        path.append(Node(1, "already downloaded", SKIPPED))
-    elif download == "ok" or (download is None and status == "ok"):
-        path.append(Node(1, "downloaded", SUCCESS))
-    else:
-        return end(1)
-
-    # Layer 2: zip or not.
-    zipped = out("zip")
-    later = any(out(s) is not None for s in ("upload", "verify", "publish"))
-    if zipped == "failed":
-        return [*path, Node(2, "zip failed", FAILED)]
-    if zipped is None and out("transform") == "failed":
-        return [*path, Node(2, "transform failed", FAILED)]  # the metadata failed before any zip decision
-    if zipped == "ok":
-        path.append(Node(2, "zipped", SUCCESS))
-    elif zipped == "skipped" or later or status == "ok":
-        path.append(Node(2, "not zipped", SUCCESS))
-    else:
-        return end(2)
-
-    # Layer 3: transform + upload + verify.
-    for stage in ("transform", "upload", "verify"):
-        if out(stage) == "failed":
-            return [*path, Node(3, f"{stage} failed", FAILED)]
-    upload = out("upload")
-    if upload == "skipped":
-        path.append(Node(3, "already on the target", SKIPPED))
-    elif upload == "ok" or (upload is None and status == "ok"):
-        path.append(Node(3, "uploaded", SUCCESS))
-    else:
-        return end(3)
-
-    # Layer 4: publish (or left as a draft).
-    publish = out("publish")
-    if publish == "failed":
-        return [*path, Node(4, "publish failed", FAILED)]
-    if publish == "ok":
-        return [*path, Node(4, "published", SUCCESS)]
-    if status == "ok":
-        return [*path, Node(4, "not published (draft)", STOPPED)]
-    return end(4)
+    early = _ENDS_BEFORE_STAGES.get(status)
+    if early is not None:
+        return [_START, early]
+    walk = _Walk(status, error_type, outcomes)
+    path = [_START]
+    for step in _LAYER_STEPS:
+        node, carries_on = step(walk)
+        path.append(node)
+        if not carries_on:
+            break
+    return path
 
 
 def record_paths(frame: pd.DataFrame) -> pd.DataFrame:

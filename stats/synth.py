@@ -192,60 +192,103 @@ def _simulate_record(
     sim: _Sim, rec: SynthRecord, ready: float, down: Lanes, zipper: Lanes, up: Lanes, publish: bool
 ) -> float:
     """Schedule one record's events; returns when it ended (NaN if it never did)."""
-    r, n = rec.recid, len(rec.sizes)
-    files = [f"file_{j:02d}.root" for j in range(n)]
-    sim.span(f"{r}/record", "record", r, None, ready, None)  # closed below, once the end is known
+    record = _RecordSim(sim, rec, down, zipper, up)
+    record.open(ready)
+    phases = [record.resolve, record.download, record.zip, record.upload, record.verify]
+    if publish:
+        phases.append(record.publish)
+    for phase in phases:
+        ended = phase()
+        if ended is not None:
+            return ended
+    return record.succeed()
 
-    def finish(t: float, status: str, error: BaseException | None = None, **close: Any) -> float:
-        sim.at(t, lambda: sim.events[f"{r}/record"].close(status, error=error, **close))  # type: ignore[arg-type]
+
+class _RecordSim:
+    """One record's events, phase by phase. Each phase schedules its events and returns
+    when the record ended there (it failed, was skipped or cut off), or ``None`` if the
+    record goes on to the next phase from ``self.last``."""
+
+    def __init__(self, sim: _Sim, rec: SynthRecord, down: Lanes, zipper: Lanes, up: Lanes) -> None:
+        self.sim, self.rec, self.down, self.zipper, self.up = sim, rec, down, zipper, up
+        self.r, self.n = rec.recid, len(rec.sizes)
+        self.files = [f"file_{j:02d}.root" for j in range(self.n)]
+        self.upload_files = list(zip(self.files, rec.sizes, strict=True))
+        self.ready = self.last = 0.0
+
+    def open(self, ready: float) -> None:
+        self.ready = ready
+        self.sim.span(f"{self.r}/record", "record", self.r, None, ready, None)  # closed by finish
+
+    def finish(self, t: float, status: str, error: BaseException | None = None, **close: Any) -> float:
+        self.sim.at(t, lambda: self.sim.events[f"{self.r}/record"].close(status, error=error, **close))  # type: ignore[arg-type]
         return t
 
-    t = ready + 0.05 + (int(r) % 5) * 0.01
-    sim.span(f"{r}/resolve", "resolve", r, None, ready, t, file_count=n, transfer="api", close={"bytes": 0})
-    if rec.outcome == "already-done":
-        sim.point(t, "upload", "skipped", r, None, reason="already published on the target")
-        return finish(t + 0.01, "skipped", reason="already published on the target", file_count=n)
-    if rec.outcome == "no-files":
-        return finish(t, "failed", NoFilesError("lists no files", recid=r), file_count=0)
+    def fail(self, t: float, error: BaseException, **close: Any) -> float:
+        return self.finish(t, "failed", error, file_count=self.n, **close)
 
-    # Downloads: every file on the download lanes; one fails after three attempts.
-    last = t
-    for j, (name, size) in enumerate(zip(files, rec.sizes, strict=True)):
-        duration = 0.05 + size / _rate(r, j, 60, 80)
-        if rec.outcome == "interrupted":
-            if j == 0:
-                begin, _ = down.take(t, 1e9)  # holds its worker until the crash
-                sim.span(f"{r}/d{j}", "download", r, name, begin, None, bytes=size, transfer="xrootd")
-            continue
-        begin, end = down.take(t, duration)
-        fail = rec.outcome == "download-failed" and j == 0
-        sim.span(
-            f"{r}/d{j}",
-            "download",
-            r,
-            name,
-            begin,
-            end,
-            "failed" if fail else "ok",
-            error=SourceFileMissing("no such file on the XRootD server", recid=r, file=name) if fail else None,
-            bytes=size,
-            transfer="xrootd",
-            close={"attempts": 3 if fail else 1, "bytes": 0 if fail else size},
+    def succeed(self) -> float:
+        size = sum(s for _, s in self.upload_files)
+        return self.finish(self.last, "ok", file_count=self.n, zip_used=self.rec.zipped, bytes=size)
+
+    def resolve(self) -> float | None:
+        r, n = self.r, self.n
+        t = self.ready + 0.05 + (int(r) % 5) * 0.01
+        self.sim.span(
+            f"{r}/resolve", "resolve", r, None, self.ready, t, file_count=n, transfer="api", close={"bytes": 0}
         )
-        last = max(last, end)
-    if rec.outcome == "interrupted":
-        return float("nan")
-    if rec.outcome == "download-failed":
-        missing = SourceFileMissing("no such file on the XRootD server", recid=r, file=files[0])
-        return finish(last, "failed", missing, file_count=n)
+        if self.rec.outcome == "already-done":
+            self.sim.point(t, "upload", "skipped", r, None, reason="already published on the target")
+            return self.finish(t + 0.01, "skipped", reason="already published on the target", file_count=n)
+        if self.rec.outcome == "no-files":
+            return self.finish(t, "failed", NoFilesError("lists no files", recid=r), file_count=0)
+        self.last = t
+        return None
 
-    # Zip: only records with many files; the others get a one-shot "skipped" decision.
-    total = sum(rec.sizes)
-    upload_files = list(zip(files, rec.sizes, strict=True))
-    if rec.zipped:
-        begin, end = zipper.take(last, 0.1 + total / 400e6)
-        fail = rec.outcome == "zip-failed"
-        sim.span(
+    def download(self) -> float | None:
+        """Every file on the download lanes; one fails after three attempts."""
+        r, t, outcome = self.r, self.last, self.rec.outcome
+        for j, (name, size) in enumerate(zip(self.files, self.rec.sizes, strict=True)):
+            if outcome == "interrupted":
+                if j == 0:
+                    begin, _ = self.down.take(t, 1e9)  # holds its worker until the crash
+                    self.sim.span(f"{r}/d{j}", "download", r, name, begin, None, bytes=size, transfer="xrootd")
+                continue
+            begin, end = self.down.take(t, 0.05 + size / _rate(r, j, 60, 80))
+            fail = outcome == "download-failed" and j == 0
+            self.sim.span(
+                f"{r}/d{j}",
+                "download",
+                r,
+                name,
+                begin,
+                end,
+                "failed" if fail else "ok",
+                error=SourceFileMissing("no such file on the XRootD server", recid=r, file=name) if fail else None,
+                bytes=size,
+                transfer="xrootd",
+                close={"attempts": 3 if fail else 1, "bytes": 0 if fail else size},
+            )
+            self.last = max(self.last, end)
+        if outcome == "interrupted":
+            return float("nan")
+        if outcome == "download-failed":
+            return self.fail(
+                self.last, SourceFileMissing("no such file on the XRootD server", recid=r, file=self.files[0])
+            )
+        return None
+
+    def zip(self) -> float | None:
+        """Only records with many files; the others get a one-shot "skipped" decision."""
+        r, n = self.r, self.n
+        if not self.rec.zipped:
+            reason = f"{n} files <= threshold {ZIP_THRESHOLD}"
+            self.sim.point(self.last, "zip", "skipped", r, None, reason=reason, file_count=n)
+            return None
+        total = sum(self.rec.sizes)
+        begin, end = self.zipper.take(self.last, 0.1 + total / 400e6)
+        fail = self.rec.outcome == "zip-failed"
+        self.sim.span(
             f"{r}/zip",
             "zip",
             r,
@@ -259,54 +302,57 @@ def _simulate_record(
             close={"bytes": 0 if fail else total},
         )
         if fail:
-            return finish(end, "failed", OSError(28, "No space left on device"), file_count=n, zip_used=True)
-        last = end
-        upload_files = [(f"{r}.zip", total)]
-    else:
-        sim.point(last, "zip", "skipped", r, None, reason=f"{n} files <= threshold {ZIP_THRESHOLD}", file_count=n)
+            return self.fail(end, OSError(28, "No space left on device"), zip_used=True)
+        self.last = end
+        self.upload_files = [(f"{r}.zip", total)]
+        return None
 
-    t = last + 0.03
-    sim.span(f"{r}/transform", "transform", r, None, last, t)
-    last = t
-    for j, (name, size) in enumerate(upload_files):
-        duration = 0.1 + size / _rate(r, j, 30, 40)
-        begin, end = up.take(last if j == 0 else t, duration)
-        fail = rec.outcome == "upload-failed" and j == len(upload_files) - 1
-        retried = (int(r) + j) % 7 == 0
-        sim.span(
-            f"{r}/u{j}",
-            "upload",
-            r,
-            name,
-            begin,
-            end,
-            "failed" if fail else "ok",
-            error=TransferFailed("HTTP 502 from the target", status=502, recid=r, file=name) if fail else None,
-            bytes=size,
-            transfer="multipart" if size > 100_000_000 else "single",
-            close={"attempts": 3 if fail else (2 if retried else 1), "bytes": 0 if fail else size},
-        )
-        last = max(last, end)
-    err: FerryError | None
-    if rec.outcome == "upload-failed":
-        err = TransferFailed("HTTP 502 from the target", status=502, recid=r, file=upload_files[-1][0])
-        return finish(last, "failed", err, file_count=n, zip_used=rec.zipped)
+    def upload(self) -> float | None:
+        """The metadata transform, then every file (or the zip) on the upload lanes."""
+        r = self.r
+        t = self.last + 0.03
+        self.sim.span(f"{r}/transform", "transform", r, None, self.last, t)
+        self.last = t
+        for j, (name, size) in enumerate(self.upload_files):
+            begin, end = self.up.take(self.last if j == 0 else t, 0.1 + size / _rate(r, j, 30, 40))
+            fail = self.rec.outcome == "upload-failed" and j == len(self.upload_files) - 1
+            retried = (int(r) + j) % 7 == 0
+            self.sim.span(
+                f"{r}/u{j}",
+                "upload",
+                r,
+                name,
+                begin,
+                end,
+                "failed" if fail else "ok",
+                error=TransferFailed("HTTP 502 from the target", status=502, recid=r, file=name) if fail else None,
+                bytes=size,
+                transfer="multipart" if size > 100_000_000 else "single",
+                close={"attempts": 3 if fail else (2 if retried else 1), "bytes": 0 if fail else size},
+            )
+            self.last = max(self.last, end)
+        if self.rec.outcome == "upload-failed":
+            err = TransferFailed("HTTP 502 from the target", status=502, recid=r, file=self.upload_files[-1][0])
+            return self.fail(self.last, err, zip_used=self.rec.zipped)
+        return None
 
-    t = last + 0.1
-    fail = rec.outcome == "verify-failed"
-    err = VerificationError("md5 on the target differs", recid=r, file=upload_files[0][0]) if fail else None
-    sim.span(f"{r}/verify", "verify", r, None, last, t, "failed" if fail else "ok", error=err)
-    if fail:
-        return finish(t, "failed", err, file_count=n, zip_used=rec.zipped)
-    last = t
-    if publish:
-        t = last + 0.4
-        fail = rec.outcome == "publish-failed"
-        err = (
-            ValidationError("metadata rejected", errors={"metadata.creators": ["required"]}, recid=r) if fail else None
-        )
-        sim.span(f"{r}/publish", "publish", r, None, last, t, "failed" if fail else "ok", error=err)
-        if fail:
-            return finish(t, "failed", err, file_count=n, zip_used=rec.zipped)
-        last = t
-    return finish(last, "ok", file_count=n, zip_used=rec.zipped, bytes=sum(s for _, s in upload_files))
+    def verify(self) -> float | None:
+        err = None
+        if self.rec.outcome == "verify-failed":
+            err = VerificationError("md5 on the target differs", recid=self.r, file=self.upload_files[0][0])
+        return self._checkpoint("verify", 0.1, err)
+
+    def publish(self) -> float | None:
+        err = None
+        if self.rec.outcome == "publish-failed":
+            err = ValidationError("metadata rejected", errors={"metadata.creators": ["required"]}, recid=self.r)
+        return self._checkpoint("publish", 0.4, err)
+
+    def _checkpoint(self, stage: str, duration: float, err: FerryError | None) -> float | None:
+        """A record-level stage that takes ``duration`` and fails with ``err`` if given."""
+        t = self.last + duration
+        self.sim.span(f"{self.r}/{stage}", stage, self.r, None, self.last, t, "failed" if err else "ok", error=err)
+        if err is not None:
+            return self.fail(t, err, zip_used=self.rec.zipped)
+        self.last = t
+        return None
