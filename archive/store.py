@@ -3,11 +3,15 @@
 Each revision is one record of the target, with the id ``NAME/REV`` and the dataset's
 paths as file keys; its manifest is uploaded last and its presence means "complete".
 Everything here speaks ``upload.targets.base``: a local folder, S3 or any target that
-declares ``listing`` (``RecordLister``) and can stream a stored file back (``FileReader``)
-works the same way; nothing asks which kind of target it is.
+declares ``record_paths`` (a record ``NAME/REV`` is that folder, its files straight under
+it), ``listing`` (``RecordLister``) and can stream a stored file back (``FileReader``)
+works the same way; nothing asks which kind of target it is. Where the bytes go is the
+target's layout; which layout an archive needs is decided here, in the URL table below.
 
 ``ARCHIVE`` on the command line: a configured target name, a URL whose scheme names a
-target type (``s3://bucket/prefix``, ``file:///path``), or a local folder path.
+target type (``s3://bucket/prefix``: an S3 target in its ``archive`` layout,
+``file:///path``), or a local folder path. A configured target must be able to hold an
+archive as configured (an S3 one: ``layout = "archive"``); it is never silently changed.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from ferry.core.errors import InputError, TargetError
 from upload.targets import make_target
 from upload.targets.base import FileReader, RecordLister, RemoteFile, RemoteRecord, Target
 
-# URL scheme -> target type, for ARCHIVE given as a URL rather than a configured name.
-SCHEMES = {"s3": "s3", "file": "local"}
+# URL scheme -> target type and options, for ARCHIVE given as a URL rather than a
+# configured name: the layout that puts ARCHIVE/NAME/REV/<path> where djarchive puts it.
+SCHEMES: dict[str, tuple[str, dict[str, str]]] = {"s3": ("s3", {"layout": "archive"}), "file": ("local", {})}
 MAX_MANIFEST_BYTES = 1 << 30  # a manifest of ~10 million files; anything bigger is not one
 
 
@@ -53,13 +58,21 @@ def target_config(spec: str, config: Config) -> TargetConfig:
         if scheme not in SCHEMES:
             known = ", ".join(f"{s}://" for s in SCHEMES)
             raise InputError(f"archive {spec!r}: unknown scheme {scheme!r} (known: {known}, or a configured target)")
-        return TargetConfig(name=spec, type=SCHEMES[scheme], url=spec)
+        kind, options = SCHEMES[scheme]
+        return TargetConfig(name=spec, type=kind, url=spec, options=options)
     return TargetConfig(name=spec, type="local", url=spec)
 
 
 def open_archive(spec: str, config: Config) -> Target:
     tcfg = target_config(spec, config)
-    return make_target(tcfg, config.limits, token=tcfg.token(), limiter=None)
+    target = make_target(tcfg, config.limits, token=tcfg.token(), limiter=None)
+    if not (target.abilities.record_paths and target.abilities.listing):
+        raise InputError(
+            f"archive {spec}: target {target.name} ({tcfg.type}) cannot hold an archive as configured: "
+            "it needs records NAME/REV as folders with the files straight under them "
+            '(for an s3 target: layout = "archive")'
+        )
+    return target
 
 
 def archive_hash(target: Target) -> str:

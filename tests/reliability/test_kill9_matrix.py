@@ -271,14 +271,7 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
     }
 
 
-S3_ARCHIVE_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason="found here: `ferry archive upload NAME REV DIR --to s3://bucket/prefix` exits 2, "
-    "\"record id 'NAME/REV' cannot name a folder of the versioned layout\" (upload/targets/s3.py)",
-)
-
-
-@pytest.mark.parametrize("where", ["folder", pytest.param("s3", marks=S3_ARCHIVE_DEFECT)])
+@pytest.mark.parametrize("where", ["folder", "s3"])
 def test_archive_upload_then_download(tmp_path: Path, where: str, kills: int, request: pytest.FixtureRequest) -> None:
     files = _archive_src(tmp_path)
     env: dict[str, str] = {}

@@ -56,6 +56,11 @@ class Abilities:
     search: bool = False  # find() by a query (may lag); else find() is a direct lookup
     sub_paths: bool = True  # file keys may hold '/' (Zenodo's are flat)
     listing: bool = False  # list_records(): every record the target holds (archives)
+    # A record id may be a path ``NAME/REV`` naming a folder, with the record's files straight
+    # under it at their keys: ``<root>/NAME/REV/<key>`` (what an archive needs, and
+    # djarchive's layout). Without it a target keeps records its own way (S3 versioned:
+    # ``<prefix>/<recid>/<key>/content``) or holds one record only (S3 plain).
+    record_paths: bool = False
     # ClaimingTarget: concurrent creates of one recid by several runs can be settled (a
     # target whose find() may miss a fresh record: search that lags). A target whose find()
     # is a direct lookup of a deterministic key (S3 prefix, directory) needs no claims.

@@ -84,7 +84,7 @@ class LocalTarget:
         self.name = name
         self.root = Path(root)
         self.limits = TargetLimits(max_files=sys.maxsize, max_file_size=sys.maxsize, max_record_size=sys.maxsize)
-        self.abilities = Abilities(hashes=HASHES, sub_paths=True, listing=True)
+        self.abilities = Abilities(hashes=HASHES, sub_paths=True, listing=True, record_paths=True)
         self._states: dict[Path, TreeState] = {}
         # Copies run here (not in the loop's default pool) so a cancelled one can still be
         # waited for and cleaned up; the pipeline bounds how many run at once.

@@ -5,12 +5,14 @@
     url = "s3://cellpainting-gallery/cpg0042/publication_data/jump_rr"
     endpoint_url = "https://s3.example.org"   # optional; else the standard AWS settings
     profile = "cpg"                           # optional AWS profile (or aws_profile = ...)
-    layout = "versioned"                      # versioned | plain
+    layout = "versioned"                      # versioned | plain | archive
 
 Layouts: ``versioned`` puts file ``key`` of record ``R`` at ``<prefix>/R/<key>/content``
 (an immutable copy per version; ``<prefix>/latest/<key>/content`` is the moving pointer
 the mirror maintains by server-side copy); ``plain`` at ``<prefix>/<key>`` (directory
-pushes). S3 has no drafts, no publishing and no metadata documents; a record is "open".
+pushes); ``archive`` (``ferry archive``, djarchive's layout) takes record ids ``NAME/REV``
+and puts their files at ``<prefix>/NAME/REV/<key>``, and lists records two folders deep.
+S3 has no drafts, no publishing and no metadata documents; a record is "open".
 
 Idempotency by content: each object carries the md5 of its bytes (verified before the
 object was completed), the expected checksum it was sent with, its size and the source
@@ -63,6 +65,14 @@ def _check_key(key: str, recid: str) -> None:
         raise UnsafePathError(f"file key {key!r} is not a safe relative path", recid=recid, file=key)
 
 
+def _archive_recid(recid: str) -> str:
+    """A record id of the archive layout: ``NAME/REV``, two safe folder names."""
+    parts = recid.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or "\x00" in p for p in parts):
+        raise InputError(f"record id {recid!r} is not NAME/REV, what the archive layout holds", recid=recid)
+    return recid
+
+
 class S3Target:
     """``upload.targets.base.Target`` on one S3 bucket and prefix (also Streaming and Copying)."""
 
@@ -83,7 +93,8 @@ class S3Target:
             metadata=False,
             search=False,
             sub_paths=True,
-            listing=options.layout == "versioned",  # record-id folders; a plain prefix is one record
+            listing=options.layout != "plain",  # record-id folders; a plain prefix is one record
+            record_paths=options.layout == "archive",
         )
         # S3's own limits: 5 TiB per object; no per-record file count.
         self.limits = TargetLimits(max_files=10**9, max_file_size=5 * 1024**4, max_record_size=10**18)
@@ -129,6 +140,8 @@ class S3Target:
         """The folder (with a trailing '/') whose objects are this record's files."""
         if self.options.layout == "plain":
             return self.location.key("") + "/" if self.location.prefix else ""
+        if self.options.layout == "archive":
+            return self.location.key(_archive_recid(recid)) + "/"
         if not recid or "/" in recid or recid in (".", ".."):
             raise InputError(f"record id {recid!r} cannot name a folder of the versioned layout", recid=recid)
         return self.location.key(recid) + "/"
@@ -143,6 +156,8 @@ class S3Target:
         _check_key(key, recid)
         if self.options.layout == "plain":
             return self.location.key(key)
+        if self.options.layout == "archive":
+            return self.record_prefix(recid) + key
         return self.record_prefix(recid) + f"{key}/{CONTENT}"
 
     def latest_record(self) -> RemoteRecord:
@@ -157,8 +172,9 @@ class S3Target:
         if not object_key.startswith(base):
             return None
         rest = object_key[len(base) :]
-        if self.options.layout == "plain":
-            return rest or None
+        if self.options.layout != "versioned":
+            # A key ending in '/' is a folder marker some tools write, not a file.
+            return rest if rest and not rest.endswith("/") else None
         suffix = f"/{CONTENT}"
         return rest[: -len(suffix)] if rest.endswith(suffix) and len(rest) > len(suffix) else None
 
@@ -256,13 +272,26 @@ class S3Target:
         return dict(sorted(out.items()))
 
     async def list_records(self, prefix: str = "") -> list[str]:
-        """Record-id folders of the versioned layout (``latest`` is not one), sorted."""
-        if self.options.layout != "versioned":
+        """Record-id folders (versioned: ``latest`` is not one; archive: ``NAME/REV``), sorted."""
+        if self.options.layout == "plain":
             raise NotSupported("a plain S3 prefix holds one record: nothing to list")
         client = await self.client()
+        bucket = self.location.bucket
         base = self.location.key("") + "/" if self.location.prefix else ""
-        found = await client.list_folders(self.location.bucket, base + prefix, delimiter_base=base)
-        return sorted(r for r in found if r != LATEST)
+        if self.options.layout == "versioned":
+            found = await client.list_folders(bucket, base + prefix, delimiter_base=base)
+            return sorted(r for r in found if r != LATEST)
+        # archive: NAME folders first, then the REV folders of each (one LIST per dataset)
+        name, sep, _ = prefix.partition("/")
+        names = [name] if sep else await client.list_folders(bucket, base + prefix, delimiter_base=base)
+        lists = asyncio.Semaphore(HEADS_IN_FLIGHT)
+
+        async def revs(ds: str) -> list[str]:
+            async with lists:
+                return await client.list_folders(bucket, f"{base}{ds}/", delimiter_base=base)
+
+        found = [r for rs in await asyncio.gather(*(revs(n) for n in names)) for r in rs]
+        return sorted(r for r in found if r.startswith(prefix))
 
     async def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The stored bytes of ``key`` from ``start`` on (FileReader)."""

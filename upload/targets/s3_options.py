@@ -11,7 +11,7 @@ from ferry.core.config import TargetConfig
 from ferry.core.errors import ConfigError
 from upload.targets.s3_client import S3Location, S3Settings
 
-Layout = Literal["versioned", "plain"]
+Layout = Literal["versioned", "plain", "archive"]
 
 _OPTIONS: dict[str, type | tuple[type, ...]] = {
     "endpoint_url": str,
@@ -51,8 +51,8 @@ class S3Options:
             if not isinstance(value, want) or (want is int and isinstance(value, bool)):
                 raise ConfigError(f"{where}.{name} has the wrong type: {value!r}")
         layout = opts.get("layout", "versioned")
-        if layout not in ("versioned", "plain"):
-            raise ConfigError(f"{where}.layout must be 'versioned' or 'plain', not {layout!r}")
+        if layout not in ("versioned", "plain", "archive"):
+            raise ConfigError(f"{where}.layout must be 'versioned', 'plain' or 'archive', not {layout!r}")
         style = opts.get("addressing_style", "auto")
         if style not in ("auto", "path", "virtual"):
             raise ConfigError(f"{where}.addressing_style must be auto, path or virtual, not {style!r}")
