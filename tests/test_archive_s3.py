@@ -1,0 +1,76 @@
+"""The S3 side of ``ferry archive``: how an archive is named (``s3://bucket``, a configured
+target) and what the archive layout of the S3 target accepts. moto and SeaweedFS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archive.manifest import MANIFEST_NAME
+from ferry.cli import main
+from ferry.core.config import TargetConfig
+from ferry.core.errors import InputError
+from tests.fixtures_s3 import S3Server
+from tests.test_archive import make_tree, s3_environment
+from upload.targets.s3 import S3Target
+from upload.targets.s3_options import S3Options
+
+
+def keys(server: S3Server, bucket: str) -> list[str]:
+    answer = server.sync_client().list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in answer.get("Contents", []))
+
+
+def test_bucket_without_prefix_is_an_archive(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3_environment(s3_server, monkeypatch)
+    bucket = s3_server.make_bucket()
+    files = make_tree(tmp_path / "src", n=2)
+    assert main(["archive", "upload", "set", "7", str(tmp_path / "src"), "--to", f"s3://{bucket}"]) == 0
+    assert keys(s3_server, bucket) == sorted([*(f"set/7/{k}" for k in files), f"set/7/{MANIFEST_NAME}"])
+    capsys.readouterr()
+    assert main(["archive", "revisions", "--from", f"s3://{bucket}/"]) == 0
+    assert capsys.readouterr().out.split() == ["set,7"]
+
+
+def test_configured_target_must_have_the_archive_layout(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3_environment(s3_server, monkeypatch)
+    bucket = s3_server.make_bucket()
+    make_tree(tmp_path / "src", n=1)
+    config = tmp_path / "ferry.toml"
+    config.write_text(
+        f'[targets.mirror]\ntype = "s3"\nurl = "s3://{bucket}/m"\n\n'
+        f'[targets.store]\ntype = "s3"\nurl = "s3://{bucket}/datasets"\nlayout = "archive"\n'
+    )
+    base = ["--config", str(config), "archive", "upload", "set", "1", str(tmp_path / "src"), "--to"]
+    # A target kept in another layout is refused, naming it and what to set; never rewritten.
+    assert main([*base, "mirror"]) == 2
+    err = capsys.readouterr().err
+    assert "target mirror" in err and 'layout = "archive"' in err
+    assert keys(s3_server, bucket) == []
+    assert main([*base, "store"]) == 0
+    assert f"datasets/set/1/{MANIFEST_NAME}" in keys(s3_server, bucket)
+    capsys.readouterr()
+    assert main(["--config", str(config), "archive", "datasets", "--from", "store"]) == 0
+    assert capsys.readouterr().out.split() == ["set"]
+
+
+@pytest.mark.parametrize("recid", ["set", "a/b/c", "set/", "/1", "set/..", "./1"])
+def test_archive_layout_takes_only_name_slash_rev(recid: str) -> None:
+    cfg = TargetConfig(name="a", type="s3", url="s3://bucket/p", options={"layout": "archive"})
+    target = S3Target("a", S3Options.from_config(cfg))
+    assert target.abilities.record_paths and target.abilities.listing
+    with pytest.raises(InputError, match="NAME/REV"):
+        target.object_key(recid, "f.txt")
+    assert target.object_key("set/1", "sub/f.txt") == "p/set/1/sub/f.txt"
+    assert target.file_key("set/1", "p/set/1/sub/") is None  # a folder marker is not a file
+
+
+def test_other_layouts_do_not_claim_record_paths() -> None:
+    for layout in ("versioned", "plain"):
+        cfg = TargetConfig(name="a", type="s3", url="s3://bucket/p", options={"layout": layout})
+        assert not S3Target("a", S3Options.from_config(cfg)).abilities.record_paths
