@@ -18,13 +18,15 @@ NRP_PYTHON ?= $(shell for p in python3.12 python3.13 $(wildcard $(HOME)/.pyenv/v
 setup: system-deps venv
 
 # Debian packages: the XRootD server and client (xrootd, xrdcp, xrdfs), curl for benchmarks,
-# tmux (the progress bar tested on a real terminal), chromium (the HTML report opened headless).
+# tmux (the progress bar tested on a real terminal), chromium (the HTML report opened headless),
+# rclone (the peer of bench/bench_archive.py).
 system-deps:
 	@if ! command -v xrootd >/dev/null 2>&1 || ! command -v xrdcp >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
-		|| ! command -v tmux >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
-		echo ">> installing Debian packages xrootd-server xrootd-client curl tmux chromium"; \
+		|| ! command -v tmux >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
+		|| ! command -v rclone >/dev/null 2>&1; then \
+		echo ">> installing Debian packages xrootd-server xrootd-client curl tmux chromium rclone"; \
 		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q xrootd-server xrootd-client curl tmux chromium; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q xrootd-server xrootd-client curl tmux chromium rclone; \
 	fi
 
 venv: $(STAMP)
