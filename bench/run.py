@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LOCK = Path("/tmp/ferry-bench.lock")
 # In the order a reader of docs/benchmarks.md meets them; the long ones last.
-BENCHES = ("aiofiles", "zip", "download", "upload", "bulk", "cluster", "push", "s3")
+BENCHES = ("aiofiles", "zip", "download", "upload", "bulk", "cluster", "push", "s3", "archive")
 
 
 def available() -> list[str]:
