@@ -24,7 +24,7 @@ from archive.build import digest_files
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, ManifestRow
 from archive.state import TreeState
-from archive.store import fetch_manifest, reader, revision_id
+from archive.store import fetch_manifest, listing, reader, revision_id
 from archive.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
 from ferry.core.atomic import atomic_write_bytes, fsync_dir
 from ferry.core.checksums import MultiHasher, hash_file
@@ -32,7 +32,7 @@ from ferry.core.errors import FerryError, InputError, VerificationError
 from ferry.core.model import inside
 from ferry.progress import ProgressSink
 from stats.events import StatsWriter
-from upload.targets.base import RemoteFile, RemoteRecord, Target
+from upload.targets.base import RemoteRecord, Target
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,16 @@ async def download_revision(
 
 async def _open_revision(
     target: Target, name: str, rev: str, root: Path
-) -> tuple[RemoteRecord, dict[str, RemoteFile], Manifest]:
-    """The revision's record, what the archive holds of it, and its manifest (also written
-    to ``root``); an unknown or incomplete revision is refused."""
+) -> tuple[RemoteRecord, dict[str, int], Manifest]:
+    """The revision's record, what the archive holds of it (key -> size: the manifest
+    carries the checksums, so no file's are asked for), and its manifest (also written to
+    ``root``); an unknown or incomplete revision is refused."""
     recid = revision_id(name, rev)
     reader(target, target.name)
     rec = await target.find(recid, recid)
     if rec is None:
         raise InputError(f"the archive has no revision {rev!r} of dataset {name!r}")
-    remote = await target.list_files(rec)
-    listed = remote.get(MANIFEST_NAME)
+    remote, listed = await listing(target, rec, MANIFEST_NAME)
     if listed is None or not listed.completed:
         raise InputError(
             f"revision {recid} is incomplete in the archive (no manifest yet): its upload has not finished"

@@ -25,7 +25,7 @@ from ferry.core.checksums import HEX_LENGTHS, Checksum, choose_hash, new_digest
 from ferry.core.config import Config, TargetConfig
 from ferry.core.errors import InputError, TargetError
 from upload.targets import make_target
-from upload.targets.base import FileReader, RecordLister, RemoteFile, RemoteRecord, Target
+from upload.targets.base import FileReader, RecordLister, RemoteFile, RemoteRecord, SizeLister, Target
 
 # URL scheme -> target type and options, for ARCHIVE given as a URL rather than a
 # configured name: the layout that puts ARCHIVE/NAME/REV/<path> where djarchive puts it.
@@ -98,6 +98,18 @@ def reader(target: Target, spec: str) -> FileReader:
     return target
 
 
+async def listing(target: Target, rec: RemoteRecord, key: str) -> tuple[dict[str, int], RemoteFile | None]:
+    """The sizes of the record's finished files, and ``key`` as stored with its checksums:
+    a listing plus one stat where the target lists sizes cheaply (SizeLister: on S3 a LIST
+    and one HEAD, not a HEAD per file), else ``list_files``."""
+    if isinstance(target, SizeLister):
+        sizes = await target.list_sizes(rec)
+        return sizes, (await target.stat(rec.recid, key) if key in sizes else None)
+    files = await target.list_files(rec)
+    done = {k: f for k, f in files.items() if f.completed}
+    return {k: f.size or 0 for k, f in done.items()}, done.get(key)
+
+
 async def read_small(target: Target, rec: RemoteRecord, key: str, *, limit: int = MAX_MANIFEST_BYTES) -> bytes:
     parts: list[bytes] = []
     size = 0
@@ -145,8 +157,8 @@ async def revisions(target: Target, spec: str, name: str | None = None) -> list[
         if not sep or "/" in rev:
             continue  # not NAME/REV: something else kept in the same place
         rec = await target.find(recid, recid)
-        files = await target.list_files(rec) if rec is not None else {}
-        out.append(Revision(ds, rev, MANIFEST_NAME in files and files[MANIFEST_NAME].completed))
+        sizes = (await listing(target, rec, ""))[0] if rec is not None else {}
+        out.append(Revision(ds, rev, MANIFEST_NAME in sizes))
     if name and not out:
         raise InputError(f"dataset {name!r} not found in archive {spec}")
     return out

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from archive.download import download_revision
 from archive.manifest import MANIFEST_NAME
+from archive.upload import upload_revision
 from ferry.cli import main
 from ferry.core.config import TargetConfig
 from ferry.core.errors import InputError
-from tests.fixtures_s3 import S3Server
+from tests.fixtures_s3 import S3Proxy, S3Server
 from tests.test_archive import make_tree, s3_environment
 from upload.targets.s3 import S3Target
 from upload.targets.s3_options import S3Options
@@ -74,3 +76,32 @@ def test_other_layouts_do_not_claim_record_paths() -> None:
     for layout in ("versioned", "plain"):
         cfg = TargetConfig(name="a", type="s3", url="s3://bucket/p", options={"layout": layout})
         assert not S3Target("a", S3Options.from_config(cfg)).abilities.record_paths
+
+
+async def test_download_asks_for_no_file_checksums(
+    tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest carries the checksums: a download lists the revision (LIST) and HEADs only
+    the manifest, and a re-run of a complete one GETs only the manifest."""
+    s3_environment(moto_s3, monkeypatch)
+    bucket = moto_s3.make_bucket()
+    files = make_tree(tmp_path / "src", n=8)
+    cfg = TargetConfig(
+        name="a",
+        type="s3",
+        url=f"s3://{bucket}/arch",
+        options={"layout": "archive", "endpoint_url": s3_proxy.endpoint_url},
+    )
+    target = S3Target("a", S3Options.from_config(cfg))
+    assert not (await upload_revision(target, "set", "1", tmp_path / "src")).failed
+    for fetched in (len(files), 0):
+        s3_proxy.reset()
+        got = await download_revision(target, "set", "1", tmp_path / "dst")
+        assert got.ok and len(got.fetched) == fetched
+        reads = s3_proxy.reads()
+        heads = [p for m, p, _ in reads if m == "HEAD"]
+        assert len(heads) == 1 and heads[0].endswith(MANIFEST_NAME), reads
+        gets = [p for m, p, _ in reads if m == "GET" and "list-type" not in p]
+        assert len(gets) == fetched + 1, reads  # the files fetched and the manifest
+    assert s3_proxy.writes() == []
+    await target.aclose()

@@ -294,3 +294,19 @@ class FileReader(Protocol):
     def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The stored bytes of ``key`` from byte ``start`` on, in chunks (closed with ``aclose``)."""
         ...
+
+
+@runtime_checkable
+class SizeLister(Protocol):
+    """A target whose listing gives each file's size in a few requests (S3: LIST pages)
+    while ``list_files`` costs a request per file for its checksums (S3: a HEAD each). For
+    callers that only need which files are there and how big (an archive download, whose
+    manifest carries the checksums), plus the checksums of one file."""
+
+    async def list_sizes(self, rec: RemoteRecord) -> dict[str, int]:
+        """Key -> size of every finished file of the record, without checksums."""
+        ...
+
+    async def stat(self, recid: str, key: str) -> RemoteFile | None:
+        """One file as stored, with its checksums; None when it is not there."""
+        ...

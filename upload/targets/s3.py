@@ -271,6 +271,19 @@ class S3Target:
             out[key] = self._remote_file(key, info)
         return dict(sorted(out.items()))
 
+    async def list_sizes(self, rec: RemoteRecord) -> dict[str, int]:
+        """Key -> size from LIST alone (SizeLister). A plain prefix is shared, so which
+        objects are the record's needs their metadata: there it is list_files."""
+        if self.options.layout == "plain":
+            return {k: f.size or 0 for k, f in (await self.list_files(rec)).items()}
+        client = await self.client()
+        out: dict[str, int] = {}
+        async for obj in client.list_objects(self.location.bucket, self.record_prefix(rec.recid), at=At(rec.recid)):
+            key = self.file_key(rec.recid, obj.key)
+            if key is not None:
+                out[key] = obj.size
+        return dict(sorted(out.items()))
+
     async def list_records(self, prefix: str = "") -> list[str]:
         """Record-id folders (versioned: ``latest`` is not one; archive: ``NAME/REV``), sorted."""
         if self.options.layout == "plain":
