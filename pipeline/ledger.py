@@ -202,10 +202,10 @@ class Ledger(FileLedger):
         return sorted((r[0] for r in rows), key=recid_key)
 
     def ok_recids(self) -> set[str]:
-        """Records that are done (status uploaded/published, with files and metadata)."""
+        """Records that are done (status uploaded/published, with metadata; files checked, or none: metadata-only)."""
         rows = self._read(
             "SELECT recid FROM records "
-            "WHERE status IN ('uploaded', 'published') AND file_count > 0 AND has_metadata = 1"
+            "WHERE status IN ('uploaded', 'published') AND file_count IS NOT NULL AND has_metadata = 1"
         )
         return {r[0] for r in rows}
 
@@ -279,7 +279,7 @@ class Ledger(FileLedger):
             files[status] = n
         ok, ok_bytes = self._read(
             "SELECT count(*), coalesce(sum(bytes), 0) FROM records "
-            "WHERE status IN ('uploaded', 'published') AND file_count > 0 AND has_metadata = 1"
+            "WHERE status IN ('uploaded', 'published') AND file_count IS NOT NULL AND has_metadata = 1"
         )[0]
         pending = self._read("SELECT count(*) FROM records WHERE create_pending = 1")[0][0]
         return {

@@ -121,8 +121,9 @@ class RecordRow:
 
     @property
     def ok(self) -> bool:
-        """Done on the target, with files and metadata (a record without either never is)."""
-        return self.status in OK_STATUSES and bool(self.file_count) and self.has_metadata
+        """Done on the target, with metadata, and files checked (``file_count`` 0: a metadata-only
+        record, pipeline/without_files.py; unknown files, ``None``, never are)."""
+        return self.status in OK_STATUSES and self.file_count is not None and self.has_metadata
 
 
 @dataclass(frozen=True)

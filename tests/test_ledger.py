@@ -88,17 +88,23 @@ def test_record_and_file_flow(tmp_path: Path) -> None:
 
 def test_record_without_files_or_metadata_is_never_ok(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.sqlite") as ledger:
-        ledger.record("1", file_count=0)
+        ledger.record("1")  # files not known yet: never done
         with pytest.raises(LedgerError, match="no files"):
             ledger.set_record_status("1", "uploaded")
+        # The source lists none (file_count 0) but the record has metadata: metadata-only, done.
+        ledger.record("4", file_count=0)
+        assert ledger.set_record_status("4", "published").ok
+        ledger.record("5", file_count=0, has_metadata=False)  # neither files nor metadata
+        with pytest.raises(LedgerError, match="no metadata"):
+            ledger.set_record_status("5", "published")
         ledger.record("2", file_count=1, has_metadata=False)
         ledger.set_file("2", "x", "verified")
         with pytest.raises(LedgerError, match="no metadata"):
             ledger.set_record_status("2", "published")
-        assert ledger.summary()["ok"] == 0 and ledger.ok_recids() == set()
+        assert ledger.summary()["ok"] == 1 and ledger.ok_recids() == {"4"}
         ledger.set_file("3", "x", "verified")  # files known, file_count filled in on success
         assert ledger.set_record_status("3", "uploaded").file_count == 1
-        assert ledger.ok_recids() == {"3"}
+        assert ledger.ok_recids() == {"3", "4"}
 
 
 def test_create_intent_survives_reopen(tmp_path: Path) -> None:
