@@ -316,10 +316,10 @@ KILLED_DOWNLOAD = """
     async def read_file(rec, key, *, start=0):
         n = 0
         async for chunk in read(rec, key, start=start):
-            if n == 1 and key == "big.bin":
+            if n >= 3 * 1024 * 1024 and key == "big.bin":  # some of it written (1 MiB batches)
                 print("HALF-READ", flush=True)
                 time.sleep(600)
-            n += 1
+            n += len(chunk)
             yield chunk
 
     target.read_file = read_file
