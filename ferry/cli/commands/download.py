@@ -232,7 +232,10 @@ def report(results: list[RecordResult], *, dry_run: bool) -> int:
     """Print the plan or the outcome per record; failures one per line on stderr."""
     out = sys.stdout
     for r in results:
-        if r.error is None and dry_run:
+        if r.error is None and not r.files:
+            # Author lists, documentation...: the record is its metadata (upload/bulk carry it).
+            print(f"record {r.recid}: no files to download (the source lists none: a metadata-only record)", file=out)
+        elif r.error is None and dry_run:
             size = sum(f.size or 0 for f in r.files)
             print(f"record {r.recid}: {len(r.files)} files, {human_bytes(size)} -> {r.record_dir}", file=out)
             for f in r.files:
