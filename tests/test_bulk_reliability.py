@@ -399,25 +399,31 @@ def test_resume_semantics_empty_invalid_and_already_published(
     empty = make_record("975002", [], ["Collision"])
     invalid = make_record("975003", [dict(good[0]["files"][0], uri=good[0]["files"][0]["uri"] + ".x")], None)
     del invalid["date_published"]  # required by the target's schema: no usable metadata
-    bad = ["975001", "975002", "975003"]
+    bad = ["975003"]
+    # Without files but with metadata: metadata-only records, published and done like the others.
+    bare = ["975001", "975002"]
     with synthetic_source([*good, nofiles, empty, invalid]) as src:
         repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
         config = write_config(tmp_path, src, repo)
         dest, stats = tmp_path / "data", tmp_path / "stats"
         ok = [str(r["recid"]) for r in good]
-        everything = write_recids(tmp_path / "all.txt", [*ok, *bad])
+        everything = write_recids(tmp_path / "all.txt", [*ok, *bare, *bad])
         args = bulk_args(config, everything, dest, "--publish", "--delete-staged", "--stats-dir", str(stats))
-        for _ in range(2):  # a re-run changes nothing: the bad ones never count as done
+        for _ in range(2):  # a re-run changes nothing: the bad one never counts as done
             assert main(args) == 1
             out = capsys.readouterr()
-            for recid in bad:
-                assert f"record {recid}" in out.err
+            assert "record 975003" in out.err and "publication_date" in out.err
+            assert not any(f"record {r}" in out.err for r in [*ok, *bare]), out.err
             with Ledger.open(dest / ".ferry" / "ledger-sandbox.sqlite", readonly=True) as ledger:
-                assert ledger.ok_recids() == set(ok)
+                assert ledger.ok_recids() == {*ok, *bare}
                 assert not any(ledger.get(r) and ledger.get(r).ok for r in bad)  # type: ignore[union-attr]
         assert target_problems(repo, src, dest, ok) == []
-        assert set(repo.state()["by_recid"]) == set(ok)
-        assert all(e["published"] for e in repo.state()["entities"])
+        state = repo.state()
+        assert set(state["by_recid"]) == {*ok, *bare}
+        assert all(len(state["by_recid"][r]["ids"]) == 1 for r in bare)  # once, after two runs
+        by_id = {e["id"]: e for e in state["entities"]}
+        assert all(not by_id[state["by_recid"][r]["ids"][0]]["record_files"] for r in bare)
+        assert all(e["published"] for e in state["entities"])
 
         # The good ones alone: already published with the same files -> skipped, exit 0,
         # and nothing downloaded again although the staged copies were deleted.
