@@ -35,6 +35,14 @@ Exit status: 0 every file verified (or already there); 1 with one line per faile
 2 for bad usage, configuration or input.
 """
 
+EPILOG = """\
+examples:
+  ferry mirror zenodo:concept:10408587 cpg --dry-run
+  ferry mirror zenodo:concept:10408587 cpg --stats-dir stats
+  ferry mirror zenodo:19835081 s3://bucket/prefix --only README.md
+  ferry mirror 80509 cpg
+"""
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -42,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="mirror a record (Zenodo, CERN) into S3 with a latest/ pointer, streamed",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", metavar="SOURCE", help="zenodo:ID, zenodo:concept:ID or a CERN recid")
