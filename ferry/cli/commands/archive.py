@@ -7,7 +7,8 @@
 
 ARCHIVE: a configured target name, s3://bucket[/prefix], file:///path or a folder path.
 Layout: ARCHIVE/NAME/REV/<path> and ARCHIVE/NAME/REV/djarchive-manifest.csv (uploaded
-last: a revision without it is incomplete).
+last: a revision without it is incomplete). A configured S3 target needs
+layout = "archive" (s3:// URLs get it); one in another layout is refused.
 """
 
 from __future__ import annotations
