@@ -140,39 +140,53 @@ def decide_zip(
     """
     count = len(files)
     total = sum(size for _, size in files)
-    sizes = sorted(size for _, size in files)
-    limit = min(threshold, max_files)
-
-    def yes(reason: str) -> ZipDecision:
-        # Only a record being zipped has to fit into bundles (raises QuotaError naming a file that cannot).
-        bundles = len(split(files, max_bundle_size)) if max_bundle_size else 1
-        if bundles + 1 > max_files:
-            raise QuotaError(
-                f"{count} files ({total} bytes) need {bundles} bundles plus their manifest, "
-                f"more than the target's limit of {max_files} files per record"
-            )
-        return ZipDecision(True, reason, bundles, count, total)
-
-    def no(reason: str) -> ZipDecision:
-        return ZipDecision(False, reason, 0, count, total)
-
     if count == 0:
-        return no("no data files")
+        return ZipDecision(False, "no data files", 0, count, total)
+    choice = _settled_choice(count, force, zipped_before, originals_missing, max_files)
+    if choice is None:
+        choice = _choice_by_shape(files, threshold, max_files, small_median_bytes)
+    zip_it, reason = choice
+    if not zip_it:
+        return ZipDecision(False, reason, 0, count, total)
+    # Only a record being zipped has to fit into bundles (raises QuotaError naming a file that cannot).
+    bundles = len(split(files, max_bundle_size)) if max_bundle_size else 1
+    if bundles + 1 > max_files:
+        raise QuotaError(
+            f"{count} files ({total} bytes) need {bundles} bundles plus their manifest, "
+            f"more than the target's limit of {max_files} files per record"
+        )
+    return ZipDecision(True, reason, bundles, count, total)
+
+
+def _settled_choice(
+    count: int, force: bool | None, zipped_before: bool, originals_missing: int, max_files: int
+) -> tuple[bool, str] | None:
+    """(zip or not, why) when the caller or an earlier run already settled it; ``None``
+    when the record's shape decides."""
     if force is True:
-        return yes(f"zipping forced ({count} files)")
+        return True, f"zipping forced ({count} files)"
     if zipped_before and (force is None or originals_missing):
         kept = f"{originals_missing} of {count} originals gone" if originals_missing else "originals present"
-        return yes(f"already zipped by an earlier run ({count} files in bundles, {kept})")
+        return True, f"already zipped by an earlier run ({count} files in bundles, {kept})"
     if force is False:
         if count > max_files:
             raise QuotaError(f"zipping is disabled but {count} files exceed the target's limit of {max_files} files")
-        return no(f"zipping disabled ({count} files)")
+        return False, f"zipping disabled ({count} files)"
+    return None
+
+
+def _choice_by_shape(
+    files: Sequence[tuple[str, int]], threshold: int, max_files: int, small_median_bytes: int
+) -> tuple[bool, str]:
+    """(zip or not, why) from the number of files and their median size."""
+    count = len(files)
+    limit = min(threshold, max_files)
     if count > limit:
         why = f"{count} files > threshold {limit}"
         if threshold > max_files:
             why += f" (configured {threshold}, lowered to the target's limit of {max_files} files)"
-        return yes(why)
-    median = statistics.median(sizes)
+        return True, why
+    median = statistics.median(sorted(size for _, size in files))
     if count >= SMALL_MIN_COUNT and median < small_median_bytes:
-        return yes(f"median file size {int(median)} bytes < {small_median_bytes} bytes ({count} files)")
-    return no(f"{count} files <= threshold {limit}, median file size {int(median)} bytes")
+        return True, f"median file size {int(median)} bytes < {small_median_bytes} bytes ({count} files)"
+    return False, f"{count} files <= threshold {limit}, median file size {int(median)} bytes"

@@ -163,7 +163,9 @@ class TrailingScanner:
                     self._scanner.close()
                     return
                 self._scanner.entry(*item)
-        except BaseException as exc:  # handed to the writer's thread in result()
+        # The scan thread's only exit: whatever stops it must reach the writer's thread,
+        # which re-raises it in end(); a narrower catch would leave end() without the cause.
+        except BaseException as exc:  # noqa: BLE001 - thread boundary; re-raised by end()
             self.error = exc
             self._scanner.close()
 

@@ -238,52 +238,20 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
     """Write (build) or extend (append) one bundle, verify it, and return what it holds."""
     final = Path(job.record_dir) / job.name
     append = job.mode == "append"
-    if append:
-        target = final
-        fh: IO[bytes] = open(target, "r+b")  # noqa: SIM115 - closed below on every path
-    else:
-        target = Path(job.record_dir) / META_DIR / f"{job.name}.partial"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(target, "w+b")  # noqa: SIM115
+    target, fh = _open_target(job, final)
     scanner = TrailingScanner(str(target), where=job.name)
     old = _open_old(job) if job.old_bundle and not append else None
-    sources = _Sources(job)
-    records: list[MemberRecord] = []
-    by_key = {m.key: m for m in job.members}
     try:
         with zipfile.ZipFile(fh, "a" if append else "w", allowZip64=True) as zf:
-            if append:
-                for e in _prepare_append(zf, job):
-                    m = by_key[e.name]
-                    assert m.crc32 is not None
-                    scanner.push(e, int(m.crc32, 16))
-                    records.append(MemberRecord(m.key, m.size, m.crc32, m.md5, m.adler32))
-            for m in job.members:
-                if m.source == "kept":
-                    continue
-                if scanner.error is not None:
-                    break  # the bundle is already known bad; end() raises it
-                if m.source == "file":
-                    zi = _copy_file(zf, m, sources)
-                else:
-                    assert old is not None, "bundle sources need the old bundle"
-                    zi = _copy_entry(zf, m, old, job.name)
-                fh.flush()  # the scanner reads through its own handle
-                scanner.push(_entry(zi), zi.CRC)
-                records.append(MemberRecord(m.key, m.size, crc_hex(zi.CRC), m.md5, m.adler32))
-            data = embedded_manifest(job.recid, job.name, records)
-            mi = _zinfo(EMBEDDED_NAME, len(data), EMBEDDED_DATE, False)
-            zf.writestr(mi, data)
-            fh.flush()
-            scanner.push(_entry(mi), zlib.crc32(data))
+            records = _carry_kept(zf, job, scanner) if append else []
+            records += _copy_members(zf, fh, job, scanner, old)
+            manifest = _write_embedded(zf, fh, job, scanner, records)
         fh.flush()
         if job.durable:
             os.fsync(fh.fileno())
         fh.close()
         scan = scanner.end()
-        _check_directory(
-            target, job.name, [*records, MemberRecord(EMBEDDED_NAME, len(data), crc_hex(zlib.crc32(data)), "", "")]
-        )
+        _check_directory(target, job.name, [*records, manifest])
     except BaseException:
         scanner.abandon()
         # close() flushes, and on a full disk fails again: the .partial must go regardless.
@@ -305,6 +273,63 @@ def write_bundle(job: BundleJob) -> BuiltBundle:
     return BuiltBundle(job.name, st.st_size, st.st_mtime_ns, tuple(records), os.getpid())
 
 
+def _open_target(job: BundleJob, final: Path) -> tuple[Path, IO[bytes]]:
+    """The file written: the bundle itself when appending, else ``.ferry/<name>.partial``."""
+    # The handle outlives this function: write_bundle closes it on every path.
+    if job.mode == "append":
+        return final, open(final, "r+b")
+    target = Path(job.record_dir) / META_DIR / f"{job.name}.partial"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target, open(target, "w+b")
+
+
+def _carry_kept(zf: zipfile.ZipFile, job: BundleJob, scanner: TrailingScanner) -> list[MemberRecord]:
+    """Appending: the entries already in the bundle, each handed to the scanner to verify."""
+    by_key = {m.key: m for m in job.members}
+    records = []
+    for e in _prepare_append(zf, job):
+        m = by_key[e.name]
+        assert m.crc32 is not None
+        scanner.push(e, int(m.crc32, 16))
+        records.append(MemberRecord(m.key, m.size, m.crc32, m.md5, m.adler32))
+    return records
+
+
+def _copy_members(
+    zf: zipfile.ZipFile, fh: IO[bytes], job: BundleJob, scanner: TrailingScanner, old: zipfile.ZipFile | None
+) -> list[MemberRecord]:
+    """Copy every member not already in the bundle, from its original or the old bundle."""
+    sources = _Sources(job)
+    records = []
+    for m in job.members:
+        if m.source == "kept":
+            continue
+        if scanner.error is not None:
+            break  # the bundle is already known bad; end() raises it
+        if m.source == "file":
+            zi = _copy_file(zf, m, sources)
+        else:
+            assert old is not None, "bundle sources need the old bundle"
+            zi = _copy_entry(zf, m, old, job.name)
+        fh.flush()  # the scanner reads through its own handle
+        scanner.push(_entry(zi), zi.CRC)
+        records.append(MemberRecord(m.key, m.size, crc_hex(zi.CRC), m.md5, m.adler32))
+    return records
+
+
+def _write_embedded(
+    zf: zipfile.ZipFile, fh: IO[bytes], job: BundleJob, scanner: TrailingScanner, records: list[MemberRecord]
+) -> MemberRecord:
+    """The embedded manifest, written as the bundle's last entry; returns its record."""
+    data = embedded_manifest(job.recid, job.name, records)
+    mi = _zinfo(EMBEDDED_NAME, len(data), EMBEDDED_DATE, False)
+    zf.writestr(mi, data)
+    fh.flush()
+    crc = zlib.crc32(data)
+    scanner.push(_entry(mi), crc)
+    return MemberRecord(EMBEDDED_NAME, len(data), crc_hex(crc), "", "")
+
+
 def _check_directory(path: Path, name: str, expected: Sequence[MemberRecord]) -> None:
     """The central directory as written on disk lists exactly the expected entries, in order."""
     with zipfile.ZipFile(path) as zf:
@@ -321,6 +346,10 @@ def fsync_file(path: str) -> None:
     fsync_dir(Path(path).parent)
 
 
+class _Defect(Exception):
+    """A bundle defect found by ``inspect_bundle``: the bundle is rebuilt, not refused."""
+
+
 def inspect_bundle(path: str, name: str, *, full_scan: bool) -> Inspection:
     """Read a bundle's directory and embedded manifest; with ``full_scan`` also every byte.
 
@@ -332,40 +361,51 @@ def inspect_bundle(path: str, name: str, *, full_scan: bool) -> Inspection:
         st = os.stat(path)
     except FileNotFoundError:
         return Inspection(name, exists=False, worker_pid=pid)
+    try:
+        ordered, members = _read_listing(path, name)
+        found = Inspection(name, True, None, members, size=st.st_size, mtime_ns=st.st_mtime_ns, worker_pid=pid)
+        if not full_scan:
+            return found
+        _scan_every_entry(path, name, ordered, st.st_size)
+    except _Defect as defect:
+        return Inspection(name, True, str(defect), size=st.st_size, mtime_ns=st.st_mtime_ns, worker_pid=pid)
+    return replace(found, scanned=True)
 
-    def bad(problem: str) -> Inspection:
-        return Inspection(name, True, problem, size=st.st_size, mtime_ns=st.st_mtime_ns, worker_pid=pid)
 
+def _read_listing(path: str, name: str) -> tuple[list[EntryRecord], tuple[MemberRecord, ...]]:
+    """The central directory in file order and the embedded manifest's members, checked
+    against each other; raises ``_Defect`` naming what is wrong."""
     try:
         with zipfile.ZipFile(path) as zf:
             ordered = sorted(read_directory(zf, where=name), key=lambda e: e.header_offset)
             if not ordered or ordered[-1].name != EMBEDDED_NAME:
-                return bad("its embedded manifest is missing or not its last entry")
+                raise _Defect("its embedded manifest is missing or not its last entry")
             embedded_for, members = parse_embedded(zf.read(EMBEDDED_NAME), where=f"{name}:{EMBEDDED_NAME}")
     except UnsafePathError:
         raise
     except (BundleCorrupt, InputError) as exc:
-        return bad(str(exc))
+        raise _Defect(str(exc)) from exc
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
-        return bad(f"unreadable ({exc})")
+        raise _Defect(f"unreadable ({exc})") from exc
     if embedded_for != name:
-        return bad(f"its embedded manifest belongs to {embedded_for!r}")
+        raise _Defect(f"its embedded manifest belongs to {embedded_for!r}")
     listed = [(m.key, m.size, m.crc32) for m in members]
     actual = [(e.name, e.file_size, crc_hex(e.crc32)) for e in ordered[:-1]]
     if listed != actual:
-        return bad("its embedded manifest disagrees with its central directory")
-    found = Inspection(name, True, None, tuple(members), size=st.st_size, mtime_ns=st.st_mtime_ns, worker_pid=pid)
-    if not full_scan:
-        return found
+        raise _Defect("its embedded manifest disagrees with its central directory")
+    return ordered, tuple(members)
+
+
+def _scan_every_entry(path: str, name: str, ordered: Sequence[EntryRecord], size: int) -> None:
+    """Read every byte and check every entry's CRC32; raises ``_Defect`` on a mismatch."""
     scanner = Scanner(path, where=name)
     try:
         for e in ordered:
             scanner.entry(e, e.crc32)
         scan = scanner.finish()
     except BundleCorrupt as exc:
-        return bad(exc.message)
+        raise _Defect(exc.message) from exc
     finally:
         scanner.close()
-    if scan.size != st.st_size:
-        return bad("it changed while it was read")
-    return replace(found, scanned=True)
+    if scan.size != size:
+        raise _Defect("it changed while it was read")
