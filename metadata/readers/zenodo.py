@@ -79,8 +79,8 @@ def _sections(md: Mapping[str, Any]) -> tuple[Section | None, list[Section]]:
     return main, rest
 
 
-def _extras(body: Mapping[str, Any], md: Mapping[str, Any], other_ids: list[str]) -> list[Section]:
-    out = []
+def _record_facts(body: Mapping[str, Any], md: Mapping[str, Any]) -> list[str]:
+    """Facts about the Zenodo record itself that no neutral field holds."""
     facts = []
     if concept := doi_of(body.get("conceptdoi")) or doi_of(md.get("conceptdoi")):
         facts.append(f"Concept DOI (all versions): {link_html(concept, f'https://doi.org/{concept}')}")
@@ -91,30 +91,44 @@ def _extras(body: Mapping[str, Any], md: Mapping[str, Any], other_ids: list[str]
         facts.append(f"Communities: {escape(', '.join(names))}")
     if language := text(md.get("language")):
         facts.append(f"Language: {escape(language)}")
-    if facts:
-        out.append(Section("zenodo.record", "Zenodo record", list_html(facts)))
-    dates = []
+    return facts
+
+
+def _dates(md: Mapping[str, Any]) -> list[str]:
+    lines = []
     for d in items(md.get("dates")):
         span = "/".join(v for v in (text(d.get("start")), text(d.get("end"))) if v)
         if span:
             note = text(d.get("description"))
-            dates.append(escape(f"{text(d.get('type')) or 'Date'}: {span}" + (f" ({note})" if note else "")))
-    if dates:
-        out.append(Section("dates", "Dates", list_html(dates)))
-    people = []
-    for c in items(md.get("contributors")):
-        if text(c.get("type")) != "ResearchGroup" and (name := text(c.get("name"))):
-            people.append(escape(f"{name} ({text(c.get('type')) or 'contributor'})"))
-    if people:
-        out.append(Section("contributors", "Contributors", list_html(people)))
-    if refs := [escape(r) for r in texts(md.get("references"))]:
-        out.append(Section("references", "References", list_html(refs)))
+            lines.append(escape(f"{text(d.get('type')) or 'Date'}: {span}" + (f" ({note})" if note else "")))
+    return lines
+
+
+def _contributors(md: Mapping[str, Any]) -> list[str]:
+    """Other contributors as "name (role)"; research groups are organisations, not here."""
+    return [
+        escape(f"{name} ({text(c.get('type')) or 'contributor'})")
+        for c in items(md.get("contributors"))
+        if text(c.get("type")) != "ResearchGroup" and (name := text(c.get("name")))
+    ]
+
+
+def _grants(md: Mapping[str, Any]) -> list[str]:
     grants = [text(g.get("title")) or text(g.get("id")) or text(g.get("code")) for g in items(md.get("grants"))]
-    if names := [g for g in grants if g]:
-        out.append(Section("grants", "Grants", list_html(escape(g) for g in names)))
-    if other_ids:
-        out.append(Section("related.other", "Related identifiers (other schemes)", list_html(other_ids)))
-    return out
+    return [escape(g) for g in grants if g]
+
+
+def _extras(body: Mapping[str, Any], md: Mapping[str, Any], other_ids: list[str]) -> list[Section]:
+    """The headed extras, in this order, each only when it has lines."""
+    parts = (
+        ("zenodo.record", "Zenodo record", _record_facts(body, md)),
+        ("dates", "Dates", _dates(md)),
+        ("contributors", "Contributors", _contributors(md)),
+        ("references", "References", [escape(r) for r in texts(md.get("references"))]),
+        ("grants", "Grants", _grants(md)),
+        ("related.other", "Related identifiers (other schemes)", other_ids),
+    )
+    return [Section(key, heading, list_html(lines)) for key, heading, lines in parts if lines]
 
 
 def _file_facts(record: Any, body: Mapping[str, Any]) -> FileFacts:
