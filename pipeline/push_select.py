@@ -132,6 +132,51 @@ def _walk(directory: Path, marker_suffix: str) -> Iterator[Path]:
             yield path
 
 
+Picked = list[tuple[Path, Group, str]]  # path, group, what names it (for messages)
+
+
+@dataclass(frozen=True)
+class _Request:
+    root: Path  # DIR resolved
+    directory: Path  # DIR as given, for messages
+    catalog: Path | None
+    named: Sequence[str]
+    marker_suffix: str
+
+
+def _pick_all(req: _Request) -> Picked:
+    return [(p, "core", "file") for p in _walk(req.root, req.marker_suffix)]
+
+
+def _pick_named(req: _Request) -> Picked:
+    if not req.named:
+        raise InputError("--select files needs --files FILE...")
+    return [(_inside(req.root, Path(n), f"--files {n}"), "core", f"--files {n}") for n in req.named]
+
+
+def _pick_catalog(req: _Request) -> Picked:
+    root = req.root
+    cat = _inside(root, req.catalog, "--catalog") if req.catalog is not None else root / "catalog.yaml"
+    if req.catalog is None and not cat.is_file():
+        raise InputError(f"--select catalog: {cat} does not exist (give --catalog FILE)")
+    picked: Picked = []
+    for key, name, group in catalog_groups(cat):
+        path = _inside(root, Path(name), f"catalog key {key}")
+        if not path.exists() and group == "optional":
+            log.warning("catalog key %s: optional file %s is missing; not pushed", key, name)
+            continue
+        if not path.exists():
+            raise InputError(f"catalog key {key} names {name}, which is not in {req.directory}")
+        picked.append((path, group, f"catalog key {key}"))
+    if cat.parent == root:
+        picked.append((cat, "core", "the catalog"))
+    return picked
+
+
+# --select's values and what each picks.
+_PICKERS = {"all": _pick_all, "catalog": _pick_catalog, "files": _pick_named}
+
+
 def select_files(
     directory: Path,
     select: str,
@@ -145,34 +190,15 @@ def select_files(
     """The files to push, grouped and keyed; InputError for anything wrong, before any request."""
     if not directory.is_dir():
         raise InputError(f"{directory} is not a directory")
-    root = directory.resolve()
-    picked: list[tuple[Path, Group, str]] = []  # path, group, what names it
-    if select == "all":
-        picked = [(p, "core", "file") for p in _walk(root, marker_suffix)]
-    elif select == "files":
-        if not named:
-            raise InputError("--select files needs --files FILE...")
-        picked = [(_inside(root, Path(n), f"--files {n}"), "core", f"--files {n}") for n in named]
-    elif select == "catalog":
-        cat = _inside(root, catalog, "--catalog") if catalog is not None else root / "catalog.yaml"
-        if catalog is None and not cat.is_file():
-            raise InputError(f"--select catalog: {cat} does not exist (give --catalog FILE)")
-        for key, name, group in catalog_groups(cat):
-            path = _inside(root, Path(name), f"catalog key {key}")
-            if not path.exists() and group == "optional":
-                log.warning("catalog key %s: optional file %s is missing; not pushed", key, name)
-                continue
-            if not path.exists():
-                raise InputError(f"catalog key {key} names {name}, which is not in {directory}")
-            picked.append((path, group, f"catalog key {key}"))
-        if cat.parent == root:
-            picked.append((cat, "core", "the catalog"))
-    else:
+    pick = _PICKERS.get(select)
+    if pick is None:
         raise InputError(f"--select must be all, catalog or files, not {select!r}")
+    root = directory.resolve()
+    picked = pick(_Request(root, directory, catalog, named, marker_suffix))
     return _keyed(root, picked, flatten=flatten, sub_paths=sub_paths)
 
 
-def _keyed(root: Path, picked: list[tuple[Path, Group, str]], *, flatten: bool, sub_paths: bool) -> list[PushFile]:
+def _keyed(root: Path, picked: Picked, *, flatten: bool, sub_paths: bool) -> list[PushFile]:
     by_key: dict[str, PushFile] = {}
     seen: set[Path] = set()
     for path, group, what in picked:
