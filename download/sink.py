@@ -126,9 +126,11 @@ class _Lane:
                     self._working = False
                     return
                 chunk = self._queue.popleft()
+            # A pool-thread task's boundary: whatever the hasher raises is reported by drain();
+            # letting anything escape here would skip _finish_one and leave drain() waiting forever.
             try:
                 self.hasher.update(chunk.data)
-            except BaseException as exc:  # reported by drain(); keeps the count right
+            except BaseException as exc:  # noqa: BLE001 - worker task boundary; re-raised by drain()
                 self._error = exc
             try:
                 self._loop.call_soon_threadsafe(self._finish_one, chunk)
