@@ -33,7 +33,7 @@ from ferry.core.retry import RetryPolicy
 from pipeline.context import PipelineContext, RecordResult
 from pipeline.job import RecordJob
 from pipeline.limits import ByteBudget
-from stats.events import Status
+from stats.events import Event, Status
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +155,8 @@ class BulkRunner:
         self.stop.cancel_all()
 
     async def run(self, order: Sequence[OrderDecision]) -> BulkReport:
-        ctx = self.ctx
         report = BulkReport()
-        run_event = ctx.stats.open("run", None, file_count=len(order), reason=f"{len(order)} record(s) selected")
-        if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
-            await ctx.ledger.run(ctx.ledger.start_run, ctx.run_id, command="bulk")
-        tasks: list[asyncio.Task[object]] = []
+        run_event = await self._open_run(len(order))
         timer = None
         if self.deadline is not None:
             timer = asyncio.get_running_loop().call_later(
@@ -168,18 +164,7 @@ class BulkRunner:
             )
         try:
             with self.stop.installed():
-                for decision in order:
-                    if self.stop.stopping.is_set():
-                        report.not_started.append(decision.recid)
-                        continue
-                    # Admission: wait for a slot, or for a stop request.
-                    acquired = await self._admit()
-                    if not acquired:
-                        report.not_started.append(decision.recid)
-                        continue
-                    task: asyncio.Task[object] = asyncio.create_task(self._one(decision, report))
-                    self.stop.track(task)
-                    tasks.append(task)
+                tasks = await self._start_records(order, report)
                 done = await asyncio.gather(*tasks, return_exceptions=True)
                 for outcome in done:
                     if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
@@ -187,23 +172,52 @@ class BulkRunner:
         finally:
             if timer is not None:
                 timer.cancel()
-            report.interrupted = self.stop.count > 0
-            report.stopped = self.stopped
-            status: Status = "failed" if not report.ok else ("dry-run" if ctx.dry_run else "ok")
-            summary: dict[str, object] = {s: report.count(s) for s in ("ok", "failed", "skipped", "dry-run")}
-            summary |= {
-                "not_started": len(report.not_started),
-                "unfinished": len(report.unfinished),
-                "interrupted": report.interrupted,
-                "stopped": report.stopped,
-            }
-            run_event.close(status, reason=_summary_text(summary), summary=summary)
-            if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
-                try:
-                    await ctx.ledger.run(ctx.ledger.end_run, ctx.run_id, status, summary)
-                except DiskFull as exc:  # the run row stays 'running': read as interrupted, harmless
-                    log.warning("could not record the end of the run: %s", exc)
+            await self._close_run(report, run_event)
         return report
+
+    async def _open_run(self, selected: int) -> Event:
+        ctx = self.ctx
+        run_event = ctx.stats.open("run", None, file_count=selected, reason=f"{selected} record(s) selected")
+        if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
+            await ctx.ledger.run(ctx.ledger.start_run, ctx.run_id, command="bulk")
+        return run_event
+
+    async def _start_records(self, order: Sequence[OrderDecision], report: BulkReport) -> list[asyncio.Task[object]]:
+        """Start each record in order once it is admitted; after a stop request, none."""
+        tasks: list[asyncio.Task[object]] = []
+        for decision in order:
+            if self.stop.stopping.is_set():
+                report.not_started.append(decision.recid)
+                continue
+            # Admission: wait for a slot, or for a stop request.
+            acquired = await self._admit()
+            if not acquired:
+                report.not_started.append(decision.recid)
+                continue
+            task: asyncio.Task[object] = asyncio.create_task(self._one(decision, report))
+            self.stop.track(task)
+            tasks.append(task)
+        return tasks
+
+    async def _close_run(self, report: BulkReport, run_event: Event) -> None:
+        """The run's end: its summary in the stats and the ledger, however it ended."""
+        ctx = self.ctx
+        report.interrupted = self.stop.count > 0
+        report.stopped = self.stopped
+        status: Status = "failed" if not report.ok else ("dry-run" if ctx.dry_run else "ok")
+        summary: dict[str, object] = {s: report.count(s) for s in ("ok", "failed", "skipped", "dry-run")}
+        summary |= {
+            "not_started": len(report.not_started),
+            "unfinished": len(report.unfinished),
+            "interrupted": report.interrupted,
+            "stopped": report.stopped,
+        }
+        run_event.close(status, reason=_summary_text(summary), summary=summary)
+        if ctx.ledger is not None and ctx.run_id is not None and not ctx.dry_run:
+            try:
+                await ctx.ledger.run(ctx.ledger.end_run, ctx.run_id, status, summary)
+            except DiskFull as exc:  # the run row stays 'running': read as interrupted, harmless
+                log.warning("could not record the end of the run: %s", exc)
 
     async def _admit(self) -> bool:
         acquire = asyncio.ensure_future(self.in_flight.acquire())
