@@ -10,7 +10,8 @@ re-run resumes once they are renewed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -58,6 +59,137 @@ _QUOTA = {"EntityTooLarge", "MaxMessageLengthExceeded", "TooManyParts", "QuotaEx
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "BucketAlreadyOwnedByYou", "InvalidObjectState"}
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """What an S3 error answer says: code, words, HTTP status and headers."""
+
+    message: str  # "<what> <place>: <code> (<server's words>)"
+    code: str
+    status: int | None
+    headers: dict[str, str]
+    kw: dict[str, Any]  # recid, file, status: for the error class
+    write: bool
+
+    @classmethod
+    def of(cls, exc: bce.ClientError, where: str, kw: dict[str, Any], write: bool) -> _Answer:
+        response: Mapping[str, Any] = exc.response or {}
+        error = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        status = int(meta.get("HTTPStatusCode") or 0) or None
+        code = str(error.get("Code") or status or "")
+        text = str(error.get("Message") or "").strip()
+        headers = {str(k).title(): str(v) for k, v in (meta.get("HTTPHeaders") or {}).items()}
+        message = f"{where}: {code}" + (f" ({text})" if text and text != code else "")
+        return cls(message, code, status, headers, {**kw, "status": status}, write)
+
+
+def _plain(cls: type[FerryError]) -> Callable[[_Answer], FerryError]:
+    return lambda a: cls(a.message, **a.kw)
+
+
+def _expired(a: _Answer) -> FerryError:
+    return CredentialsExpired(f"{a.message}: the credentials have expired; renew them and run again", **a.kw)
+
+
+def _slow_down(a: _Answer) -> FerryError:
+    err = RateLimited(a.message, retry_after=server_delay(a.headers), status=a.status)
+    err.recid, err.file = a.kw["recid"], a.kw["file"]
+    return err
+
+
+def _bad_digest(a: _Answer) -> FerryError:
+    message = f"{a.message}: the bytes sent do not match their checksum"
+    return VerificationError(message, recid=a.kw["recid"], file=a.kw["file"])
+
+
+def _unavailable(a: _Answer) -> FerryError:
+    err = TargetUnavailable(a.message, **a.kw)
+    err.maybe_applied = a.write
+    return err
+
+
+def _statuses(*statuses: int) -> Callable[[int | None], bool]:
+    return lambda status: status in statuses
+
+
+def _server_side(status: int | None) -> bool:
+    return status is not None and status >= 500
+
+
+# An error answer's class: the first row whose codes hold its code, or whose status test
+# accepts its HTTP status, decides (so an expired token wins over its 403, a SlowDown over its 503).
+_ANSWERS: tuple[tuple[set[str], Callable[[int | None], bool], Callable[[_Answer], FerryError]], ...] = (
+    (_EXPIRED, _statuses(), _expired),
+    (_AUTH, _statuses(401, 403), _plain(AuthError)),
+    (_SLOW, _statuses(429), _slow_down),
+    (_NOT_FOUND, _statuses(404), _plain(TargetNotFound)),
+    (_DIGEST, _statuses(), _bad_digest),
+    (_QUOTA, _statuses(413), _plain(QuotaError)),
+    (_CONFLICT, _statuses(409, 412), _plain(Conflict)),
+    (_TRANSIENT, _server_side, _unavailable),
+)
+
+
+def _from_answer(a: _Answer, what: str) -> FerryError:
+    for codes, status_test, make in _ANSWERS:
+        if a.code in codes or status_test(a.status):
+            return make(a)
+    if a.status == 400 and what == "HEAD" and a.code == "400":
+        # A HEAD answer has no body, hence no reason: in practice expired or malformed
+        # credentials or a wrong region. Never "absent".
+        return AuthError(f"{a.message}: refused without a reason (expired credentials or wrong region?)", **a.kw)
+    return TargetError(a.message, **a.kw)
+
+
+# What no error answer came with, by exception class: (classes, maker(exc, "<what> <place>", kw, write)).
+_Maker = Callable[[BaseException, str, dict[str, Any], bool], FerryError]
+
+
+def _lost(exc: BaseException, where: str, kw: dict[str, Any], write: bool) -> FerryError:
+    # Connection refused/reset, timeouts (ConnectTimeoutError, ReadTimeoutError are botocore's HTTPClientError).
+    err = TargetUnavailable(f"{where}: {type(exc).__name__}: {exc}", **kw)
+    # A request that never reached the server cannot have been applied.
+    never_sent = isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError)
+    err.maybe_applied = write and not never_sent
+    return err
+
+
+def _lost_aiohttp(exc: BaseException, where: str, kw: dict[str, Any], write: bool) -> FerryError:
+    err = TargetUnavailable(f"{where}: {type(exc).__name__}: {exc}", **kw)
+    err.maybe_applied = write
+    return err
+
+
+def _no_credentials(exc: BaseException, where: str, kw: dict[str, Any], write: bool) -> FerryError:
+    return AuthError(f"{where}: no usable AWS credentials ({exc}); set a profile or AWS_* variables", **kw)
+
+
+def _not_renewed(exc: BaseException, where: str, kw: dict[str, Any], write: bool) -> FerryError:
+    return CredentialsExpired(f"{where}: credentials could not be renewed ({exc}); renew them and run again")
+
+
+def _bad_config(exc: BaseException, where: str, kw: dict[str, Any], write: bool) -> FerryError:
+    return ConfigError(f"{where}: {exc}")
+
+
+def _client_side(exc: BaseException, where: str, kw: dict[str, Any], write: bool) -> FerryError:
+    return TargetError(f"{where}: {type(exc).__name__}: {exc}", **kw)
+
+
+_NO_ANSWER: tuple[tuple[tuple[type[BaseException], ...], _Maker], ...] = (
+    ((bce.NoCredentialsError, bce.PartialCredentialsError), _no_credentials),
+    ((bce.ProfileNotFound,), _bad_config),
+    (
+        (bce.CredentialRetrievalError, bce.TokenRetrievalError, bce.SSOTokenLoadError, bce.UnauthorizedSSOTokenError),
+        _not_renewed,
+    ),
+    ((bce.ParamValidationError, bce.InvalidRegionError, bce.NoRegionError), _bad_config),
+    ((bce.HTTPClientError, bce.EndpointConnectionError, bce.ResponseStreamingError), _lost),
+    ((aiohttp.ClientError, asyncio.TimeoutError, OSError), _lost_aiohttp),
+    ((bce.BotoCoreError,), _client_side),
+)
+
+
 def map_s3_error(
     exc: BaseException,
     *,
@@ -78,62 +210,11 @@ def map_s3_error(
     if isinstance(exc, FerryError):
         return exc
     place = f"s3://{bucket}/{key}" if bucket and key else f"s3://{bucket}" if bucket else "S3"
+    where = f"{what} {place}"
     kw: dict[str, Any] = {"recid": recid, "file": file}
-    err: FerryError
     if isinstance(exc, bce.ClientError):
-        response: Mapping[str, Any] = exc.response or {}
-        error = response.get("Error") or {}
-        meta = response.get("ResponseMetadata") or {}
-        status = int(meta.get("HTTPStatusCode") or 0) or None
-        code = str(error.get("Code") or status or "")
-        text = str(error.get("Message") or "").strip()
-        headers = {str(k).title(): str(v) for k, v in (meta.get("HTTPHeaders") or {}).items()}
-        message = f"{what} {place}: {code}" + (f" ({text})" if text and text != code else "")
-        kw["status"] = status
-        if code in _EXPIRED:
-            err = CredentialsExpired(f"{message}: the credentials have expired; renew them and run again", **kw)
-        elif code in _AUTH or status in (401, 403):
-            err = AuthError(message, **kw)
-        elif code in _SLOW or status == 429:
-            err = RateLimited(message, retry_after=server_delay(headers), status=status)
-            err.recid, err.file = recid, file
-        elif code in _NOT_FOUND or status == 404:
-            err = TargetNotFound(message, **kw)
-        elif code in _DIGEST:
-            err = VerificationError(f"{message}: the bytes sent do not match their checksum", recid=recid, file=file)
-        elif code in _QUOTA or status == 413:
-            err = QuotaError(message, **kw)
-        elif code in _CONFLICT or status in (409, 412):
-            err = Conflict(message, **kw)
-        elif code in _TRANSIENT or (status is not None and status >= 500):
-            err = TargetUnavailable(message, **kw)
-            err.maybe_applied = write
-        elif status == 400 and what == "HEAD" and code == "400":
-            # A HEAD answer has no body, hence no reason: in practice expired or malformed
-            # credentials or a wrong region. Never "absent".
-            err = AuthError(f"{message}: refused without a reason (expired credentials or wrong region?)", **kw)
-        else:
-            err = TargetError(message, **kw)
-    elif isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
-        err = AuthError(f"{what} {place}: no usable AWS credentials ({exc}); set a profile or AWS_* variables", **kw)
-    elif isinstance(exc, bce.ProfileNotFound):
-        err = ConfigError(f"{what} {place}: {exc}")
-    elif isinstance(
-        exc,
-        bce.CredentialRetrievalError | bce.TokenRetrievalError | bce.SSOTokenLoadError | bce.UnauthorizedSSOTokenError,
-    ):
-        err = CredentialsExpired(f"{what} {place}: credentials could not be renewed ({exc}); renew them and run again")
-    elif isinstance(exc, bce.ParamValidationError | bce.InvalidRegionError | bce.NoRegionError):
-        err = ConfigError(f"{what} {place}: {exc}")
-    elif isinstance(exc, bce.HTTPClientError | bce.EndpointConnectionError | bce.ResponseStreamingError):
-        # Connection refused/reset, timeouts (ConnectTimeoutError, ReadTimeoutError are here too).
-        err = TargetUnavailable(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
-        err.maybe_applied = write and not isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError)
-    elif isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
-        err = TargetUnavailable(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
-        err.maybe_applied = write
-    elif isinstance(exc, bce.BotoCoreError):
-        err = TargetError(f"{what} {place}: {type(exc).__name__}: {exc}", **kw)
-    else:
-        err = TargetError(f"{what} {place}: unexpected {type(exc).__name__}: {exc}", **kw)
-    return err
+        return _from_answer(_Answer.of(exc, where, kw, write), what)
+    for classes, make in _NO_ANSWER:
+        if isinstance(exc, classes):
+            return make(exc, where, kw, write)
+    return TargetError(f"{where}: unexpected {type(exc).__name__}: {exc}", **kw)
