@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchlib import FERRY, MiB, loadavg3, machine, machine_line, measure, median, sync, workdir
@@ -95,6 +96,74 @@ def run(label: str, cmd: list[str], env: dict[str, str] | None = None) -> float:
     return m.wall
 
 
+@dataclass
+class _Bench:
+    """One bench run's fixed parts, and the wall times of every run by what was run."""
+
+    work: Path
+    tree: Path
+    bucket: str
+    fenv: dict[str, str]
+    renv: dict[str, str]
+    rclone: str
+    jobs: int
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        self.times.setdefault(key, []).append(value)
+
+    @property
+    def ferry(self) -> list[str]:
+        return [FERRY, "-q"]
+
+    @property
+    def rc_flags(self) -> list[str]:
+        return ["--checksum", "--transfers", str(self.jobs), "-q"]
+
+
+def _uploads(b: _Bench, t: int, order: list[str]) -> None:
+    for who in order:
+        if who == "ferry":
+            clean_local_state(b.tree)
+            cmd = [*b.ferry, "archive", "upload", "set", "001", str(b.tree), "--to", f"s3://{b.bucket}/ferry-{t}"]
+            b.add("ferry upload", run("ferry upload", [*cmd, "--jobs", str(b.jobs)], b.fenv))
+        else:
+            excl = ["--exclude", f"/{MANIFEST}", "--exclude", "/.ferry/**"]
+            cmd = [b.rclone, "copy", *b.rc_flags, *excl, str(b.tree), f"weed:{b.bucket}/rclone-{t}"]
+            b.add("rclone upload", run("rclone upload", cmd, b.renv))
+
+
+def _downloads(b: _Bench, t: int, order: list[str]) -> None:
+    """Each tool's download of what it uploaded, then a re-run of the complete download."""
+    fdst, rdst = b.work / f"ferry-dst-{t}", b.work / f"rclone-dst-{t}"
+    for who in order:
+        if who == "ferry":
+            cmd = [*b.ferry, "archive", "download", "set", "001", str(fdst), "--from", f"s3://{b.bucket}/ferry-{t}"]
+            b.add("ferry download", run("ferry download", [*cmd, "--jobs", str(b.jobs)], b.fenv))
+            b.add("ferry re-run", run("ferry download re-run", [*cmd, "--jobs", str(b.jobs)], b.fenv))
+        else:
+            cmd = [b.rclone, "copy", *b.rc_flags, f"weed:{b.bucket}/rclone-{t}", str(rdst)]
+            b.add("rclone download", run("rclone download", cmd, b.renv))
+            b.add("rclone re-run", run("rclone download re-run", cmd, b.renv))
+    shutil.rmtree(fdst)
+    shutil.rmtree(rdst)
+
+
+def _hashing(b: _Bench, order: list[str]) -> None:
+    """``ferry manifest --rehash`` vs ``sha256sum`` over the same files."""
+    listing = b.work / "files.txt"
+    with listing.open("w") as fh:
+        for p in sorted(b.tree.rglob("*.dat")):
+            fh.write(f"{p}\0")
+    for who in order:
+        if who == "ferry":
+            cmd = [*b.ferry, "manifest", str(b.tree), "--rehash", "-o", str(b.work / "m.csv")]
+            b.add("ferry manifest", run("ferry manifest", cmd))
+        else:
+            cmd = ["sh", "-c", f"xargs -0 sha256sum < {listing} > {b.work / 'sums.txt'}"]
+            b.add("sha256sum", run("sha256sum", cmd))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=3)
@@ -115,56 +184,17 @@ def main() -> int:
         tree = work / "tree"
         files, total = make_tree(tree, groups)
         print(f"tree: {files} files, {total / 1e6:.0f} MB in {tree}", flush=True)
-        times: dict[str, list[float]] = {}
-
-        def add(key: str, value: float) -> None:
-            times.setdefault(key, []).append(value)
-
         (work / "weed").mkdir()
         with run_seaweedfs(work / "weed") as server:
-            bucket = server.make_bucket()
-            fenv = ferry_env(server.env())
             renv = rclone_env(server.endpoint_url, server.admin.access_key, server.admin.secret_key)
-            ferry = [FERRY, "-q"]
-            rc_flags = ["--checksum", "--transfers", str(args.jobs), "-q"]
+            b = _Bench(work, tree, server.make_bucket(), ferry_env(server.env()), renv, rclone, args.jobs)
             for t in range(1, args.trials + 1):
                 print(f"trial {t} (load {loadavg3()})", flush=True)
                 order = ["ferry", "rclone"] if t % 2 else ["rclone", "ferry"]
-                fdst, rdst = work / f"ferry-dst-{t}", work / f"rclone-dst-{t}"
-                spec = f"s3://{bucket}/ferry-{t}"
-                for who in order:
-                    if who == "ferry":
-                        clean_local_state(tree)
-                        cmd = [*ferry, "archive", "upload", "set", "001", str(tree), "--to", spec]
-                        add("ferry upload", run("ferry upload", [*cmd, "--jobs", str(args.jobs)], fenv))
-                    else:
-                        excl = ["--exclude", f"/{MANIFEST}", "--exclude", "/.ferry/**"]
-                        cmd = [rclone, "copy", *rc_flags, *excl, str(tree), f"weed:{bucket}/rclone-{t}"]
-                        add("rclone upload", run("rclone upload", cmd, renv))
-                for who in order:
-                    if who == "ferry":
-                        cmd = [*ferry, "archive", "download", "set", "001", str(fdst), "--from", spec]
-                        add("ferry download", run("ferry download", [*cmd, "--jobs", str(args.jobs)], fenv))
-                        add("ferry re-run", run("ferry download re-run", [*cmd, "--jobs", str(args.jobs)], fenv))
-                    else:
-                        cmd = [rclone, "copy", *rc_flags, f"weed:{bucket}/rclone-{t}", str(rdst)]
-                        add("rclone download", run("rclone download", cmd, renv))
-                        add("rclone re-run", run("rclone download re-run", cmd, renv))
-                shutil.rmtree(fdst)
-                shutil.rmtree(rdst)
-                listing = work / "files.txt"
-                with listing.open("w") as fh:
-                    for p in sorted(tree.rglob("*.dat")):
-                        fh.write(f"{p}\0")
-                for who in order:
-                    if who == "ferry":
-                        out = work / "m.csv"
-                        cmd = [*ferry, "manifest", str(tree), "--rehash", "-o", str(out)]
-                        add("ferry manifest", run("ferry manifest", cmd))
-                    else:
-                        cmd = ["sh", "-c", f"xargs -0 sha256sum < {listing} > {work / 'sums.txt'}"]
-                        add("sha256sum", run("sha256sum", cmd))
-        report(facts, times, files, total, version, args)
+                _uploads(b, t, order)
+                _downloads(b, t, order)
+                _hashing(b, order)
+        report(facts, b.times, files, total, version, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -252,7 +252,7 @@ def cernopendata_client(work: Path, records_list: list[dict[str, Any]], root: Pa
     return out
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", default="big,medium,small")
@@ -277,15 +277,11 @@ def main() -> int:
         "right after deleting thousands scans the recently deleted inodes, which dominates "
         "and varies 0.1-2 s per 5,000 files for any tool",
     )
-    args = parser.parse_args()
-    names = [n for n in args.cases.split(",") if n]
+    return parser.parse_args()
 
-    work = Path(args.workdir) if args.workdir else workdir("download")
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
-    dest_root = Path(args.dest_root) if args.dest_root else work
-    dest_root.mkdir(parents=True, exist_ok=True)
-    root = work / "data"
+
+def _generated(work: Path, root: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The cases' files, generated once per workdir (their list kept in generated.json)."""
     gen_file = work / "generated.json"
     generated: dict[str, list[dict[str, Any]]] = json.loads(gen_file.read_text()) if gen_file.exists() else {}
     for name in names:
@@ -295,82 +291,85 @@ def main() -> int:
             generated[name] = generate(root, name, count, size)
             print(f"generated {name}: {count} x {size} bytes in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             gen_file.write_text(json.dumps(generated))
-    facts = machine()
-    results: dict[str, Any] = {
-        "machine": facts,
-        "server_checksums": args.server_checksums,
-        "dest_root": str(dest_root),
-        "cases": {},
+    return generated
+
+
+def _set_server_checksums(mode: str, root: Path, server: XRootDServer, names: list[str]) -> None:
+    if mode == "stored":
+        t0 = time.perf_counter()
+        prepare_server_checksums(root, server, names)
+        print(f"server checksums stored in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        return
+    # The sandbox as shipped: files owned by root, xrootd cannot keep checksums, so
+    # every `query checksum` re-reads the file on the server.
+    for name in names:
+        for path in (root / BASE.lstrip("/") / name).iterdir():
+            shutil.chown(path, "root")
+
+
+def _run_case(
+    name: str, args: argparse.Namespace, records_file: Path, server: XRootDServer, dest_root: Path
+) -> dict[str, Any]:
+    """One case: ``--repeat`` alternating ferry and xrdcp runs, summarised."""
+    recid, count, size = CASES[name]
+    runs: dict[str, list[Measured]] = {"ferry": [], "xrdcp": []}
+    xrdcp_failures = 0
+    load_before = os.getloadavg()[0]
+    for _ in range(args.repeat):
+        dest = dest_root / "out-ferry"
+        r = run_ferry(records_file, recid, dest, ["--no-md5"] if args.no_md5 else [])
+        check(r, "ferry", dest / recid, count)
+        runs["ferry"].append(r)
+        dest = dest_root / "out-xrdcp"
+        r = run_xrdcp(server.url, name, count, dest)
+        while r.rc != 0 and "querying the checksum" in r.stderr and xrdcp_failures < 5:
+            # Under load, the server sometimes fails a checksum query ([3012]).
+            # Count it, and time a clean run instead.
+            xrdcp_failures += 1
+            r = run_xrdcp(server.url, name, count, dest)
+        check(r, "xrdcp", dest, count)
+        runs["xrdcp"].append(r)
+        print(f"{name}: ferry {runs['ferry'][-1].wall:.2f} s, xrdcp {runs['xrdcp'][-1].wall:.2f} s", file=sys.stderr)
+    total = count * size
+    summary: dict[str, Any] = {
+        "files": count,
+        "bytes": total,
+        "xrdcp_failed_runs": xrdcp_failures,
+        "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    with XRootDServer(root) as server:
-        recs = records(server.url, {n: generated[n] for n in names})
-        records_file = work / "records.json"
-        records_file.write_text(json.dumps(recs))
-        if args.server_checksums == "stored":
-            t0 = time.perf_counter()
-            prepare_server_checksums(root, server, names)
-            print(f"server checksums stored in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        else:
-            # The sandbox as shipped: files owned by root, xrootd cannot keep checksums, so
-            # every `query checksum` re-reads the file on the server.
-            for name in names:
-                for path in (root / BASE.lstrip("/") / name).iterdir():
-                    shutil.chown(path, "root")
-        for name in names:
-            recid, count, size = CASES[name]
-            total = count * size
-            runs: dict[str, list[Measured]] = {"ferry": [], "xrdcp": []}
-            xrdcp_failures = 0
-            load_before = os.getloadavg()[0]
-            for _ in range(args.repeat):
-                dest = dest_root / "out-ferry"
-                r = run_ferry(records_file, recid, dest, ["--no-md5"] if args.no_md5 else [])
-                check(r, "ferry", dest / recid, count)
-                runs["ferry"].append(r)
-                dest = dest_root / "out-xrdcp"
-                r = run_xrdcp(server.url, name, count, dest)
-                while r.rc != 0 and "querying the checksum" in r.stderr and xrdcp_failures < 5:
-                    # Under load, the server sometimes fails a checksum query ([3012]).
-                    # Count it, and time a clean run instead.
-                    xrdcp_failures += 1
-                    r = run_xrdcp(server.url, name, count, dest)
-                check(r, "xrdcp", dest, count)
-                runs["xrdcp"].append(r)
-                print(
-                    f"{name}: ferry {runs['ferry'][-1].wall:.2f} s, xrdcp {runs['xrdcp'][-1].wall:.2f} s",
-                    file=sys.stderr,
-                )
-            summary: dict[str, Any] = {
-                "files": count,
-                "bytes": total,
-                "xrdcp_failed_runs": xrdcp_failures,
-                "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            }
-            for tool, measured in runs.items():
-                walls = [m.wall for m in measured]
-                summary[tool] = {
-                    "cmd": " ".join(measured[0].cmd),
-                    "walls": [round(w, 3) for w in walls],
-                    "median_wall": round(median(walls), 3),
-                    "best_wall": round(min(walls), 3),
-                    "median_MBps": round(total / median(walls) / 1e6, 1),
-                    "median_files_per_s": round(count / median(walls), 1),
-                    "peak_rss_MB": round(max(m.maxrss_mb for m in measured), 1),
-                    "median_cpu_s": round(median([cpu_seconds(m) for m in measured]), 2),
-                }
-            summary["ratio_median"] = round(summary["xrdcp"]["median_wall"] / summary["ferry"]["median_wall"], 2)
-            summary["ratio_best"] = round(summary["xrdcp"]["best_wall"] / summary["ferry"]["best_wall"], 2)
-            results["cases"][name] = summary
-        if args.cernopendata_client:
-            name = "medium" if "medium" in names else names[0]
-            rec = next(r for r in recs if r["recid"] == CASES[name][0])
-            # The client maps only root://eospublic.cern.ch/ URIs to its --server for HTTP:
-            # the portal stand-in serves this record with the public host in its URIs.
-            public = "root://eospublic.cern.ch/"
-            rec = {**rec, "files": [{**f, "uri": public + "/" + f["uri"].split("//", 2)[2]} for f in rec["files"]]}
-            results["cernopendata_client"] = {"case": name, **cernopendata_client(work, [rec], root, rec["recid"])}
-    (work / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nMachine: {machine_line(facts)}; results in {work / 'results.json'}\n")
+    for tool, measured in runs.items():
+        summary[tool] = _tool_summary(measured, count, total)
+    summary["ratio_median"] = round(summary["xrdcp"]["median_wall"] / summary["ferry"]["median_wall"], 2)
+    summary["ratio_best"] = round(summary["xrdcp"]["best_wall"] / summary["ferry"]["best_wall"], 2)
+    return summary
+
+
+def _tool_summary(measured: list[Measured], count: int, total: int) -> dict[str, Any]:
+    walls = [m.wall for m in measured]
+    return {
+        "cmd": " ".join(measured[0].cmd),
+        "walls": [round(w, 3) for w in walls],
+        "median_wall": round(median(walls), 3),
+        "best_wall": round(min(walls), 3),
+        "median_MBps": round(total / median(walls) / 1e6, 1),
+        "median_files_per_s": round(count / median(walls), 1),
+        "peak_rss_MB": round(max(m.maxrss_mb for m in measured), 1),
+        "median_cpu_s": round(median([cpu_seconds(m) for m in measured]), 2),
+    }
+
+
+def _run_cernopendata_client(work: Path, root: Path, recs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    name = "medium" if "medium" in names else names[0]
+    rec = next(r for r in recs if r["recid"] == CASES[name][0])
+    # The client maps only root://eospublic.cern.ch/ URIs to its --server for HTTP:
+    # the portal stand-in serves this record with the public host in its URIs.
+    public = "root://eospublic.cern.ch/"
+    rec = {**rec, "files": [{**f, "uri": public + "/" + f["uri"].split("//", 2)[2]} for f in rec["files"]]}
+    return {"case": name, **cernopendata_client(work, [rec], root, rec["recid"])}
+
+
+def _print_report(results: dict[str, Any], args: argparse.Namespace, work: Path, dest_root: Path) -> None:
+    print(f"\nMachine: {machine_line(results['machine'])}; results in {work / 'results.json'}\n")
     print(
         "| case | ferry median (best) | xrdcp median (best) | ratio median (best) | ferry peak RSS | xrdcp peak RSS |"
     )
@@ -399,6 +398,35 @@ def main() -> int:
     )
     if "cernopendata_client" in results:
         print("\ncernopendata-client:", json.dumps(results["cernopendata_client"], indent=1))
+
+
+def main() -> int:
+    args = _parse_args()
+    names = [n for n in args.cases.split(",") if n]
+    work = Path(args.workdir) if args.workdir else workdir("download")
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    dest_root = Path(args.dest_root) if args.dest_root else work
+    dest_root.mkdir(parents=True, exist_ok=True)
+    root = work / "data"
+    generated = _generated(work, root, names)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "server_checksums": args.server_checksums,
+        "dest_root": str(dest_root),
+        "cases": {},
+    }
+    with XRootDServer(root) as server:
+        recs = records(server.url, {n: generated[n] for n in names})
+        records_file = work / "records.json"
+        records_file.write_text(json.dumps(recs))
+        _set_server_checksums(args.server_checksums, root, server, names)
+        for name in names:
+            results["cases"][name] = _run_case(name, args, records_file, server, dest_root)
+        if args.cernopendata_client:
+            results["cernopendata_client"] = _run_cernopendata_client(work, root, recs, names)
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    _print_report(results, args, work, dest_root)
     if args.dest_root and not args.keep:
         for tool in ("ferry", "xrdcp"):
             shutil.rmtree(dest_root / f"out-{tool}", ignore_errors=True)

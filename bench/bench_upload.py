@@ -92,6 +92,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(level=os.environ.get("BENCH_LOG", "WARNING"), format="%(relativeCreated)7.0f %(message)s")
     from download.manifest import load_manifest
     from download.sources.cernopendata import RecordsFileSource
+    from ferry.core.checksums import Checksum
     from ferry.core.config import load_config
     from metadata.base import get_profile, transform_and_validate
     from pipeline.runtime import make_target
@@ -119,7 +120,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
         async def one(key: str) -> None:
             entry = manifest.entries[key]
             async with slots:
-                await target.put_file(remote, key, record_dir / key, entry.size, entry.checksums["md5"])
+                md5 = Checksum("md5", entry.checksums["md5"])
+                await target.put_file(remote, key, record_dir / key, entry.size, md5)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(k) for k in keys))
@@ -364,7 +366,7 @@ def _state(repo: RepoProcess) -> str:
     return f"{len(state['entities'])} record(s), {done} completed md5 file(s)"
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode")
     w = sub.add_parser("worker")
@@ -377,7 +379,55 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(CONTENDERS))
     ap.add_argument("--json", default="/tmp/ferry-bench-upload.json")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (/tmp/ferry-bench-upload-*)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _download_once(wd: Path, portal_url: str, records: Path) -> tuple[Path, Path]:
+    """``ferry download`` the bench records (not timed), split the big file into the M
+    transfer's parts for curl, and read everything once so every contender reads from
+    the page cache. Returns the download folder and the parts folder."""
+    dest = wd / "data"
+    cfg0 = wd / "download.toml"
+    cfg0.write_text(f'[source.cernopendata]\nportal = "{portal_url}"\n')
+    setup = subprocess.run(
+        [FERRY, "--config", str(cfg0), "download", "--records", str(records), "--dest", str(dest)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if setup.returncode != 0:
+        raise RuntimeError(f"ferry download (setup) failed:\n{tail(setup.stderr)}")
+    parts = wd / "parts"
+    parts.mkdir()
+    subprocess.run(
+        ["split", "-b", str(PART), "-a", "4", "-d", str(dest / BIG_RECID / "f00000.dat"), str(parts / "part")],
+        check=True,
+    )
+    for p in dest.rglob("*.dat"):  # warm: everyone reads from the page cache
+        with open(p, "rb", buffering=0) as fh:
+            while fh.read(8 * MiB):
+                pass
+    return dest, parts
+
+
+def _run_trials(
+    args: argparse.Namespace, wd: Path, portal_url: str, records: Path, dest: Path, parts: Path
+) -> list[dict[str, Any]]:
+    """``--repeat`` rounds of every wanted contender, ferry and curl alternating who goes first."""
+    rows = []
+    wanted = args.only.split(",")
+    for trial in range(1, args.repeat + 1):
+        for name in wanted:
+            whos = ("ferry",) if name.startswith("e2e") else ("ferry", "curl")
+            if trial % 2 == 0:
+                whos = whos[::-1]  # alternate who goes first
+            for who in whos:
+                rows.append(run_trial(name, who, wd, trial, portal_url, records, dest, parts))
+    return rows
+
+
+def main() -> int:
+    args = _parse_args()
     if args.mode == "worker":
         print(json.dumps(asyncio.run(_worker(args))))
         return 0
@@ -394,37 +444,10 @@ def main() -> int:
         ]
         print(f"work dir {wd}; generating {1 + args.small_count} files...", file=sys.stderr)
         with run_in_thread(Sandbox(wd / "src", records=recs, scale=EXACT)) as sb:
-            records, dest = sb.records_file, wd / "data"
-            cfg0 = wd / "download.toml"
-            cfg0.write_text(f'[source.cernopendata]\nportal = "{sb.portal_url}"\n')
-            setup = subprocess.run(
-                [FERRY, "--config", str(cfg0), "download", "--records", str(records), "--dest", str(dest)],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            if setup.returncode != 0:
-                raise RuntimeError(f"ferry download (setup) failed:\n{tail(setup.stderr)}")
+            records = sb.records_file
+            dest, parts = _download_once(wd, sb.portal_url, records)
             shutil.rmtree(sb.data_root / "eos", ignore_errors=True)  # source copy no longer needed
-            parts = wd / "parts"
-            parts.mkdir()
-            subprocess.run(
-                ["split", "-b", str(PART), "-a", "4", "-d", str(dest / BIG_RECID / "f00000.dat"), str(parts / "part")],
-                check=True,
-            )
-            for p in dest.rglob("*.dat"):  # warm: everyone reads from the page cache
-                with open(p, "rb", buffering=0) as fh:
-                    while fh.read(8 * MiB):
-                        pass
-            rows = []
-            wanted = args.only.split(",")
-            for trial in range(1, args.repeat + 1):
-                for name in wanted:
-                    whos = ("ferry",) if name.startswith("e2e") else ("ferry", "curl")
-                    if trial % 2 == 0:
-                        whos = whos[::-1]  # alternate who goes first
-                    for who in whos:
-                        rows.append(run_trial(name, who, wd, trial, sb.portal_url, records, dest, parts))
+            rows = _run_trials(args, wd, sb.portal_url, records, dest, parts)
         facts["load_after"] = loadavg3()
         Path(args.json).write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
         print(report(facts, rows, args))
