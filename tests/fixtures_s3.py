@@ -17,6 +17,7 @@ both; ``s3_bucket`` gives each test a fresh, empty bucket on it.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
@@ -110,6 +111,8 @@ def free_port() -> int:
 
 
 def _wait_ready(server: S3Server, proc: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
+    import botocore.exceptions as bce
+
     deadline = time.monotonic() + START_TIMEOUT
     last: BaseException | None = None
     while time.monotonic() < deadline:
@@ -118,7 +121,9 @@ def _wait_ready(server: S3Server, proc: subprocess.Popen[bytes], ready: Callable
         try:
             if ready():
                 return
-        except Exception as exc:  # not up yet: connection refused, 503 while the filer starts
+        # Not up yet: connection refused or reset (botocore's EndpointConnectionError and
+        # kin, or a bare OSError), a 503 while the filer starts (ClientError).
+        except (bce.BotoCoreError, bce.ClientError, OSError) as exc:
             last = exc
         time.sleep(0.2)
     raise RuntimeError(f"{server.kind} not ready after {START_TIMEOUT:.0f}s (last error: {last}):\n{server.log_tail()}")
@@ -295,6 +300,70 @@ def s3_error_xml(code: str, message: str) -> bytes:
     ).encode()
 
 
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    """``S3Proxy``'s request handler; ``proxy`` is set per proxy (a subclass each)."""
+
+    proxy: S3Proxy
+    protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue, as S3
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionError):  # a client that hung up (killed, cancelled)
+            super().handle()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _any(self) -> None:
+        body = self._body()
+        answer = self.proxy._fault(self.command, self.path)
+        if answer is not None:
+            self._refuse(*answer)
+            return
+        status, headers, data = self.proxy._forward(self.command, self.path, dict(self.headers.items()), body)
+        self.proxy._note(self.command, self.path, status)
+        self._pass_on(status, headers, data)
+
+    def _refuse(self, status: int, code: str) -> None:
+        """Answer with an S3 error of our own instead of passing the request on."""
+        data = s3_error_xml(code, f"refused by the test proxy ({code})")
+        self.proxy._note(self.command, self.path, status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _pass_on(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        self.send_response(status)
+        # A HEAD's Content-Length is the object's size: passed on as it came.
+        dropped = {"transfer-encoding", "connection"}
+        if self.command != "HEAD":
+            dropped.add("content-length")
+        for name, value in headers:
+            if name.lower() not in dropped:
+                self.send_header(name, value)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+
 class S3Proxy:
     """A plain HTTP proxy on 127.0.0.1 that forwards every request to ``upstream`` and
     writes down what reached the server side: the method and path of each request. It
@@ -304,7 +373,6 @@ class S3Proxy:
     moto does not check signatures, so the Host header the client signed may change."""
 
     def __init__(self, upstream: str) -> None:
-        import http.server
         import threading
         import urllib.parse
 
@@ -312,63 +380,8 @@ class S3Proxy:
         self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status)
         self.rules: list[Rule] = []
         self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue, as S3
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def handle(self) -> None:
-                with contextlib.suppress(ConnectionError):  # a client that hung up (killed, cancelled)
-                    super().handle()
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    out = bytearray()
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return bytes(out)
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _any(self) -> None:
-                body = self._body()
-                answer = proxy._fault(self.command, self.path)
-                if answer is not None:
-                    status, code = answer
-                    data = s3_error_xml(code, f"refused by the test proxy ({code})")
-                    proxy._note(self.command, self.path, status)
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(data)
-                    return
-                status, headers, data = proxy._forward(self.command, self.path, dict(self.headers.items()), body)
-                proxy._note(self.command, self.path, status)
-                self.send_response(status)
-                # A HEAD's Content-Length is the object's size: passed on as it came.
-                dropped = {"transfer-encoding", "connection"}
-                if self.command != "HEAD":
-                    dropped.add("content-length")
-                for name, value in headers:
-                    if name.lower() not in dropped:
-                        self.send_header(name, value)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
-
-        self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        handler = type("Handler", (_ProxyHandler,), {"proxy": self})
+        self._server = http.server.ThreadingHTTPServer((HOST, 0), handler)
         self._server.daemon_threads = True
         self.endpoint_url = f"http://{HOST}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
