@@ -189,7 +189,9 @@ async def run_on_cluster(
             recid = by_key[future.key]
             try:
                 outcome: TaskOutcome = await future
-            except Exception as exc:
+            # A task's failure on a worker comes back as whatever it raised there (or the
+            # scheduler's KilledWorker): one record fails and is reported, the others go on.
+            except Exception as exc:  # noqa: BLE001 - worker task boundary; the record is reported failed
                 result = RecordResult(recid=recid, status="failed", stage="cluster", error=FerryError(str(exc)))
                 verified: VerifiedFiles = ()
             else:
