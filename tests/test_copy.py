@@ -120,13 +120,6 @@ def test_a_zenodo_record_into_a_file_url(
         assert hashlib.md5(copied).hexdigest() == hashlib.md5(data).hexdigest() and copied == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/job.py hands record.metadata (not the Record) to the profile and finds by the bare "
-    "recid: the folder reader (metadata.readers.directory) is never used, so a folder's metadata "
-    "does not validate for a repository (lead: transform_and_validate(profile, record), "
-    "find_query(record_key(record.source, recid)))",
-)
 def test_a_folder_into_the_sandbox_repository(
     tmp_path: Path, repository: RepositoryHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,6 +145,10 @@ def test_a_folder_into_the_sandbox_repository(
     got = entity["draft_files"]
     assert {k: v["size"] for k, v in got.items()} == {k: len(v) for k, v in files.items()}
     assert all(v["status"] == "completed" for v in got.values())
+    # The folder's own metadata validated for the repository (the folder reader), and the
+    # record is found again by its folder key: a second copy creates nothing.
+    assert ferry(config, "copy", str(folder), "sandbox", "--dest", str(tmp_path / "data")) == 0
+    assert len(repository.state()["entities"]) == 1
 
 
 @pytest.mark.parametrize(
