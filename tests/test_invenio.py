@@ -287,7 +287,7 @@ async def test_partial_and_duplicate_files_are_replaced_or_kept(repository: Repo
         # A pending entry left by an interrupted run: deleted and uploaded again.
         await _raw_init(repository, rec.links["files"], "p.txt")
         assert (await target.list_files(rec))["p.txt"].status == "pending"
-        assert (await target.put_file(rec, "p.txt", path, 3 * KiB, md5_sum(md5))).matches(3 * KiB, md5)
+        assert (await target.put_file(rec, "p.txt", path, 3 * KiB, md5_sum(md5))).matches(3 * KiB, md5_sum(md5))
         assert len(log_rows(repository, "DELETE", "p.txt")) == 1
         # The same file again: kept, no content sent.
         before = len(log_rows(repository, "PUT", "p.txt/content"))

@@ -3,8 +3,9 @@
 Speaks the REST API in ``docs/repositories-api.md``: drafts at ``/api/records`` (or at an
 NRP model's ``links.records`` found through ``/.well-known/repository``), files with ``L``
 or ``M`` transfers (``upload.targets.invenio_files``), publish directly or through the server's
-``publish_draft`` request, new versions. URLs come from the server's ``links`` wherever
-the server gives them.
+``publish_draft`` request (``upload.targets.invenio_publish``), new versions. The options
+and the NRP discovery, settled once per target, are ``upload.targets.invenio_setup``'s.
+URLs come from the server's ``links`` wherever the server gives them.
 
 Requests that create something (draft, file entry, publish request) are never repeated
 blindly. File entries and publish requests are checked here after an unclear failure (the
@@ -28,7 +29,7 @@ from urllib.parse import quote
 
 from ferry.core.checksums import Checksum
 from ferry.core.config import ConfigError, Limits, Secret, TargetConfig
-from ferry.core.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
+from ferry.core.errors import Conflict, QuotaError, TargetError, TargetNotFound, ValidationError
 from ferry.core.retry import RetryPolicy, request_policy, retry
 from upload.targets.base import (
     Abilities,
@@ -43,82 +44,12 @@ from upload.targets.base import (
     TargetLimits,
     TransferType,
 )
-from upload.targets.http import HttpClient, Where, field_errors, maybe_applied, sleep_backoff
+from upload.targets.http import HttpClient, Where, field_errors
 from upload.targets.invenio_files import FileSettings, FileTransfers
+from upload.targets.invenio_publish import Publishing
+from upload.targets.invenio_setup import ca_file, discover, hits, options
 
 log = logging.getLogger(__name__)
-
-PUBLISH_REQUEST = "publish_draft"
-OPEN_REQUEST_STATES = ("created", "submitted", "accepted")
-
-
-def hits(body: Any) -> list[Mapping[str, Any]]:
-    """Items of an InvenioRDM list answer: ``{"hits": {"hits": [...]}}``, ``{"hits": [...]}`` or a list."""
-    items: Any = body
-    if isinstance(items, Mapping):
-        items = items.get("hits", [])
-        if isinstance(items, Mapping):
-            items = items.get("hits", [])
-    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
-
-
-policy_from_limits = request_policy
-
-
-# The keys of a [targets.X] section beyond TargetConfig's own fields, with their defaults.
-# Anything else is refused: a misspelt option silently ignored is a setting the user
-# believes in and does not have.
-OPTION_DEFAULTS: dict[str, int | float | bool] = {
-    "connections": 16,
-    "read_timeout": 600.0,
-    "parts_in_flight": 4,
-    "checksum_timeout": 120.0,
-    "file_attempts": 3,
-    "strict_metadata": True,
-}
-
-
-# Path options (no default): `ca_file`, a PEM bundle of CAs to trust instead of the system's
-# (a private or sandbox CA); TLS verification stays on.
-PATH_OPTIONS = ("ca_file",)
-
-
-def _ca_file(config: TargetConfig) -> str | None:
-    value = config.options.get("ca_file")
-    if value is None:
-        return None
-    path = Path(str(value)).expanduser() if isinstance(value, str) and value else None
-    if path is None or not path.is_file():
-        raise ConfigError(f"targets.{config.name}.ca_file must name a readable PEM file, not {value!r}")
-    return str(path)
-
-
-def _options(config: TargetConfig) -> dict[str, int | float | bool]:
-    """The target's options with defaults filled in and types checked (ConfigError naming
-    the key otherwise)."""
-    where = f"targets.{config.name}"
-    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS) - set(PATH_OPTIONS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(an InvenioRDM target also takes: {', '.join(sorted([*OPTION_DEFAULTS, *PATH_OPTIONS]))})"
-        )
-    out = dict(OPTION_DEFAULTS)
-    for key, value in config.options.items():
-        if key in PATH_OPTIONS:
-            continue
-        default = OPTION_DEFAULTS[key]
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if isinstance(default, bool):
-            ok, kind = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, kind = number and isinstance(value, int) and value > 0, "a whole number > 0"
-        else:
-            ok, kind = number and value > 0, "a number > 0"
-        if not ok:
-            raise ConfigError(f"{where}.{key} must be {kind}, not {value!r}")
-        out[key] = value
-    return out
 
 
 class InvenioTarget:
@@ -148,7 +79,7 @@ class InvenioTarget:
         None reads it from ``config`` here (tests, tools building a target on its own)."""
         if not config.url.startswith(("http://", "https://")):
             raise ConfigError(f"targets.{config.name}.url must be an http(s) URL, not {config.url!r}")
-        options = _options(config)
+        settings = options(config)
         self.name = config.name
         self.config = config
         self.limits = TargetLimits(config.max_files_per_record, config.max_file_size, config.max_record_size)
@@ -158,25 +89,25 @@ class InvenioTarget:
             limiter=limiter,
             policy=policy,
             verify_tls=config.verify_tls,
-            ca_file=_ca_file(config),
-            connections=int(options["connections"]),
-            read_timeout=float(options["read_timeout"]),
+            ca_file=ca_file(config),
+            connections=int(settings["connections"]),
+            read_timeout=float(settings["read_timeout"]),
         )
         self._settings = FileSettings(
             multipart_threshold=config.multipart_threshold,
             part_size=config.part_size,
-            parts_in_flight=int(options["parts_in_flight"]),
-            checksum_timeout=float(options["checksum_timeout"]),
+            parts_in_flight=int(settings["parts_in_flight"]),
+            checksum_timeout=float(settings["checksum_timeout"]),
         )
         self._files = FileTransfers(self.http, self._settings)
         # Whole-file attempts (init, content, commit, verify); each request retries on its own too.
         self._file_policy = RetryPolicy(
-            attempts=int(options["file_attempts"]), base=self.http.policy.base, maximum=self.http.policy.maximum
+            attempts=int(settings["file_attempts"]), base=self.http.policy.base, maximum=self.http.policy.maximum
         )
-        self._strict = bool(options["strict_metadata"])
+        self._strict = bool(settings["strict_metadata"])
         self._create_url = self.http.url("api/records")
         self._search_url = self.http.url("api/user/records")
-        self._requests_url = self.http.url("api/requests")
+        self._publishing = Publishing(self.http, self.http.url("api/requests"))
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -189,7 +120,7 @@ class InvenioTarget:
         limiter: RequestLimiter | None = None,
         token: Secret | None = None,
     ) -> InvenioTarget:
-        return cls(config, token=token, limiter=limiter, policy=policy_from_limits(limits or Limits()))
+        return cls(config, token=token, limiter=limiter, policy=request_policy(limits or Limits()))
 
     def __repr__(self) -> str:
         return f"InvenioTarget({self.name!r}, {self.config.url!r})"
@@ -224,38 +155,15 @@ class InvenioTarget:
                 self._ready = True
 
     async def _discover(self, model: str) -> None:
-        where = Where("NRP discovery")
-        try:
-            info = (await self.http.request("GET", ".well-known/repository", where)).body or {}
-        except TargetNotFound:
-            raise ConfigError(
-                f"targets.{self.name}: model = {model!r} is set but {self.config.url} has no "
-                "/.well-known/repository (not an NRP server? remove 'model' to use /api/records)"
-            ) from None
-        transfers = info.get("transfers")
-        if isinstance(transfers, list) and "M" not in transfers:
-            # An NRP server that does not list "M" gets every file as a single PUT.
+        found = await discover(self.http, self.config, model)
+        if not found.multipart:
             self._settings = dataclasses.replace(self._settings, multipart=False)
             self._files.settings = self._settings
-        if (info.get("links") or {}).get("requests"):
-            self._requests_url = self.http.url(info["links"]["requests"])
-        models_link = (info.get("links") or {}).get("models")
-        if not models_link:
-            raise ConfigError(f"targets.{self.name}: {self.config.url} lists no models in /.well-known/repository")
-        body = (await self.http.request("GET", models_link, where)).body
-        found = _pick_model(body, model)
-        if found is None:
-            names = ", ".join(sorted(_model_names(body))) or "none"
-            raise ConfigError(f"targets.{self.name}: the server has no model {model!r} (models: {names})")
-        links = found.get("links") or {}
-        if not links.get("records"):
-            raise ConfigError(f"targets.{self.name}: model {model!r} has no records link")
-        self._create_url = self.http.url(links["records"])
-        # NRP: the model's "user records" listing, where present, searches drafts of this model only.
-        search = links.get("user_records") or links.get("user-records")
-        if search:
-            self._search_url = self.http.url(search)
-        log.info("target %s: model %s creates at %s", self.name, model, self._create_url)
+        if found.requests_url is not None:
+            self._publishing.requests_url = found.requests_url
+        self._create_url = found.create_url
+        if found.search_url is not None:
+            self._search_url = found.search_url
 
     # --- records --------------------------------------------------------------------------
 
@@ -424,117 +332,7 @@ class InvenioTarget:
 
     async def publish(self, rec: RemoteRecord) -> PublishOutcome:
         self._require_draft(rec, "publish")
-        applicable = rec.links.get("applicable-requests") or rec.links.get("applicable_requests")
-        if applicable:
-            where = Where("publish request", rec.recid)
-            types = hits((await self.http.request("GET", applicable, where)).body)
-            offered = next((t for t in types if t.get("type_id") == PUBLISH_REQUEST), None)
-            if offered is not None:
-                return await self._publish_by_request(rec, offered)
-            existing = await self._existing_request(rec)
-            if existing is not None:  # a previous run created it
-                return await self._advance_request(rec, existing)
-        if "publish" in rec.links:
-            return await self._publish_direct(rec)
-        raise Conflict("publish: the server offers neither a publish action nor a publish request", recid=rec.recid)
-
-    async def _publish_direct(self, rec: RemoteRecord) -> PublishOutcome:
-        where = Where("publish", rec.recid)
-        attempts = self.http.policy.attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = await self.http.request(
-                    "POST", rec.links["publish"], where, expect=(200, 201, 202), retry_mode="safe"
-                )
-            except FerryError as exc:
-                if not (exc.retryable and maybe_applied(exc)) or attempt == attempts:
-                    raise
-                # Publishing removes the draft: if it is gone, the publish went through.
-                if not await self._draft_exists(rec):
-                    return PublishOutcome("published", rec.id)
-                await sleep_backoff(attempt)
-                continue
-            body = resp.body if isinstance(resp.body, Mapping) else {}
-            return PublishOutcome("published", str(body.get("id") or rec.id))
-        raise AssertionError("unreachable")
-
-    async def _draft_exists(self, rec: RemoteRecord) -> bool:
-        try:
-            await self.http.request("GET", rec.links["self"], Where("read draft", rec.recid))
-        except TargetNotFound:
-            return False
-        return True
-
-    async def _publish_by_request(self, rec: RemoteRecord, offered: Mapping[str, Any]) -> PublishOutcome:
-        where = Where("create publish request", rec.recid)
-        create = ((offered.get("links") or {}).get("actions") or {}).get("create")
-        if not create:
-            raise Conflict(f"{where.what}: this user may not create a publish_draft request", recid=rec.recid)
-        attempts = self.http.policy.attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = await self.http.request(
-                    "POST", create, where, json={"payload": {}}, expect=(200, 201), retry_mode="safe"
-                )
-            except FerryError as exc:
-                if not (exc.retryable and maybe_applied(exc)) or attempt == attempts:
-                    raise
-                existing = await self._existing_request(rec)
-                if existing is not None:
-                    return await self._advance_request(rec, existing)
-                await sleep_backoff(attempt)
-                continue
-            return await self._advance_request(rec, resp.body if isinstance(resp.body, Mapping) else {})
-        raise AssertionError("unreachable")
-
-    async def _existing_request(self, rec: RemoteRecord) -> Mapping[str, Any] | None:
-        """An open publish request on this draft (from an earlier, interrupted run)."""
-        where = Where("list requests", rec.recid)
-        found: list[Mapping[str, Any]] = []
-        link = rec.links.get("requests")
-        if link:
-            try:
-                found = hits((await self.http.request("GET", link, where)).body)
-            except TargetNotFound:
-                link = None
-        if not link:
-            # No per-record listing: the user's requests, filtered by topic (NRP /api/requests).
-            everything = hits((await self.http.request("GET", self._requests_url, where)).body)
-            found = [r for r in everything if rec.id in (r.get("topic") or {}).values()]
-        for request in found:
-            if request.get("type") == PUBLISH_REQUEST and request.get("status") in OPEN_REQUEST_STATES:
-                return request
-        return None
-
-    async def _advance_request(self, rec: RemoteRecord, request: Mapping[str, Any]) -> PublishOutcome:
-        """Submit a created request; report accepted (published) or waiting for a curator."""
-        where = Where("submit publish request", rec.recid)
-        request_id = str(request.get("id")) if request.get("id") else None
-        status = request.get("status")
-        if status == "created":
-            submit = ((request.get("links") or {}).get("actions") or {}).get("submit")
-            if not submit:
-                raise Conflict(f"{where.what}: request {request_id} cannot be submitted by this user", recid=rec.recid)
-            # Submitting twice answers an error, so an unclear failure is checked by reading the request.
-            try:
-                resp = await self.http.request(
-                    "POST", submit, where, json={}, expect=(200, 201, 202), retry_mode="safe"
-                )
-                request = resp.body if isinstance(resp.body, Mapping) else {}
-            except FerryError as exc:
-                self_link = (request.get("links") or {}).get("self")
-                if not (exc.retryable and maybe_applied(exc)) or not self_link:
-                    raise
-                request = (await self.http.request("GET", self_link, where)).body or {}
-                if request.get("status") == "created":
-                    raise
-            status = request.get("status")
-        if status == "accepted":
-            return PublishOutcome("published", rec.id, request_id)
-        if status == "submitted":
-            log.info("record %s: publish request %s waits for a curator", rec.recid, request_id)
-            return PublishOutcome("pending-review", rec.id, request_id)
-        raise TargetError(f"publish request {request_id} is {status}", recid=rec.recid)
+        return await self._publishing.publish(rec)
 
     async def new_version(self, rec: RemoteRecord) -> RemoteRecord:
         if rec.state != "published" or "versions" not in rec.links:
@@ -553,19 +351,6 @@ class InvenioTarget:
             except TargetNotFound:
                 log.info("record %s: the server cannot import files into new versions; all will be uploaded", rec.recid)
         return draft
-
-
-def _pick_model(body: Any, name: str) -> Mapping[str, Any] | None:
-    items = list(body.values()) if isinstance(body, Mapping) and "hits" not in body else hits(body)
-    for item in items:
-        if isinstance(item, Mapping) and name in (item.get("name"), item.get("type"), item.get("id")):
-            return item
-    return None
-
-
-def _model_names(body: Any) -> set[str]:
-    items = list(body.values()) if isinstance(body, Mapping) and "hits" not in body else hits(body)
-    return {f"{i.get('type')} ({i.get('name')})" for i in items if isinstance(i, Mapping)}
 
 
 if TYPE_CHECKING:  # mypy proves InvenioTarget satisfies the Target protocol
