@@ -100,7 +100,11 @@ class RecordJob(FileStages):
         if not self.record.files:  # metadata only, a record document, or a refusal
             return await without_files.run(self, body, query)
         self.stage = "plan"  # over the target's limits: bundle, split or refuse, before any write
-        oversize.check(self, record_key(self.record.source, self.recid))
+        plan = oversize.check(self, record_key(self.record.source, self.recid))
+        if plan.action == "split" and not ctx.dry_run:
+            from pipeline.job_split import run_parts  # it builds RecordJobs: not importable at the top
+
+            return await run_parts(self, plan)
         if ctx.dry_run:
             return await self._plan(body, query)
         if await self._published_before():

@@ -9,7 +9,8 @@ and the target's ``oversize`` setting (``ferry.core.config.OVERSIZE_MODES``) dec
   packing rule, so the count said here is the count made).
 * ``split``: a series of records, part 1 of N .. N of N, each within the limits; the parts
   and their keys are a pure function of the file list (keys sorted, packed in order), so a
-  re-run plans the same parts.
+  re-run plans the same parts. pipeline/job_split.py carries them out (each part a record
+  of its own, linked to the others and to the source record).
 * ``refuse``: a clear refusal naming the limit and the numbers (a ``QuotaError``, stage
   ``plan``: never a transform error), before anything is downloaded or written.
 
@@ -144,12 +145,4 @@ def check(job: RecordJob, key: str) -> OversizePlan:
                 ctx.plan(f"  part {part}: {len(keys)} file(s), {human_bytes(size)} ({keys[0]} .. {keys[-1]})")
     if plan.action == "refuse":
         raise QuotaError(f"refused: {plan.reason}", recid=job.recid)
-    if plan.action == "split" and not ctx.dry_run:
-        # The parts are planned (and shown by --dry-run); writing them as linked records is
-        # not wired yet: refuse before any write rather than upload a record the target rejects.
-        raise QuotaError(
-            f"refused: {plan.reason}; a split into {len(plan.parts)} linked records is planned "
-            "(see --dry-run) but not carried out by this version",
-            recid=job.recid,
-        )
-    return plan
+    return plan  # split: the record job hands the parts to pipeline/job_split.py

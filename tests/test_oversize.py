@@ -16,6 +16,7 @@ import pytest
 from ferry.cli import main
 from ferry.core.config import TargetConfig
 from ferry.core.errors import ConfigError
+from pipeline.ledger import Ledger
 from pipeline.oversize import part_key, plan_oversize, split_parts
 from tests.bulk_support import (
     BASE,
@@ -179,7 +180,7 @@ def test_bundle_refuses_a_record_over_the_byte_limit_and_suggests_split(
     assert repo.state()["entities"] == [] and _staged(dest) == []
 
 
-def test_split_is_planned_by_dry_run_and_refused_before_any_write(
+def test_split_is_planned_by_dry_run_then_carried_out_as_linked_records_once(
     tmp_path: Path,
     many_files: SyntheticSource,
     repository_factory: Callable[..., RepositoryHandle],
@@ -192,6 +193,19 @@ def test_split_is_planned_by_dry_run_and_refused_before_any_write(
     assert "oversize: split into 4 linked records (9 files, 9 files, 9 files, 3 files)" in out
     for i in range(1, 5):
         assert f"part {RECID}.part-{i}-of-4:" in out
-    assert _upload(config, dest) == 1
-    assert "not carried out by this version" in capsys.readouterr().err
     assert repo.state()["entities"] == [] and _staged(dest) == []
+    assert _upload(config, dest, "--publish") == 0, capsys.readouterr().err
+    entities = repo.state()["entities"]
+    assert len(entities) == 4 and all(e["published"] for e in entities)
+    keys = [k for e in entities for k in e["record_files"]]
+    assert all(len(e["record_files"]) <= 10 for e in entities)  # the sandbox's limit held
+    assert sorted(keys) == sorted(set(keys))  # no file in two parts
+    with Ledger.open(dest / ".ferry" / "ledger-sandbox.sqlite", readonly=True) as ledger:
+        rows = [ledger.get(f"{RECID}.part-{i}-of-4") for i in range(1, 5)]
+        assert all(r is not None and r.status == "published" and r.remote_id for r in rows)
+        whole = ledger.get(RECID)
+        assert whole is not None and whole.status == "published"
+    writes = len([r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")])
+    assert _upload(config, dest, "--publish") == 0, capsys.readouterr().err  # re-run: each part found again
+    assert len(repo.state()["entities"]) == 4
+    assert len([r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]) == writes

@@ -23,7 +23,7 @@ from metadata.energy import UNIT
 from metadata.html import escape
 from metadata.profiles import rdm
 from metadata.profiles.inveniordm import metadata_body
-from metadata.readers import IDENTIFIER, read, split_key
+from metadata.readers import IDENTIFIER, part_of, read, split_key
 from metadata.schema import FieldIssue, array, edtf, integer, join, number, obj, opt, req, string, vocab
 
 DATASET_TYPES = ("collision", "simulated", "other")
@@ -70,7 +70,8 @@ def _recid_or_identifier(value: Mapping[str, Any], path: str, issues: list[Field
         for e in (idents if isinstance(idents, list) else [])
         if isinstance(e, Mapping) and isinstance(e.get("identifier"), str) and IDENTIFIER.fullmatch(e["identifier"])
     ]
-    if not found or any(i.startswith(rdm.IDENTIFIER_PREFIX) for i in found):
+    # a part of a split CERN record (cernopendata:81009.part-1-of-3) is found by its identifier
+    if not found or any(i.startswith(rdm.IDENTIFIER_PREFIX) and part_of(i) is None for i in found):
         issues.append(FieldIssue(join(path, "recid"), "is required (a record of another source: its identifier)"))
 
 
@@ -165,7 +166,7 @@ class NRPParticlesProfile(SchemaProfile):
 
     def find_query(self, recid: str) -> str:
         scheme, ident = split_key(recid)
-        if scheme == "cernopendata":
+        if scheme == "cernopendata" and ident.isdigit():  # a part (81009.part-1-of-3): its identifier
             return f"metadata.recid:{ident}"
         return rdm.find_by_identifier(recid)
 

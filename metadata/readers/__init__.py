@@ -42,7 +42,12 @@ SCHEMES = {"cernopendata": "cernopendata", "zenodo": "zenodo", "dir": "dir", "lo
 # What a target identifier of each scheme may hold: digits for the repositories; a folder
 # name without quotes, backslashes or control characters (it goes into a quoted query).
 _ID_PATTERNS = {"cernopendata": r"[1-9][0-9]*", "zenodo": r"[1-9][0-9]*", "dir": r"[^\"\\\x00-\x1f]+"}
-IDENTIFIER = re.compile("|".join(f"{s}:(?:{p})" for s, p in _ID_PATTERNS.items()))
+# A record too large for its target goes as a series of records (pipeline/oversize.py:
+# ``oversize = "split"``); part i of n is known by its record's key + this suffix
+# (``81009.part-1-of-3``, ``zenodo:123.part-2-of-3``), so each part is found again.
+PART_SUFFIX = r"\.part-[1-9][0-9]*-of-[1-9][0-9]*"
+_PART = re.compile(f"({PART_SUFFIX})$")
+IDENTIFIER = re.compile("|".join(f"{s}:(?:{p})(?:{PART_SUFFIX})?" for s, p in _ID_PATTERNS.items()))
 
 
 def source_of(record: Any) -> str:
@@ -84,12 +89,25 @@ def split_key(key: str) -> tuple[str, str]:
     scheme, sep, ident = raw.partition(":")
     if not sep or scheme not in _ID_PATTERNS:
         scheme, ident = DEFAULT_SOURCE, raw
+    part = _PART.search(ident)
+    suffix = part.group(1) if part else ""
+    ident = ident.removesuffix(suffix)
     if scheme != "dir":
         ident = ident.lstrip("0") or ident  # "081009" is recid 81009, as normalise_recid says
     if not re.fullmatch(_ID_PATTERNS[scheme], ident):
         what = "a positive integer" if scheme != "dir" else "a folder name without quotes or control characters"
         raise InputError(f"record id {raw!r} must be {what}", recid=raw, field="recid")
-    return scheme, ident
+    return scheme, ident + suffix
+
+
+def part_of(key: str) -> tuple[str, int, int] | None:
+    """``"81009.part-2-of-3"`` -> ``("81009", 2, 3)``: the whole record's key and the part;
+    None for a key that names a whole record."""
+    m = _PART.search(str(key).strip())
+    if m is None:
+        return None
+    index, _, total = m.group(1).removeprefix(".part-").partition("-of-")
+    return str(key).strip()[: m.start()], int(index), int(total)
 
 
 def identifier(source: str, recid: str) -> str:
@@ -136,6 +154,7 @@ __all__ = [
     "Reader",
     "document_name",
     "identifier",
+    "part_of",
     "read",
     "record_document",
     "record_key",

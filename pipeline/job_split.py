@@ -1,0 +1,155 @@
+"""``oversize = "split"``: one source record carried as a series of linked records.
+
+pipeline/oversize.py plans the parts (the file keys of each, a pure function of the file
+list, so a re-run plans the same parts). Each part is a record of its own through the
+normal per-record pipeline (``PartJob``, a ``RecordJob`` over the record with only that
+part's files): its own staging folder (``DEST/81009.part-1-of-3``), ledger row, stats
+event, draft, uploads, verification and publication, and so its own idempotence: a
+re-run finds each part again by its identifier (or the ledger's id) and skips the
+published ones, never making a second.
+
+Two passes, because each part links to the others' pages on the target: first every
+part's draft is found or created (its page becomes known), then each part runs whole
+with the links to all the others in its metadata (``metadata.parts.part_body``).
+
+The whole record's result sums the parts; its ledger row is ``published`` (``uploaded``
+before publication) once every part is, and a part that failed fails the record with
+that part's error (named by its key), after the other parts have had their turn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from ferry.core.errors import FerryError, ValidationError
+from ferry.core.model import Record
+from metadata.base import control_characters, transform_and_validate
+from metadata.parts import Part, part_body
+from metadata.readers import identifier, record_key
+from pipeline.context import Outcome, PipelineContext
+from pipeline.job import RecordJob
+from pipeline.oversize import OversizePlan
+from upload.targets.base import RemoteRecord
+
+log = logging.getLogger(__name__)
+_PAGE_LINKS = ("record_html", "self_html", "html")  # the record's page, as the target gives it
+
+
+def page_of(remote: RemoteRecord) -> str | None:
+    return next((remote.links[k] for k in _PAGE_LINKS if remote.links.get(k)), None)
+
+
+class PartJob(RecordJob):
+    """One part of a split record: a record job whose body is the part's (metadata.parts)."""
+
+    def __init__(self, ctx: PipelineContext, record: Record, part: Part, whole: str) -> None:
+        super().__init__(ctx, record)
+        self.part = part
+        self.whole = whole  # the source record's recid, for the stats
+
+    def event_extra(self) -> dict[str, Any]:
+        return {**super().event_extra(), "part_of": self.whole, "part": f"{self.part.index} of {self.part.total}"}
+
+    def body(self) -> tuple[dict[str, Any], str]:
+        profile = self.ctx.profile
+        body = part_body(profile.name, transform_and_validate(profile, self.record), self.part)
+        issues = [*control_characters(body), *profile.validate(body)]
+        if issues:  # a title or description made too long by the part's words, say
+            errors: dict[str, list[str]] = {}
+            for issue in issues:
+                errors.setdefault(issue.path, []).append(issue.message)
+            raise ValidationError(
+                f"metadata of part {self.part.index} of {self.part.total} is invalid: {', '.join(errors)}",
+                errors=errors,
+                recid=self.recid,
+            )
+        return body, profile.find_query(record_key(self.record.source, self.recid))
+
+    async def _transform(self) -> tuple[dict[str, Any], str]:
+        # No distribution notes per part: the claims are the whole record's (its own event has them).
+        with self.ctx.stats.open("transform", self.recid) as event:
+            try:
+                return self.body()
+            except FerryError as exc:
+                event.close("failed", error=exc)
+                raise
+
+    async def draft(self) -> RemoteRecord:
+        """The part's record on the target: the ledger's, the search's, or a new draft."""
+        ctx = self.ctx
+        body, query = self.body()
+        row = await ctx.ledger.run(ctx.ledger.get, self.recid) if ctx.ledger is not None else None
+        remote = None
+        if row is not None and row.remote_id:
+            known = row.remote_id
+            remote = await self._call(lambda: ctx.target.get(self.recid, known))
+        if remote is None:
+            remote = await self._call(lambda: ctx.target.find(self.recid, query))
+        if remote is None and row is not None and row.create_pending:
+            remote = await self._search_patiently(query)
+        if remote is None:
+            remote = await self._create(body, query)
+        if ctx.ledger is not None:
+            await ctx.ledger.run(ctx.ledger.set_remote, self.recid, remote.id, remote.state)
+        return remote
+
+
+def part_jobs(job: RecordJob, plan: OversizePlan) -> list[PartJob]:
+    """A job per planned part, over the record with only that part's files."""
+    record, total = job.record, len(plan.parts)
+    by_key = {f.key: f for f in record.files}
+    whole = identifier(record.source, record.recid)
+    url = _source_url(record)
+    jobs = []
+    for index, keys in enumerate(plan.parts, start=1):
+        recid = f"{record.recid}.part-{index}-of-{total}"
+        sub = dataclasses.replace(record, recid=recid, files=tuple(by_key[k] for k in keys))
+        part = Part(index, total, whole, identifier(record.source, recid), url, len(keys), len(record.files), {})
+        jobs.append(PartJob(job.ctx, sub, part, record.recid))
+    return jobs
+
+
+def _source_url(record: Record) -> str | None:
+    from metadata.readers import read
+
+    return read(record).url
+
+
+async def run_parts(job: RecordJob, plan: OversizePlan) -> Outcome:
+    """Carry ``job``'s record as the parts ``plan`` says; the outcome of the whole."""
+    ctx = job.ctx
+    jobs = part_jobs(job, plan)
+    job.stage = "upload"
+    pages: dict[int, str] = {}
+    for part_job in jobs:  # pass 1: every part's page, before any part's metadata names them
+        remote = await part_job.draft()
+        if (page := page_of(remote)) is not None:
+            pages[part_job.part.index] = page
+    results = []
+    for part_job in jobs:  # pass 2: each part whole, linked to the others
+        part_job.part = dataclasses.replace(part_job.part, siblings=pages)
+        results.append(await part_job.run())
+    job.result.file_count = sum(r.file_count for r in results)
+    job.result.bytes_uploaded = sum(r.bytes_uploaded for r in results)
+    job.result.remote_id = ",".join(r.remote_id or "?" for r in results)
+    job.result.zip_used = any(bool(r.zip_used) for r in results)
+    failed = [(j, r) for j, r in zip(jobs, results, strict=True) if r.status == "failed"]
+    if failed:
+        part_job, result = failed[0]
+        job.stage = f"part {part_job.part.index} of {part_job.part.total} ({result.stage})"
+        for other, res in failed:
+            job.result.failed_files.update({f"{other.recid}/{k}": why for k, why in res.failed_files.items()})
+        assert result.error is not None  # a failed RecordResult carries its error
+        raise result.error
+    rows = [await ctx.ledger.run(ctx.ledger.get, j.recid) for j in jobs] if ctx.ledger is not None else []
+    published = bool(rows) and all(row is not None and row.status == "published" for row in rows)
+    job.result.reason = f"split into {len(jobs)} linked records: " + ", ".join(
+        f"part {j.part.index} of {j.part.total} = {r.remote_id} ({r.status})"
+        for j, r in zip(jobs, results, strict=True)
+    )
+    await job._ledger(
+        "published" if published else "uploaded", file_count=len(job.record.files), bytes=job.record.total_size
+    )
+    return "skipped" if all(r.status == "skipped" for r in results) else "ok"
