@@ -1,0 +1,270 @@
+"""A fault-injecting HTTP proxy on 127.0.0.1, for targets that have no fault knobs of their own
+(the Zenodo stand-in has only 429s and latency; moto has none).
+
+Every request goes to ``upstream`` unless a fault is drawn for it first (seeded, so a run
+is repeatable):
+
+- ``error_rate``: answered 500 or 503 at once, never forwarded (a server error);
+- ``drop_rate`` / ``drop_next``: a request with a body has half of it read, then the
+  connection is closed without an answer (a connection dropped mid-body);
+- ``lost_rate``: forwarded (it takes effect upstream), then the connection is closed
+  without an answer (the answer lost on the way back);
+- ``storm(n)``: the next ``n`` requests are refused with ``storm_status`` (429, or 503
+  SlowDown for S3), ``Retry-After`` and ``X-RateLimit-Reset``;
+- ``latency_s``: every request waits this long first;
+- ``stop()`` / ``start()``: the listener closed (connections refused, open ones cut), then
+  back on the same port.
+
+What happened is in ``log``: method, path, status (0 = no answer), ts, duration, and the
+fault drawn, so a test can show its fault did hit the run. The Host header is passed on
+unchanged, so the Zenodo stand-in's links point back at the proxy; moto checks no
+signatures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import random
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HOST = "127.0.0.1"
+# (status, code) -> (content type, body) of an error answered by the proxy itself.
+ErrorBody = Callable[[int, str], tuple[str, bytes]]
+
+
+def json_error(status: int, code: str) -> tuple[str, bytes]:
+    return "application/json", f'{{"status": {status}, "message": "{code} (fault proxy)"}}'.encode()
+
+
+def s3_error(status: int, code: str) -> tuple[str, bytes]:
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>fault proxy</Message></Error>'
+    return "application/xml", body.encode()
+
+
+@dataclass
+class Knobs:
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    drop_next: int = 0
+    lost_rate: float = 0.0
+    latency_s: float = 0.0
+    storm_left: int = 0
+    storm_status: int = 429
+    storm_code: str = "TooManyRequests"
+    retry_after: int = 1
+    # Only requests whose "METHOD path" this returns True for may draw a random fault.
+    faulty: Callable[[str, str], bool] = field(default=lambda method, path: True)
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, *, seed: int = 0, error_body: ErrorBody = json_error) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.knobs = Knobs()
+        self.log: list[dict[str, Any]] = []
+        self.error_body = error_body
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self.port = 0
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    # --- steering -----------------------------------------------------------------------
+    def configure(self, **knobs: Any) -> None:
+        with self._lock:
+            for name, value in knobs.items():
+                if not hasattr(self.knobs, name):
+                    raise ValueError(f"unknown fault knob {name!r}")
+                setattr(self.knobs, name, value)
+
+    def storm(self, count: int) -> None:
+        self.configure(storm_left=count)
+
+    def storm_left(self) -> int:
+        with self._lock:
+            return self.knobs.storm_left
+
+    def start(self) -> None:
+        """Listen (again, on the same port once it had one)."""
+        server = http.server.ThreadingHTTPServer((HOST, self.port), self._handler())
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Down: new connections refused, the open ones cut."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        with self._lock:
+            cut, self._open = list(self._open), set()
+        for sock in cut:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.stop()
+
+    def faults(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.log if r["fault"] == kind]
+
+    # --- the decision per request -------------------------------------------------------
+    def _draw(self, method: str, path: str, has_body: bool) -> str:
+        k = self.knobs
+        with self._lock:
+            if k.storm_left > 0:
+                k.storm_left -= 1
+                return "storm"
+            if not k.faulty(method, path):
+                return ""
+            if has_body and k.drop_next > 0:
+                k.drop_next -= 1
+                return "drop"
+            roll = self._rng.random()
+            if roll < k.error_rate:
+                return "error"
+            if has_body and roll < k.error_rate + k.drop_rate:
+                return "drop"
+            if roll < k.error_rate + k.drop_rate + k.lost_rate:
+                return "lost"
+            return ""
+
+    def _note(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self.log.append(row)
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._open.add(self.connection)
+
+            def finish(self) -> None:
+                with contextlib.suppress(OSError):
+                    super().finish()
+                with proxy._lock:
+                    proxy._open.discard(self.connection)
+
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):  # a client that hung up, or stop() cut it
+                    super().handle()
+
+            def _length(self) -> int:
+                return int(self.headers.get("Content-Length") or 0)
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = bytearray()
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return bytes(out)
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(self._length())
+
+            def _hang_up(self) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            def _any(self) -> None:
+                start = time.time()
+                row: dict[str, Any] = {"method": self.command, "path": self.path, "ts": start, "status": 0}
+                chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+                fault = proxy._draw(self.command, self.path, chunked or self._length() > 0)
+                row["fault"] = fault
+                try:
+                    if proxy.knobs.latency_s > 0:
+                        time.sleep(proxy.knobs.latency_s)
+                    if fault == "drop":
+                        self.rfile.read(self._length() // 2)  # half the body, then the line goes dead
+                        self._hang_up()
+                        return
+                    body = self._body()
+                    if fault in ("storm", "error"):
+                        row["status"] = self._refuse(fault)
+                        return
+                    status, headers, data = proxy._forward(self.command, self.path, dict(self.headers.items()), body)
+                    if fault == "lost":
+                        self._hang_up()
+                        return
+                    row["status"] = status
+                    self._answer(status, headers, data)
+                finally:
+                    row["duration"] = time.time() - start
+                    proxy._note(row)
+
+            def _refuse(self, fault: str) -> int:
+                k = proxy.knobs
+                if fault == "storm":
+                    status, code = k.storm_status, k.storm_code
+                else:
+                    status = proxy._rng.choice((500, 503))
+                    code = "InternalError" if status == 500 else "ServiceUnavailable"
+                ctype, data = proxy.error_body(status, code)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                if fault == "storm":
+                    self.send_header("Retry-After", str(k.retry_after))
+                    self.send_header("X-RateLimit-Reset", str(int(time.time()) + k.retry_after))
+                self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                return status
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                dropped = {"transfer-encoding", "connection"}
+                if self.command != "HEAD":
+                    dropped.add("content-length")  # a HEAD's Content-Length is the object's size
+                for name, value in headers:
+                    if name.lower() not in dropped:
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _any
+
+        return Handler
+
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(self.upstream.hostname or HOST, self.upstream.port, timeout=120)
+        try:
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("expect", "transfer-encoding")}
+            headers["Content-Length"] = str(len(body))
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
