@@ -7,7 +7,7 @@ is repeatable):
 - ``error_rate``: answered 500 or 503 at once, never forwarded (a server error);
 - ``drop_rate`` / ``drop_next``: a request with a body has half of it read, then the
   connection is closed without an answer (a connection dropped mid-body);
-- ``lost_rate``: forwarded (it takes effect upstream), then the connection is closed
+- ``lost_rate`` / ``lost_next``: forwarded (it takes effect upstream), then the connection is closed
   without an answer (the answer lost on the way back);
 - ``storm(n)``: the next ``n`` requests are refused with ``storm_status`` (429, or 503
   SlowDown for S3), ``Retry-After`` and ``X-RateLimit-Reset``;
@@ -55,6 +55,7 @@ class Knobs:
     drop_rate: float = 0.0
     drop_next: int = 0
     lost_rate: float = 0.0
+    lost_next: int = 0
     latency_s: float = 0.0
     storm_left: int = 0
     storm_status: int = 429
@@ -135,6 +136,9 @@ class FaultProxy:
             if has_body and k.drop_next > 0:
                 k.drop_next -= 1
                 return "drop"
+            if k.lost_next > 0:
+                k.lost_next -= 1
+                return "lost"
             roll = self._rng.random()
             if roll < k.error_rate:
                 return "error"
