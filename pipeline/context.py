@@ -22,6 +22,7 @@ from ferry.core.retry import RetryPolicy
 from metadata.base import Profile
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, WeightedLimiter
+from pipeline.stream import StreamFrom
 from stats.events import StatsWriter
 from upload.targets.base import PublishOutcome, Target
 from upload.zip.policy import ZipPolicy
@@ -65,6 +66,9 @@ class PipelineContext:
     breaker: CircuitBreaker | None = None
     on_plan: Callable[[str], None] | None = None  # dry-run plan lines (printed by the CLI)
     upload_progress: UploadProgress | None = None
+    # ``--stream``: files go from the source straight into the target's put_stream (no
+    # staging file, no zip); None: downloaded into ``dest`` first.
+    stream: StreamFrom | None = None
     upload_slots: asyncio.Semaphore = field(init=False)
     upload_bytes: WeightedLimiter = field(init=False)
     zip_slots: asyncio.Semaphore = field(init=False)

@@ -16,6 +16,7 @@ breaker, ledger, stats) in pipeline/job_base.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from pipeline.claims import settle_claim
 from pipeline.context import Outcome, RecordResult
 from pipeline.job_base import short_json
 from pipeline.job_files import FileStages, mismatch
+from pipeline.stream import stream_manifest
 from upload.targets.base import PublishOutcome, RemoteRecord
 from upload.targets.http import maybe_applied
 from upload.zip.format import is_zip_output
@@ -110,6 +112,8 @@ class RecordJob(FileStages):
         if await self._published_before():
             return "skipped"
 
+        if ctx.stream is not None:
+            return await self._stream(body, query)
         await self._ledger("downloading", file_count=len(self.record.files), bytes=self.record.total_size)
         self.stage = "download"
         manifest = await ctx.fetch(self.record, self.record_dir)
@@ -128,6 +132,16 @@ class RecordJob(FileStages):
         self.result.file_count = len(keys)
         self._check_target_limits(manifest, keys)
         await self._ledger("zipped" if self.result.zip_used else "downloaded")
+        return await self._deliver(body, query, manifest, keys)
+
+    async def _stream(self, body: Mapping[str, Any], query: str) -> Outcome:
+        """``--stream``: no download, no zip; each file from the source straight into the
+        target, checked against the source's size and checksum (pipeline/stream.py)."""
+        self.stage = "upload"
+        manifest = stream_manifest(self.record_dir, self.record)
+        keys = sorted(manifest.entries)
+        self.result.zip_used, self.result.reason = False, "streamed from the source (no staging, no zip)"
+        self._check_target_limits(manifest, keys)
         return await self._deliver(body, query, manifest, keys)
 
     async def _deliver(self, body: Mapping[str, Any], query: str, manifest: Manifest, keys: list[str]) -> Outcome:
@@ -373,8 +387,13 @@ class RecordJob(FileStages):
         remote = await self._call(lambda: ctx.target.find(self.recid, query))
         where = f"existing {remote.state} {remote.id}" if remote else "a new draft"
         ctx.plan(f"record {self.recid}: {len(files)} file(s), {human_bytes(sum(s for _, s in files))}, into {where}")
-        ctx.plan(f"  download: {len(files) - local} to fetch, {local} already verified locally")
-        ctx.plan(f"  zip: {'yes' if decision.zip else 'no'} ({decision.reason})")
+        if ctx.stream is not None:  # nothing staged, nothing zipped: each file as the source has it
+            ctx.plan(f"  stream: {len(files)} file(s) from the source straight into the target (no staging, no zip)")
+            decision = dataclasses.replace(decision, zip=False)
+            self.result.zip_used = False
+        else:
+            ctx.plan(f"  download: {len(files) - local} to fetch, {local} already verified locally")
+            ctx.plan(f"  zip: {'yes' if decision.zip else 'no'} ({decision.reason})")
         if not decision.zip:
             for key, size in files:
                 ctx.plan(f"  upload {key}: {human_bytes(size)}, transfer {ctx.target.plan_file(size)}")

@@ -22,7 +22,7 @@ from pipeline.context import PipelineContext
 from pipeline.job_base import JobBase
 from pipeline.local_check import blame_local_copy
 from stats.events import Event
-from upload.targets.base import RemoteFile, RemoteRecord
+from upload.targets.base import RemoteFile, RemoteRecord, StreamingTarget
 
 log = logging.getLogger("pipeline.job")  # the messages keep the logger name they always had
 
@@ -149,6 +149,8 @@ class FileStages(JobBase):
             await ctx.breaker.wait_closed()
         async with ctx.upload_slots, ctx.upload_bytes.hold(one.size):
             one.started()
+            if ctx.stream is not None and expected is not None:
+                return await self._call(lambda: self._put_streamed(remote, one, expected), wait=False)
             try:
                 return await self._call(
                     lambda: ctx.target.put_file(remote, one.key, path, one.size, expected, one.sent), wait=False
@@ -158,11 +160,27 @@ class FileStages(JobBase):
                     await blame_local_copy(path, expected, recid=self.recid, key=one.key)
                 raise
 
+    async def _put_streamed(self, remote: RemoteRecord, one: _FileUpload, expected: Checksum) -> RemoteFile:
+        """``--stream``: the source's bytes straight into the target (pipeline/stream.py); a
+        short, long or corrupt stream is never completed there (the target's promise)."""
+        stream, target = self.ctx.stream, self.ctx.target
+        assert stream is not None and isinstance(target, StreamingTarget)  # open_run checked the ability
+        entry = next(f for f in self.record.files if f.key == one.key)
+        return await target.put_stream(remote, one.key, stream.open(entry, one.size), one.size, expected, one.sent)
+
     # --- the negotiated hash, and values the zip stage left to the upload ----------------
 
     def _hash_for(self, manifest: Manifest, key: str) -> str:
-        """The hash ``key`` is verified with: the target's best that we know (or will compute)."""
-        return choose_hash(self.ctx.target.abilities.hashes, manifest.entries[key].checksums)
+        """The hash ``key`` is verified with: the target's best that we know (or will compute).
+
+        A streamed file is never on disk to hash afterwards: when the source gives none of
+        the target's hashes it is checked by the source's own (pipeline.stream.expected_of:
+        a streaming target stores the expected value it was sent with, e.g. adler32 on S3)."""
+        known = manifest.entries[key].checksums
+        algorithm = choose_hash(self.ctx.target.abilities.hashes, known)
+        if self.ctx.stream is not None and algorithm not in known and known:
+            return "md5" if "md5" in known else next(iter(known))
+        return algorithm
 
     def _known(self, manifest: Manifest, key: str) -> Checksum | None:
         algorithm = self._hash_for(manifest, key)

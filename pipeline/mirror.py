@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from download.base import ByteFetcher, Source
@@ -31,6 +31,7 @@ from ferry.core.checksums import Checksum
 from ferry.core.errors import AuthError, ConfigError, FerryError, InputError
 from ferry.core.model import FileEntry, Record
 from ferry.core.retry import RetryPolicy, retry
+from pipeline.stream import expected_of, source_stream
 from stats.events import StatsWriter
 from upload.targets.base import RemoteFile, RemoteRecord
 from upload.targets.s3 import CONTENT, LATEST, S3Target
@@ -73,67 +74,6 @@ class MirrorResult:
         return not self.failed
 
 
-# --- source bytes as an async stream ------------------------------------------------------
-
-
-class _StreamSink:
-    """A ``download.base.ChunkSink`` that hands chunks on in offset order, holding at most
-    ``window`` bytes that the consumer has not taken yet."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self.used = 0
-        self.freed = asyncio.Event()
-        self.pending: dict[int, tuple[bytes, int]] = {}
-        self.next = 0
-        self.queue: asyncio.Queue[tuple[bytes, int] | BaseException | None] = asyncio.Queue()
-
-    async def reserve(self, nbytes: int) -> None:
-        while self.used and self.used + nbytes > self.window:
-            self.freed.clear()
-            await self.freed.wait()
-        self.used += nbytes
-
-    def release(self, nbytes: int) -> None:
-        self.used -= nbytes
-        self.freed.set()
-
-    async def put(self, offset: int, data: bytes, *, reserved: int) -> None:
-        self.pending[offset] = (data, reserved)
-        while self.next in self.pending:
-            chunk, held = self.pending.pop(self.next)
-            self.next += len(chunk)
-            self.queue.put_nowait((chunk, held))
-
-
-async def source_stream(fetcher: ByteFetcher, url: str, size: int, *, window: int) -> AsyncGenerator[bytes, None]:
-    """The bytes of ``url`` as they arrive (the fetcher runs as a task beside the consumer)."""
-    sink = _StreamSink(window)
-
-    async def run() -> None:
-        try:
-            await fetcher.fetch(url, sink, start=0, expected_size=size)
-            sink.queue.put_nowait(None)
-        except BaseException as exc:
-            sink.queue.put_nowait(exc)
-            raise
-
-    task = asyncio.create_task(run())
-    try:
-        while True:
-            item = await sink.queue.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            data, held = item
-            yield data
-            sink.release(held)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 # --- the mirror --------------------------------------------------------------------------
 
 
@@ -148,16 +88,6 @@ def pick(record: Record, only: Sequence[str]) -> list[FileEntry]:
         have = ", ".join(sorted(keys)) or "none"
         raise InputError(f"--only {', '.join(missing)}: not a file of record {record.recid} (it has: {have})")
     return [f for f in files if f.key in set(only)]
-
-
-def expected_of(entry: FileEntry, recid: str) -> Checksum:
-    """md5 where the source gives it (Zenodo), else its checksum (adler32/sha1 for CERN)."""
-    if entry.size is None:
-        raise InputError("the source gives no size: it cannot be streamed", recid=recid, file=entry.key)
-    found = entry.expected("md5") or (entry.checksums[0] if entry.checksums else None)
-    if found is None:
-        raise InputError("the source gives no checksum: it cannot be verified", recid=recid, file=entry.key)
-    return found
 
 
 def manifest_bytes(record: Record, files: Sequence[FileEntry], spec: str) -> bytes:

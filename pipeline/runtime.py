@@ -29,9 +29,10 @@ from metadata.base import FieldIssue, Profile, get_profile
 from pipeline.context import Fetch, PipelineContext, UploadProgress
 from pipeline.ledger import Ledger
 from pipeline.limits import CircuitBreaker, RateLimiter
+from pipeline.stream import StreamFrom
 from stats.events import StatsWriter
 from upload import targets
-from upload.targets.base import RequestLimiter, Target
+from upload.targets.base import RequestLimiter, StreamingTarget, Target
 from upload.zip.policy import ZipPolicy
 from upload.zip.zipper import bundled_keys, zip_executor
 
@@ -54,6 +55,7 @@ class RunOptions:
     run_id: str | None = None
     summary: bool = False  # write the run summary row when the stats close (bulk runs)
     source: str = "cernopendata"  # the SOURCES name the record ids belong to (download.sources.split_spec)
+    stream: bool = False  # --stream: source -> target's put_stream, nothing staged (pipeline/stream.py)
 
 
 def make_target(
@@ -207,6 +209,15 @@ async def open_run(
     target = make_target(tcfg, limits, token=token, limiter=parts.limiter)
     if not target.abilities.metadata:
         profile = NoDocument()
+    if opts.stream and not (target.abilities.streaming_put and isinstance(target, StreamingTarget)):
+        await target.aclose()  # nothing has started: close what was opened, then refuse
+        await downloader.close()
+        with contextlib.suppress(Exception):
+            await source.close()
+        raise ConfigError(
+            f"targets.{tcfg.name}: a {tcfg.type} target cannot take a stream (no streaming put): "
+            "run without --stream (files are staged in --dest first)"
+        )
     ledger = None
     if not opts.dry_run:
         ledger_path = opts.ledger or (opts.dest / ".ferry" / f"ledger-{tcfg.name}.sqlite")
@@ -233,6 +244,7 @@ async def open_run(
         breaker=CircuitBreaker(),
         upload_progress=progress if isinstance(progress, UploadProgress) else None,
         on_plan=on_plan,
+        stream=StreamFrom(transport.fetcher_for, transport.url_for) if opts.stream else None,
     )
     try:
         yield Run(ctx=ctx, source=source, downloader=downloader, target_config=tcfg, options=opts)

@@ -101,6 +101,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     check_writable_file("--cache", args.cache)
     if args.cluster and filter_from(args):
         raise InputError("--include/--exclude are not supported with --cluster yet (the workers resolve records)")
+    if args.cluster and args.stream:
+        raise InputError("--stream is not supported with --cluster yet: run it without --cluster")
     limits = with_jobs(config.limits, downloads=args.jobs, uploads=args.uploads)
     if args.records_in_flight is not None:
         if args.records_in_flight < 1:

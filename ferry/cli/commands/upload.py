@@ -41,6 +41,7 @@ examples:
   ferry upload zenodo:123456 --target nrp-test
   ferry upload ./results --target nrp-test       (a folder: dir:PATH or a path)
   ferry upload 80509 --target nrp-test --include '*.root' --retries 8   (a one-off: some files, more retries)
+  ferry upload zenodo:123456 --target cpg --stream   (source -> S3 directly: nothing on local disk)
 
 the target comes from the config file ([targets.NAME]: type, url, token_file or token_env,
 profile, model, community, publish, requests_per_minute, requests_per_hour, ...).
@@ -71,6 +72,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--uploads", type=int_at_least(1), metavar="N", help="files uploaded at once (default: limits.uploads)"
     )
     parser.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="send each file from the source straight into the target (no staging in --dest, no zip; the "
+        "source must give every file's size and checksum, the target take a streaming put, e.g. s3)",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -128,6 +135,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         ledger=Path(args.ledger) if args.ledger else None,
         yes=args.yes,
         source=split_spec(args.recid)[0] if getattr(args, "recid", None) else "cernopendata",
+        stream=bool(getattr(args, "stream", False)),
     )
 
 

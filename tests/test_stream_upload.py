@@ -1,0 +1,309 @@
+"""``ferry upload --stream`` / ``ferry bulk --stream``: source bytes straight into S3 (moto),
+nothing staged, nothing zipped; the one streaming path the mirror uses (pipeline/stream.py).
+
+Sources are real servers on 127.0.0.1: the Zenodo stand-in over HTTPS (md5 listed) and the
+portal + XRootD sandbox (adler32 listed). A cutting proxy in front of the Zenodo stand-in
+breaks content downloads half way, to show a broken stream resumes (``Range``) and a
+stream that stays short is never completed on S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bulk_support import BASE, SyntheticSource, make_record, synthetic_source
+from tests.fixtures_s3 import S3Proxy, S3Server, free_port
+from tests.fixtures_zenodo import ZenodoHandle
+from tests.test_s3_target import objects, uploads
+from tests.test_zenodo_source import publish
+
+MiB = 1024 * 1024
+PREFIX = "pfx"
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 that closes a content download after ``cut`` response bytes.
+
+    ``cuts``: one entry per coming content connection (a count of response bytes, headers
+    included, or None to pass it whole); when the list is empty, ``always`` applies (and
+    ``always_range`` to a resumed request; None: pass). The first request line of every
+    content connection and its Range header are kept in ``seen``."""
+
+    def __init__(self, port: int, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.cuts: list[int | None] = []
+        self.always: int | None = None
+        self.always_range: int | None = None  # for requests with a Range header, once ``cuts`` is empty
+        self.seen: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", port))
+        self.url = f"http://127.0.0.1:{port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.upstream)
+        head = client.recv(65536)
+        lines = head.split(b"\r\n")
+        line = lines[0].decode(errors="replace")
+        ranges = next((ln.split(b":", 1)[1].strip().decode() for ln in lines if ln.lower().startswith(b"range:")), None)
+        cut = None
+        if "/content" in line:
+            with self._lock:
+                self.seen.append((line, ranges))
+                cut = self.cuts.pop(0) if self.cuts else self.always if ranges is None else self.always_range
+        upstream.sendall(head)
+        threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+        sent = 0
+        try:
+            while True:
+                data = upstream.recv(65536)
+                if not data:
+                    break
+                if cut is not None and sent + len(data) >= cut:
+                    client.sendall(data[: cut - sent])
+                    break
+                client.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (client, upstream):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture
+def cut_zenodo(zenodo_factory: Callable[..., ZenodoHandle]) -> Iterator[tuple[ZenodoHandle, CuttingProxy]]:
+    """The Zenodo stand-in whose file links point at a cutting proxy in front of it."""
+    port = free_port()
+    zen = zenodo_factory(public_url=f"http://127.0.0.1:{port}")
+    proxy = CuttingProxy(port, int(zen.url.rsplit(":", 1)[1]))
+    try:
+        yield zen, proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def bucket(moto_s3: S3Server) -> str:
+    return moto_s3.make_bucket()
+
+
+def _env(server: S3Server, proxy: S3Proxy | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= server.env() | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    if proxy is not None:
+        env["AWS_ENDPOINT_URL_S3"] = proxy.endpoint_url
+    return env
+
+
+def ferry(env: dict[str, str], config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "ferry.cli", "--config", str(config), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def zenodo_config(tmp_path: Path, zen: ZenodoHandle, endpoint: str, bucket: str) -> Path:
+    path = tmp_path / "ferry.toml"
+    path.write_text(
+        f'[source.zenodo]\nurl = "{zen.url}"\n\n'
+        f'[targets.cpg]\ntype = "s3"\nurl = "s3://{bucket}/{PREFIX}"\nendpoint_url = "{endpoint}"\n'
+        "multipart_threshold = 6291456\npart_size = 5242880\n\n"
+        "[limits]\nbackoff_base = 0.05\nbackoff_max = 0.5\nretries = 2\n"
+    )
+    return path
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def stored(server: S3Server, bucket: str, key: str) -> bytes:
+    body: bytes = server.sync_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+def staged(dest: Path) -> list[str]:
+    """Files under --dest other than the ledger's folder: what --stream must never write."""
+    if not dest.exists():
+        return []
+    return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and ".ferry" not in p.parts)
+
+
+# --- ferry upload --stream ----------------------------------------------------------------
+
+
+def test_upload_stream_nothing_staged_then_run_again_writes_nothing(
+    tmp_path: Path, zenodo: ZenodoHandle, moto_s3: S3Server, s3_proxy: S3Proxy, bucket: str
+) -> None:
+    files = {"big.parquet": os.urandom(13 * MiB), "small.csv": b"a,b\n1,2\n", "notes.txt": b"n" * 5000}
+    rid = str(publish(zenodo, files)["id"])
+    config = zenodo_config(tmp_path, zenodo, s3_proxy.endpoint_url, bucket)
+    dest = tmp_path / "data"
+    env = _env(moto_s3, s3_proxy)
+
+    plan = ferry(
+        env, config, "upload", f"zenodo:{rid}", "--target", "cpg", "--stream", "--dest", str(dest), "--dry-run"
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "stream: 3 file(s) from the source straight into the target" in plan.stdout
+    assert s3_proxy.writes() == [] and objects(moto_s3, bucket) == {}
+
+    first = ferry(env, config, "upload", f"zenodo:{rid}", "--target", "cpg", "--stream", "--dest", str(dest))
+    assert first.returncode == 0, first.stderr
+    assert f"record {rid}: ok, 3 file(s) verified on the target" in first.stdout
+    for key, data in files.items():
+        assert stored(moto_s3, bucket, f"{PREFIX}/{rid}/{key}/content") == data
+        head = moto_s3.sync_client().head_object(Bucket=bucket, Key=f"{PREFIX}/{rid}/{key}/content")
+        assert head["Metadata"]["ferry-md5"] == md5(data) and head["Metadata"]["ferry-record"] == rid
+    assert staged(dest) == []  # not one byte on local disk
+    assert uploads(moto_s3, bucket) == []
+    # The big file went in parts (13 MiB, 5 MiB parts), each with its Content-MD5.
+    parts = [p for m, p, _ in s3_proxy.writes() if m == "PUT" and "partNumber=" in p]
+    assert len(parts) == 3
+
+    s3_proxy.reset()
+    again = ferry(env, config, "upload", f"zenodo:{rid}", "--target", "cpg", "--stream", "--dest", str(dest))
+    assert again.returncode == 0, again.stderr
+    assert f"record {rid}: skipped" in again.stdout
+    assert s3_proxy.writes() == []  # nothing written, nothing fetched either
+    assert staged(dest) == []
+
+
+def test_stream_broken_half_way_resumes_from_the_byte_reached(
+    tmp_path: Path, cut_zenodo: tuple[ZenodoHandle, CuttingProxy], moto_s3: S3Server, bucket: str
+) -> None:
+    zen, cutter = cut_zenodo
+    data = os.urandom(17 * MiB)
+    rid = str(publish(zen, {"run.root": data})["id"])
+    config = zenodo_config(tmp_path, zen, moto_s3.endpoint_url, bucket)
+    cutter.cuts = [7 * MiB, 4 * MiB]  # two breaks in one stream, then whole
+    done = ferry(_env(moto_s3), config, "upload", f"zenodo:{rid}", "--target", "cpg", "--stream")
+    assert done.returncode == 0, done.stderr
+    assert stored(moto_s3, bucket, f"{PREFIX}/{rid}/run.root/content") == data
+    ranges = [r for _, r in cutter.seen]
+    assert len(ranges) == 3 and ranges[0] is None  # one stream, resumed twice from where it broke
+    assert all(r is not None and r.startswith("bytes=") and r.endswith("-") for r in ranges[1:]), ranges
+    starts = [int(r.removeprefix("bytes=").rstrip("-")) for r in ranges[1:] if r]
+    assert 0 < starts[0] < 7 * MiB and starts[0] < starts[1] < 11 * MiB, starts
+    assert uploads(moto_s3, bucket) == []
+
+
+def test_a_stream_that_stays_short_or_corrupt_is_never_completed(
+    tmp_path: Path, cut_zenodo: tuple[ZenodoHandle, CuttingProxy], moto_s3: S3Server, bucket: str
+) -> None:
+    zen, cutter = cut_zenodo
+    # short.bin goes in parts (over the 6 MiB threshold), bad.bin as one PUT.
+    files = {"short.bin": os.urandom(9 * MiB), "bad.bin": os.urandom(5 * MiB + 77), "ok.txt": b"fine"}
+    rid = str(publish(zen, files)["id"])
+    zen.corrupt(rid, "bad.bin", offset=4 * MiB)
+    config = zenodo_config(tmp_path, zen, moto_s3.endpoint_url, bucket)
+    # Every download of short.bin dies at 6 MiB, every resume at once: resumes cannot help.
+    cutter.always, cutter.always_range = 6 * MiB, 300
+    env = _env(moto_s3)
+    failed = ferry(env, config, "upload", f"zenodo:{rid}", "--target", "cpg", "--stream")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "short.bin" in failed.stderr and "bad.bin" in failed.stderr
+    assert objects(moto_s3, bucket) == {f"{PREFIX}/{rid}/ok.txt/content": 4}  # nothing partial, nothing wrong
+    assert uploads(moto_s3, bucket) == []  # every started multipart upload aborted
+    assert len([r for _, r in cutter.seen if r is not None]) >= 3  # it did try to resume
+
+    cutter.always = cutter.always_range = None
+    again = ferry(env, config, "upload", f"zenodo:{rid}", "--target", "cpg", "--stream")
+    assert again.returncode == 1 and "bad.bin" in again.stderr  # still corrupt at the source
+    assert stored(moto_s3, bucket, f"{PREFIX}/{rid}/short.bin/content") == files["short.bin"]
+    assert f"{PREFIX}/{rid}/bad.bin/content" not in objects(moto_s3, bucket)
+    assert uploads(moto_s3, bucket) == []
+
+
+def test_stream_refused_for_a_target_without_streaming_put(tmp_path: Path, zenodo: ZenodoHandle) -> None:
+    rid = str(publish(zenodo, {"a.txt": b"a"})["id"])
+    shelf = tmp_path / "shelf"
+    config = tmp_path / "ferry.toml"
+    config.write_text(f'[source.zenodo]\nurl = "{zenodo.url}"\n\n[targets.shelf]\ntype = "local"\nurl = "{shelf}"\n')
+    done = ferry(dict(os.environ), config, "upload", f"zenodo:{rid}", "--target", "shelf", "--stream")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "targets.shelf" in done.stderr and "--stream" in done.stderr
+    assert not any(shelf.rglob("*")) if shelf.exists() else True
+
+
+# --- ferry bulk --stream: CERN records over XRootD (adler32), one over the zip threshold ------
+
+
+def _cern_files(recid: str, sizes: list[int]) -> list[dict[str, Any]]:
+    uri = f"root://eospublic.cern.ch/{BASE}/{recid}/f{{:02d}}_{recid}.dat"
+    return [{"uri": uri.format(j), "size": s, "checksum": ""} for j, s in enumerate(sizes)]
+
+
+@pytest.fixture(scope="module")
+def cern() -> Iterator[SyntheticSource]:
+    records = [
+        make_record("990001", _cern_files("990001", [7 * MiB + 123, 40_000]), ["Collision"]),
+        make_record("990002", _cern_files("990002", [1_500 + 97 * j for j in range(24)]), ["Simulated"]),
+    ]
+    with synthetic_source(records) as src:
+        yield src
+
+
+def test_bulk_stream_cern_records_adler32_no_zip(
+    tmp_path: Path, cern: SyntheticSource, moto_s3: S3Server, bucket: str
+) -> None:
+    config = tmp_path / "ferry.toml"
+    config.write_text(
+        f'[source.cernopendata]\nportal = "{cern.portal_url}"\n\n'
+        f'[targets.cpg]\ntype = "s3"\nurl = "s3://{bucket}/{PREFIX}"\nendpoint_url = "{moto_s3.endpoint_url}"\n'
+        "multipart_threshold = 6291456\npart_size = 5242880\n"
+    )
+    recids = tmp_path / "recids.txt"
+    recids.write_text("990001\n990002\n")
+    dest = tmp_path / "data"
+    args = ("bulk", "--recids", str(recids), "--target", "cpg", "--stream", "--dest", str(dest))
+    done = ferry(_env(moto_s3), config, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert staged(dest) == []
+    client = moto_s3.sync_client()
+    for recid in ("990001", "990002"):
+        want = cern.source_md5(recid)
+        listed = {f["uri"].rsplit("/", 1)[1]: f for f in cern.record(recid)["files"]}
+        for name, digest in want.items():
+            key = f"{PREFIX}/{recid}/{name}/content"  # each file as itself: 24 small files not zipped
+            assert md5(stored(moto_s3, bucket, key)) == digest
+            meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
+            assert meta["ferry-adler32"] == str(listed[name]["checksum"]).split(":")[-1]
+        assert len([k for k in objects(moto_s3, bucket) if k.startswith(f"{PREFIX}/{recid}/")]) == len(want)
+    assert uploads(moto_s3, bucket) == []
+
+    again = ferry(_env(moto_s3), config, *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert staged(dest) == []
