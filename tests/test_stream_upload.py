@@ -70,7 +70,10 @@ class CuttingProxy:
             with self._lock:
                 self.seen.append((line, ranges))
                 cut = self.cuts.pop(0) if self.cuts else self.always if ranges is None else self.always_range
-        upstream.sendall(head)
+        # One request per connection (so every request is seen and can be cut): the server
+        # is asked to close after its answer, and so the client never reuses it.
+        first, _, rest = head.partition(b"\r\n")
+        upstream.sendall(first + b"\r\nConnection: close\r\n" + rest)
         threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
         sent = 0
         try:
@@ -130,6 +133,8 @@ def _env(server: S3Server, proxy: S3Proxy | None = None) -> dict[str, str]:
 
 
 def ferry(env: dict[str, str], config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if "--dest" not in args:  # the ledger lives in --dest: never the working directory's ./data
+        args = (*args, "--dest", str(config.parent / "data"))
     cmd = [sys.executable, "-m", "ferry.cli", "--config", str(config), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
