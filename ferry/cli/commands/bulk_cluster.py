@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 from download.sources.cache import OrderDecision
 from ferry.core.config import Config, Limits
+from ferry.core.errors import ConfigError
 from ferry.core.model import Record
 from ferry.progress import BulkProgress
 from pipeline.bulk import BulkReport
 from pipeline.context import RecordResult
-from pipeline.runners.dask import connect, run_on_cluster
 from pipeline.runtime import Run, RunSpec
 
 
@@ -43,6 +43,12 @@ async def run_cluster(
     def on_result(result: RecordResult) -> None:
         progress.record_done(ok=result.status != "failed")
 
+    # Imported here, not at the top: Dask is an optional extra, and `ferry bulk` without
+    # --cluster must work where it is not installed (the worker module imports distributed).
+    try:
+        from pipeline.runners.dask import connect, run_on_cluster
+    except ImportError as exc:
+        raise ConfigError("--cluster needs Dask distributed: pip install 'dataferry[cluster]'") from exc
     async with connect(args.cluster, threads=limits.records_in_flight, config_file=args.cluster_config) as client:
         return await run_on_cluster(
             client, spec, order, record, stats=ctx.stats, ledger=ctx.ledger, on_result=on_result
