@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -183,7 +184,10 @@ async def _fetch(
     try:
         batch: list[bytes] = []
         batched = 0
-        async with contextlib.aclosing(reader(target, target.name).read_file(rec, row.path, start=offset)) as chunks:
+        # A killed run may leave a whole part (all bytes written, not yet placed): nothing
+        # is left to ask for (a Range from the end is a 416 on S3); its sha256 decides below.
+        wanted = reader(target, target.name).read_file(rec, row.path, start=offset) if offset < row.size else _nothing()
+        async with contextlib.aclosing(wanted) as chunks:
             async for chunk in chunks:
                 offset += len(chunk)
                 if offset > row.size:
@@ -211,6 +215,11 @@ async def _fetch(
     st = FileStat.of(part.stat())
     await asyncio.to_thread(_place, part, dest)
     return st
+
+
+async def _nothing() -> AsyncGenerator[bytes, None]:
+    return
+    yield b""  # an async generator with no items
 
 
 def _resume(part: Path, size: int) -> tuple[MultiHasher, int]:
