@@ -216,6 +216,10 @@ def test_target_down_for_a_while_then_back(
         # Uploads in flight when the stand-in went down stalled ~60 s (one read timeout)
         # before failing: over a minute, too long for CI (docs/reliability.md).
         pytest.skip("Zenodo target down: --long only (the in-flight uploads stall ~60 s)")
+    if target.kind == "s3" and not long_run:
+        # Failed 1 of 3 short runs on a loaded machine (2026-12-03), cause not found yet:
+        # kept out of CI until it is (docs/reliability.md), run with --long.
+        pytest.skip("S3 target down: --long only (flaky in the short form, cause open)")
     back: list[float] = []
 
     def outage() -> None:
