@@ -197,6 +197,12 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
     config.write_text(json.dumps(identities))
     data = workdir / "data"
     data.mkdir()
+    # Each new bucket is a collection, and the master grows 7 volumes for one by default; with
+    # slots = free disk / volume size, a session ran out after ~40 buckets ("no free volumes
+    # left": PutObject answers InternalError). One volume per collection and a fixed, generous
+    # slot count (volumes are sparse files) keep a whole test session inside the limit.
+    # weed reads master.toml from its working directory.
+    (workdir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_other = 1\n")
     # Every listener on a port of its own (gRPC ports default to HTTP + 10000, which may be taken).
     flags = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc"]
     flags += ["filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc"]
@@ -215,7 +221,7 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
         f"-s3.localSocket={workdir / 's3.sock'}",
         f"-filer.localSocket={workdir / 'filer.sock'}",
         "-master.volumeSizeLimitMB=256",  # small volumes: the default 30 GiB preallocates nothing but plans big
-        "-volume.max=0",
+        "-volume.max=5000",
         "-volume.preStopSeconds=0",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
