@@ -7,6 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
+# Test workers (pytest-xdist): most tests wait on servers they start, not on CPU, so 4
+# workers on a 2-core machine cut the suite from ~18 to ~7 minutes (measured 2026-12-03).
+PYTEST_WORKERS ?= 4
 # nrp-cmd needs Python >= 3.12: its own venv (tests/test_official_clients_nrp.py uses it).
 NRP_VENV   := .venv-nrp
 NRP_STAMP  := $(NRP_VENV)/.installed
@@ -61,7 +64,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 pytest: setup nrp-venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 test: setup lint typecheck pytest
 

@@ -108,7 +108,9 @@ async def _open_revision(
             f"revision {recid} is incomplete in the archive (no manifest yet): its upload has not finished"
         )
     data, manifest = await fetch_manifest(target, rec, listed)
-    await asyncio.to_thread(atomic_write_bytes, root / MANIFEST_NAME, data)
+    # The temporary file lives in the state folder: a kill -9 before the rename must not
+    # leave a stray file in the user's tree (the kill matrix found one there).
+    await asyncio.to_thread(atomic_write_bytes, root / MANIFEST_NAME, data, tmp_dir=root / STATE_DIR / "tmp")
     return rec, remote, manifest
 
 

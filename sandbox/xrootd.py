@@ -177,7 +177,7 @@ class XRootDServer:
             raise XRootDError(f"data root {self.data_root} is not a directory")
         check_readable_by(self.data_root, self.user)
         self._make_run_dir()
-        attempts = 1 if self.requested_port else 3
+        attempts = 3
         for attempt in range(attempts):
             self.port = self.requested_port or free_port()
             try:
@@ -187,9 +187,15 @@ class XRootDServer:
                 return self
             except XRootDError as exc:
                 tail = self.log_tail()
+                code = self.process.poll() if self.process is not None else None
                 self.stop(_keep_run_dir=True)
-                # Another process may have taken the free port between probe and bind.
-                if "already in use" in tail and attempt + 1 < attempts:
+                # Another process may have taken the free port between probe and bind; and
+                # xrootd 5 now and then dies of SIGSEGV before its first log line when
+                # several start at once (seen with parallel test workers): both are retried.
+                port_taken = "already in use" in tail and not self.requested_port
+                crashed = code is not None and code < 0
+                if (port_taken or crashed) and attempt + 1 < attempts:
+                    log.warning("xrootd start-up failed (%s), trying again", exc)
                     continue
                 self._remove_run_dir()
                 raise XRootDError(f"{exc}\n--- xrootd log tail ({self.log_path}) ---\n{tail}") from None

@@ -390,10 +390,14 @@ def test_records_file_without_recids_downloads_all(tmp_path: Path, sandbox_sourc
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(str(r["recid"]) for r in subset)
 
 
-async def test_progress_bar_and_summary_lines() -> None:
+async def test_progress_bar_and_summary_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
     from ferry.progress import Progress
+
+    # The bar is cut to the terminal's width; a narrow one (a test worker's) would cut the
+    # "1 active" this test looks for.
+    monkeypatch.setenv("COLUMNS", "200")
 
     tty = io.StringIO()
     progress = Progress(stream=tty, tty=True)

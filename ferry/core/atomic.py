@@ -103,6 +103,6 @@ class AtomicWriter:
             self.abort()
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mkdirs: bool = True) -> None:
-    with AtomicWriter(path, mkdirs=mkdirs) as out:
+def atomic_write_bytes(path: Path, data: bytes, *, mkdirs: bool = True, tmp_dir: Path | None = None) -> None:
+    with AtomicWriter(path, mkdirs=mkdirs, tmp_dir=tmp_dir) as out:
         out.write(data)
