@@ -23,17 +23,17 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from download.base import ByteFetcher, Source
 from ferry.core.checksums import Checksum
 from ferry.core.errors import AuthError, ConfigError, FerryError, InputError
 from ferry.core.model import FileEntry, Record
-from ferry.core.retry import RetryPolicy, retry
-from pipeline.stream import expected_of, source_stream
+from pipeline.mirror_file import FileOutcome, FileStep
+from pipeline.stream import expected_of
 from stats.events import StatsWriter
-from upload.targets.base import RemoteFile, RemoteRecord
+from upload.targets.base import RemoteRecord
 from upload.targets.s3 import CONTENT, LATEST, S3Target
 from upload.targets.s3_lock import S3Lock
 from upload.targets.s3_upload import b64
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
 LOCK = ".ferry-mirror.lock"
 MiB = 1024 * 1024
+
+# Step 3 done elsewhere (``pipeline.runners.dask_mirror``): every file's outcome, when all are done.
+FilesStep = Callable[[RemoteRecord, Sequence[FileEntry], dict[str, Checksum]], Awaitable[Sequence[FileOutcome]]]
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Mirror:
         *,
         stats: StatsWriter | None = None,
         url_for: Callable[[str], str] = str,
+        files_step: FilesStep | None = None,
     ) -> None:
         if not isinstance(target, S3Target) or target.options.layout != "versioned":
             raise ConfigError(f"target {target.name}: ferry mirror needs an s3 target with layout = 'versioned'")
@@ -122,6 +126,8 @@ class Mirror:
         self.stats = stats or StatsWriter(None)
         self.url_for = url_for  # a file URI -> the URL to fetch (CERN over https: Transport.url_for)
         self.result = MirrorResult()
+        self.step = FileStep(target, fetcher_for, self.stats, url_for=url_for, window=opts.window, retries=opts.retries)
+        self.files_step = files_step  # None: this process streams the files itself
 
     async def run(self, record_id: str) -> MirrorResult:
         record = await self.source.resolve(record_id)
@@ -183,6 +189,13 @@ class Mirror:
     # --- step 3: the version -----------------------------------------------------------
 
     async def _versions(self, rec: RemoteRecord, files: Sequence[FileEntry], wanted: dict[str, Checksum]) -> None:
+        if self.files_step is not None:
+            # Elsewhere (a Dask cluster): the outcomes come back, this process keeps the result.
+            for outcome in await self.files_step(rec, files, wanted):
+                if outcome.auth:
+                    raise AuthError(outcome.error or "credentials refused", recid=rec.recid, file=outcome.key)
+                self._note(outcome)
+            return
         slots = asyncio.Semaphore(max(1, self.opts.jobs))
         tasks = [asyncio.create_task(self._one(rec, f, wanted[f.key], slots)) for f in files]
         try:
@@ -196,54 +209,16 @@ class Mirror:
             raise
 
     async def _one(self, rec: RemoteRecord, entry: FileEntry, expected: Checksum, slots: asyncio.Semaphore) -> None:
-        key, size = entry.key, entry.size or 0
         async with slots:
-            there = await self.target.stat(rec.recid, key)
-            if there is not None and there.matches(size, expected):
-                self.result.skipped.append(key)
-                self.stats.record("upload", "skipped", rec.recid, key, bytes=size, reason="same size and checksum")
-                return
-            if await self._reuse(rec, key, size, expected):
-                return
-            url = self.url_for(entry.uri)
-            fetcher = self.fetcher_for(url)
-            event = self.stats.open("upload", rec.recid, key, bytes=size, transfer=self.target.plan_file(size))
-            tries = 0
+            self._note(await self.step.run(rec, entry, expected))
 
-            async def put() -> RemoteFile:
-                nonlocal tries
-                tries += 1
-                return await self.target.put_stream(
-                    rec, key, lambda: source_stream(fetcher, url, size, window=self.opts.window), size, expected
-                )
-
-            try:
-                await retry(put, policy=RetryPolicy(attempts=max(1, self.opts.retries)), what=f"mirror {key}")
-            except AuthError:
-                event.close("failed", error=None)
-                raise
-            except FerryError as exc:
-                event.attempts = tries
-                event.close("failed", error=exc)
-                self.result.failed[key] = str(exc)
-                return
-            event.attempts = tries
-            event.close("ok")
-            self.result.sent.append(key)
-            self.result.bytes_sent += size
-
-    async def _reuse(self, rec: RemoteRecord, key: str, size: int, expected: Checksum) -> bool:
-        """A file unchanged since the version latest/ shows: copied server-side, not streamed."""
-        latest = self.target.latest_record()
-        there = await self.target.stat(latest.recid, key)
-        if there is None or not there.matches(size, expected):
-            return False
-        await self.target.copy_file(latest, key, rec, key)
-        self.result.reused.append(key)
-        self.stats.record(
-            "upload", "ok", rec.recid, key, bytes=0, reason="server-side copy of the same bytes in latest/"
-        )
-        return True
+    def _note(self, outcome: FileOutcome) -> None:
+        result = self.result
+        if outcome.action == "failed":
+            result.failed[outcome.key] = outcome.error or outcome.error_kind or "failed"
+            return
+        {"sent": result.sent, "skipped": result.skipped, "reused": result.reused}[outcome.action].append(outcome.key)
+        result.bytes_sent += outcome.bytes_sent
 
     # --- step 4: latest/ ----------------------------------------------------------------
 

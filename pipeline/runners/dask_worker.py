@@ -191,11 +191,13 @@ class SharedIntentLedger(Ledger):
 
 
 class CaptureStats(StatsWriter):
-    """Stats rows kept in memory per record, handed back with each task's result."""
+    """Stats rows kept in memory per (record, file), handed back with each task's result:
+    a record task takes all its record's rows, a mirror's file task only its file's (the
+    other files of the record may be in flight on the same worker)."""
 
     def __init__(self, run_id: str | None, redact: tuple[str, ...], worker: str) -> None:
         super().__init__(None, run_id, redact=redact, worker=worker)
-        self._rows: dict[str | None, list[dict[str, Any]]] = {}
+        self._rows: dict[tuple[str | None, str | None], list[dict[str, Any]]] = {}
 
     def write(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -207,11 +209,14 @@ class CaptureStats(StatsWriter):
                 for key, value in row.items():
                     if isinstance(value, str) and secret in value:
                         row[key] = value.replace(secret, "***")
-            self._rows.setdefault(row.get("recid"), []).append(row)
+            self._rows.setdefault((row.get("recid"), row.get("file")), []).append(row)
 
-    def take(self, recid: str) -> tuple[dict[str, Any], ...]:
+    def take(self, recid: str, file: str | None = None) -> tuple[dict[str, Any], ...]:
+        """The rows of ``recid`` (only of its ``file`` when given), plus rows of no record."""
         with self._lock:
-            return tuple(self._rows.pop(recid, []) + self._rows.pop(None, []))
+            keys = [(recid, file)] if file is not None else [k for k in self._rows if k[0] == recid]
+            keys += [k for k in self._rows if k[0] is None]
+            return tuple(row for k in keys for row in self._rows.pop(k, []))
 
 
 def worker_name() -> str:

@@ -102,6 +102,9 @@ class S3Target:
         self._client_lock = asyncio.Lock()
         self._started = time.time()
         self._cleanups: dict[str, asyncio.Future[None]] = {}
+        # False where other processes write the same record at once (a Dask worker of
+        # ``ferry mirror --cluster``): their uploads are live, the client sweeps after all.
+        self.abort_abandoned = True
         self._opened: set[str] = set()
 
     @classmethod
@@ -428,6 +431,8 @@ class S3Target:
         """Once per record and run: abort unfinished uploads of this record's keys left by
         earlier runs (started before this target was made), so no orphan parts are billed.
         Every put of the record waits for it, so none of this run's uploads is among them."""
+        if not self.abort_abandoned:
+            return
         task = self._cleanups.get(recid)
         if task is None:
             task = self._cleanups[recid] = asyncio.ensure_future(self._abort_uploads(recid))

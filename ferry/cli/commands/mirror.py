@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from download.base import Source
 from download.sources import SourceDeps, open_source, split_spec
 from download.transport import Transport
 from ferry.core.config import Config, TargetConfig
@@ -14,6 +15,8 @@ from pipeline.mirror import Mirror, MirrorOptions, MirrorResult
 from pipeline.runtime import confirm_production, make_target
 from stats.events import StatsWriter
 from upload.targets.s3 import S3Target
+
+from .bulk_cluster import add_cluster_arguments
 
 DESCRIPTION = """\
 Mirror every file of a source record (zenodo:ID, zenodo:concept:ID for its latest
@@ -62,6 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--stats-dir", metavar="DIR")
     p.add_argument("--yes", action="store_true", help="allow writing to a target marked production = true")
     p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing anywhere")
+    add_cluster_arguments(p)  # one Dask task per file (docs/cluster.md)
     p.set_defaults(func=run)
 
 
@@ -74,9 +78,22 @@ def target_config(config: Config, name: str) -> TargetConfig:
     return tcfg
 
 
+def check_cluster_options(args: argparse.Namespace) -> None:
+    """What ``--cluster`` cannot honour is refused before anything is read or written."""
+    if args.cluster_config and not args.cluster:
+        raise InputError("--cluster-config goes with --cluster htcondor|slurm|pbs|sge|lsf")
+    if not args.cluster:
+        return
+    if args.dry_run:
+        raise InputError("--dry-run reads the target from here and writes nothing: run it without --cluster")
+    if args.cluster.startswith(("local", "tcp://", "tls://", "ws")) and args.cluster_config:
+        raise InputError(f"--cluster-config is for a batch system, not --cluster {args.cluster}")
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise InputError("--jobs must be at least 1")
+    check_cluster_options(args)
     tcfg = target_config(config, args.target)
     confirm_production(tcfg, yes=args.yes, dry_run=args.dry_run)
     result = asyncio.run(_run(args, config, tcfg))
@@ -104,10 +121,13 @@ async def _run(args: argparse.Namespace, config: Config, tcfg: TargetConfig) -> 
         source_spec=args.source,
     )
     event = stats.open("run", reason=f"mirror {args.source} {args.target}", target=tcfg.name)
+    record_id = ident if name == "cernopendata" else args.source
     try:
-        result = await Mirror(source, transport.fetcher_for, target, opts, stats=stats, url_for=transport.url_for).run(
-            ident if name == "cernopendata" else args.source
-        )
+        if args.cluster:
+            result = await _run_cluster(args, config, tcfg, source, transport, target, opts, stats, record_id)
+        else:
+            mirror = Mirror(source, transport.fetcher_for, target, opts, stats=stats, url_for=transport.url_for)
+            result = await mirror.run(record_id)
         event.close("dry-run" if opts.dry_run else ("ok" if result.ok else "failed"))
         return result
     except BaseException as exc:
@@ -118,6 +138,37 @@ async def _run(args: argparse.Namespace, config: Config, tcfg: TargetConfig) -> 
         await source.close()
         await transport.close()
         stats.close()
+
+
+async def _run_cluster(
+    args: argparse.Namespace,
+    config: Config,
+    tcfg: TargetConfig,
+    source: Source,
+    transport: Transport,
+    target: S3Target,
+    opts: MirrorOptions,
+    stats: StatsWriter,
+    record_id: str,
+) -> MirrorResult:
+    """The same mirror with every file a Dask task; resolve, lock and latest/ stay here."""
+    # Imported here: Dask is an optional extra, `ferry mirror` without --cluster needs none.
+    try:
+        from pipeline.runners.dask import WorkerRows, connect
+        from pipeline.runners.dask_mirror import ClusterFiles, MirrorSpec
+    except ImportError as exc:
+        raise ConfigError("--cluster needs Dask distributed: pip install 'dataferry[cluster]'") from exc
+    spec = MirrorSpec(config, tcfg, config.limits, stats.run_id, window=opts.window, retries=opts.retries)
+    rows = WorkerRows(args.stats_dir, stats.run_id)
+    try:
+        async with connect(args.cluster, threads=opts.jobs, config_file=args.cluster_config) as client:
+            files = ClusterFiles(client, spec, target, rows)
+            mirror = Mirror(
+                source, transport.fetcher_for, target, opts, stats=stats, url_for=transport.url_for, files_step=files
+            )
+            return await mirror.run(record_id)
+    finally:
+        rows.close()
 
 
 def report(result: MirrorResult, *, dry_run: bool) -> int:
