@@ -65,6 +65,11 @@ class _Window(Throttler):
     def take(self, now: float) -> None:
         self._task_logs.append(now)
 
+    def give_back(self) -> None:
+        """Forget the newest stamp (a refunded request); stamps are in order, newest last."""
+        if self._task_logs:
+            self._task_logs.pop()
+
     @property
     def used(self) -> int:
         self.flush()
@@ -105,6 +110,7 @@ class RateLimiter:
         self._paused_until = 0.0
         self.acquired = 0  # total requests let through (stats)
         self.waited_s = 0.0  # total time spent waiting for a slot (stats)
+        self.refunded = 0  # slots given back by requests that never reached the server
 
     @property
     def paused_until(self) -> float:
@@ -149,6 +155,13 @@ class RateLimiter:
                 await self._sleep(min(delay, 1.0))
         self.acquired += 1
         self.waited_s += self._clock() - start
+
+    def refund(self) -> None:
+        """Give back the newest slot: its request never reached the server (connection
+        refused), so the server did not count it either."""
+        for w in self._windows:
+            w.give_back()
+        self.refunded += 1
 
     async def __aenter__(self) -> None:
         await self.acquire()

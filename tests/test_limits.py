@@ -250,3 +250,41 @@ async def test_circuit_breaker_waiters_resume_after_probe() -> None:
 
     await asyncio.gather(*(caller(i) for i in range(5)))
     assert len(passed) == 5 and breaker.state == CLOSED
+
+
+async def test_rate_limiter_refund_gives_the_newest_slot_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, 10, minute=60, hour=3600, margin_s=0, clock=clock, sleep=clock.sleep)
+    for _ in range(2):
+        await limiter.acquire()
+        limiter.refund()  # neither reached the server
+    assert limiter.used() == (0, 0) and limiter.refunded == 2
+    await limiter.acquire()
+    await limiter.acquire()
+    assert clock.now == 1000.0  # both went at once: the refunds left the minute's room
+    limiter.refund()
+    limiter.refund()
+    limiter.refund()  # more refunds than slots: nothing below zero
+    assert limiter.used() == (0, 0)
+
+
+async def test_connection_refused_requests_do_not_spend_the_budget() -> None:
+    """A target that is down refuses connections: the retries against it are not the
+    server's requests, so they leave the per-minute budget whole (a 60 s stall with Zenodo's
+    100/min after a short outage, docs/reliability.md)."""
+    from ferry.core.errors import TargetUnavailable
+    from ferry.core.retry import RetryPolicy
+    from sandbox.xrootd import free_port
+    from upload.targets.http import HttpClient, Where
+
+    clock = FakeClock()
+    limiter = RateLimiter(3, 100, minute=60, hour=3600, clock=clock, sleep=clock.sleep)
+    http = HttpClient(f"http://127.0.0.1:{free_port()}/", None, limiter=limiter, policy=RetryPolicy(attempts=4, base=0))
+    try:
+        for _ in range(3):
+            with pytest.raises(TargetUnavailable, match="cannot connect"):
+                await http.request("GET", "api/x", Where("probe", "1"))
+    finally:
+        await http.aclose()
+    assert limiter.acquired == 12 and limiter.refunded == 12
+    assert limiter.used() == (0, 0) and clock.now == 1000.0  # no request waited for the window

@@ -144,6 +144,13 @@ class PausableLimiter(RequestLimiter, Protocol):
     def pause_for(self, seconds: float) -> None: ...
 
 
+@runtime_checkable
+class RefundableLimiter(RequestLimiter, Protocol):
+    """A limiter that takes back the slot of a request that never reached the server."""
+
+    def refund(self) -> None: ...
+
+
 class NoLimit:
     """A limiter that lets everything through (tests, targets without rate limits)."""
 

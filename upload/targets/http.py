@@ -44,7 +44,7 @@ from ferry.core.errors import (
 )
 from ferry.core.logs import register_secret
 from ferry.core.retry import RetryPolicy, retry, server_delay
-from upload.targets.base import NoLimit, PausableLimiter, Progress, RequestLimiter
+from upload.targets.base import NoLimit, PausableLimiter, Progress, RefundableLimiter, RequestLimiter
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,32 @@ class HttpClient:
 
         return await retry(attempt, policy=self.policy, retryable=retryable, what=f"{where.what} ({method})")
 
+    def _timeouts(self, read_timeout: float | None) -> dict[str, Any]:
+        """This request's own read timeout, only when given: aiohttp reads timeout=None as
+        "no timeouts at all"."""
+        if read_timeout is None:
+            return {}
+        return {
+            "timeout": aiohttp.ClientTimeout(
+                total=None, sock_connect=self._timeout.sock_connect, sock_read=read_timeout
+            )
+        }
+
+    def _no_answer(self, exc: BaseException, where: Where) -> FerryError:
+        """A request that got no answer, marked with whether it may have taken effect."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # Nothing reached the server: safe to repeat any request, and not one of the
+            # server's requests. Counted, the retries against a target that is down spent
+            # Zenodo's 100/min, and the run waited out the minute once it was back.
+            if isinstance(self._limiter, RefundableLimiter):
+                self._limiter.refund()
+            failed = TargetUnavailable(
+                f"{where.what}: cannot connect: {exc.os_error}", recid=where.recid, file=where.file
+            )
+            return _mark(failed, applied=False)
+        what = f"{where.what}: connection failed: {type(exc).__name__}: {exc}"
+        return _mark(TargetUnavailable(what, recid=where.recid, file=where.file), applied=True)
+
     async def _send(
         self,
         method: str,
@@ -279,32 +305,13 @@ class HttpClient:
             self.requests_sent += 1
             started = time.monotonic()
             try:
-                # Only when given: aiohttp reads timeout=None as "no timeouts at all".
-                extra: dict[str, Any] = {}
-                if read_timeout is not None:
-                    extra["timeout"] = aiohttp.ClientTimeout(
-                        total=None, sock_connect=self._timeout.sock_connect, sock_read=read_timeout
-                    )
-                async with session.request(method, url, data=data, params=params, headers=hdrs, **extra) as resp:
+                async with session.request(
+                    method, url, data=data, params=params, headers=hdrs, **self._timeouts(read_timeout)
+                ) as resp:
                     raw = await resp.read()
                     status, resp_headers, reason = resp.status, dict(resp.headers), resp.reason or ""
-            except aiohttp.ClientConnectorError as exc:
-                # Nothing reached the server: safe to repeat any request.
-                raise _mark(
-                    TargetUnavailable(
-                        f"{where.what}: cannot connect: {exc.os_error}", recid=where.recid, file=where.file
-                    ),
-                    applied=False,
-                ) from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise _mark(
-                    TargetUnavailable(
-                        f"{where.what}: connection failed: {type(exc).__name__}: {exc}",
-                        recid=where.recid,
-                        file=where.file,
-                    ),
-                    applied=True,
-                ) from exc
+                raise self._no_answer(exc, where) from exc
             finally:
                 # aiohttp stops reading a body once Content-Length bytes are sent, leaving the
                 # generator suspended with its file open: close it now, not at garbage collection.
