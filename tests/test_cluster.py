@@ -66,14 +66,17 @@ def _children(pid: int) -> list[int]:
 
 
 def _worker_pids(pid: int) -> list[int]:
-    """The Dask worker processes the ferry client started (multiprocessing children)."""
+    """The Dask worker processes the ferry client started: the children of its fork server
+    (local workers are forked from one, pipeline.runners.dask), or spawned children."""
     pids = []
     for child in _children(pid):
         try:
             cmd = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
+        if b"forkserver" in cmd:
+            pids += _children(child)
+        elif b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
             pids.append(child)
     return pids
 

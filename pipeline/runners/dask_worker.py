@@ -48,6 +48,11 @@ from pipeline.runtime import Run, RunParts, RunSpec, open_run
 from stats.events import StatsWriter
 
 PAUSE_POLL_S = 1.0  # how often a worker looks for a pause another worker published
+# Request stamps a worker may have sent but not yet published on the scheduler. Publishing
+# before every request cost a scheduler round trip each (~0.1 s per record of ~10 requests,
+# measured: bench_cluster, docs/benchmarks.md); a worker taking over a slot counts this
+# many requests as spent, so a predecessor killed with them unpublished cannot overspend.
+UNPUBLISHED_MAX = 8
 
 # A record's verified files as the ledgers keep them: (key, size, checksum).
 VerifiedFiles = tuple[tuple[str, int | None, Checksum | None], ...]
@@ -100,7 +105,9 @@ class ClusterLimiter:
     The budget is split in ``slots`` equal shares. A worker claims a free slot (a Dask lock
     per slot, released by the scheduler when its holder dies) and starts from the slot's
     published request times, so a restarted or replacement worker cannot spend a share
-    twice. Request times are published on the scheduler before each request is sent.
+    twice. Request times are published on the scheduler in the background, at most
+    ``UNPUBLISHED_MAX`` behind (a request waits for the publish past that), and a slot
+    taken over from an earlier holder starts with that many requests counted as spent.
     """
 
     def __init__(self, per_minute: int, per_hour: int, *, run_id: str, client: Any, slots: int) -> None:
@@ -108,11 +115,17 @@ class ClusterLimiter:
         self._client = client
         self.slot = self._claim(slots)
         self.local = RateLimiter(max(1, per_minute // slots), max(1, per_hour // slots))
-        spent = client.get_metadata(self._slot_key, [])
+        spent = client.get_metadata(self._slot_key, None)
         offset = time.monotonic() - time.time()  # wall-clock stamps -> this process's clock
-        self.local.preload(float(t) + offset for t in spent)
+        if spent is not None:  # an earlier holder: its last requests may be unpublished
+            now = time.monotonic()
+            self.local.preload([*(float(t) + offset for t in spent), *([now] * UNPUBLISHED_MAX)])
+        else:
+            client.set_metadata(self._slot_key, [])  # held: a successor will know
         self._polled = 0.0
         self._publishing = asyncio.Lock()
+        self._unpublished = 0
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def _slot_key(self) -> list[str]:
@@ -148,12 +161,27 @@ class ClusterLimiter:
             if remaining > 0:
                 self.local.pause_for(remaining)
         await self.local.acquire()
+        self._unpublished += 1
+        if self._unpublished > UNPUBLISHED_MAX:
+            await self._publish_stamps()  # too far behind: this request waits for it
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._unpublished:
+            await self._publish_stamps()
+
+    async def _publish_stamps(self) -> None:
         # One publish at a time, each a snapshot taken under the lock: a later snapshot holds
         # every earlier stamp, so an older list can never overwrite a newer one.
         async with self._publishing:
+            taken = self._unpublished
+            if not taken:
+                return
             offset = time.time() - time.monotonic()
             stamps = [t + offset for t in self.local.stamps()]
             await asyncio.to_thread(self._client.set_metadata, self._slot_key, stamps)
+            self._unpublished -= taken
 
     async def __aexit__(self, *exc: object) -> None:
         return None
