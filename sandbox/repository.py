@@ -158,42 +158,57 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
     user = repo.tokens.get(token) if token else None
     request[USER_KEY] = user
-    key = f"user:{user}" if user is not None else f"ip:{request.remote}"
-    if opts.force_429 > 0:
-        opts.force_429 -= 1
-        allowed, rate = False, _forced_429_headers(opts)
-    else:
-        allowed, rate = request.app[TRAFFIC].limiter.hit(key, opts.rate_per_minute, opts.rate_per_hour)
+    allowed, rate = _rate_check(request, opts, user)
     try:
         if not allowed:
             raise ApiError(429, "Too many requests. Please slow down.")
         if token is not None and user is None:
             raise ApiError(401, "The server could not verify that you are authorized to access the URL requested.")
-        if opts.latency_ms > 0:
-            await asyncio.sleep(opts.latency_ms / 1000)
-        target = f"{request.method} {request.path}"
-        faulty = not opts.error_match or re.search(opts.error_match, target) is not None
-        if faulty and opts.error_rate > 0 and repo.rng.random() < opts.error_rate:
-            if repo.rng.random() < 0.5:
-                raise ApiError(503, "Service temporarily unavailable.", headers={"Retry-After": str(opts.retry_after)})
-            raise ApiError(500, "Internal server error.")
-        response = await handler(request)
-        if faulty and opts.error_after_rate > 0 and repo.rng.random() < opts.error_after_rate:
-            # The work is done, but the client never learns it (a proxy timed out).
-            raise ApiError(504 if repo.rng.random() < 0.5 else 502, "Gateway timeout.")
+        response = await _with_faults(request, handler, repo)
     except ApiError as exc:
         if opts.echo_auth:  # a careless server quoting the request in its error
             exc.message += f" (request: {request.method} {request.path}, Authorization: {header})"
         response = exc.response()
     except web.HTTPException as exc:
-        message = "The requested URL was not found on the server." if exc.status == 404 else exc.reason
-        if opts.echo_auth:
-            message = f"{message} (Authorization: {header})"
-        response = json_response({"status": exc.status, "message": message}, exc.status)
+        response = _http_error(exc, opts, header)
     response.headers.update(rate)
     if opts.echo_auth:
         response.headers["X-Echo-Authorization"] = header
     return response
+
+
+def _rate_check(request: web.Request, opts: RepositoryOptions, user: int | None) -> tuple[bool, dict[str, str]]:
+    """(allowed, rate-limit headers): a forced 429 first, else the per-user/per-IP limiter."""
+    if opts.force_429 > 0:
+        opts.force_429 -= 1
+        return False, _forced_429_headers(opts)
+    key = f"user:{user}" if user is not None else f"ip:{request.remote}"
+    return request.app[TRAFFIC].limiter.hit(key, opts.rate_per_minute, opts.rate_per_hour)
+
+
+async def _with_faults(request: web.Request, handler: Handler, repo: Repo) -> web.StreamResponse:
+    """Run the handler with the configured latency and injected errors (before it, or after the work is done)."""
+    opts = repo.options
+    if opts.latency_ms > 0:
+        await asyncio.sleep(opts.latency_ms / 1000)
+    target = f"{request.method} {request.path}"
+    faulty = not opts.error_match or re.search(opts.error_match, target) is not None
+    if faulty and opts.error_rate > 0 and repo.rng.random() < opts.error_rate:
+        if repo.rng.random() < 0.5:
+            raise ApiError(503, "Service temporarily unavailable.", headers={"Retry-After": str(opts.retry_after)})
+        raise ApiError(500, "Internal server error.")
+    response = await handler(request)
+    if faulty and opts.error_after_rate > 0 and repo.rng.random() < opts.error_after_rate:
+        # The work is done, but the client never learns it (a proxy timed out).
+        raise ApiError(504 if repo.rng.random() < 0.5 else 502, "Gateway timeout.")
+    return response
+
+
+def _http_error(exc: web.HTTPException, opts: RepositoryOptions, header: str) -> web.Response:
+    message = "The requested URL was not found on the server." if exc.status == 404 else exc.reason
+    if opts.echo_auth:
+        message = f"{message} (Authorization: {header})"
+    return json_response({"status": exc.status, "message": message}, exc.status)
 
 
 def _forced_429_headers(opts: RepositoryOptions) -> dict[str, str]:

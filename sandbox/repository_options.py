@@ -8,6 +8,7 @@ the runtime admin endpoint (`POST /_sandbox/config {"error_rate": 0.1}`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -105,6 +106,30 @@ _LITERALS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError("not a boolean")
+        return value.lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("not an integer")
+    return int(value)
+
+
+def _to_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return [str(v) for v in value]
+
+
+# One converter per field type name; anything else (str, Optional[str]) is kept as text.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {"bool": _to_bool, "int": _to_int, "float": float}
+
+
 def _convert(name: str, type_name: Any, value: Any) -> Any:
     """Coerce one knob value; strings are accepted for every type (CLI flags)."""
     kind = str(type_name)
@@ -113,23 +138,9 @@ def _convert(name: str, type_name: Any, value: Any) -> Any:
             if value not in _LITERALS[name]:
                 raise ValueError(f"must be one of {', '.join(_LITERALS[name])}")
             return value
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError("not a boolean")
-                return value.lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError("not an integer")
-            return int(value)
-        if kind == "float":
-            return float(value)
         if kind.startswith("list"):
-            if isinstance(value, str):
-                return [v for v in value.split(",") if v]
-            return [str(v) for v in value]
-        return str(value)
+            return _to_list(value)
+        return _CONVERTERS.get(kind, str)(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"knob {name}: {value!r}: {exc}") from exc
 

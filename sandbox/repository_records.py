@@ -410,32 +410,18 @@ def _page(hits: list[Obj], page: int, size: int, root: str, params: dict[str, st
     }
 
 
+Face = tuple[Obj, Obj, str]  # (doc, the face a search sees, "draft" or "record")
+
+
 def _search(repo: Repo, request: web.Request, docs: list[Obj], *, user_search: bool, root: str) -> web.Response:
     page, size = _paging(request)
     try:
         query = parse_query(request.query.get("q", ""))
     except QuerySyntaxError as exc:
         fail(400, f"Invalid query string syntax: {exc}.")
-    all_versions = request.query.get("allversions", "").lower() in ("1", "true", "yes")
-    published_filter = request.query.get("is_published", "").lower()
-    faces: list[tuple[Obj, Obj, str]] = []  # (doc, face, kind)
-    for doc in docs:
-        if user_search:
-            face, kind = (doc["draft"], "draft") if doc["draft"] is not None else (doc["record"], "record")
-        else:
-            face, kind = doc["record"], "record"
-        if face is None:
-            continue
-        if published_filter in ("true", "false") and face["is_published"] != (published_filter == "true"):
-            continue
-        faces.append((doc, face, kind))
-    if not all_versions:
-        latest: dict[str, tuple[Obj, Obj, str]] = {}
-        for item in faces:
-            current = latest.get(item[0]["parent"])
-            if current is None or item[0]["index"] > current[0]["index"]:
-                latest[item[0]["parent"]] = item
-        faces = list(latest.values())
+    faces = _visible_faces(docs, request.query.get("is_published", "").lower(), user_search=user_search)
+    if request.query.get("allversions", "").lower() not in ("1", "true", "yes"):
+        faces = _latest_versions(faces)
     faces = [item for item in faces if matches(item[1], query)]
     sort = request.query.get("sort", "newest")
     faces.sort(key=lambda item: item[0]["created"], reverse=sort != "oldest")
@@ -449,6 +435,31 @@ def _search(repo: Repo, request: web.Request, docs: list[Obj], *, user_search: b
         hits.append(hit)
     params = {k: v for k, v in request.query.items() if k not in ("page", "size")}
     return json_response(_page(hits, page, size, root, params))
+
+
+def _visible_faces(docs: list[Obj], published_filter: str, *, user_search: bool) -> list[Face]:
+    """The face of each doc a search sees: the owner's draft if any (user search), else the record."""
+    faces: list[Face] = []
+    for doc in docs:
+        if user_search:
+            face, kind = (doc["draft"], "draft") if doc["draft"] is not None else (doc["record"], "record")
+        else:
+            face, kind = doc["record"], "record"
+        if face is None:
+            continue
+        if published_filter in ("true", "false") and face["is_published"] != (published_filter == "true"):
+            continue
+        faces.append((doc, face, kind))
+    return faces
+
+
+def _latest_versions(faces: list[Face]) -> list[Face]:
+    latest: dict[str, Face] = {}
+    for item in faces:
+        current = latest.get(item[0]["parent"])
+        if current is None or item[0]["index"] > current[0]["index"]:
+            latest[item[0]["parent"]] = item
+    return list(latest.values())
 
 
 async def search_user_records(request: web.Request) -> web.Response:

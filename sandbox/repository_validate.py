@@ -9,6 +9,7 @@ returns (cleaned body, errors) so the caller can do either.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 Errors = list[dict[str, Any]]
@@ -125,32 +126,56 @@ def validate_draft(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Er
     return clean, errors
 
 
-def _check_field(name: str, value: Any) -> Errors:
-    path = f"metadata.{name}"
-    if name == "resource_type":
-        if not isinstance(value, dict) or "id" not in value:
-            return [_err(f"{path}.id", MISSING)]
-        if value["id"] not in RESOURCE_TYPES:
-            return [_err(path, f"The resource type '{value['id']}' does not exist.")]
-        return []
-    if name == "title":
-        if not isinstance(value, str):
-            return [_err(path, "Not a valid string.")]
-        if len(value.strip()) < 3:
-            return [_err(path, "Shorter than minimum length 3.")]
-        return []
-    if name == "publication_date":
-        return [] if valid_edtf(value) else [_err(path, "Please provide a valid date or interval.")]
-    if name == "creators":
-        return _check_creators(path, value)
-    if name in ("description", "publisher", "version", "experiment", "dataset_type", "copyright"):
-        return [] if isinstance(value, str) else [_err(path, "Not a valid string.")]
-    if name in ("recid", "number_of_events"):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return [] if ok else [_err(path, "Not a valid integer.")]
-    if name in ("subjects", "rights", "dates", "identifiers", "related_identifiers", "file_types", "languages"):
-        return [] if isinstance(value, list) else [_err(path, "Not a valid list.")]
+def _check_resource_type(path: str, value: Any) -> Errors:
+    if not isinstance(value, dict) or "id" not in value:
+        return [_err(f"{path}.id", MISSING)]
+    if value["id"] not in RESOURCE_TYPES:
+        return [_err(path, f"The resource type '{value['id']}' does not exist.")]
     return []
+
+
+def _check_title(path: str, value: Any) -> Errors:
+    if not isinstance(value, str):
+        return [_err(path, "Not a valid string.")]
+    if len(value.strip()) < 3:
+        return [_err(path, "Shorter than minimum length 3.")]
+    return []
+
+
+def _check_date(path: str, value: Any) -> Errors:
+    return [] if valid_edtf(value) else [_err(path, "Please provide a valid date or interval.")]
+
+
+def _check_string(path: str, value: Any) -> Errors:
+    return [] if isinstance(value, str) else [_err(path, "Not a valid string.")]
+
+
+def _check_integer(path: str, value: Any) -> Errors:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return [] if ok else [_err(path, "Not a valid integer.")]
+
+
+def _check_list(path: str, value: Any) -> Errors:
+    return [] if isinstance(value, list) else [_err(path, "Not a valid list.")]
+
+
+# The check each known metadata field gets; other fields are kept unchecked.
+_FIELD_CHECKS: dict[str, Callable[[str, Any], Errors]] = {
+    "resource_type": _check_resource_type,
+    "title": _check_title,
+    "publication_date": _check_date,
+    "creators": lambda path, value: _check_creators(path, value),
+    **dict.fromkeys(("description", "publisher", "version", "experiment", "dataset_type", "copyright"), _check_string),
+    **dict.fromkeys(("recid", "number_of_events"), _check_integer),
+    **dict.fromkeys(
+        ("subjects", "rights", "dates", "identifiers", "related_identifiers", "file_types", "languages"), _check_list
+    ),
+}
+
+
+def _check_field(name: str, value: Any) -> Errors:
+    check = _FIELD_CHECKS.get(name)
+    return check(f"metadata.{name}", value) if check is not None else []
 
 
 def _check_creators(path: str, value: Any) -> Errors:
