@@ -212,10 +212,6 @@ def test_latency_spikes_of_2_s(tmp_path: Path, source: SyntheticSource, target: 
 def test_target_down_for_a_while_then_back(
     tmp_path: Path, source: SyntheticSource, target: Target, long_run: bool
 ) -> None:
-    if target.kind == "s3" and not long_run:
-        # Failed 1 of 3 short runs on a loaded machine (2026-12-03), cause not found yet:
-        # kept out of CI until it is (docs/reliability.md), run with --long.
-        pytest.skip("S3 target down: --long only (flaky in the short form, cause open)")
     back: list[float] = []
 
     def outage() -> None:
