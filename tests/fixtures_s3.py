@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from tests.proxy_handler import ForwardingHandler
+
 REGION = "us-east-1"
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0  # seconds; SeaweedFS needs master, volume and filer up before S3 answers
@@ -306,30 +308,14 @@ def s3_error_xml(code: str, message: str) -> bytes:
     ).encode()
 
 
-class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+class _ProxyHandler(ForwardingHandler):
     """``S3Proxy``'s request handler; ``proxy`` is set per proxy (a subclass each)."""
 
     proxy: S3Proxy
-    protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue, as S3
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def handle(self) -> None:
         with contextlib.suppress(ConnectionError):  # a client that hung up (killed, cancelled)
             super().handle()
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _any(self) -> None:
         body = self._body()
@@ -337,37 +323,14 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         if answer is not None:
             self._refuse(*answer)
             return
-        status, headers, data = self.proxy._forward(self.command, self.path, dict(self.headers.items()), body)
+        status, headers, data = self._forward(self.proxy.upstream, body)
         self.proxy._note(self.command, self.path, status)
         self._pass_on(status, headers, data)
 
     def _refuse(self, status: int, code: str) -> None:
         """Answer with an S3 error of our own instead of passing the request on."""
-        data = s3_error_xml(code, f"refused by the test proxy ({code})")
         self.proxy._note(self.command, self.path, status)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _pass_on(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-        self.send_response(status)
-        # A HEAD's Content-Length is the object's size: passed on as it came.
-        dropped = {"transfer-encoding", "connection"}
-        if self.command != "HEAD":
-            dropped.add("content-length")
-        for name, value in headers:
-            if name.lower() not in dropped:
-                self.send_header(name, value)
-        if self.command != "HEAD":
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+        self._send_error(status, "application/xml", s3_error_xml(code, f"refused by the test proxy ({code})"))
 
 
 class S3Proxy:
@@ -392,22 +355,6 @@ class S3Proxy:
         self.endpoint_url = f"http://{HOST}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-
-    def _forward(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        import http.client
-
-        conn = http.client.HTTPConnection(self.upstream.hostname or HOST, self.upstream.port, timeout=120)
-        try:
-            headers = {k: v for k, v in headers.items() if k.lower() not in ("expect", "transfer-encoding")}
-            headers["Content-Length"] = str(len(body))
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, resp.getheaders(), data
-        finally:
-            conn.close()
 
     def _fault(self, method: str, path: str) -> tuple[int, str] | None:
         with self._lock:

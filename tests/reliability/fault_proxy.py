@@ -24,7 +24,6 @@ signatures.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import http.server
 import random
 import socket
@@ -35,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-HOST = "127.0.0.1"
+from tests.proxy_handler import HOST, ForwardingHandler
+
 # (status, code) -> (content type, body) of an error answered by the proxy itself.
 ErrorBody = Callable[[int, str], tuple[str, bytes]]
 
@@ -153,122 +153,72 @@ class FaultProxy:
             self.log.append(row)
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        proxy = self
+        return type("Handler", (_FaultHandler,), {"proxy": self})
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+class _FaultHandler(ForwardingHandler):
+    """``FaultProxy``'s request handler; ``proxy`` is set per proxy (a subclass each)."""
 
-            def setup(self) -> None:
-                super().setup()
-                with proxy._lock:
-                    proxy._open.add(self.connection)
+    proxy: FaultProxy
 
-            def finish(self) -> None:
-                with contextlib.suppress(OSError):
-                    super().finish()
-                with proxy._lock:
-                    proxy._open.discard(self.connection)
+    def setup(self) -> None:
+        super().setup()
+        with self.proxy._lock:
+            self.proxy._open.add(self.connection)
 
-            def handle(self) -> None:
-                with contextlib.suppress(OSError):  # a client that hung up, or stop() cut it
-                    super().handle()
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        with self.proxy._lock:
+            self.proxy._open.discard(self.connection)
 
-            def _length(self) -> int:
-                return int(self.headers.get("Content-Length") or 0)
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # a client that hung up, or stop() cut it
+            super().handle()
 
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    out = bytearray()
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return bytes(out)
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(self._length())
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
-            def _hang_up(self) -> None:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-            def _any(self) -> None:
-                start = time.time()
-                row: dict[str, Any] = {"method": self.command, "path": self.path, "ts": start, "status": 0}
-                chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
-                fault = proxy._draw(self.command, self.path, chunked or self._length() > 0)
-                row["fault"] = fault
-                try:
-                    if proxy.knobs.latency_s > 0:
-                        time.sleep(proxy.knobs.latency_s)
-                    if fault == "drop":
-                        self.rfile.read(self._length() // 2)  # half the body, then the line goes dead
-                        self._hang_up()
-                        return
-                    body = self._body()
-                    if fault in ("storm", "error"):
-                        row["status"] = self._refuse(fault)
-                        return
-                    status, headers, data = proxy._forward(self.command, self.path, dict(self.headers.items()), body)
-                    if fault == "lost":
-                        self._hang_up()
-                        return
-                    row["status"] = status
-                    self._answer(status, headers, data)
-                finally:
-                    row["duration"] = time.time() - start
-                    proxy._note(row)
-
-            def _refuse(self, fault: str) -> int:
-                k = proxy.knobs
-                if fault == "storm":
-                    status, code = k.storm_status, k.storm_code
-                else:
-                    status = proxy._rng.choice((500, 503))
-                    code = "InternalError" if status == 500 else "ServiceUnavailable"
-                ctype, data = proxy.error_body(status, code)
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                if fault == "storm":
-                    self.send_header("Retry-After", str(k.retry_after))
-                    self.send_header("X-RateLimit-Reset", str(int(time.time()) + k.retry_after))
-                self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                return status
-
-            def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-                self.send_response(status)
-                dropped = {"transfer-encoding", "connection"}
-                if self.command != "HEAD":
-                    dropped.add("content-length")  # a HEAD's Content-Length is the object's size
-                for name, value in headers:
-                    if name.lower() not in dropped:
-                        self.send_header(name, value)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _any
-
-        return Handler
-
-    def _forward(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.upstream.hostname or HOST, self.upstream.port, timeout=120)
+    def _any(self) -> None:
+        start = time.time()
+        row: dict[str, Any] = {"method": self.command, "path": self.path, "ts": start, "status": 0}
+        fault = self.proxy._draw(self.command, self.path, self._chunked() or self._length() > 0)
+        row["fault"] = fault
         try:
-            headers = {k: v for k, v in headers.items() if k.lower() not in ("expect", "transfer-encoding")}
-            headers["Content-Length"] = str(len(body))
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.getheaders(), resp.read()
+            row["status"] = self._serve(fault)
         finally:
-            conn.close()
+            row["duration"] = time.time() - start
+            self.proxy._note(row)
+
+    def _serve(self, fault: str) -> int:
+        """Answer one request with its fault drawn; the status sent (0 = none)."""
+        if self.proxy.knobs.latency_s > 0:
+            time.sleep(self.proxy.knobs.latency_s)
+        if fault == "drop":
+            self.rfile.read(self._length() // 2)  # half the body, then the line goes dead
+            self._hang_up()
+            return 0
+        body = self._body()
+        if fault in ("storm", "error"):
+            return self._refuse(fault)
+        status, headers, data = self._forward(self.proxy.upstream, body)
+        if fault == "lost":
+            self._hang_up()
+            return 0
+        self._pass_on(status, headers, data)
+        return status
+
+    def _refuse(self, fault: str) -> int:
+        k = self.proxy.knobs
+        extra: dict[str, str] = {}
+        if fault == "storm":
+            status, code = k.storm_status, k.storm_code
+            extra = {"Retry-After": str(k.retry_after), "X-RateLimit-Reset": str(int(time.time()) + k.retry_after)}
+        else:
+            status = self.proxy._rng.choice((500, 503))
+            code = "InternalError" if status == 500 else "ServiceUnavailable"
+        ctype, data = self.proxy.error_body(status, code)
+        self._send_error(status, ctype, data, extra)
+        return status
