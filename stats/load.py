@@ -217,8 +217,22 @@ RECORD_COLUMNS = (
 )
 
 
-def final_record_status(frame: pd.DataFrame) -> pd.DataFrame:
+# A part of a record split into a series (``oversize = "split"``: ``81009.part-1-of-3``,
+# metadata.readers.PART_SUFFIX): its rows are the work of its whole record, which has its
+# own ``record`` event; counted as a record too it would make one record four.
+_PART_RECID = r"\.part-[1-9][0-9]*-of-[1-9][0-9]*$"
+
+
+def is_part(recids: pd.Series) -> pd.Series:
+    """True where a recid names one part of a split record."""
+    return recids.astype("string").str.contains(_PART_RECID, regex=True).fillna(False).astype(bool)
+
+
+def final_record_status(frame: pd.DataFrame, *, parts: bool = False) -> pd.DataFrame:
     """One row per recid (the index): its final status and the facts of that outcome.
+
+    Records only; with ``parts=True`` the parts of split records instead (each part's
+    rows are its whole record's work: never counted as records beside it).
 
     The final status is the record's last terminal ``record`` event (across all runs, in
     run order), except that a ``skipped`` (already done) after an earlier ``ok`` keeps the
@@ -229,6 +243,7 @@ def final_record_status(frame: pd.DataFrame) -> pd.DataFrame:
     """
     statuses = pd.CategoricalDtype([*TERMINAL, INTERRUPTED])
     rows = frame[frame["recid"].notna() & ~frame["stage"].isin(["run", "summary"])]
+    rows = rows[is_part(rows["recid"]) == parts]
     ends = terminal(rows)
     record_rows = ends[ends["stage"] == "record"]
     last = record_rows.groupby("recid", sort=False, observed=True).tail(1)

@@ -9,7 +9,16 @@ from typing import Any
 import pandas as pd
 
 from ferry.progress import human_bytes
-from stats.load import WORK_STAGES, final_record_status, open_events, runs, stage_throughput, terminal, union_seconds
+from stats.load import (
+    WORK_STAGES,
+    final_record_status,
+    is_part,
+    open_events,
+    runs,
+    stage_throughput,
+    terminal,
+    union_seconds,
+)
 from stats.timeline import span_seconds
 
 RECORD_STATUSES = ("ok", "failed", "skipped", "dry-run", "interrupted")
@@ -61,6 +70,7 @@ def records_per_run(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     here, while the merged final status keeps the run that did the work."""
     ends = terminal(frame)
     rows = ends[(ends["stage"] == "record") & ends["recid"].notna()]
+    rows = rows[~is_part(rows["recid"])]  # a split record's parts are not records of their own
     last = rows.groupby(["run_id", "recid"], sort=False, observed=True).tail(1)
     out: dict[str, dict[str, int]] = {}
     for (run_id, status), count in last.groupby(["run_id", "status"], observed=True).size().items():
@@ -80,6 +90,7 @@ def per_worker(frame: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for worker, mine in ends.groupby("worker", observed=True):
         records = mine[(mine["stage"] == "record") & mine["recid"].notna()]
+        records = records[~is_part(records["recid"])]
         ups = mine[(mine["stage"] == "upload") & (mine["status"] == "ok") & mine["file"].notna()]
         downs = mine[(mine["stage"] == "download") & (mine["status"] == "ok") & mine["file"].notna()]
         busy = union_seconds(ups["start"], ups["end"]) if len(ups) else 0.0
@@ -103,6 +114,7 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     """The numbers of a run (or of merged runs) as a JSON-ready dict."""
     final = final_record_status(frame)
     counts = final["status"].astype(str).value_counts()
+    parts = final_record_status(frame, parts=True)["status"].astype(str).value_counts()
     per_run = records_per_run(frame)
     skip_events = sum(r.get("skipped", 0) for r in per_run.values())
     through = stage_throughput(frame)
@@ -137,6 +149,9 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
             # Skips of every run (a record done in one run and skipped by the next counts
             # once in ``ok`` above, once here).
             "skipped_in_runs": skip_events,
+            # Parts of split records (oversize = "split"), by final status: parts of the
+            # records above, never records beside them (the key only when there are some).
+            **({"parts": {s: int(n) for s, n in parts.items() if n}} if parts.sum() else {}),
         },
         "moved": moved,
         "throughput": {
@@ -248,6 +263,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         + (f", {rec['interrupted']} interrupted" if rec["interrupted"] else "")
         + (f" (final status; {again} skip(s) by later runs of records already done)" if again > 0 else "")
     )
+    if parts := rec.get("parts"):
+        shown = ", ".join(f"{n} {status}" for status, n in parts.items())
+        out.append(f"         of which split into {sum(parts.values())} parts: {shown}")
     moved = summary["moved"]
     out.append(
         f"moved:   {human_bytes(moved['bytes_downloaded'], digits=2)} in {moved['files_downloaded']} files downloaded, "

@@ -1,0 +1,172 @@
+"""``oversize = "split"``: the corners tests/test_oversize.py leaves (issue 14 section 4).
+
+The links between the parts as the target serves them, a split through ``ferry bulk``
+and through the Zenodo profile (Zenodo stand-in), a part whose upload fails (the others
+finish; the re-run finishes it and duplicates nothing), and the stats (parts counted as
+parts of one record). Tiny limits make a 30-file, 60 kB synthetic record oversize.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.cli import main
+from stats.events import read_jsonl
+from tests.bulk_support import (
+    BASE,
+    SyntheticSource,
+    bulk_args,
+    make_record,
+    synthetic_source,
+    write_config,
+    write_recids,
+)
+from tests.fixtures_repository import RepositoryHandle
+
+RECID = "995101"
+SMALL = "995102"  # 3 files: fits, goes whole beside the split one
+FILES = 30
+SIZE = 2_000
+PARTS = 4  # 30 files, at most 10 per record (a part's record JSON counts): 9, 9, 9, 3
+SOURCE_URL = f"https://opendata.cern.ch/record/{RECID}"
+
+
+@pytest.fixture(scope="module")
+def many_files() -> Iterator[SyntheticSource]:
+    files = [
+        {"uri": f"root://eospublic.cern.ch/{BASE}/{RECID}/m{j:03d}.dat", "size": SIZE, "checksum": ""}
+        for j in range(FILES)
+    ]
+    small = [
+        {"uri": f"root://eospublic.cern.ch/{BASE}/{SMALL}/s{j}.dat", "size": SIZE, "checksum": ""} for j in range(3)
+    ]
+    records = [make_record(RECID, files, ["Collision"]), make_record(SMALL, small, ["Collision"])]
+    with synthetic_source(records) as src:
+        yield src
+
+
+def _config(tmp_path: Path, src: SyntheticSource, repo: RepositoryHandle, **more: Any) -> Path:
+    # Not zipped (small files would be): every file is then one key on the target to check.
+    limits = {"zip_small_median_bytes": 0}
+    return write_config(tmp_path, src, repo, limits=limits, oversize="split", max_files_per_record=10, **more)
+
+
+def _served(repo: RepositoryHandle, record_id: str) -> dict[str, Any]:
+    """The published record as the repository serves it (not what the client believes)."""
+    request = urllib.request.Request(
+        f"{repo.url}/api/particles/{record_id}", headers={"Authorization": f"Bearer {repo.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        body: dict[str, Any] = json.loads(answer.read())
+    return body
+
+
+def _rows(stats: Path) -> list[dict[str, Any]]:
+    return [r for f in sorted(stats.glob("*.jsonl")) for r in read_jsonl(f)]
+
+
+def _summary(stats: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["stats", "summary", str(stats), "--json"]) == 0
+    summary: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return summary
+
+
+def _repository(factory: Callable[..., RepositoryHandle]) -> RepositoryHandle:
+    # 10 files per record; rate windows wide open (four parts' requests would meet the
+    # stand-in's 100 a minute and wait out its Retry-After)
+    return factory(max_files=10, rate_per_minute=100_000, rate_per_hour=1_000_000)
+
+
+def _parts_by_index(repo: RepositoryHandle) -> dict[int, dict[str, Any]]:
+    out = {}
+    for entity in repo.state()["entities"]:
+        body = _served(repo, entity["id"])
+        title = body["metadata"]["title"]
+        index = int(title.rsplit("(part ", 1)[1].split(" of ")[0])
+        assert title.endswith(f"(part {index} of {PARTS})")
+        out[index] = body
+    assert sorted(out) == list(range(1, PARTS + 1)) and len(repo.state()["entities"]) == PARTS
+    return out
+
+
+def test_parts_link_each_other_and_the_source_on_the_target(
+    tmp_path: Path,
+    many_files: SyntheticSource,
+    repository_factory: Callable[..., RepositoryHandle],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = _repository(repository_factory)
+    config = _config(tmp_path, many_files, repo)
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    args = ["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest)]
+    assert main([*args, "--stats-dir", str(stats), "--publish"]) == 0, capsys.readouterr().err
+    parts = _parts_by_index(repo)
+    pages = {i: body["links"]["self_html"] for i, body in parts.items()}
+    for i, body in parts.items():
+        md = body["metadata"]
+        related = {(r["identifier"], r["relation_type"]["id"]) for r in md["related_identifiers"]}
+        # part of the source record (never "identical to" it), and each other part by its page
+        assert (SOURCE_URL, "ispartof") in related and not any(rel == "isidenticalto" for _, rel in related)
+        want = {
+            (pages[j], "continues" if j == i - 1 else "iscontinuedby" if j == i + 1 else "references")
+            for j in pages
+            if j != i
+        }
+        assert want <= related, (i, related)
+        assert pages[i] not in {ident for ident, _ in related}  # not linked to itself
+        assert md["description"].startswith(f"<p>Part {i} of {PARTS} of the record")
+        for j in pages:
+            if j != i:
+                assert pages[j] in md["description"]  # "the other parts: part j of 4" lead there
+        idents = [x["identifier"] for x in md.get("identifiers", [])]
+        assert f"cernopendata:{RECID}.part-{i}-of-{PARTS}" in idents and f"cernopendata:{RECID}" not in idents
+        assert "recid" not in md  # NRP's query of the whole record never finds a part
+    # every file once, in exactly one part
+    keys = [k for e in repo.state()["entities"] for k in e["record_files"] if k.endswith(".dat")]
+    assert sorted(keys) == [f"m{j:03d}.dat" for j in range(FILES)]
+    # stats: one record (the source's), split into 4 parts; every file moved once
+    summary = _summary(stats, capsys)
+    assert summary["records"]["total"] == 1 and summary["records"]["ok"] == 1
+    assert summary["records"]["parts"] == {"ok": PARTS}
+    assert [run["records"] for run in summary["runs"]] == [{"ok": 1}]
+    assert summary["moved"]["files_uploaded"] == FILES and summary["moved"]["bytes_uploaded"] == FILES * SIZE
+    assert main(["stats", "summary", str(stats)]) == 0
+    text = capsys.readouterr().out
+    assert "records: 1 total, 1 ok" in text and f"split into {PARTS} parts: {PARTS} ok" in text
+
+
+def test_bulk_splits_the_oversize_record_beside_one_that_fits_then_rerun_writes_nothing(
+    tmp_path: Path,
+    many_files: SyntheticSource,
+    repository_factory: Callable[..., RepositoryHandle],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = _repository(repository_factory)
+    config = _config(tmp_path, many_files, repo)
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    recids = write_recids(tmp_path / "recids.txt", [RECID, SMALL])
+    args = bulk_args(config, recids, dest, "--stats-dir", str(stats), "--publish")
+    assert main(args) == 0, capsys.readouterr().err
+    by_recid = repo.state()["by_recid"]
+    assert by_recid[SMALL]["records"] == 1 and len(by_recid[SMALL]["ids"]) == 1
+    assert len([e for e in repo.state()["entities"] if e["recid"] == RECID]) == PARTS
+    titles = [_served(repo, e["id"])["metadata"]["title"] for e in repo.state()["entities"] if e["recid"] == RECID]
+    assert sorted(t.rsplit("(", 1)[1] for t in titles) == [f"part {i} of {PARTS})" for i in range(1, PARTS + 1)]
+    summary = _summary(stats, capsys)
+    assert summary["records"]["total"] == 2 and summary["records"]["ok"] == 2
+    assert summary["records"]["parts"] == {"ok": PARTS}
+    assert summary["moved"]["files_uploaded"] == FILES + 3
+    writes = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+    assert main(args) == 0, capsys.readouterr().err  # re-run: both found again, nothing written
+    assert [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")] == writes
+    assert len(repo.state()["entities"]) == PARTS + 1
+    summary = _summary(stats, capsys)
+    assert summary["records"]["total"] == 2 and summary["runs"][-1]["records"] == {"skipped": 2}
+    assert summary["records"]["parts"] == {"ok": PARTS}  # a skip after ok keeps ok, per part too
