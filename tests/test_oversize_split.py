@@ -170,3 +170,45 @@ def test_bulk_splits_the_oversize_record_beside_one_that_fits_then_rerun_writes_
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 2 and summary["runs"][-1]["records"] == {"skipped": 2}
     assert summary["records"]["parts"] == {"ok": PARTS}  # a skip after ok keeps ok, per part too
+
+
+def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alone(
+    tmp_path: Path,
+    many_files: SyntheticSource,
+    repository_factory: Callable[..., RepositoryHandle],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = _repository(repository_factory)
+    # Part 3 holds m018..m026 (the plan is a pure function of the files: 9, 9, 9, 3): every
+    # content upload of m020 answers 500, so part 3 fails once its retries are spent.
+    repo.configure(error_rate=1.0, error_match=r"^PUT .*/files/m020\.dat/content")
+    config = _config(tmp_path, many_files, repo)
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    args = ["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest)]
+    args += ["--stats-dir", str(stats), "--publish"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"record {RECID}" in err and "part 3 of 4" in err, err
+    state = repo.state()["entities"]
+    assert len(state) == PARTS  # part 3's draft exists (pass 1), nothing twice
+    published = {e["id"]: e for e in state if e["published"]}
+    assert len(published) == PARTS - 1  # the other parts finished
+    (failed,) = [e for e in state if not e["published"]]
+    assert "m020.dat" not in failed["draft_files"] or failed["draft_files"]["m020.dat"]["status"] != "completed"
+    summary = _summary(stats, capsys)
+    assert summary["records"]["total"] == 1 and summary["records"]["failed"] == 1
+    assert summary["records"]["parts"] == {"ok": PARTS - 1, "failed": 1}
+
+    repo.configure(error_rate=0.0, error_match="")
+    before = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+    assert main(args) == 0, capsys.readouterr().err
+    after = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")][len(before) :]
+    assert after and all(failed["id"] in r["path"] or "/requests" in r["path"] for r in after), after
+    parts = _parts_by_index(repo)  # still 4 records, each once, now all published
+    assert all(e["published"] for e in repo.state()["entities"])
+    assert {failed["id"]} == {b["id"] for i, b in parts.items() if i == 3}
+    keys = [k for e in repo.state()["entities"] for k in e["record_files"] if k.endswith(".dat")]
+    assert sorted(keys) == [f"m{j:03d}.dat" for j in range(FILES)]  # every file once
+    summary = _summary(stats, capsys)
+    assert summary["records"]["total"] == 1 and summary["records"]["ok"] == 1
+    assert summary["records"]["parts"] == {"ok": PARTS}
