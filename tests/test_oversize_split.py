@@ -28,6 +28,7 @@ from tests.bulk_support import (
     write_recids,
 )
 from tests.fixtures_repository import RepositoryHandle
+from tests.fixtures_zenodo import ZenodoHandle
 
 RECID = "995101"
 SMALL = "995102"  # 3 files: fits, goes whole beside the split one
@@ -212,3 +213,66 @@ def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alo
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 1 and summary["records"]["ok"] == 1
     assert summary["records"]["parts"] == {"ok": PARTS}
+
+
+# --- the Zenodo profile, against the Zenodo stand-in -------------------------------------
+
+
+def _zen_config(tmp_path: Path, src: SyntheticSource, zen: ZenodoHandle) -> Path:
+    token = tmp_path / "zenodo.token"
+    token.write_text(zen.token + "\n")
+    lines = ["[source.cernopendata]", f'portal = "{src.portal_url}"', "", "[targets.zen]", 'type = "zenodo"']
+    lines += [f'url = "{zen.url}"', f'token_file = "{token}"', 'oversize = "split"', "max_files_per_record = 10"]
+    lines += ["requests_per_minute = 100000", "requests_per_hour = 1000000"]
+    lines += ["", "[limits]", "backoff_base = 0.05", "retries = 3", "zip_small_median_bytes = 0"]
+    path = tmp_path / "ferry.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _zen_get(zen: ZenodoHandle, path: str) -> Any:
+    req = urllib.request.Request(f"{zen.api}{path}", headers={"Authorization": f"Bearer {zen.token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_zenodo_profile_splits_into_linked_depositions_once(
+    tmp_path: Path,
+    many_files: SyntheticSource,
+    zenodo_factory: Callable[..., ZenodoHandle],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    zen = zenodo_factory(max_files=10, rate_per_minute=100_000, rate_per_hour=1_000_000)
+    config = _zen_config(tmp_path, many_files, zen)
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    args = ["--config", str(config), "upload", RECID, "--target", "zen", "--dest", str(dest)]
+    args += ["--stats-dir", str(stats), "--publish"]
+    assert main(args) == 0, capsys.readouterr().err
+    records = {}
+    for dep in _zen_get(zen, "/deposit/depositions?size=100"):
+        assert dep["submitted"], dep["id"]  # every part published
+        record = _zen_get(zen, f"/records/{dep['id']}")
+        title = record["metadata"]["title"]
+        records[int(title.rsplit("(part ", 1)[1].split(" of ")[0])] = record
+    assert sorted(records) == list(range(1, PARTS + 1))
+    pages = {i: r["links"]["self_html"] for i, r in records.items()}
+    for i, record in records.items():
+        md = record["metadata"]
+        related = {(r["identifier"], r["relation"]) for r in md["related_identifiers"]}
+        assert (SOURCE_URL, "isPartOf") in related and not any(rel == "isIdenticalTo" for _, rel in related)
+        want = {
+            (pages[j], "continues" if j == i - 1 else "isContinuedBy" if j == i + 1 else "references")
+            for j in pages
+            if j != i
+        }
+        assert want <= related, (i, related)  # the other parts' record pages, not their deposit pages
+        assert f"cernopendata:recid:{RECID}.part-{i}-of-{PARTS}" in md["keywords"]
+        assert f"cernopendata:recid:{RECID}" not in md["keywords"]  # the whole record's search finds no part
+        assert len(record["files"]) <= 10
+    keys = sorted(f["key"] for r in records.values() for f in r["files"] if f["key"].endswith(".dat"))
+    assert keys == [f"m{j:03d}.dat" for j in range(FILES)]
+    summary = _summary(stats, capsys)
+    assert summary["records"]["total"] == 1 and summary["records"]["parts"] == {"ok": PARTS}
+    writes = len(zen.writes())
+    assert main(args) == 0, capsys.readouterr().err  # re-run: each part found again
+    assert len(zen.writes()) == writes and len(_zen_get(zen, "/deposit/depositions?size=100")) == PARTS

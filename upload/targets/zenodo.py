@@ -163,6 +163,12 @@ class ZenodoTarget:
         # its metadata is reopened with actions/edit (state "inprogress").
         state: RecordState = "published" if body.get("submitted") else "draft"
         links = {k: self.http.url(v) for k, v in (body.get("links") or {}).items() if isinstance(v, str)}
+        html = links.get("html", "")
+        if "record_html" not in links and html.endswith(f"/deposit/{body['id']}"):
+            # A draft's page (links.html, /deposit/<id>) is its owner's edit form; what it
+            # will be published as is /records/<id> (a deposition's id is its record's):
+            # the page the parts of a split record link to (pipeline/job_split.page_of).
+            links["record_html"] = html[: -len(f"/deposit/{body['id']}")] + f"/records/{body['id']}"
         metadata = body.get("metadata")
         if isinstance(metadata, Mapping):
             self._known[str(body["id"])] = _own(metadata)
