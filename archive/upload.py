@@ -99,6 +99,9 @@ async def upload_revision(
     for key in stale:  # left by an earlier try of another tree under the same NAME/REV
         await target.delete_file(rec, key)
         result.removed.append(key)
+    mark_absent = getattr(target, "mark_absent", None)
+    if mark_absent is not None:  # the LIST above said what exists: no HEAD before each PUT
+        mark_absent(rec.recid, [k for k, _, _ in todo])
     await _send_all(target, rec, root, todo, jobs, result, progress, stats)
     if result.failed:
         return result  # no manifest: the revision stays incomplete, a re-run resumes it

@@ -4,6 +4,7 @@ target) and what the archive layout of the S3 target accepts. moto and SeaweedFS
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -108,4 +109,30 @@ async def test_download_asks_for_no_file_checksums(
             assert len(gets) == with_bytes + 1, reads
         assert s3_proxy.writes() == []
     finally:  # a failed assertion must not leak the session into the next test
+        await target.aclose()
+
+
+async def test_upload_of_new_files_sends_no_head_before_put(
+    tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive LIST already says what exists: each new file is one PUT and one HEAD
+    after it (the read-back that verifies it), never a probing HEAD before it."""
+    s3_environment(moto_s3, monkeypatch)
+    bucket = moto_s3.make_bucket()
+    files = make_tree(tmp_path / "src", n=8)
+    cfg = TargetConfig(
+        name="a",
+        type="s3",
+        url=f"s3://{bucket}/arch",
+        options={"layout": "archive", "endpoint_url": s3_proxy.endpoint_url},
+    )
+    target = S3Target("a", S3Options.from_config(cfg))
+    try:
+        s3_proxy.reset()
+        assert not (await upload_revision(target, "set", "1", tmp_path / "src")).failed
+        for name in files:
+            mine = [m for m, p, _ in s3_proxy.requests if unquote(p.split("?")[0]).endswith("/" + name)]
+            assert mine == ["PUT", "HEAD"], (name, s3_proxy.requests)
+        assert sorted(keys(moto_s3, bucket)) == sorted(f"arch/set/1/{n}" for n in [*files, MANIFEST_NAME])
+    finally:
         await target.aclose()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,9 @@ class S3Target:
         # ``ferry mirror --cluster``): their uploads are live, the client sweeps after all.
         self.abort_abandoned = True
         self._opened: set[str] = set()
+        # (recid, key) a caller's LIST just showed absent or different: their put skips the
+        # probing HEAD (one request per file fewer for an archive upload of N new files).
+        self._listed_absent: set[tuple[str, str]] = set()
 
     @classmethod
     def from_config(
@@ -336,6 +339,11 @@ class S3Target:
             )
         return copied
 
+    def mark_absent(self, recid: str, keys: Iterable[str]) -> None:
+        """The caller listed the record and these keys are not there with the bytes it will
+        send: their next put goes straight to the PUT (still read back and verified after)."""
+        self._listed_absent.update((recid, k) for k in keys)
+
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
         client = await self.client()
         await client.delete(self.location.bucket, self.object_key(rec.recid, key), at=At(rec.recid, key))
@@ -381,7 +389,9 @@ class S3Target:
         bucket, object_key = self.location.bucket, self.object_key(rec.recid, key)
         client = await self.client()
         await self._abort_abandoned(rec.recid)
-        if expected is not None:
+        listed_absent = (rec.recid, key) in self._listed_absent
+        self._listed_absent.discard((rec.recid, key))
+        if expected is not None and not listed_absent:
             there = await self.stat(rec.recid, key)
             if there is not None and there.matches(size, expected):
                 return there  # the same bytes are already there
