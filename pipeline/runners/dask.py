@@ -98,22 +98,16 @@ async def connect(cluster: str, *, threads: int, config_file: str | None = None)
         await made.close()
 
 
-# Imported once by the fork server, before any worker is forked from it.
-WORKER_MODULES = ("distributed", "pipeline.runners.dask_worker", "pipeline.runners.dask_mirror", "pipeline.job")
-
-
 def _fork_workers_warm() -> None:
-    """Local workers forked from one warm server process instead of spawned.
-
-    Spawned, every worker imports Dask and the pipeline itself (~0.5 s of CPU each, ~0.9 s
-    each with 4 starting at once on 2 cores: 2.2 s before 4 workers could run a task);
-    forked from a server that imported them once, 4 workers are up in ~1.4 s. The server
-    is a fresh process (not a fork of this threaded one), so the workers start clean."""
+    """Local workers forked from one warm server process instead of spawned
+    (``pipeline.runners.forkserver``; already running when the command started it early)."""
     import dask
     from distributed.utils import get_mp_context
 
+    from pipeline.runners.forkserver import WORKER_MODULES
+
     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    get_mp_context().set_forkserver_preload(list(WORKER_MODULES))
+    get_mp_context().set_forkserver_preload(list(WORKER_MODULES))  # no effect once it runs
 
 
 async def _jobqueue_cluster(kind: str, config_file: str | None) -> Any:

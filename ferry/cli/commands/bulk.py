@@ -19,6 +19,7 @@ from ferry.progress import BulkProgress, display_options, human_bytes
 from pipeline.bulk import BulkReport, BulkRunner, remove_partials
 from pipeline.context import RecordResult
 from pipeline.recids import read_recids
+from pipeline.runners.forkserver import start_forkserver
 from pipeline.runtime import open_run, with_jobs
 
 from .bulk_cluster import add_cluster_arguments, run_cluster
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     recids, bad_lines = _selection(args)
     for err in bad_lines:
         print(f"ferry: error: {err}", file=sys.stderr)
+    start_forkserver(args.cluster)  # local workers' imports overlap the run's opening
     report = asyncio.run(_run(args, config, limits, recids))
     freed = remove_partials(Path(args.dest), report)
     if freed:

@@ -12,6 +12,7 @@ from download.transport import Transport
 from ferry.core.config import Config, TargetConfig
 from ferry.core.errors import ConfigError, InputError
 from pipeline.mirror import Mirror, MirrorOptions, MirrorResult
+from pipeline.runners.forkserver import start_forkserver
 from pipeline.runtime import confirm_production, make_target
 from stats.events import StatsWriter
 from upload.targets.s3 import S3Target
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     check_cluster_options(args)
     tcfg = target_config(config, args.target)
     confirm_production(tcfg, yes=args.yes, dry_run=args.dry_run)
+    start_forkserver(args.cluster)  # local workers' imports overlap the source's resolve
     result = asyncio.run(_run(args, config, tcfg))
     return report(result, dry_run=args.dry_run)
 
@@ -117,7 +119,7 @@ async def _run(args: argparse.Namespace, config: Config, tcfg: TargetConfig) -> 
         only=tuple(args.only),
         dry_run=args.dry_run,
         jobs=args.jobs or limits.uploads,
-        retries=max(1, limits.retries),
+        retries=limits.retries,
         source_spec=args.source,
     )
     event = stats.open("run", reason=f"mirror {args.source} {args.target}", target=tcfg.name)
