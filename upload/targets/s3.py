@@ -44,6 +44,7 @@ from upload.targets.base import (
     TargetLimits,
     TransferType,
 )
+from upload.targets.s3_budget import ByteBudget
 from upload.targets.s3_client import At, ObjectInfo, S3Client
 from upload.targets.s3_options import S3Options
 from upload.targets.s3_upload import aclose, file_chunks, plan_upload, send_object
@@ -100,6 +101,8 @@ class S3Target:
         self.limits = TargetLimits(max_files=10**9, max_file_size=5 * 1024**4, max_record_size=10**18)
         self._client = client
         self._client_lock = asyncio.Lock()
+        # One budget for every upload this target runs: the bound on part bytes in memory.
+        self.budget = ByteBudget(options.bytes_in_flight)
         self._started = time.time()
         self._cleanups: dict[str, asyncio.Future[None]] = {}
         # False where other processes write the same record at once (a Dask worker of
@@ -414,6 +417,7 @@ class S3Target:
                 parts_in_flight=self.options.parts_in_flight,
                 progress=progress,
                 at=at,
+                budget=self.budget,
             )
         finally:
             await aclose(source)  # a stream left half read closes its file or connection now

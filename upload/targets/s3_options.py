@@ -9,6 +9,7 @@ from typing import Literal
 
 from ferry.core.config import TargetConfig
 from ferry.core.errors import ConfigError
+from upload.targets.s3_budget import DEFAULT_BUDGET
 from upload.targets.s3_client import S3Location, S3Settings
 
 Layout = Literal["versioned", "plain", "archive"]
@@ -20,6 +21,7 @@ _OPTIONS: dict[str, type | tuple[type, ...]] = {
     "credentials_file": str,
     "layout": str,
     "parts_in_flight": int,
+    "bytes_in_flight": int,
     "connections": int,
     "read_timeout": (int, float),
     "connect_timeout": (int, float),
@@ -38,6 +40,8 @@ class S3Options:
     multipart_threshold: int = 50 * 1024 * 1024
     part_size: int = 50 * 1024 * 1024
     parts_in_flight: int = 4
+    # Part bytes held at once by all uploads of a run together (upload/targets/s3_budget.py).
+    bytes_in_flight: int = DEFAULT_BUDGET
     verify_etag: bool = True  # single-PUT ETag == md5 and multipart ETag == md5-of-md5s-N
 
     @classmethod
@@ -77,5 +81,12 @@ class S3Options:
             multipart_threshold=config.multipart_threshold,
             part_size=config.part_size,
             parts_in_flight=int(opts.get("parts_in_flight", 4)),
+            bytes_in_flight=_positive(opts.get("bytes_in_flight", DEFAULT_BUDGET), f"{where}.bytes_in_flight"),
             verify_etag=bool(opts.get("verify_etag", True)),
         )
+
+
+def _positive(value: int, where: str) -> int:
+    if value < 1:
+        raise ConfigError(f"{where} must be a positive number of bytes, not {value}")
+    return value

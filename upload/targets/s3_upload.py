@@ -7,8 +7,10 @@ at ~750 MB/s on one core and must not stall the event loop), every PUT and part 
 size and checksum are compared with the expected ones *before* the single PUT is sent or
 the multipart upload is completed. A short, long or corrupt stream aborts the upload.
 
-Memory is bounded by the parts in flight: at most ``parts_in_flight`` parts being sent
-plus the one being filled, each ``part_size`` bytes.
+Memory is bounded by bytes in flight: every part (and a single PUT's body) is reserved in
+a ``ByteBudget`` shared by all uploads of the run *before* its bytes are read, and given
+back once the server has answered for it; ``parts_in_flight`` caps requests per upload.
+Without a budget (direct callers, tests) the bound is ``parts_in_flight`` parts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from ferry.core.checksums import Checksum, MultiHasher
 from ferry.core.errors import QuotaError, VerificationError
 from upload.targets.base import Progress
+from upload.targets.s3_budget import ByteBudget
 from upload.targets.s3_client import At, S3Client
 
 MiB = 1024 * 1024
@@ -94,14 +97,18 @@ async def parts_of(chunks: AsyncIterator[bytes], part_size: int, size: int, at: 
                 actual=f">{size}",
                 **at_kw(at),
             )
-        pending.append(chunk)
-        have += len(chunk)
-        while have >= part_size:
-            joined = pending[0] if len(pending) == 1 else b"".join(pending)
-            yield joined[:part_size]
-            rest = joined[part_size:]
-            pending = [rest] if rest else []
-            have = len(rest)
+        while have + len(chunk) >= part_size:
+            # Cut the chunk at the part boundary and join once: one copy of a part at a time.
+            cut = part_size - have
+            pending.append(chunk[:cut])
+            chunk = chunk[cut:]
+            part = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, have = [], 0
+            yield part
+            del part
+        if chunk:
+            pending.append(chunk)
+            have += len(chunk)
     if have:
         yield pending[0] if len(pending) == 1 else b"".join(pending)
 
@@ -165,6 +172,7 @@ async def send_object(
     parts_in_flight: int,
     progress: Progress | None,
     at: At,
+    budget: ByteBudget | None = None,
 ) -> Sent:
     """Store ``chunks`` as ``key``: one PUT or a multipart upload, verified before it exists.
 
@@ -173,19 +181,15 @@ async def send_object(
     algorithms = ("md5",) if expected is None or expected.algorithm == "md5" else ("md5", expected.algorithm)
     hasher = MultiHasher(algorithms)
     if not plan.multipart:
-        whole = parts_of(chunks, max(size, 1), size, at)
+        if budget is not None:
+            await budget.acquire(size)
         try:
-            data = b"".join([c async for c in whole])
+            return await _send_single(
+                client, bucket, key, chunks, size, expected, metadata, md5_key, hasher, progress, at
+            )
         finally:
-            await whole.aclose()
-        digest = await asyncio.to_thread(_hash_part, hasher, data)
-        check_stream(hasher, size, expected, at)  # before anything is written
-        if md5_key is not None:
-            metadata = {**metadata, md5_key: digest.hex()}
-        etag = await client.put(bucket, key, data, content_md5=b64(digest), metadata=metadata, at=at)
-        if progress is not None:
-            progress(len(data))
-        return Sent(etag, hasher.checksums(), False, digest.hex())
+            if budget is not None:
+                budget.release(size)
     upload_id = await client.create_multipart(bucket, key, metadata=metadata, at=at)
     parts = parts_of(chunks, plan.part_size, size, at)
     try:
@@ -199,6 +203,8 @@ async def send_object(
             parts_in_flight,
             progress,
             at,
+            budget,
+            plan.part_size,
         )
         check_stream(hasher, size, expected, at)  # a wrong stream is aborted, never completed
         etag = await client.complete_multipart(bucket, key, upload_id, list(enumerate(etags, start=1)), at=at)
@@ -207,6 +213,65 @@ async def send_object(
         await client.abort_quietly(bucket, key, upload_id, at=at)  # a cancelled transfer too
         raise
     return Sent(etag, hasher.checksums(), True, multipart_etag(digests))
+
+
+async def _send_single(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    chunks: AsyncIterator[bytes],
+    size: int,
+    expected: Checksum | None,
+    metadata: Mapping[str, str],
+    md5_key: str | None,
+    hasher: MultiHasher,
+    progress: Progress | None,
+    at: At,
+) -> Sent:
+    whole = parts_of(chunks, max(size, 1), size, at)
+    try:
+        data = b"".join([c async for c in whole])
+    finally:
+        await whole.aclose()
+    digest = await asyncio.to_thread(_hash_part, hasher, data)
+    check_stream(hasher, size, expected, at)  # before anything is written
+    if md5_key is not None:
+        metadata = {**metadata, md5_key: digest.hex()}
+    etag = await client.put(bucket, key, data, content_md5=b64(digest), metadata=metadata, at=at)
+    if progress is not None:
+        progress(len(data))
+    return Sent(etag, hasher.checksums(), False, digest.hex())
+
+
+async def _reserve_and_read(
+    parts: AsyncIterator[bytes], slots: asyncio.Semaphore, budget: ByteBudget | None, part_size: int
+) -> bytes | None:
+    """The next part, read only once a request slot and its bytes are reserved (so the
+    bytes held in parts never pass the budget: counted, not timed); None at the end.
+    Whatever is not handed on (the end, a failure) is given back here."""
+    await slots.acquire()
+    if budget is not None:
+        try:
+            await budget.acquire(part_size)
+        except BaseException:
+            slots.release()
+            raise
+    try:
+        return await anext(parts)
+    except BaseException as exc:
+        slots.release()
+        if budget is not None:
+            budget.release(part_size)
+        if isinstance(exc, StopAsyncIteration):
+            return None
+        raise
+
+
+def _raise_failed(tasks: list[asyncio.Task[None]]) -> None:
+    """Stop reading parts once one has failed: its error is the upload's."""
+    for task in tasks:
+        if task.done() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 async def _send_parts(
@@ -219,11 +284,18 @@ async def _send_parts(
     in_flight: int,
     progress: Progress | None,
     at: At,
+    budget: ByteBudget | None = None,
+    part_size: int = 0,
 ) -> tuple[list[str], list[bytes]]:
     slots = asyncio.Semaphore(max(1, in_flight))
     etags: dict[int, str] = {}
     digests: list[bytes] = []
     tasks: list[asyncio.Task[None]] = []
+
+    def give_back() -> None:
+        slots.release()
+        if budget is not None:
+            budget.release(part_size)
 
     async def send(number: int, data: bytes, md5: bytes) -> None:
         try:
@@ -231,17 +303,19 @@ async def _send_parts(
             if progress is not None:
                 progress(len(data))
         finally:
-            slots.release()
+            del data
+            give_back()
 
     try:
         number = 0
-        async for data in parts:
-            await slots.acquire()  # the next part is read only when a slot is free
-            for task in tasks:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            number += 1
-            md5 = await asyncio.to_thread(_hash_part, hasher, data)
+        while (data := await _reserve_and_read(parts, slots, budget, part_size)) is not None:
+            try:
+                _raise_failed(tasks)
+                number += 1
+                md5 = await asyncio.to_thread(_hash_part, hasher, data)
+            except BaseException:
+                give_back()
+                raise
             digests.append(md5)
             tasks.append(asyncio.create_task(send(number, data, md5)))
             del data
