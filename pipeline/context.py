@@ -80,7 +80,8 @@ class PipelineContext:
 
     @property
     def file_retry(self) -> RetryPolicy:
-        return RetryPolicy(attempts=max(1, self.limits.retries), base=self.limits.backoff_base)
+        """A file's tries: the first, then ``limits.retries`` more (the same count as a request's)."""
+        return RetryPolicy(attempts=self.limits.retries + 1, base=self.limits.backoff_base)
 
     def plan(self, line: str) -> None:
         if self.on_plan is not None:

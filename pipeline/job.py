@@ -282,7 +282,7 @@ class RecordJob(FileStages):
             try:
                 remote = await self._call(lambda: target.create(self.recid, body))
             except TargetError as exc:
-                if not (exc.retryable and maybe_applied(exc)) or attempt >= max(1, ctx.limits.retries):
+                if not (exc.retryable and maybe_applied(exc)) or attempt > ctx.limits.retries:
                     raise
                 log.info("record %s: create failed unclearly (%s); looking for the draft first", self.recid, exc)
                 found = await self._search_patiently(query)

@@ -55,7 +55,7 @@ class MirrorOptions:
     jobs: int = 4  # files streamed at once
     window: int = 32 * MiB  # source bytes held per file between the fetcher and the target
     lock_ttl: float = 900.0  # seconds; renewed every third of it while the mirror runs
-    retries: int = 4  # tries per file (a fresh stream each time)
+    retries: int = 4  # extra tries per file after the first, a fresh stream each (as limits.retries)
     source_spec: str = ""  # as given on the command line, for the manifest
 
 

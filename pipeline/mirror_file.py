@@ -51,7 +51,7 @@ class FileStep:
     stats: StatsWriter
     url_for: Callable[[str], str] = str
     window: int = WINDOW
-    retries: int = 4
+    retries: int = 4  # extra tries per file after the first (as limits.retries)
 
     async def outcome(self, rec: RemoteRecord, entry: FileEntry, expected: Checksum) -> FileOutcome:
         """``run`` for a Dask task: every failure is an outcome, none an exception."""
@@ -92,7 +92,7 @@ class FileStep:
             )
 
         try:
-            await retry(put, policy=RetryPolicy(attempts=max(1, self.retries)), what=f"mirror {key}")
+            await retry(put, policy=RetryPolicy(attempts=self.retries + 1), what=f"mirror {key}")
         except AuthError:
             event.close("failed", error=None)
             raise

@@ -15,7 +15,7 @@ import pytest
 from download.sources.zenodo import ZenodoSource
 from download.transport import Transport
 from ferry.core.config import Limits
-from ferry.core.errors import AuthError, Conflict, InputError
+from ferry.core.errors import AuthError, Conflict, InputError, RateLimited
 from pipeline.mirror import LOCK, MANIFEST, Mirror, MirrorOptions, MirrorResult
 from tests.fixtures_s3 import S3Server
 from tests.fixtures_zenodo import ZenodoHandle
@@ -59,7 +59,7 @@ async def rig(zenodo: ZenodoHandle, s3_env: S3Server, s3_bucket: str) -> AsyncIt
         if patch is not None:
             patch(target)
         try:
-            opts = MirrorOptions(source_spec=spec, retries=1, **options)
+            opts = MirrorOptions(**{"source_spec": spec, "retries": 0, **options})
             result = await Mirror(source, transport.fetcher_for, target, opts).run(spec)
         finally:
             await target.aclose()
@@ -191,3 +191,22 @@ async def test_expired_credentials_stop_the_run_cleanly(rig: Rig) -> None:
     assert uploads(rig.server, rig.bucket) == []  # every started upload aborted
     again, _ = await rig.run(f"zenodo:{v1['id']}")  # renewed credentials: the run resumes
     assert again.ok and len(again.sent) == 3
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_retries_are_extra_tries_after_the_first(rig: Rig, retries: int) -> None:
+    """``retries`` means the same for a file as for a request (``limits.retries``): the
+    first try, then up to ``retries`` more; a file that keeps failing is tried retries+1 times."""
+    v1 = publish(rig.zenodo, {"a.bin": b"a" * 1000})
+    tries: list[str] = []
+
+    def always_refuse(target: S3Target) -> None:
+        async def refuse(rec: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+            tries.append(key)
+            raise RateLimited("put: SlowDown", retry_after=0.0, status=503)
+
+        target.put_stream = refuse  # type: ignore[method-assign]
+
+    result, _ = await rig.run(f"zenodo:{v1['id']}", patch=always_refuse, retries=retries)
+    assert not result.ok and list(result.failed) == ["a.bin"]
+    assert tries == ["a.bin"] * (retries + 1)

@@ -130,7 +130,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--retries",
         type=_retries,
         metavar="N",
-        help="repeat a failed request up to N times, for this run (default: limits.retries, 4)",
+        help="repeat a failed request or file up to N times after the first try, this run only (default 4)",
     )
     parser = argparse.ArgumentParser(
         prog="ferry",
