@@ -79,12 +79,12 @@ class Bench:
     aenv: dict[str, str]
     rows: dict[str, Row] = field(default_factory=dict)
 
-    def config(self, prefix: str, zenodo_url: str = "") -> Path:
+    def config(self, prefix: str, zenodo_url: str = "", layout: str = "plain") -> Path:
         path = self.work / f"ferry-{prefix.replace('/', '-')}.toml"
         source = f'[source.zenodo]\nurl = "{zenodo_url}"\n\n' if zenodo_url else ""
         path.write_text(
             f"{source}[targets.weed]\n"
-            f'type = "s3"\nurl = "s3://{self.bucket}/{prefix}"\nlayout = "plain"\n'
+            f'type = "s3"\nurl = "s3://{self.bucket}/{prefix}"\nlayout = "{layout}"\n'
             f'endpoint_url = "{self.server.endpoint_url}"\n'
         )
         return path
@@ -155,9 +155,10 @@ def publish(zen: ZenodoProcess, path: Path) -> tuple[str, str]:
 def mirror_trial(b: Bench, zen: ZenodoProcess, recid: str, url: str, size: int, t: int, order: list[str]) -> None:
     for who in order:
         prefix = f"mirror-{who}-{t}"
-        check = b.stored(prefix, 1, size)
         if who == "ferry":
-            config = b.config(prefix, zen.url)
+            # The mirror's layout: <prefix>/<recid>/<key>/content, then latest/ (copied server-side).
+            check = b.stored(f"{prefix}/{recid}", 1, size)
+            config = b.config(prefix, zen.url, layout="versioned")
             b.run(
                 "mirror ferry",
                 [FERRY, "-q", "--config", str(config), "mirror", f"zenodo:{recid}", "weed"],
@@ -165,9 +166,10 @@ def mirror_trial(b: Bench, zen: ZenodoProcess, recid: str, url: str, size: int, 
                 check,
             )
         else:
+            check = b.stored(prefix, 1, size)
             dst = f"s3://{b.bucket}/{prefix}/big.bin"
             aws = f"aws s3 cp - {dst} --quiet --endpoint-url {b.server.endpoint_url} --expected-size {size}"
-            b.run("mirror curl|aws", ["sh", "-c", f"set -o pipefail; curl -sSf '{url}' | {aws}"], b.aenv, check)
+            b.run("mirror curl|aws", ["bash", "-c", f"set -o pipefail; curl -sSf '{url}' | {aws}"], b.aenv, check)
 
 
 def main() -> int:
