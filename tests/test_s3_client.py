@@ -175,6 +175,40 @@ async def test_multipart_list_abort_complete(client: S3Client, s3_bucket: str) -
     assert await client.list_uploads(s3_bucket, "p/") == []
 
 
+async def test_an_abort_that_fails_is_tried_again(
+    client: S3Client, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server is down when a transfer fails: its abort fails too. The upload is kept and
+    aborted again before its key is sent anew, or when the client closes (the CI failure of
+    a run whose S3 outage ended within the run and left an open upload behind)."""
+    real = client.raw.abort_multipart_upload
+    tried: list[str] = []
+
+    async def down(**kw: Any) -> Any:
+        tried.append(kw["UploadId"])
+        raise bce.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    monkeypatch.setattr(client.raw, "abort_multipart_upload", down)
+    first = await client.create_multipart(s3_bucket, "p/big", metadata={})
+    await client.abort_quietly(s3_bucket, "p/big", first)
+    assert tried == [first] and [u.upload_id for u in await client.list_uploads(s3_bucket, "p/")] == [first]
+    await client.retry_aborts(s3_bucket, "p/other")  # another object's send: not this one's
+    assert tried == [first]
+    await client.retry_aborts(s3_bucket, "p/big")  # still down: kept for the next try
+    assert tried == [first, first] and list(client.unaborted) == [(s3_bucket, "p/big", first)]
+    monkeypatch.setattr(client.raw, "abort_multipart_upload", real)
+    await client.retry_aborts(s3_bucket, "p/big")
+    assert await client.list_uploads(s3_bucket, "p/") == [] and not client.unaborted
+
+    other = await S3Client.open(S3Settings())
+    second = await other.create_multipart(s3_bucket, "p/big2", metadata={})
+    monkeypatch.setattr(other.raw, "abort_multipart_upload", down)
+    await other.abort_quietly(s3_bucket, "p/big2", second)
+    monkeypatch.setattr(other.raw, "abort_multipart_upload", real)
+    await other.aclose()  # the server is back by the end of the run: closing aborts it
+    assert await client.list_uploads(s3_bucket, "p/") == []
+
+
 async def test_profile_from_shared_files_wins_over_environment(
     s3_env: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

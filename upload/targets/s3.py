@@ -392,6 +392,7 @@ class S3Target:
         bucket, object_key = self.location.bucket, self.object_key(rec.recid, key)
         client = await self.client()
         await self._abort_abandoned(rec.recid)
+        await client.retry_aborts(bucket, object_key)  # this run's own failed try, if its abort failed too
         listed_absent = (rec.recid, key) in self._listed_absent
         self._listed_absent.discard((rec.recid, key))
         if expected is not None and not listed_absent:

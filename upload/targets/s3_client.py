@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
-from ferry.core.errors import ConfigError, TargetError, TargetNotFound
+from ferry.core.errors import ConfigError, FerryError, TargetError, TargetNotFound
 from upload.targets.s3_errors import CredentialsExpired, map_s3_error
 
 __all__ = [
@@ -148,6 +149,10 @@ class S3Client:
         self.raw = raw  # the aiobotocore client, for calls this class does not wrap
         self.settings = settings
         self._stack = stack
+        # Uploads whose abort failed (the server was down when their transfer failed):
+        # aborted again before the same key is sent anew and when the client closes, so an
+        # outage that ends within the run leaves no open upload behind.
+        self.unaborted: dict[tuple[str, str, str], At] = {}
 
     @classmethod
     async def open(cls, settings: S3Settings, *, where: str = "S3") -> S3Client:
@@ -179,7 +184,23 @@ class S3Client:
         return cls(raw, stack, settings)
 
     async def aclose(self) -> None:
+        if self.unaborted:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(30):  # closing is not held up by a server still down
+                    await self.retry_aborts()
         await self._stack.aclose()
+
+    async def retry_aborts(self, bucket: str | None = None, key: str | None = None) -> None:
+        """Abort again the uploads whose abort failed (all, or those of one object); one
+        that fails once more stays listed (and is logged) for the next try."""
+        for bkt, k, upload_id in list(self.unaborted):
+            if (bucket is None or bkt == bucket) and (key is None or k == key):
+                at = self.unaborted.pop((bkt, k, upload_id))
+                try:
+                    await self.abort_multipart(bkt, k, upload_id, at=at)
+                except FerryError as exc:  # every S3 failure is mapped into the tree
+                    self.unaborted[(bkt, k, upload_id)] = at
+                    log.warning("%s (the upload is still open: tried again later)", exc)
 
     @property
     def endpoint_url(self) -> str:
@@ -273,9 +294,19 @@ class S3Client:
         an abort that fails too (expired credentials) is logged, and the next run aborts
         the upload (``S3Target`` looks for our unfinished uploads)."""
         task = asyncio.ensure_future(self.abort_multipart(bucket, key, upload_id, at=at))
-        task.add_done_callback(_abort_done)
+        task.add_done_callback(functools.partial(self._abort_done, (bucket, key, upload_id), at))
         with contextlib.suppress(Exception):
             await asyncio.shield(task)
+
+    def _abort_done(self, upload: tuple[str, str, str], at: At, task: asyncio.Task[None]) -> None:
+        """The outcome of an abort nobody may be waiting for (its transfer was cancelled)."""
+        if task.cancelled():
+            self.unaborted[upload] = at
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.unaborted[upload] = at
+            log.warning("%s (the upload is left open: aborted again before its key is sent anew)", exc)
 
     async def list_uploads(self, bucket: str, prefix: str, *, at: At = NOWHERE) -> list[UploadInfo]:
         """Unfinished multipart uploads under ``prefix``."""
@@ -379,12 +410,3 @@ class S3Client:
             async with r["Body"] as stream:
                 data: bytes = await stream.read()
         return data, _etag(r.get("ETag"))
-
-
-def _abort_done(task: asyncio.Task[None]) -> None:
-    """The outcome of an abort nobody may be waiting for (its transfer was cancelled)."""
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.warning("%s (the upload is left open: the next run aborts it)", exc)
