@@ -16,9 +16,15 @@ NRP_STAMP  := $(NRP_VENV)/.installed
 NRP_PYTHON ?= $(shell for p in python3.12 python3.13 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 
-.PHONY: setup system-deps venv nrp-venv demo test lint typecheck pytest bench clean
+.PHONY: setup test-setup system-deps venv nrp-venv demo test lint typecheck pytest bench clean
 
-setup: system-deps venv
+# The Debian packages, the venv and nrp-cmd's venv are fetched at the same time: each waits
+# mostly on the network or on dpkg, not on the CPU (about a minute saved on a fresh machine).
+setup:
+	@$(MAKE) --no-print-directory -j2 system-deps venv
+
+test-setup:
+	@$(MAKE) --no-print-directory -j3 system-deps venv nrp-venv
 
 # Debian packages: the XRootD server and client (xrootd, xrdcp, xrdfs), curl for benchmarks,
 # tmux (the progress bar tested on a real terminal), chromium (the HTML report opened headless),
@@ -63,10 +69,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: setup nrp-venv
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+# worksteal: a worker that runs out of tests takes queued ones from a busy worker, so a few
+# long tests do not leave the others idle at the end.
+pytest: test-setup
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
-test: setup lint typecheck pytest
+test: test-setup
+	@$(MAKE) --no-print-directory lint typecheck pytest
 
 bench: setup
 	$(BIN)/python bench/run.py
