@@ -95,7 +95,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     from ferry.core.checksums import Checksum
     from ferry.core.config import load_config
     from metadata.base import get_profile, transform_and_validate
-    from pipeline.runtime import make_target
+    from pipeline.target_wiring import make_target
 
     if os.environ.get("BENCH_CHUNK"):  # experiments: the read size of upload bodies
         import upload.targets.http

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,19 +19,18 @@ from download.engine import Downloader
 from download.manifest import Manifest, load_manifest
 from download.sources import SourceDeps, open_source
 from download.transport import Transport
-from ferry.core.config import Config, Limits, Secret, TargetConfig
+from ferry.core.config import Config, Limits, TargetConfig
 from ferry.core.errors import ConfigError, DownloadFailed, InputError, is_disk_full
-from ferry.core.logs import register_secret
 from ferry.core.model import Record
 from ferry.progress import ProgressSink
 from metadata.base import FieldIssue, Profile, get_profile
 from pipeline.context import Fetch, PipelineContext, UploadProgress
 from pipeline.ledger import Ledger
-from pipeline.limits import CircuitBreaker, RateLimiter
+from pipeline.limits import CircuitBreaker
 from pipeline.stream import StreamFrom
+from pipeline.target_wiring import confirm_production, make_target
 from stats.events import StatsWriter
-from upload import targets
-from upload.targets.base import RequestLimiter, StreamingTarget, Target
+from upload.targets.base import RequestLimiter, StreamingTarget
 from upload.zip.policy import ZipPolicy
 from upload.zip.zipper import bundled_keys, zip_executor
 
@@ -56,24 +54,6 @@ class RunOptions:
     summary: bool = False  # write the run summary row when the stats close (bulk runs)
     source: str = "cernopendata"  # the SOURCES name the record ids belong to (download.sources.split_spec)
     stream: bool = False  # --stream: source -> target's put_stream, nothing staged (pipeline/stream.py)
-
-
-def make_target(
-    tcfg: TargetConfig, limits: Limits, *, token: Secret | None = None, limiter: RequestLimiter | None = None
-) -> Target:
-    """The target object for a configured target (one module per system, by registry).
-
-    ``token``: the target's token, already read by the caller (``open_run`` reads it once
-    per run); None reads it here (a tool building only the target). ``limiter``: the
-    request budget (default: this process alone spends the target's whole budget).
-    """
-    if token is None:
-        token = tcfg.token()
-    if token is not None:
-        register_secret(token.reveal())
-    if limiter is None:
-        limiter = RateLimiter(tcfg.requests_per_minute, tcfg.requests_per_hour)
-    return targets.make_target(tcfg, limits, token=token, limiter=limiter)
 
 
 @dataclass(frozen=True)
@@ -113,17 +93,6 @@ class NoDocument:
 
     def find_query(self, recid: str) -> str:
         return recid
-
-
-def confirm_production(tcfg: TargetConfig, *, yes: bool, dry_run: bool) -> None:
-    """A target marked ``production = true`` needs --yes (or a typed confirmation) to write."""
-    if not tcfg.production or yes or dry_run:
-        return
-    if sys.stdin is not None and sys.stdin.isatty():
-        answer = input(f"target {tcfg.name!r} ({tcfg.url}) is marked production; write to it? [y/N] ")
-        if answer.strip().lower() in ("y", "yes"):
-            return
-    raise ConfigError(f"target {tcfg.name!r} is marked production = true: pass --yes to write to it")
 
 
 def make_source(

@@ -17,7 +17,7 @@ from ferry.core.checksums import Checksum, MultiHasher, hash_file
 from ferry.core.config import Limits, Secret, config_from_mapping
 from ferry.core.errors import ChecksumFormatError, ConfigError, UnsafePathError
 from ferry.core.model import assign_keys, inside, safe_relpath
-from pipeline.runtime import make_target
+from pipeline.target_wiring import make_target
 from stats.events import StatsWriter, read_jsonl
 
 

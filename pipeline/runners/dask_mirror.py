@@ -82,7 +82,7 @@ class MirrorRuntime:
 
     async def _open(self) -> FileStep:
         from download.transport import Transport
-        from pipeline.runtime import make_target
+        from pipeline.target_wiring import make_target
 
         spec, source = self.spec, self.spec.config.source
         transport = Transport.create(

@@ -13,7 +13,7 @@ from ferry.core.config import Config, TargetConfig
 from ferry.core.errors import ConfigError, InputError
 from pipeline.mirror import Mirror, MirrorOptions, MirrorResult
 from pipeline.runners.forkserver import start_forkserver
-from pipeline.runtime import confirm_production, make_target
+from pipeline.target_wiring import confirm_production, make_target
 from stats.events import StatsWriter
 from upload.targets.s3 import S3Target
 

@@ -13,7 +13,7 @@ from ferry.core.errors import InputError
 from ferry.progress import BulkProgress, display_options
 from pipeline.ledger import Ledger
 from pipeline.push import Pusher, PushOptions, PushResult, creators_from, default_ledger, marker_suffix
-from pipeline.runtime import confirm_production, make_target
+from pipeline.target_wiring import confirm_production, make_target
 from stats.events import StatsWriter
 
 DESCRIPTION = """\
