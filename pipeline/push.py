@@ -17,6 +17,9 @@ The policy lives here; the target only speaks ``upload.targets.base.Target``. In
    there afterwards. A dry run prints this and stops: it has made no writing request.
 5. Upload by group (core first), each file verified by the target's md5; the marker after
    the core group is verified; publish only when every selected file is verified.
+
+The steps beside it: ``push_select`` (1), ``push_metadata`` (2), ``push_hashes`` (the md5
+cache), ``push_plan`` (4).
 """
 
 from __future__ import annotations
@@ -25,17 +28,27 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from ferry.core.atomic import atomic_write_bytes
-from ferry.core.checksums import Checksum, hash_file
-from ferry.core.errors import FerryError, InputError, QuotaError, TargetError
-from ferry.progress import human_bytes
+from ferry.core.checksums import Checksum
+from ferry.core.errors import FerryError, InputError, TargetError
 from pipeline.ledger import Ledger
+from pipeline.push_hashes import Md5Cache
+from pipeline.push_metadata import (
+    REQUIRED,
+    MetadataReader,
+    check_new_metadata,
+    creators_from,
+    dialect,
+    metadata_changes,
+    missing_required,
+    wanted_metadata,
+)
+from pipeline.push_plan import check_limits, decide
 from pipeline.push_select import STATE_DIR, PushFile, select_files
 from stats.events import StatsWriter
 from upload.targets.base import RemoteFile, RemoteRecord, Target
@@ -47,18 +60,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Select = Literal["all", "catalog", "files"]
-# What a publish needs in a new record, per metadata dialect (the target's profile name):
-# the flag that gives it, and where it lives in the document's "metadata".
-REQUIRED = ("title", "creators", "description", "upload_type")
 LEDGER_KEY = "dir"  # one record per (directory, target)
 SEARCH_DELAYS = (0.5, 1.0, 2.0, 4.0)  # a create whose answer was lost: the index lags
-
-
-@runtime_checkable
-class MetadataReader(Protocol):
-    """A target that can read a record's current metadata document (Zenodo)."""
-
-    async def read_metadata(self, rec: RemoteRecord) -> dict[str, Any]: ...
+GROUPS = ("core", "basemap", "optional")  # the order files are sent in; the marker follows "core"
 
 
 @dataclass(frozen=True)
@@ -95,73 +99,6 @@ class PushResult:
         return not self.failed
 
 
-def creators_from(names: Sequence[str]) -> list[dict[str, str]]:
-    """``"Family, Given"`` strings as Zenodo creators (anything else is refused, named)."""
-    out = []
-    for name in names:
-        family, _, given = name.partition(",")
-        if not family.strip() or not given.strip():
-            raise InputError(f'--creators {name!r}: write each creator as "Family, Given"', field="creators")
-        out.append({"name": f"{family.strip()}, {given.strip()}"})
-    return out
-
-
-def wanted_metadata(opts: PushOptions) -> dict[str, Any]:
-    """The metadata fields this push sets: ``--metadata FILE.json``, then the flags over it."""
-    fields: dict[str, Any] = {}
-    if opts.metadata_file is not None:
-        try:
-            doc = orjson.loads(opts.metadata_file.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise InputError(f"--metadata {opts.metadata_file}: cannot read it as JSON: {exc}") from exc
-        doc = doc.get("metadata", doc) if isinstance(doc, dict) else doc
-        if not isinstance(doc, dict):
-            raise InputError(f"--metadata {opts.metadata_file}: must hold a JSON object")
-        fields.update(doc)
-    fields.update({k: v for k, v in opts.fields.items() if v not in (None, "", [])})
-    return fields
-
-
-def check_new_metadata(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """A new record's metadata: every field a publish needs, the date defaulting to today."""
-    missing = [k for k in REQUIRED if fields.get(k) in (None, "", [])]
-    if missing:
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in missing)
-        raise InputError(
-            f"a new deposition needs {', '.join(missing)} (give {flags} or --metadata FILE.json)", field=missing[0]
-        )
-    return {"publication_date": date.today().isoformat(), **fields}
-
-
-def zenodo_document(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Zenodo's deposit metadata: the fields as they are (the flags speak its dialect)."""
-    return {"metadata": dict(fields)}
-
-
-def rdm_document(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The same fields as an InvenioRDM/NRP draft body (``resource_type``, ``person_or_org``)."""
-    metadata: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("upload_type", "creators")}
-    if fields.get("upload_type"):
-        metadata["resource_type"] = {"id": fields["upload_type"]}
-    people = []
-    for creator in fields.get("creators") or []:
-        family, _, given = str(creator.get("name", "")).partition(",")
-        people.append(
-            {"person_or_org": {"type": "personal", "family_name": family.strip(), "given_name": given.strip()}}
-        )
-    if people:
-        metadata["creators"] = people
-    return {"access": {"record": "public", "files": "public"}, "files": {"enabled": True}, "metadata": metadata}
-
-
-# The push's metadata flags in each profile's dialect (by the target's profile name).
-DIALECTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "zenodo": zenodo_document,
-    "inveniordm": rdm_document,
-    "nrp-particles": rdm_document,
-}
-
-
 class Pusher:
     """One push of a directory into one record of ``target``."""
 
@@ -177,62 +114,40 @@ class Pusher:
         on_plan: Callable[[str], None] = print,
         shown: UploadProgress | None = None,
     ) -> None:
-        try:
-            self.document = DIALECTS[profile]
-        except KeyError:
-            raise InputError(f"ferry push has no metadata dialect for profile {profile!r}") from None
+        self.document = dialect(profile)
         self.target, self.opts, self.stats, self.ledger = target, opts, stats, ledger
         self.name = opts.directory.resolve().name or "push"
         self.marker_suffix = marker_suffix
         self.plan = on_plan
         self.shown = shown  # the run display, if any
         self.result = PushResult()
-        self._md5s: dict[str, Any] | None = None  # DIR/.ferry/push-md5.json, once read
+        self.md5s = Md5Cache(opts.directory, jobs=opts.jobs, dry_run=opts.dry_run)
 
     async def run(self) -> PushResult:
-        opts, target = self.opts, self.target
-        files = await asyncio.to_thread(
-            select_files,
-            opts.directory,
-            opts.select,
-            opts.catalog,
-            opts.files,
-            flatten=opts.flatten,
-            sub_paths=target.abilities.sub_paths,
-            marker_suffix=self.marker_suffix,
-        )
-        if opts.keep is not None:
-            chosen = [f for f in files if opts.keep(f.key)]
-            if files and not chosen:
-                raise InputError(f"none of the {len(files)} selected file(s) matches {opts.keep_text}")
-            files = chosen
-        fields = wanted_metadata(opts)
+        opts = self.opts
+        files = await self._select()
+        fields = wanted_metadata(opts.metadata_file, opts.fields)
         known_id = self._ledger_id()
         new_body = None
         if opts.deposition is None and known_id is None:
             new_body = self._new_body(fields)
-        hashes = await self._hash(files, read=False)  # what the cache knows; nothing read yet
+        hashes = await self.md5s.hashes(files, read=False)  # what the cache knows; nothing read yet
         event = self.stats.open("record", self.name, file_count=len(files), bytes=sum(f.size for f in files))
         try:
             rec, have = await self._record(known_id, new_body, fields)
             # An md5 is needed first only to compare with a file the target holds; the others
             # are hashed while they are sent (one read, not two) and checked the same way.
-            hashes |= await self._hash([f for f in files if f.key in have and f.key not in hashes])
-            todo = self._decide(files, hashes, have)
-            self._check_limits(files, have)
+            hashes |= await self.md5s.hashes([f for f in files if f.key in have and f.key not in hashes])
+            todo, skipped = decide(files, hashes, have, restart=opts.restart, plan=self.plan)
+            self.result.skipped.extend(skipped)
+            check_limits(self.target.limits, files, have, recid=self.name, plan=self.plan)
             if opts.dry_run:
                 event.close("dry-run", reason="dry run: nothing written")
                 return self.result
             assert rec is not None
             await self._upload(rec, files, hashes, todo)
             await self._verify(rec, files, hashes)
-            if opts.publish and self.result.ok and target.abilities.publish:
-                with self.stats.open("publish", self.name):
-                    outcome = await target.publish(rec)
-                self.result.published = outcome.state == "published"
-                await self._ledger_status("published")
-            elif self.result.ok:
-                await self._ledger_status("uploaded")
+            await self._finish(rec)
         except FerryError as exc:
             if exc.recid is None:
                 exc.recid = self.name
@@ -244,6 +159,36 @@ class Pusher:
             reason=f"{len(self.result.sent)} sent, {len(self.result.skipped)} already there",
         )
         return self.result
+
+    async def _select(self) -> list[PushFile]:
+        """The files to push: the selection, checked, then ``--include``/``--exclude``."""
+        opts = self.opts
+        files = await asyncio.to_thread(
+            select_files,
+            opts.directory,
+            opts.select,
+            opts.catalog,
+            opts.files,
+            flatten=opts.flatten,
+            sub_paths=self.target.abilities.sub_paths,
+            marker_suffix=self.marker_suffix,
+        )
+        if opts.keep is None:
+            return files
+        chosen = [f for f in files if opts.keep(f.key)]
+        if files and not chosen:
+            raise InputError(f"none of the {len(files)} selected file(s) matches {opts.keep_text}")
+        return chosen
+
+    async def _finish(self, rec: RemoteRecord) -> None:
+        """Publish (when asked, able and every file is verified), and say so in the ledger."""
+        if self.opts.publish and self.result.ok and self.target.abilities.publish:
+            with self.stats.open("publish", self.name):
+                outcome = await self.target.publish(rec)
+            self.result.published = outcome.state == "published"
+            await self._ledger_status("published")
+        elif self.result.ok:
+            await self._ledger_status("uploaded")
 
     # --- the record -------------------------------------------------------------------------
 
@@ -257,24 +202,36 @@ class Pusher:
         self, known_id: str | None, new_body: dict[str, Any] | None, fields: Mapping[str, Any]
     ) -> tuple[RemoteRecord | None, dict[str, RemoteFile]]:
         """The draft to fill (None in a dry run that would create one) and its files."""
-        target, opts = self.target, self.opts
-        wanted = opts.deposition or known_id
-        if wanted is None and not target.abilities.drafts:
+        wanted = self.opts.deposition or known_id
+        if wanted is None and not self.target.abilities.drafts:
             wanted = self.name  # no draft life cycle (S3): the record is found by its name, also in a dry run
-        rec = await target.get(self.name, wanted) if wanted else None
+        rec = await self.target.get(self.name, wanted) if wanted else None
         if wanted and rec is None:
-            if opts.deposition:
-                raise InputError(f"--deposition {opts.deposition}: the target has no such record (or not yours)")
+            if self.opts.deposition:
+                raise InputError(f"--deposition {self.opts.deposition}: the target has no such record (or not yours)")
             new_body = self._new_body(fields)  # the remembered one is gone
         if rec is None and new_body is not None:
             rec = await self._find_lost_create(new_body)
         if rec is None:
             assert new_body is not None
-            self.plan(f"push {self.name}: a new {'draft' if target.abilities.drafts else 'record'} on {target.name}")
-            if opts.dry_run:
-                return None, {}
-            rec = await self._create(new_body)
-            return rec, {}
+            return await self._new_record(new_body), {}
+        return await self._existing_record(rec, fields)
+
+    def _kind(self) -> str:
+        return "draft" if self.target.abilities.drafts else "record"
+
+    async def _new_record(self, body: Mapping[str, Any]) -> RemoteRecord | None:
+        """A new record (None in a dry run: only the plan says so)."""
+        self.plan(f"push {self.name}: a new {self._kind()} on {self.target.name}")
+        if self.opts.dry_run:
+            return None
+        return await self._create(body)
+
+    async def _existing_record(
+        self, rec: RemoteRecord, fields: Mapping[str, Any]
+    ) -> tuple[RemoteRecord, dict[str, RemoteFile]]:
+        """A record that exists: a new version of a published one; its metadata merged."""
+        target, opts = self.target, self.opts
         if rec.state == "published":
             if not target.abilities.versions:
                 raise TargetError(f"record {rec.id} is published and the target has no versions", recid=self.name)
@@ -283,7 +240,7 @@ class Pusher:
                 return rec, await target.list_files(rec)  # a new version starts with these files
             rec = await target.new_version(rec)
         else:
-            self.plan(f"push {self.name}: into existing {'draft' if target.abilities.drafts else 'record'} {rec.id}")
+            self.plan(f"push {self.name}: into existing {self._kind()} {rec.id}")
         self.result.record_id = rec.id
         if self.ledger is not None and not opts.dry_run:
             await self.ledger.run(self.ledger.set_remote, LEDGER_KEY, rec.id, rec.state)
@@ -300,7 +257,7 @@ class Pusher:
             return rec
         if not isinstance(self.target, MetadataReader):
             # Nothing to merge with: the fields must make a whole document, sent as it is.
-            missing = [k for k in REQUIRED if fields.get(k) in (None, "", [])]
+            missing = missing_required(fields)
             if missing:
                 raise InputError(
                     f"target {self.target.name} cannot read a record's metadata to override some fields of it: "
@@ -310,13 +267,11 @@ class Pusher:
             if self.opts.dry_run:
                 return rec
             return await self.target.update_metadata(rec, self.document(check_new_metadata(fields)))
-        current = await self.target.read_metadata(rec)
-        merged = {**current.get("metadata", {}), **fields}
-        merged.setdefault("publication_date", date.today().isoformat())
-        if merged == current.get("metadata"):
+        merged, changed = metadata_changes(await self.target.read_metadata(rec), fields)
+        if not changed:
             self.plan("  metadata: unchanged")
             return rec
-        self.plan(f"  metadata: {', '.join(sorted(k for k in merged if merged[k] != current['metadata'].get(k)))}")
+        self.plan(f"  metadata: {', '.join(changed)}")
         if self.opts.dry_run:
             return rec
         return await self.target.update_metadata(rec, {"metadata": merged})
@@ -356,98 +311,31 @@ class Pusher:
             await self.ledger.run(self.ledger.set_remote, LEDGER_KEY, rec.id, rec.state)
         return rec
 
-    # --- the plan ---------------------------------------------------------------------------
-
-    async def _hash(self, files: list[PushFile], *, read: bool = True) -> dict[str, Checksum]:
-        """md5 of ``files`` from the cache (by size and mtime), else (``read``) by reading them."""
-        cache_path = self.opts.directory / STATE_DIR / "push-md5.json"
-        if self._md5s is None:
-            try:
-                self._md5s = orjson.loads(cache_path.read_bytes())
-            except (OSError, orjson.JSONDecodeError):
-                self._md5s = {}
-        cache = self._md5s
-        gate = asyncio.Semaphore(max(1, min(self.opts.jobs, 4)))
-
-        async def one(f: PushFile) -> tuple[str, str | None]:
-            stamp = f"{f.size}:{f.mtime_ns}"
-            hit = cache.get(str(f.path))
-            if isinstance(hit, list) and hit[0] == stamp:
-                return f.key, str(hit[1])
-            if not read:
-                return f.key, None
-            async with gate:
-                value = (await asyncio.to_thread(hash_file, str(f.path), ("md5",))).hexdigests()["md5"]
-            cache[str(f.path)] = [stamp, value]
-            return f.key, value
-
-        pairs = await asyncio.gather(*(one(f) for f in files))
-        if not self.opts.dry_run and read and files:
-            await asyncio.to_thread(atomic_write_bytes, cache_path, orjson.dumps(cache))
-        return {k: Checksum("md5", v) for k, v in pairs if v is not None}
-
-    async def _learned(self, files: list[PushFile], hashes: Mapping[str, Checksum]) -> None:
-        """Keep the md5s computed while sending, so the next push reads nothing to compare."""
-        cache = self._md5s if self._md5s is not None else {}
-        for f in files:
-            if f.key in hashes:
-                cache[str(f.path)] = [f"{f.size}:{f.mtime_ns}", hashes[f.key].value]
-        path = self.opts.directory / STATE_DIR / "push-md5.json"
-        await asyncio.to_thread(atomic_write_bytes, path, orjson.dumps(cache))
-
-    def _decide(
-        self, files: list[PushFile], hashes: Mapping[str, Checksum], have: Mapping[str, RemoteFile]
-    ) -> set[str]:
-        """Keys to send; prints the plan."""
-        todo: set[str] = set()
-        for f in files:
-            there = have.get(f.key)
-            same = there is not None and there.matches(f.size, hashes[f.key])
-            if same and not self.opts.restart:
-                self.result.skipped.append(f.key)
-                self.plan(f"  skip    {f.key} ({human_bytes(f.size)}, same md5 on the target)")
-                continue
-            todo.add(f.key)
-            verb = "replace" if there is not None else "send   "
-            self.plan(f"  {verb} {f.key} ({human_bytes(f.size)}, {f.group})")
-        sent = sum(f.size for f in files if f.key in todo)
-        self.plan(f"  {len(todo)} to send ({human_bytes(sent)}), {len(files) - len(todo)} to skip")
-        return todo
-
-    def _check_limits(self, files: list[PushFile], have: Mapping[str, RemoteFile]) -> None:
-        limits = self.target.limits
-        after = {k: (f.size or 0) for k, f in have.items()}
-        after.update({f.key: f.size for f in files})
-        count, total = len(after), sum(after.values())
-        self.plan(
-            f"  limits: {count} file(s) of {limits.max_files}, {human_bytes(total)} of "
-            f"{human_bytes(limits.max_record_size)} after the push ({len(have)} there now)"
-        )
-        if count > limits.max_files:
-            raise QuotaError(
-                f"{count} files after the push ({len(have)} on the target + {len(set(after) - set(have))} new) "
-                f"exceed the target's limit of {limits.max_files} per record; nothing was uploaded",
-                recid=self.name,
-            )
-        if total > limits.max_record_size:
-            raise QuotaError(
-                f"{total} bytes after the push exceed the target's limit of {limits.max_record_size} per record; "
-                "nothing was uploaded",
-                recid=self.name,
-            )
-        for f in files:
-            if f.size > limits.max_file_size:
-                raise QuotaError(f"{f.size} bytes exceed the target's per-file limit", recid=self.name, file=f.key)
-
     # --- the transfer -----------------------------------------------------------------------
 
     async def _upload(
         self, rec: RemoteRecord, files: list[PushFile], hashes: dict[str, Checksum], todo: set[str]
     ) -> None:
+        """Send ``todo`` group by group (core first); the marker once the core group is verified."""
+        await self._begin_upload(files, hashes, todo)
         gate = asyncio.Semaphore(max(1, self.opts.jobs))
-        shown = self.shown
-        if shown is not None:
-            shown.upload_totals(files=len(todo), bytes=sum(f.size for f in files if f.key in todo))
+
+        async def one(f: PushFile) -> None:
+            async with gate:
+                await self._send(rec, f, hashes)
+
+        for group in GROUPS:
+            members = [f for f in files if f.group == group]
+            await asyncio.gather(*(one(f) for f in members if f.key in todo))
+            if group == "core" and self.opts.marker:
+                await self._marker(rec, members, hashes)
+        if todo:
+            await self.md5s.learned(files, hashes)
+
+    async def _begin_upload(self, files: list[PushFile], hashes: Mapping[str, Checksum], todo: set[str]) -> None:
+        """The display's totals; the ledger's file rows, the skipped ones verified already."""
+        if self.shown is not None:
+            self.shown.upload_totals(files=len(todo), bytes=sum(f.size for f in files if f.key in todo))
         if self.ledger is not None:
             rows = [(f.key, f.size, hashes.get(f.key)) for f in files]
             await self.ledger.run(self.ledger.set_files, LEDGER_KEY, rows)
@@ -455,39 +343,30 @@ class Pusher:
             await self._file_state(key, "verified", hashes[key])
             self.stats.record("upload", "skipped", self.name, key, reason="already on the target with the same md5")
 
-        async def one(f: PushFile) -> None:
-            async with gate:
-                event = self.stats.open(
-                    "upload", self.name, f.key, bytes=f.size, transfer=self.target.plan_file(f.size)
-                )
-                if shown is not None:
-                    shown.upload_started(f.key)
-                advance = shown.upload_advance if shown is not None else None
-                try:
-                    got = await self.target.put_file(rec, f.key, f.path, f.size, hashes.get(f.key), advance)
-                except FerryError as exc:
-                    event.close("failed", error=exc)
-                    self.result.failed[f.key] = exc.message
-                    if shown is not None:
-                        shown.upload_finished(f.key, ok=False)
-                    await self._file_state(f.key, "failed", None, exc)
-                    return
-                md5 = got.checksum("md5")
-                if f.key not in hashes and md5:  # hashed while sent; put_file compared it with the target's
-                    hashes[f.key] = Checksum("md5", md5)
-                event.close("ok")
-                if shown is not None:
-                    shown.upload_finished(f.key, ok=True)
-                self.result.sent.append(f.key)
-                await self._file_state(f.key, "verified", hashes.get(f.key))
-
-        for group in ("core", "basemap", "optional"):
-            members = [f for f in files if f.group == group]
-            await asyncio.gather(*(one(f) for f in members if f.key in todo))
-            if group == "core" and self.opts.marker:
-                await self._marker(rec, members, hashes)
-        if todo:
-            await self._learned(files, hashes)
+    async def _send(self, rec: RemoteRecord, f: PushFile, hashes: dict[str, Checksum]) -> None:
+        """One file to the target, verified by its md5; a failure is kept in the result, not raised."""
+        shown = self.shown
+        event = self.stats.open("upload", self.name, f.key, bytes=f.size, transfer=self.target.plan_file(f.size))
+        if shown is not None:
+            shown.upload_started(f.key)
+        advance = shown.upload_advance if shown is not None else None
+        try:
+            got = await self.target.put_file(rec, f.key, f.path, f.size, hashes.get(f.key), advance)
+        except FerryError as exc:
+            event.close("failed", error=exc)
+            self.result.failed[f.key] = exc.message
+            if shown is not None:
+                shown.upload_finished(f.key, ok=False)
+            await self._file_state(f.key, "failed", None, exc)
+            return
+        md5 = got.checksum("md5")
+        if f.key not in hashes and md5:  # hashed while sent; put_file compared it with the target's
+            hashes[f.key] = Checksum("md5", md5)
+        event.close("ok")
+        if shown is not None:
+            shown.upload_finished(f.key, ok=True)
+        self.result.sent.append(f.key)
+        await self._file_state(f.key, "verified", hashes.get(f.key))
 
     async def _marker(self, rec: RemoteRecord, core: list[PushFile], hashes: Mapping[str, Checksum]) -> None:
         """``DIR/<name><suffix>``, only once every core file is verified on the target."""
