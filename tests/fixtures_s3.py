@@ -325,6 +325,9 @@ class _ProxyHandler(ForwardingHandler):
             return
         status, headers, data = self._forward(self.proxy.upstream, body)
         self.proxy._note(self.command, self.path, status)
+        if self.command == "PUT" and self.proxy.put_etag is not None:
+            # A server whose ETag is not the md5 of the bytes (SSE-KMS, some gateways).
+            headers = [(k, f'"{self.proxy.put_etag}"' if k.lower() == "etag" else v) for k, v in headers]
         self._pass_on(status, headers, data)
 
     def _refuse(self, status: int, code: str) -> None:
@@ -348,6 +351,7 @@ class S3Proxy:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status)
         self.rules: list[Rule] = []
+        self.put_etag: str | None = None  # set: every PUT answer carries this ETag instead
         self._lock = threading.Lock()
         handler = type("Handler", (_ProxyHandler,), {"proxy": self})
         self._server = http.server.ThreadingHTTPServer((HOST, 0), handler)

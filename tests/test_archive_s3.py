@@ -115,8 +115,9 @@ async def test_download_asks_for_no_file_checksums(
 async def test_upload_of_new_files_sends_no_head_before_put(
     tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The archive LIST already says what exists: each new file is one PUT and one HEAD
-    after it (the read-back that verifies it), never a probing HEAD before it."""
+    """The archive LIST already says what exists: each new file is one PUT, never a probing
+    HEAD before it; nor one after it, since the PUT's answer (Content-MD5 checked by the
+    server, its ETag equal to our md5) already verifies the stored bytes."""
     s3_environment(moto_s3, monkeypatch)
     bucket = moto_s3.make_bucket()
     files = make_tree(tmp_path / "src", n=8)
@@ -132,7 +133,38 @@ async def test_upload_of_new_files_sends_no_head_before_put(
         assert not (await upload_revision(target, "set", "1", tmp_path / "src")).failed
         for name in files:
             mine = [m for m, p, _ in s3_proxy.requests if unquote(p.split("?")[0]).endswith("/" + name)]
-            assert mine == ["PUT", "HEAD"], (name, s3_proxy.requests)
+            assert mine == ["PUT"], (name, s3_proxy.requests)
         assert sorted(keys(moto_s3, bucket)) == sorted(f"arch/set/1/{n}" for n in [*files, MANIFEST_NAME])
+    finally:
+        await target.aclose()
+
+
+@pytest.mark.parametrize("verify_etag", [True, False])
+async def test_a_put_answer_whose_etag_is_not_our_md5_is_read_back(
+    tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch, verify_etag: bool
+) -> None:
+    """When the PUT's ETag does not prove the bytes (a KMS-encrypted bucket, a gateway), the
+    object is read back with a HEAD: with verify_etag (the default) the foreign ETag fails
+    the file, naming it; with verify_etag = false the HEAD's size and md5 metadata decide."""
+    s3_environment(moto_s3, monkeypatch)
+    bucket = moto_s3.make_bucket()
+    files = make_tree(tmp_path / "src", n=2)
+    options = {"layout": "archive", "endpoint_url": s3_proxy.endpoint_url, "verify_etag": verify_etag}
+    target = S3Target(
+        "a", S3Options.from_config(TargetConfig(name="a", type="s3", url=f"s3://{bucket}/arch", options=options))
+    )
+    s3_proxy.put_etag = "0" * 32
+    try:
+        result = await upload_revision(target, "set", "1", tmp_path / "src")
+        for name in files:
+            mine = [m for m, p, _ in s3_proxy.requests if unquote(p.split("?")[0]).endswith("/" + name)]
+            assert mine == ["PUT", "HEAD"], (name, s3_proxy.requests)
+        if verify_etag:
+            assert sorted(result.failed) == sorted(files)
+            assert all("0" * 32 in str(why) for why in result.failed.values()), result.failed
+            assert MANIFEST_NAME not in [k.rsplit("/", 1)[-1] for k in keys(moto_s3, bucket)]
+        else:
+            assert not result.failed
+            assert f"arch/set/1/{MANIFEST_NAME}" in keys(moto_s3, bucket)
     finally:
         await target.aclose()
