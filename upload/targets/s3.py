@@ -344,7 +344,7 @@ class S3Target:
 
     def mark_absent(self, recid: str, keys: Iterable[str]) -> None:
         """The caller listed the record and these keys are not there with the bytes it will
-        send: their next put goes straight to the PUT (still read back and verified after)."""
+        send: their next put goes straight to the PUT (still verified after: by its answer, or read back)."""
         self._listed_absent.update((recid, k) for k in keys)
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
