@@ -15,7 +15,7 @@ from metadata.energy import Energy
 
 # The kind of record, from the portal's ``type.primary``; every profile maps each one to
 # a resource type of its own (see metadata/MAPPING.md).
-KINDS = ("dataset", "software", "environment", "documentation", "supplementaries", "other")
+KINDS = ("dataset", "software", "environment", "documentation", "supplementaries", "image", "video", "other")
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,25 @@ def test_keys_and_bad_input() -> None:
             split_key(bad)
     with pytest.raises(InputError):
         read(Record(recid="1", metadata=[], source="zenodo"))  # type: ignore[arg-type]
+
+
+def test_an_image_record_keeps_its_type_in_every_profile() -> None:
+    body = zenodo_body(resource_type={"type": "image", "subtype": "figure", "title": "Figure"})
+    assert read(zenodo_record(body)).kind == "image"
+    rdm = transform_and_validate(get_profile("inveniordm"), zenodo_record(body))
+    assert rdm["metadata"]["resource_type"] == {"id": "image-figure"}
+    zen = transform_and_validate(get_profile("zenodo"), zenodo_record(body))["metadata"]
+    assert (zen["upload_type"], zen["image_type"]) == ("image", "figure")
+    photo = zenodo_body(resource_type={"type": "image", "subtype": "photo"})
+    rdm = transform_and_validate(get_profile("nrp-particles"), zenodo_record(photo))
+    assert rdm["metadata"]["resource_type"] == {"id": "image"}  # image-photo is not in every vocabulary
+    video = transform_and_validate(get_profile("zenodo"), zenodo_record(zenodo_body(resource_type={"type": "video"})))
+    assert video["metadata"]["upload_type"] == "video" and "image_type" not in video["metadata"]
+
+
+def test_bibliographic_details_in_both_shapes_read_alike() -> None:
+    flat = zenodo_body(journal_title="J. Phys.", journal_volume="7", conference_acronym="WED22")
+    nested = zenodo_body(journal={"title": "J. Phys.", "volume": "7"}, meeting={"acronym": "WED22"})
+    extras = [{s.key: s.html for s in read(zenodo_record(b)).extras}["zenodo.publication"] for b in (flat, nested)]
+    assert extras[0] == extras[1]
+    assert "<li>Journal title: J. Phys.</li><li>Journal volume: 7</li><li>Conference acronym: WED22</li>" in extras[0]

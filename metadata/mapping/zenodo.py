@@ -14,13 +14,15 @@ EXTRA = lands(M + "additional_descriptions", "extra")
 NOTES = lands(M + "notes", "extra")
 ZEN_RECORD = lands(M + "additional_descriptions", 'extra "Zenodo record"')
 
-# Deposit fields the reader does not read yet: said here, so none is lost unnoticed.
-NOT_READ = (
-    "access_conditions", "embargo_date", "image_type", "locations", "thesis_supervisors", "thesis_university",
+PUBLICATION = lands(M + "additional_descriptions", 'extra "Publication details"')
+# The bibliographic details, in the deposit's flat form and the records API's nested one.
+BIBLIO_FLAT = (
     "journal_title", "journal_volume", "journal_issue", "journal_pages", "conference_title", "conference_acronym",
     "conference_dates", "conference_place", "conference_url", "conference_session", "conference_session_part",
-    "imprint_publisher", "imprint_isbn", "imprint_place", "partof_title", "partof_pages", "custom",
+    "imprint_publisher", "imprint_isbn", "imprint_place", "partof_title", "partof_pages", "thesis_university",
+    "thesis_supervisors",
 )  # fmt: skip
+BIBLIO_NESTED = ("journal", "meeting", "imprint", "part_of", "thesis")
 
 ENTRIES: tuple[Entry, ...] = (
     mapped(
@@ -83,8 +85,8 @@ ENTRIES: tuple[Entry, ...] = (
     mapped(M + "version", lands(M + "version"), lands(M + "version")),
     mapped(
         M + "resource_type",
-        lands(M + "resource_type", "kind: dataset, software, publication & co -> documentation"),
-        lands(f"{M}upload_type {M}publication_type"),
+        lands(M + "resource_type", "kind: dataset, software, image (figure), video; publication & co -> documentation"),
+        lands(f"{M}upload_type {M}publication_type {M}image_type"),
     ),
     mapped(M + "upload_type", lands(M + "resource_type", "as `resource_type.type`"), lands(M + "upload_type")),
     mapped(M + "publication_type", lands(M + "resource_type"), lands(M + "publication_type")),
@@ -105,8 +107,10 @@ ENTRIES: tuple[Entry, ...] = (
     mapped(M + "references", lands(M + "additional_descriptions", 'extra "References"'), NOTES),
     mapped(M + "grants", lands(M + "additional_descriptions", 'extra "Grants"'), NOTES),
     LeftOut("files", "the data themselves: the pipeline moves them; their count, size, types -> `formats`, `sizes`"),
-    LeftOut(M + "subjects[].identifier", "not carried yet: the subject's term is, its vocabulary id is not"),
-    LeftOut(M + "subjects[].scheme", "not carried yet: as subjects[].identifier"),
+    mapped(
+        M + "subjects[].identifier", lands(M + "additional_descriptions", 'extra "Subjects (vocabulary ids)"'), NOTES
+    ),
+    mapped(M + "subjects[].scheme", lands(M + "additional_descriptions", 'extra "Subjects (vocabulary ids)"'), NOTES),
     LeftOut(M + "relations", "Zenodo's own version chain: the target makes its own"),
     LeftOut(M + "prereserve_doi", "a DOI reserved on Zenodo for the deposit: the record's DOI is carried"),
     LeftOut("conceptrecid", "the concept's record id: the concept DOI is carried"),
@@ -122,7 +126,18 @@ ENTRIES: tuple[Entry, ...] = (
     LeftOut("state", "Zenodo's bookkeeping"),
     LeftOut("submitted", "Zenodo's bookkeeping"),
     LeftOut("stats", "Zenodo's view and download counts"),
-    *(LeftOut(M + f, "not read yet: no test record carries it") for f in NOT_READ),
+    mapped(M + "embargo_date", ZEN_RECORD, NOTES),
+    mapped(M + "access_conditions", ZEN_RECORD, NOTES),
+    mapped(
+        M + "image_type",
+        lands(
+            f"{M}resource_type {M}subjects", "`image-figure` for a figure, else `image`; the subtype as `Image/<type>`"
+        ),
+        lands(f"{M}image_type {M}keywords", "as the source; also the keyword `Image/<type>`"),
+    ),
+    *(mapped(M + f, PUBLICATION, NOTES) for f in (*BIBLIO_FLAT, *BIBLIO_NESTED)),
+    mapped(M + "locations", lands(M + "additional_descriptions", 'extra "Locations"'), NOTES),
+    mapped(M + "custom", lands(M + "additional_descriptions", 'extra "Custom fields"'), NOTES),
 )
 
 TABLE = Table(

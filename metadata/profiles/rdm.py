@@ -54,10 +54,13 @@ RESOURCE_TYPES = {
     "environment": "other",
     "documentation": "publication",
     "supplementaries": "publication-technicalnote",
+    "image": "image",
+    "video": "video",
     "other": "other",
 }
 _DOC_SUBTYPES = {"report": "publication-report", "manual": "publication-technicalnote"}
-EMITTED_RESOURCE_TYPES = frozenset([*RESOURCE_TYPES.values(), *_DOC_SUBTYPES.values()])
+_IMAGE_SUBTYPES = {"figure": "image-figure"}  # the other image-* ids are not in every instance's vocabulary
+EMITTED_RESOURCE_TYPES = frozenset([*RESOURCE_TYPES.values(), *_DOC_SUBTYPES.values(), *_IMAGE_SUBTYPES.values()])
 
 # Where each text block and extra goes among InvenioRDM's description types.
 _DESCRIPTION_TYPES = {
@@ -74,10 +77,10 @@ _DESCRIPTION_TYPES = {
 
 
 def resource_type(ds: Dataset) -> str:
-    if ds.kind == "documentation":
-        for word in ds.type_secondary:
-            if word.casefold() in _DOC_SUBTYPES:
-                return _DOC_SUBTYPES[word.casefold()]
+    subtypes = {"documentation": _DOC_SUBTYPES, "image": _IMAGE_SUBTYPES}.get(ds.kind, {})
+    for word in ds.type_secondary:
+        if word.casefold() in subtypes:
+            return subtypes[word.casefold()]
     return RESOURCE_TYPES[ds.kind]
 
 

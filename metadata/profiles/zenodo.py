@@ -2,7 +2,8 @@
 
 - ``upload_type`` by the record's kind: dataset / software; documentation is a
   ``publication`` (report or other), supplementaries a ``publication`` of type
-  ``technicalnote``; environments (VM images, conditions) ``other``.
+  ``technicalnote``; environments (VM images, conditions) ``other``; images (with their
+  ``image_type``, ``other`` when the source names none) and videos as such.
 - ``creators``: the authors as ``{"name": "Family, Given", "affiliation", "orcid"}`` (several
   affiliations joined by "; "), in order; the collaboration as ``{"name"}`` only without authors.
 - ``description``: the abstract as sanitised HTML (Zenodo requires one: without any text
@@ -53,8 +54,11 @@ _KINDS = {
     "environment": ("other", None),
     "documentation": ("publication", "other"),
     "supplementaries": ("publication", "technicalnote"),
+    "image": ("image", None),
+    "video": ("video", None),
     "other": ("other", None),
 }
+IMAGE_TYPES = ("figure", "plot", "drawing", "diagram", "photo", "other")
 _ORCID = r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -160,6 +164,8 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     kind, pub = upload_type(ds)
     md: dict[str, Any] = {"upload_type": kind}
     rdm.put(md, "publication_type", pub)
+    if kind == "image":  # required with upload_type image
+        md["image_type"] = next((w.casefold() for w in ds.type_secondary if w.casefold() in IMAGE_TYPES), "other")
     rdm.put(md, "title", rdm.title(ds))
     rdm.put(md, "creators", [creator(c) for c in (ds.creators or ds.organisations)])
     if ds.creators:  # the collaboration is still named, as a research group
@@ -230,6 +236,7 @@ SCHEMA = obj(
                 {
                     "upload_type": req(string(choices=UPLOAD_TYPES)),
                     "publication_type": opt(string(choices=PUBLICATION_TYPES)),
+                    "image_type": opt(string(choices=IMAGE_TYPES)),
                     "title": req(string(min_len=1)),
                     "creators": req(array(CREATOR, min_items=1)),
                     "contributors": opt(array(CONTRIBUTOR)),

@@ -10,12 +10,16 @@ Mapped: title, creators (``"Family, Given"``, ORCID, affiliations ``"A; B"``),
 description (sanitised), ``method`` and ``notes`` as sections, ``publication_date``,
 license, keywords and subject terms, related identifiers (Zenodo's relation names, kept
 verbatim beside the DataCite id), version, DOI, resource type; what no neutral field
-holds (concept DOI, access right, communities, dates, other contributors, references,
-grants, identifiers of other schemes) goes into headed extras.
+holds (concept DOI, access right and conditions, embargo date, communities, dates, other
+contributors, references, grants, identifiers of other schemes, subjects' vocabulary ids,
+journal / conference / imprint / part-of / thesis details, locations, custom fields) goes
+into headed extras. The bibliographic details are read in both shapes Zenodo serves: the
+deposit's flat ``journal_title`` and the records API's nested ``journal.title``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +40,8 @@ _KINDS = {
     "presentation": "documentation",
     "poster": "documentation",
     "lesson": "documentation",
+    "image": "image",
+    "video": "video",
 }
 
 
@@ -91,7 +97,74 @@ def _record_facts(body: Mapping[str, Any], md: Mapping[str, Any]) -> list[str]:
         facts.append(f"Communities: {escape(', '.join(names))}")
     if language := text(md.get("language")):
         facts.append(f"Language: {escape(language)}")
+    if embargo := text(md.get("embargo_date")):
+        facts.append(f"Embargo date: {escape(embargo)}")
+    if conditions := raw_text(md.get("access_conditions")):
+        facts.append(f"Access conditions: {sanitize(conditions)}")
     return facts
+
+
+# Bibliographic details: (nested object of the records API, flat prefix of the deposit, heading, parts).
+_BIBLIO = (
+    ("journal", "journal", "Journal", ("title", "volume", "issue", "pages")),
+    ("meeting", "conference", "Conference", ("title", "acronym", "dates", "place", "url", "session", "session_part")),
+    ("imprint", "imprint", "Imprint", ("publisher", "isbn", "place")),
+    ("part_of", "partof", "Part of", ("title", "pages")),
+    ("thesis", "thesis", "Thesis", ("university",)),
+)
+
+
+def _publication(md: Mapping[str, Any]) -> list[str]:
+    """Journal, conference, imprint, part-of and thesis details, one labelled line per value."""
+    lines = []
+    for nested, flat, heading, parts in _BIBLIO:
+        inner = mapping(md.get(nested))
+        for part in parts:
+            if value := text(inner.get(part)) or text(md.get(f"{flat}_{part}")):
+                lines.append(escape(f"{heading} {part.replace('_', ' ')}: {value}"))
+    supervisors = items(mapping(md.get("thesis")).get("supervisors")) or items(md.get("thesis_supervisors"))
+    for who in (person(entry) for entry in supervisors):
+        if isinstance(who, Organisation):
+            lines.append(escape(f"Thesis supervisor: {who.name}"))
+        elif who is not None:
+            extra = [*who.affiliations, *([f"ORCID {who.orcid}"] if who.orcid else [])]
+            lines.append(escape(f"Thesis supervisor: {who.display_name}" + (f" ({'; '.join(extra)})" if extra else "")))
+    return lines
+
+
+def _locations(md: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for loc in items(md.get("locations")):
+        where = ", ".join(f"{k} {v}" for k in ("lat", "lon") if (v := text(loc.get(k))))
+        label = " ".join(v for v in (text(loc.get("place")), f"({where})" if where else None) if v)
+        note = text(loc.get("description"))
+        if label or note:
+            lines.append(escape(": ".join(v for v in (label, note) if v)))
+    return lines
+
+
+def _subject_ids(md: Mapping[str, Any]) -> list[str]:
+    """The subjects' vocabulary ids (their terms are keywords)."""
+    lines = []
+    for s in items(md.get("subjects")):
+        ident, scheme = text(s.get("identifier")), text(s.get("scheme"))
+        if ident:
+            url = ident if ident.startswith(("http://", "https://")) else None
+            lines.append(
+                f"{escape(text(s.get('term')) or 'Subject')}: {link_html(ident, url)}"
+                + (f" ({escape(scheme)})" if scheme else "")
+            )
+    return lines
+
+
+def _custom(md: Mapping[str, Any]) -> list[str]:
+    """Zenodo's community custom fields (``{"code:programmingLanguage": [...]}``), key by key."""
+    lines = []
+    for key, value in mapping(md.get("custom")).items():
+        shown = text(value) or json.dumps(value, ensure_ascii=False, sort_keys=True)
+        if value not in (None, "", [], {}):
+            lines.append(escape(f"{key}: {shown}"))
+    return lines
 
 
 def _dates(md: Mapping[str, Any]) -> list[str]:
@@ -127,6 +200,10 @@ def _extras(body: Mapping[str, Any], md: Mapping[str, Any], other_ids: list[str]
         ("references", "References", [escape(r) for r in texts(md.get("references"))]),
         ("grants", "Grants", _grants(md)),
         ("related.other", "Related identifiers (other schemes)", other_ids),
+        ("zenodo.publication", "Publication details", _publication(md)),
+        ("zenodo.subjects", "Subjects (vocabulary ids)", _subject_ids(md)),
+        ("zenodo.locations", "Locations", _locations(md)),
+        ("zenodo.custom", "Custom fields", _custom(md)),
     )
     return [Section(key, heading, list_html(lines)) for key, heading, lines in parts if lines]
 
