@@ -30,6 +30,7 @@ from ferry.core.errors import (
     NoFilesError,
     TargetError,
     VerificationError,
+    maybe_applied,
 )
 from ferry.progress import human_bytes
 from metadata.base import transform_and_validate
@@ -42,7 +43,6 @@ from pipeline.job_base import short_json
 from pipeline.job_files import FileStages, mismatch
 from pipeline.stream import stream_manifest
 from upload.targets.base import PublishOutcome, RemoteRecord
-from upload.targets.http import maybe_applied
 from upload.zip.format import is_zip_output
 from upload.zip.policy import decide_zip
 from upload.zip.zipper import bundled_keys, upload_keys, zip_record
@@ -67,7 +67,7 @@ class RecordJob(FileStages):
             event.close(
                 status,
                 bytes=self.result.bytes_uploaded,
-                file_count=self.result.file_count,
+                **self.result.event_files(),
                 zip_used=self.result.zip_used,
                 reason=self.result.reason,
                 stage_reached=self.stage,
@@ -84,7 +84,7 @@ class RecordJob(FileStages):
                 "failed",
                 error=exc,
                 stage_reached=self.stage,
-                file_count=self.result.file_count,
+                **self.result.event_files(),
                 **self.event_extra(),
             )
             if ctx.ledger is not None and not ctx.dry_run:

@@ -35,7 +35,7 @@ import orjson
 
 from ferry.core.atomic import atomic_write_bytes
 from ferry.core.checksums import Checksum
-from ferry.core.errors import FerryError, InputError, TargetError
+from ferry.core.errors import FerryError, InputError, TargetError, maybe_applied
 from pipeline.ledger import Ledger
 from pipeline.push_hashes import Md5Cache
 from pipeline.push_metadata import (
@@ -52,7 +52,6 @@ from pipeline.push_plan import check_limits, decide
 from pipeline.push_select import STATE_DIR, PushFile, select_files
 from stats.events import StatsWriter
 from upload.targets.base import RemoteFile, RemoteRecord, Target
-from upload.targets.http import maybe_applied
 
 if TYPE_CHECKING:
     from pipeline.context import UploadProgress

@@ -279,3 +279,8 @@ class Conflict(TargetError):
 def is_retryable(exc: BaseException) -> bool:
     """True when repeating the same operation may succeed."""
     return isinstance(exc, FerryError) and exc.retryable
+
+
+def maybe_applied(exc: BaseException) -> bool:
+    """True when a failed request may still have taken effect on the server."""
+    return isinstance(exc, FerryError) and exc.maybe_applied
