@@ -255,7 +255,7 @@ def test_request_rate_never_exceeds_the_limit_from_server_log(
     # The throttle's windows are 60 s / 3600 s; a test cannot wait for minutes, so the
     # same limiter runs with a 2 s "minute": at most `per_window` requests in any 2 s.
     window, per_window = 2.0, 12
-    monkeypatch.setattr("pipeline.runtime.RateLimiter", functools.partial(RateLimiter, minute=window))
+    monkeypatch.setattr("pipeline.target_wiring.RateLimiter", functools.partial(RateLimiter, minute=window))
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
     config = write_config(tmp_path, source, repo, requests_per_minute=per_window)
     dest = tmp_path / "data"
