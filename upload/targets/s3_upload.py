@@ -233,14 +233,19 @@ async def _send_single(
         data = b"".join([c async for c in whole])
     finally:
         await whole.aclose()
-    digest = await asyncio.to_thread(_hash_part, hasher, data)
+    # Hashed here even when the md5 is known: not every server checks Content-MD5 (moto
+    # stores a mismatching body), and bytes that are not the expected ones are never sent.
+    # One pass: the whole-stream md5 of a single PUT is its Content-MD5.
+    await asyncio.to_thread(hasher.update, data)
     check_stream(hasher, size, expected, at)  # before anything is written
+    checksums = hasher.checksums()
+    digest = bytes.fromhex(checksums["md5"].value)
     if md5_key is not None:
         metadata = {**metadata, md5_key: digest.hex()}
     etag = await client.put(bucket, key, data, content_md5=b64(digest), metadata=metadata, at=at)
     if progress is not None:
         progress(len(data))
-    return Sent(etag, hasher.checksums(), False, digest.hex())
+    return Sent(etag, checksums, False, digest.hex())
 
 
 async def _reserve_and_read(
