@@ -17,8 +17,8 @@ from typing import Any
 
 from archive.hashing import WORKERS, HashJob, Hooks, hash_many
 from archive.manifest import Manifest, ManifestRow, djarchive_unreadable, shown
-from archive.state import TreeState, now_ns
-from archive.tree import ScanOptions, TreeFile, scan_tree
+from ferry.core.tree import ScanOptions, TreeFile, scan_tree
+from ferry.core.tree_state import TreeState, now_ns
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import BinaryIO
 from archive.build import digest_files
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, ManifestRow
-from archive.state import TreeState
 from archive.store import fetch_manifest, listing, reader, revision_id
-from archive.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
 from ferry.core.atomic import atomic_write_bytes, fsync_dir
 from ferry.core.checksums import MultiHasher, hash_file
 from ferry.core.errors import FerryError, InputError, VerificationError
 from ferry.core.model import inside
+from ferry.core.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
+from ferry.core.tree_state import TreeState
 from ferry.progress import ProgressSink
 from stats.events import StatsWriter
 from upload.targets.base import RemoteRecord, Target

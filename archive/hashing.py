@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
-from archive.tree import FileStat
 from ferry.core.checksums import new_digest
 from ferry.core.errors import FerryError, InputError
+from ferry.core.tree import FileStat
 from ferry.progress import ProgressSink
 
 CHUNK = 4 * 1024 * 1024

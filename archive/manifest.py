@@ -25,8 +25,8 @@ from pathlib import Path
 from ferry.core.atomic import atomic_write_bytes
 from ferry.core.errors import InputError
 from ferry.core.model import safe_relpath
+from ferry.core.tree import MANIFEST_NAME
 
-MANIFEST_NAME = "djarchive-manifest.csv"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Names are file-system bytes; ones that are not UTF-8 travel as lone surrogates
 # (os.fsdecode) and are written back as the same bytes.

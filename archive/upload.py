@@ -24,9 +24,9 @@ from archive.build import TreeDigest, compare_digest, digest_tree, manifest_of, 
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from archive.store import archive_hash, bytes_checksum, revision_id
-from archive.tree import ScanOptions
 from ferry.core.checksums import Checksum
 from ferry.core.errors import FerryError, InputError
+from ferry.core.tree import ScanOptions
 from ferry.progress import ProgressSink
 from stats.events import StatsWriter
 from upload.targets.base import RemoteFile, RemoteRecord, SizeLister, Target

@@ -20,12 +20,12 @@ from archive.manifest import (
     parse_manifest,
     read_manifest,
 )
-from archive.state import TreeState
-from archive.tree import ScanOptions, scan_tree
 from ferry.cli import main
 from ferry.core.errors import InputError, UnsafePathError
+from ferry.core.tree import ScanOptions, scan_tree
+from ferry.core.tree_state import TreeState
 
-OLD = 1_600_000_000  # an mtime well in the past: the state trusts it (see archive/state.py)
+OLD = 1_600_000_000  # an mtime well in the past: the state trusts it (see ferry/core/tree_state.py)
 
 
 def write(root: Path, rel: str, data: bytes, *, old: bool = True) -> Path:

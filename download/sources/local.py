@@ -3,7 +3,7 @@
 The record's id is the folder's name; each file's key is its POSIX path inside the folder
 and its URI ``file:///...`` (fetched by ``download.fetchers.file``). Sizes and checksums
 (sha256 and md5) are computed once while the tree is read and kept in the folder's local
-state (``archive.state``, ``DIR/.ferry/archive-state.sqlite``): resolving an unchanged tree
+state (``ferry.core.tree_state``, ``DIR/.ferry/archive-state.sqlite``): resolving an unchanged tree
 again hashes nothing. The same rules as ``ferry manifest`` say which files belong (no
 dotfiles, not the manifest, not ferry's state; links out of the folder refused).
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archive.build import digest_tree
-from archive.tree import ScanOptions
 from ferry.core.checksums import Checksum
 from ferry.core.errors import NoFilesError, RecordNotFound
 from ferry.core.model import FileEntry, Record
+from ferry.core.tree import ScanOptions
 
 if TYPE_CHECKING:
     from download.sources import SourceDeps

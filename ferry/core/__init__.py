@@ -1,1 +1,2 @@
-"""The core: record model, errors, checksums, config, retries. No CLI, no I/O policy."""
+"""The core: record model, errors, checksums, config, retries, atomic writes, a folder's files
+and their remembered checksums (tree, tree_state). Imports nothing above it: no CLI, no stage."""

@@ -21,13 +21,14 @@ import stat as statmod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archive.manifest import MANIFEST_NAME
 from ferry.core.errors import InputError, UnsafePathError
 from ferry.core.model import safe_relpath
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".ferry"  # our own state (archive-state.sqlite, partial downloads): never data
+# The archive's manifest (archive/manifest.py names it from here): a scan never lists it as data.
+MANIFEST_NAME = "djarchive-manifest.csv"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from archive.tree import STATE_DIR, FileStat
+from ferry.core.tree import STATE_DIR, FileStat
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Each record is a folder ``<root>/<recid>/`` (a recid may hold ``/``: an archive'
 in ``<record>/.ferry/tmp/`` (fsync, rename, fsync folder), so a kill leaves the old file
 or the whole new one, never a prefix under its key. Its checksums, computed from the bytes
 as they are written, are kept beside the files in ``<record>/.ferry/archive-state.sqlite``
-(``archive.state``), keyed by (key, size, mtime_ns, inode): a later edit of the file makes
+(``ferry.core.tree_state``), keyed by (key, size, mtime_ns, inode): a later edit of the file makes
 it unknown again instead of wrongly verified. A put of a file that is already there with
 the same size and checksum writes nothing.
 
@@ -29,8 +29,6 @@ from urllib.parse import unquote, urlsplit
 import aiofiles
 import orjson
 
-from archive.state import TreeState
-from archive.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
 from ferry.core.atomic import AtomicWriter, atomic_write_bytes
 from ferry.core.checksums import Checksum, MultiHasher
 from ferry.core.config import Limits, Secret, TargetConfig
@@ -44,6 +42,8 @@ from ferry.core.errors import (
     VerificationError,
 )
 from ferry.core.model import inside, safe_relpath
+from ferry.core.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
+from ferry.core.tree_state import TreeState
 from upload.targets.base import (
     Abilities,
     NotSupported,

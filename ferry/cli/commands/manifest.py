@@ -20,8 +20,8 @@ from typing import TypeVar
 from archive.build import build_manifest
 from archive.hashing import ProgressHooks
 from archive.manifest import manifest_path, write_manifest
-from archive.tree import ScanOptions
 from ferry.core.config import Config
+from ferry.core.tree import ScanOptions
 from ferry.progress import Progress, display_options, human_bytes
 
 T = TypeVar("T")
