@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from download.manifest import Manifest
 from ferry.core.config import Limits
@@ -96,11 +96,28 @@ class RecordResult:
     error: FerryError | None = None
     remote_id: str | None = None
     publish: PublishOutcome | None = None
-    file_count: int = 0
+    file_count: int = 0  # files put on the target: zip bundles and their manifest count, not their members
     bytes_uploaded: int = 0
     zip_used: bool | None = None
     reason: str | None = None
     failed_files: dict[str, str] = field(default_factory=dict)  # key -> reason
+    source_files: int = 0  # the source record's files (those of a part, for a part)
+    parts: int = 0  # oversize = "split": the linked records the record went as
+
+    def event_files(self) -> dict[str, Any]:
+        """The record event's file facts: the source's files, and the target's apart from them."""
+        facts: dict[str, Any] = {"file_count": self.source_files, "uploaded_files": self.file_count}
+        return {**facts, "parts": self.parts} if self.parts else facts
+
+    def files_text(self) -> str:
+        """How many files went, for the terminal: source files and zip bundles said apart."""
+        verified = f"{self.file_count} file(s) verified on the target"
+        if self.parts:
+            what = " (zip bundles and their manifests)" if self.zip_used else ""
+            return f"{self.source_files} source file(s) as {self.parts} linked records, {verified}{what}"
+        if self.zip_used and self.source_files != self.file_count:
+            return f"{self.source_files} source file(s) in {verified} (zip bundles and their manifest)"
+        return verified
 
     def lines(self) -> list[str]:
         """One line per failure, for the terminal."""

@@ -31,7 +31,7 @@ class JobBase:
         self.recid = record.recid
         self.record_dir = ctx.dest / staging_name(record)  # zenodo:123 and CERN 123 apart
         self.stage = "resolve"
-        self.result = RecordResult(recid=record.recid, status="failed", stage="resolve")
+        self.result = RecordResult(recid=record.recid, status="failed", stage="resolve", source_files=len(record.files))
         self._manifest_lock = asyncio.Lock()  # md5s learnt during the upload are saved one at a time
         self.notes: list[str] = []  # where the record's own claims disagree with its files
         self.oversize_note: str | None = None  # what pipeline/oversize.py decided, when over a limit

@@ -131,7 +131,8 @@ async def run_parts(job: RecordJob, plan: OversizePlan) -> Outcome:
     for part_job in jobs:  # pass 2: each part whole, linked to the others
         part_job.part = dataclasses.replace(part_job.part, siblings=pages)
         results.append(await part_job.run())
-    job.result.file_count = sum(r.file_count for r in results)
+    job.result.file_count = sum(r.file_count for r in results)  # bundles and manifests, when zipped
+    job.result.source_files, job.result.parts = sum(r.source_files for r in results), len(jobs)
     job.result.bytes_uploaded = sum(r.bytes_uploaded for r in results)
     job.result.remote_id = ",".join(r.remote_id or "?" for r in results)
     job.result.zip_used = any(bool(r.zip_used) for r in results)

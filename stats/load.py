@@ -208,13 +208,17 @@ RECORD_COLUMNS = (
     "end",
     "duration_s",
     "bytes",
-    "file_count",
+    "file_count",  # the source record's files
+    "uploaded_files",  # the files put on the target (zip bundles and manifests, not their members)
+    "parts",  # oversize = "split": the linked records it went as (0: one record)
     "zip_used",
     "error_type",
     "error",
     "reason",
     "derived",
 )
+# Record-event facts kept in ``extra`` (pipeline/context.py RecordResult.event_files).
+_EXTRA_COLUMNS = ("uploaded_files", "parts")
 
 
 # A part of a record split into a series (``oversize = "split"``: ``81009.part-1-of-3``,
@@ -257,6 +261,8 @@ def final_record_status(frame: pd.DataFrame, *, parts: bool = False) -> pd.DataF
     ]
     final = record_rows.loc[picks].set_index("recid")
     out = final.reindex(columns=[c for c in RECORD_COLUMNS if c != "derived"]).copy()
+    for name in _EXTRA_COLUMNS:
+        out[name] = [e.get(name) if isinstance(e, dict) else None for e in final["extra"]]
     out["status"] = out["status"].astype("string")
     out["derived"] = False
     missing = [r for r in rows["recid"].drop_duplicates() if r not in out.index]
@@ -267,8 +273,9 @@ def final_record_status(frame: pd.DataFrame, *, parts: bool = False) -> pd.DataF
         out = pd.concat([out, pd.DataFrame(derived, index=pd.Index(missing, name="recid"))])
     out = out.reindex(columns=list(RECORD_COLUMNS))
     out["status"] = out["status"].astype(statuses)
-    for name in ("bytes", "file_count"):
+    for name in ("bytes", "file_count", "uploaded_files"):
         out[name] = pd.to_numeric(out[name], errors="coerce").astype("Int64")
+    out["parts"] = pd.to_numeric(out["parts"], errors="coerce").fillna(0).astype("int64")
     out["zip_used"] = out["zip_used"].astype("boolean")
     out["derived"] = out["derived"].astype(bool)
     out["duration_s"] = pd.to_numeric(out["duration_s"], errors="coerce").astype("float64")

@@ -113,6 +113,7 @@ def per_worker(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
     """The numbers of a run (or of merged runs) as a JSON-ready dict."""
     final = final_record_status(frame)
+    ok_records = final[final["status"] == "ok"]
     counts = final["status"].astype(str).value_counts()
     parts = final_record_status(frame, parts=True)["status"].astype(str).value_counts()
     per_run = records_per_run(frame)
@@ -152,6 +153,15 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
             # Parts of split records (oversize = "split"), by final status: parts of the
             # records above, never records beside them (the key only when there are some).
             **({"parts": {s: int(n) for s, n in parts.items() if n}} if parts.sum() else {}),
+            # The files of the ok records: the source's, and what holds them on the target
+            # (zip bundles and their manifests are fewer files than their members); None
+            # when no record event says (runs written before the events carried it).
+            "files": {
+                "source": int(ok_records["file_count"].fillna(0).sum()),
+                "on_target": int(ok_records["uploaded_files"].sum())
+                if ok_records["uploaded_files"].notna().any()
+                else None,
+            },
         },
         "moved": moved,
         "throughput": {
@@ -175,7 +185,11 @@ def summarize(frame: pd.DataFrame, *, top: int = 10) -> dict[str, Any]:
         "slowest_records": [
             {
                 "recid": str(recid),
-                **{k: _clean(row[k]) for k in ("status", "duration_s", "bytes", "file_count", "zip_used", "run_id")},
+                **{
+                    k: _clean(row[k])
+                    for k in ("status", "duration_s", "bytes", "file_count", "uploaded_files", "parts", "zip_used")
+                },
+                "run_id": _clean(row["run_id"]),
             }
             for recid, row in slow.iterrows()
         ],
@@ -266,6 +280,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     if parts := rec.get("parts"):
         shown = ", ".join(f"{n} {status}" for status, n in parts.items())
         out.append(f"         of which split into {sum(parts.values())} parts: {shown}")
+    if (files := rec.get("files")) and files["on_target"] is not None:
+        held = " (zip bundles and their manifests hold the rest)" if files["on_target"] < files["source"] else ""
+        out.append(
+            f"files:   {files['source']} source files of the ok records, {files['on_target']} on the target{held}"
+        )
     moved = summary["moved"]
     out.append(
         f"moved:   {human_bytes(moved['bytes_downloaded'], digits=2)} in {moved['files_downloaded']} files downloaded, "
@@ -334,11 +353,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                 human_seconds(s["duration_s"]),
                 human_bytes(s["bytes"], digits=2),
                 "-" if s["file_count"] is None else str(s["file_count"]),
+                "-" if s.get("uploaded_files") is None else str(s["uploaded_files"]),
+                str(s.get("parts") or "-"),
                 {True: "yes", False: "no", None: "-"}[s["zip_used"]],
             ]
             for s in summary["slowest_records"]
         ]
-        out.extend(
-            "  " + line for line in _table(["recid", "status", "duration", "bytes", "files", "zip"], rows, "llrrrl")
-        )
+        header = ["recid", "status", "duration", "bytes", "files", "on target", "parts", "zip"]
+        out.extend("  " + line for line in _table(header, rows, "llrrrrrl"))
     return "\n".join(out)

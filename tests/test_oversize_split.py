@@ -276,3 +276,45 @@ def test_zenodo_profile_splits_into_linked_depositions_once(
     writes = len(zen.writes())
     assert main(args) == 0, capsys.readouterr().err  # re-run: each part found again
     assert len(zen.writes()) == writes and len(_zen_get(zen, "/deposit/depositions?size=100")) == PARTS
+
+
+def test_a_zipped_split_record_counts_its_source_files_and_its_bundles_apart(
+    tmp_path: Path,
+    many_files: SyntheticSource,
+    repository_factory: Callable[..., RepositoryHandle],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """30 small files, 10 per record, zipped: 4 parts, each its bundle(s) and manifest or its files.
+
+    The summary said "9 file(s) verified" for this 30-file record (the parts' uploads summed):
+    now the source files and the files on the target are said apart, in the terminal and in stats."""
+    repo = _repository(repository_factory)
+    limits = {"zip_small_median_bytes": 1_000_000}  # 2 kB files: zipped
+    config = write_config(tmp_path, many_files, repo, limits=limits, oversize="split", max_files_per_record=10)
+    dest, stats = tmp_path / "data", tmp_path / "stats"
+    args = ["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest)]
+    assert main([*args, "--stats-dir", str(stats), "--publish"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    on_target = [k for e in repo.state()["entities"] for k in e["record_files"]]
+    assert len(repo.state()["entities"]) == PARTS and any(k.endswith(".zip") for k in on_target)
+    assert len(on_target) < FILES  # bundles: fewer files on the target than the record has
+    line = next(x for x in out.splitlines() if x.startswith(f"record {RECID}: ok"))
+    assert line.startswith(
+        f"record {RECID}: ok, {FILES} source file(s) as {PARTS} linked records, "
+        f"{len(on_target)} file(s) verified on the target (zip bundles and their manifests)"
+    ), line
+    record = [r for r in _rows(stats) if r["stage"] == "record" and r["recid"] == RECID and r["status"] == "ok"]
+    assert len(record) == 1 and record[0]["file_count"] == FILES
+    assert record[0]["extra"]["uploaded_files"] == len(on_target) and record[0]["extra"]["parts"] == PARTS
+    summary = _summary(stats, capsys)
+    assert summary["records"]["files"] == {"source": FILES, "on_target": len(on_target)}
+    slow = summary["slowest_records"][0]
+    assert (slow["recid"], slow["file_count"], slow["uploaded_files"], slow["parts"]) == (
+        RECID,
+        FILES,
+        len(on_target),
+        PARTS,
+    )
+    assert main(["stats", "summary", str(stats)]) == 0
+    text = capsys.readouterr().out
+    assert f"files:   {FILES} source files of the ok records, {len(on_target)} on the target" in text

@@ -164,6 +164,9 @@ def _result(outcome: TaskOutcome) -> RecordResult:
         remote_id=outcome.remote_id,
         file_count=outcome.file_count,
         bytes_uploaded=outcome.bytes_uploaded,
+        source_files=outcome.source_files,
+        parts=outcome.parts,
+        zip_used=outcome.zip_used,
         failed_files=dict(outcome.failed_files),
     )
 

@@ -90,6 +90,9 @@ class TaskOutcome:
     remote_id: str | None = None
     file_count: int = 0
     bytes_uploaded: int = 0
+    source_files: int = 0
+    parts: int = 0
+    zip_used: bool | None = None
     failed_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     rows: tuple[dict[str, Any], ...] = ()
     published_files: VerifiedFiles = ()  # the worker's ledger after the task, for the client's
@@ -311,6 +314,9 @@ class WorkerRuntime:
             remote_id=result.remote_id,
             file_count=result.file_count,
             bytes_uploaded=result.bytes_uploaded,
+            source_files=result.source_files,
+            parts=result.parts,
+            zip_used=result.zip_used,
             failed_files=dict(result.failed_files),
             rows=self.stats.take(record.recid),
             published_files=done,

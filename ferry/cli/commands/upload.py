@@ -183,7 +183,7 @@ def print_results(results: list[RecordResult]) -> int:
             where = f" as {r.remote_id}" if r.remote_id else ""
             published = f", {r.publish.state}" if r.publish else ""
             zipped = ", zipped" if r.zip_used else ""
-            print(f"record {r.recid}: ok, {r.file_count} file(s) verified on the target{where}{zipped}{published}")
+            print(f"record {r.recid}: ok, {r.files_text()}{where}{zipped}{published}")
         elif r.status == "skipped":
             print(f"record {r.recid}: skipped ({r.reason})")
     for r in results:
