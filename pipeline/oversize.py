@@ -30,7 +30,8 @@ from upload.targets.base import TargetLimits
 from upload.zip.policy import BUNDLE_FIXED_OVERHEAD, entry_budget, split
 
 if TYPE_CHECKING:
-    from pipeline.job import RecordJob
+    # The job's state is all this needs: its base class, below the record job that calls here.
+    from pipeline.job_base import JobBase as RecordJob
 
 Action = Literal["fits", "bundle", "split", "refuse"]
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from download.manifest import ManifestEntry, load_manifest
 from ferry.core.atomic import atomic_write_bytes
@@ -34,9 +35,35 @@ from pipeline.job_base import short_json
 
 if TYPE_CHECKING:
     from download.manifest import Manifest
-    from pipeline.context import Outcome
-    from pipeline.job import RecordJob
-    from upload.targets.base import RemoteRecord
+    from ferry.core.model import Record
+    from pipeline.context import Outcome, PipelineContext, RecordResult
+    from upload.targets.base import PublishOutcome, RemoteRecord
+
+T = TypeVar("T")
+
+
+class RecordJob(Protocol):
+    """What this module needs of the record job (``pipeline.job.RecordJob`` is one).
+
+    Declared here, not imported: the record job calls this module, so importing it back
+    would make the two a circle."""
+
+    ctx: PipelineContext
+    record: Record
+    recid: str
+    record_dir: Path
+    stage: str
+    result: RecordResult
+    notes: list[str]
+
+    def event_extra(self) -> dict[str, Any]: ...
+    async def _call(self, op: Callable[[], Awaitable[T]], *, wait: bool = True) -> T: ...
+    async def _ledger(self, status: str, **facts: Any) -> None: ...
+    async def _search_patiently(self, query: str) -> RemoteRecord | None: ...
+    async def _create(self, body: Mapping[str, Any], query: str) -> RemoteRecord: ...
+    async def _publish(self, remote: RemoteRecord) -> PublishOutcome: ...
+    async def _deliver(self, body: Mapping[str, Any], query: str, manifest: Manifest, keys: list[str]) -> Outcome: ...
+
 
 METADATA_ONLY = "metadata-only record (the source lists no files)"
 
