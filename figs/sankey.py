@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-from stats.flow import FAILED, LAYERS, SKIPPED, STOPPED, SUCCESS, flow_table, later_skips
+from stats.flow import FAILED, LAYERS, SKIPPED, STOPPED, SUCCESS, flow_table, later_skips, node_text
 
 KIND_COLORS = {SUCCESS: "#3b7dd8", FAILED: "#d62728", SKIPPED: "#8c8c8c", STOPPED: "#f5a623"}
 NODE_WIDTH = 0.05  # in layer units (columns are 1 apart)
@@ -104,7 +104,7 @@ def sankey_figure(frame: pd.DataFrame, title: str = "") -> Figure:
         ax.text(
             box.x - 0.02 if left else box.x + NODE_WIDTH + 0.02,
             box.top - box.height / 2,
-            f"{row.label}: {row.value}",
+            node_text(str(row.label), int(row.value), int(row.split), int(row.parts)),
             ha="right" if left else "left",
             va="center",
             fontsize=9,
@@ -139,7 +139,9 @@ def sankey_plotly(frame: pd.DataFrame, title: str = "") -> object:
         go.Sankey(
             arrangement="snap",
             node={
-                "label": [f"{label}: {value}" for label, value in zip(nodes["label"], nodes["value"], strict=True)],
+                "label": [
+                    node_text(str(r.label), int(r.value), int(r.split), int(r.parts)) for r in nodes.itertuples()
+                ],
                 "color": [KIND_COLORS[k] for k in nodes["kind"]],
                 # plotly wants centres in [0, 1], y from the top; avoid the exact edges.
                 "x": [0.001 + 0.998 * layer / span for layer in nodes["layer"]],

@@ -10,6 +10,12 @@ computes exactly that from the link table, and the tests check it.
 A record's path is read from the events of the run that produced its final status (see
 ``stats.load.final_record_status``), so a record that failed once and was redone later
 flows as it went the last time.
+
+A record split into a series of linked records (``oversize = "split"``) is one recid of
+the flow; its parts' events (recids ``<recid>.part-i-of-n``) are its work, so each stage's
+outcome is that of its parts together: failed if one part failed there, zipped if one was
+zipped, published when they were. ``record_paths`` gives the number of parts, and each
+node of ``flow_table`` the split records through it and their parts (``split``, ``parts``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from itertools import pairwise
 
 import pandas as pd
 
-from stats.load import INTERRUPTED, final_record_status, open_events, terminal
+from stats.load import INTERRUPTED, final_record_status, open_events, terminal, whole_of
 
 LAYERS = ("selected", "download", "zip", "upload", "publish")
 
@@ -90,6 +96,31 @@ def stage_outcomes(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]
     for run_id, recid, stage in opened:
         out.setdefault((run_id, recid), {}).setdefault(stage, "open")
     return out
+
+
+# Which outcome of a stage wins when the parts of a split record disagree.
+_RANK = {"failed": 0, "open": 1, "ok": 2, "dry-run": 3, "skipped": 4}
+RunRecid = tuple[str, str]
+
+
+def with_parts(
+    outcomes: Mapping[RunRecid, StageOutcomes],
+) -> tuple[dict[RunRecid, dict[str, str]], dict[RunRecid, int]]:
+    """``stage_outcomes`` with each part's outcomes merged into its whole record's, and the
+    number of parts of each split record (per run)."""
+    merged = {key: dict(stages) for key, stages in outcomes.items() if whole_of(key[1]) is None}
+    parts: dict[RunRecid, int] = {}
+    for (run_id, recid), stages in outcomes.items():
+        whole = whole_of(recid)
+        if whole is None:
+            continue
+        key = (run_id, whole)
+        parts[key] = parts.get(key, 0) + 1
+        mine = merged.setdefault(key, {})
+        for stage, outcome in stages.items():
+            if stage != "record" and _RANK.get(outcome, 5) < _RANK.get(mine.get(stage, ""), 5):
+                mine[stage] = outcome
+    return merged, parts
 
 
 # The record's first node, and the end of a record that never entered the stages.
@@ -200,15 +231,15 @@ def record_path(status: str, error_type: str | None, outcomes: StageOutcomes) ->
 
 
 def record_paths(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per recid: ``final`` status, ``path`` (node ids), ``end`` node id and
-    ``end_layer``."""
+    """One row per recid: ``final`` status, ``path`` (node ids), ``end`` node id,
+    ``end_layer`` and ``parts`` (a split record's parts in that run, else 0)."""
     final = final_record_status(frame)
-    outcomes = stage_outcomes(frame)
+    outcomes, parts = with_parts(stage_outcomes(frame))
     rows = []
     for recid, rec in final.iterrows():
         error_type = None if pd.isna(rec["error_type"]) else str(rec["error_type"])
-        mine = outcomes.get((str(rec["run_id"]), str(recid)), {})
-        nodes = record_path(str(rec["status"]), error_type, mine)
+        key = (str(rec["run_id"]), str(recid))
+        nodes = record_path(str(rec["status"]), error_type, outcomes.get(key, {}))
         rows.append(
             {
                 "recid": recid,
@@ -217,26 +248,34 @@ def record_paths(frame: pd.DataFrame) -> pd.DataFrame:
                 "end": nodes[-1].id,
                 "end_layer": nodes[-1].layer,
                 "nodes": nodes,
+                "parts": parts.get(key, 0),
             }
         )
-    return pd.DataFrame(rows, columns=["recid", "final", "path", "end", "end_layer", "nodes"]).set_index("recid")
+    columns = ["recid", "final", "path", "end", "end_layer", "nodes", "parts"]
+    return pd.DataFrame(rows, columns=columns).set_index("recid")
 
 
 def flow_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The Sankey as data: ``(nodes, links)``.
 
     ``nodes``: id, layer, label, kind, value (recids through the node), ends (recids whose
-    path ends there). ``links``: source, target (node ids), value (recids), in layer order.
+    path ends there), split (split records through it) and parts (their parts).
+    ``links``: source, target (node ids), value (recids), in layer order.
     """
     paths = record_paths(frame)
     node_info: dict[str, Node] = {}
     through: dict[str, int] = {}
     ending: dict[str, int] = {}
+    split: dict[str, int] = {}
+    part_count: dict[str, int] = {}
     link_count: dict[tuple[str, str], int] = {}
-    for nodes in paths["nodes"]:
+    for nodes, n_parts in zip(paths["nodes"], paths["parts"], strict=True):
         for node in nodes:
             node_info.setdefault(node.id, node)
             through[node.id] = through.get(node.id, 0) + 1
+            if n_parts:
+                split[node.id] = split.get(node.id, 0) + 1
+                part_count[node.id] = part_count.get(node.id, 0) + int(n_parts)
         ending[nodes[-1].id] = ending.get(nodes[-1].id, 0) + 1
         for a, b in pairwise(nodes):
             link_count[(a.id, b.id)] = link_count.get((a.id, b.id), 0) + 1
@@ -250,18 +289,25 @@ def flow_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "kind": node.kind,
                 "value": through[node.id],
                 "ends": ending.get(node.id, 0),
+                "split": split.get(node.id, 0),
+                "parts": part_count.get(node.id, 0),
             }
             for node in node_info.values()
         ),
         key=lambda r: (r["layer"], kind_order[str(r["kind"])], str(r["label"])),
     )
-    nodes_df = pd.DataFrame(node_rows, columns=["id", "layer", "label", "kind", "value", "ends"])
+    nodes_df = pd.DataFrame(node_rows, columns=["id", "layer", "label", "kind", "value", "ends", "split", "parts"])
     order = {row["id"]: i for i, row in enumerate(node_rows)}
     links = sorted(link_count.items(), key=lambda item: (order[item[0][0]], order[item[0][1]]))
     links_df = pd.DataFrame(
         [{"source": s, "target": t, "value": v} for (s, t), v in links], columns=["source", "target", "value"]
     )
     return nodes_df, links_df
+
+
+def node_text(label: str, value: int, split: int, parts: int) -> str:
+    """A node's label on the figures: ``uploaded: 12 (1 split into 4 parts)``."""
+    return f"{label}: {value}" + (f" ({split} split into {parts} parts)" if split else "")
 
 
 def layer_totals(nodes: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ text columns ``string``; ``extra`` stays a dict (or None) per row.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,12 @@ _PART_RECID = r"\.part-[1-9][0-9]*-of-[1-9][0-9]*$"
 def is_part(recids: pd.Series) -> pd.Series:
     """True where a recid names one part of a split record."""
     return recids.astype("string").str.contains(_PART_RECID, regex=True).fillna(False).astype(bool)
+
+
+def whole_of(recid: str) -> str | None:
+    """The split record a part's recid belongs to (``81009.part-1-of-3`` -> ``81009``), else None."""
+    match = re.search(_PART_RECID, recid) if isinstance(recid, str) else None  # a run's events have none
+    return recid[: match.start()] if match else None
 
 
 def final_record_status(frame: pd.DataFrame, *, parts: bool = False) -> pd.DataFrame:

@@ -18,6 +18,8 @@ import pytest
 
 from ferry.cli import main
 from stats.events import read_jsonl
+from stats.flow import flow_table, record_paths
+from stats.load import load
 from tests.bulk_support import (
     BASE,
     SyntheticSource,
@@ -77,6 +79,12 @@ def _summary(stats: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     assert main(["stats", "summary", str(stats), "--json"]) == 0
     summary: dict[str, Any] = json.loads(capsys.readouterr().out)
     return summary
+
+
+def _flow(stats: Path) -> dict[str, tuple[tuple[str, ...], int]]:
+    """The Sankey's data per record: its path through the layers and its parts."""
+    paths = record_paths(load(stats))
+    return {str(r): (tuple(p), int(n)) for r, p, n in zip(paths.index, paths["path"], paths["parts"], strict=True)}
 
 
 def _repository(factory: Callable[..., RepositoryHandle]) -> RepositoryHandle:
@@ -199,6 +207,8 @@ def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alo
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 1 and summary["records"]["failed"] == 1
     assert summary["records"]["parts"] == {"ok": PARTS - 1, "failed": 1}
+    # the flow figure's data: the one record fails where its part 3 failed (not "not published")
+    assert _flow(stats) == {RECID: (("0:selected", "1:downloaded", "2:not zipped", "3:upload failed"), PARTS)}
 
     repo.configure(error_rate=0.0, error_match="")
     before = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
@@ -213,6 +223,8 @@ def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alo
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 1 and summary["records"]["ok"] == 1
     assert summary["records"]["parts"] == {"ok": PARTS}
+    # drawn from the run that finished it: part 3 uploaded, the others already on the target
+    assert _flow(stats) == {RECID: (("0:selected", "1:downloaded", "2:not zipped", "3:uploaded", "4:published"), PARTS)}
 
 
 # --- the Zenodo profile, against the Zenodo stand-in -------------------------------------
@@ -318,3 +330,9 @@ def test_a_zipped_split_record_counts_its_source_files_and_its_bundles_apart(
     assert main(["stats", "summary", str(stats)]) == 0
     text = capsys.readouterr().out
     assert f"files:   {FILES} source files of the ok records, {len(on_target)} on the target" in text
+    # the flow figure's data: one record, zipped (its parts were) and published (all four were)
+    path = ("0:selected", "1:downloaded", "2:zipped", "3:uploaded", "4:published")
+    assert _flow(stats) == {RECID: (path, PARTS)}
+    nodes, links = flow_table(load(stats))
+    assert nodes.set_index("id").loc[list(path), ["value", "split", "parts"]].to_numpy().tolist() == [[1, 1, PARTS]] * 5
+    assert links["value"].tolist() == [1, 1, 1, 1]
