@@ -11,7 +11,7 @@ from download.base import ByteFetcher
 from download.fetchers.file import FileFetcher
 from download.fetchers.https import HTTPSFetcher, https_url
 from download.fetchers.xrootd import XRootDFetcher
-from download.sources.cernopendata import MAX_INDEX_BYTES
+from download.sources.cernopendata_index import MAX_INDEX_BYTES  # the defining module: no circle through the source
 from ferry.core.config import DEFAULT_PORTAL, Limits
 from ferry.core.errors import ConfigError, SourceError
 

@@ -6,7 +6,7 @@ The text blocks and the extras come from the reader's own lists (``portal_text.T
 
 from __future__ import annotations
 
-from metadata.mapping import Entry, LeftOut, Table, lands, mapped
+from metadata.mapping.table import Entry, LeftOut, Table, lands, mapped
 from metadata.readers.portal_text import EXTRA_FIELDS, TEXT_BLOCKS
 
 M = "metadata."

@@ -6,7 +6,7 @@ its ``catalog.yaml`` top level (``authors`` read as ``creators``); nothing else 
 
 from __future__ import annotations
 
-from metadata.mapping import Entry, LeftOut, Table, lands, mapped
+from metadata.mapping.table import Entry, LeftOut, Table, lands, mapped
 
 M = "metadata."
 RELATED = M + "related_identifiers"

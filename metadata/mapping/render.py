@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metadata.mapping import PROFILES, Field, Lands, LeftOut, Table, tables
+from metadata.mapping import tables
+from metadata.mapping.table import PROFILES, Field, Lands, LeftOut, Table
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "MAPPING.md"
 HEADER = """\

@@ -6,7 +6,7 @@ Paths are those of the records API's answer (what ``download.sources.zenodo`` ke
 
 from __future__ import annotations
 
-from metadata.mapping import Entry, LeftOut, Table, lands, mapped
+from metadata.mapping.table import Entry, LeftOut, Table, lands, mapped
 
 M = "metadata."
 RELATED = M + "related_identifiers"
