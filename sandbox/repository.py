@@ -44,7 +44,7 @@ from typing import Any, BinaryIO
 import orjson
 from aiohttp import web
 
-from sandbox import repository_files, repository_nrp, repository_records
+from sandbox import repository_files, repository_nrp, repository_records, repository_search_api
 from sandbox.repository_core import BYTES_READ_KEY, DROPPED_KEY, MODELS, USER_KEY, ApiError, Repo, json_response
 from sandbox.repository_options import RepositoryOptions
 from sandbox.repository_records import REPO
@@ -310,6 +310,7 @@ def build_app(repo: Repo, request_log: Path) -> web.Application:
     app[TRAFFIC] = Traffic(log=log)
     app.add_routes(repository_nrp.routes(MODEL_PATTERN))
     app.add_routes(repository_files.routes(MODEL_PATTERN))
+    app.add_routes(repository_search_api.routes(MODEL_PATTERN))
     app.add_routes(repository_records.routes(MODEL_PATTERN))
     app.add_routes(
         [

@@ -1,4 +1,4 @@
-"""Record, draft, version and search endpoints of the sandbox repository."""
+"""Record, draft and version endpoints of the sandbox repository (search: repository_search_api)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import copy
 from aiohttp import web
 
 from sandbox.repository_core import NRP_MODEL, ApiError, Repo, fail, json_response
-from sandbox.repository_search import QuerySyntaxError, matches, parse_query
+from sandbox.repository_paging import page_of, paging
 from sandbox.repository_store import Obj, now_iso
 from sandbox.repository_validate import validate_draft
 
 REPO = web.AppKey("repo", Repo)
-
-MAX_RESULT_WINDOW = 10_000
 
 
 def _repo(request: web.Request) -> Repo:
@@ -364,9 +362,9 @@ async def list_versions(request: web.Request) -> web.Response:
         for v in reversed(parent["versions"])
         if repo.store.entities[v].get("record") is not None
     ]
-    page, size = _paging(request)
+    page, size = paging(request)
     root = repo.api_root(entity, base) + "/versions"
-    return json_response(_page(hits, page, size, root, {}))
+    return json_response(page_of(hits, page, size, root, {}))
 
 
 async def latest_version(request: web.Request) -> web.Response:
@@ -376,124 +374,11 @@ async def latest_version(request: web.Request) -> web.Response:
     return record_response(repo, request, latest)
 
 
-# --- search ------------------------------------------------------------------------
-def _paging(request: web.Request) -> tuple[int, int]:
-    try:
-        page = int(request.query.get("page", "1"))
-        size = int(request.query.get("size", "10"))
-    except ValueError:
-        fail(400, "Invalid querystring parameters.")
-    if page < 1 or size < 1 or page * size > MAX_RESULT_WINDOW:
-        fail(
-            400,
-            "Invalid querystring parameters.",
-            [{"field": "page", "messages": [f"page * size must not exceed {MAX_RESULT_WINDOW}."]}],
-        )
-    return page, size
-
-
-def _page(hits: list[Obj], page: int, size: int, root: str, params: dict[str, str]) -> Obj:
-    def link(p: int) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {**params, "page": str(p), "size": str(size)}.items())
-        return f"{root}?{query}"
-
-    links: Obj = {"self": link(page)}
-    if page > 1:
-        links["prev"] = link(page - 1)
-    if page * size < len(hits) and (page + 1) * size <= MAX_RESULT_WINDOW:
-        links["next"] = link(page + 1)
-    return {
-        "hits": {"hits": hits[(page - 1) * size : page * size], "total": len(hits)},
-        "links": links,
-        "sortBy": "newest",
-        "aggregations": {},
-    }
-
-
-Face = tuple[Obj, Obj, str]  # (doc, the face a search sees, "draft" or "record")
-
-
-def _search(repo: Repo, request: web.Request, docs: list[Obj], *, user_search: bool, root: str) -> web.Response:
-    page, size = _paging(request)
-    try:
-        query = parse_query(request.query.get("q", ""))
-    except QuerySyntaxError as exc:
-        fail(400, f"Invalid query string syntax: {exc}.")
-    faces = _visible_faces(docs, request.query.get("is_published", "").lower(), user_search=user_search)
-    if request.query.get("allversions", "").lower() not in ("1", "true", "yes"):
-        faces = _latest_versions(faces)
-    faces = [item for item in faces if matches(item[1], query)]
-    sort = request.query.get("sort", "newest")
-    faces.sort(key=lambda item: item[0]["created"], reverse=sort != "oldest")
-    base = repo.base(request)
-    hits: list[Obj] = []
-    for doc, face, kind in faces:
-        entity = repo.store.entities.get(doc["eid"])
-        hit = copy.deepcopy(face)
-        if entity is not None:
-            hit["links"] = repo.draft_links(entity, base) if kind == "draft" else repo.record_links(entity, base)
-        hits.append(hit)
-    params = {k: v for k, v in request.query.items() if k not in ("page", "size")}
-    return json_response(_page(hits, page, size, root, params))
-
-
-def _visible_faces(docs: list[Obj], published_filter: str, *, user_search: bool) -> list[Face]:
-    """The face of each doc a search sees: the owner's draft if any (user search), else the record."""
-    faces: list[Face] = []
-    for doc in docs:
-        if user_search:
-            face, kind = (doc["draft"], "draft") if doc["draft"] is not None else (doc["record"], "record")
-        else:
-            face, kind = doc["record"], "record"
-        if face is None:
-            continue
-        if published_filter in ("true", "false") and face["is_published"] != (published_filter == "true"):
-            continue
-        faces.append((doc, face, kind))
-    return faces
-
-
-def _latest_versions(faces: list[Face]) -> list[Face]:
-    latest: dict[str, Face] = {}
-    for item in faces:
-        current = latest.get(item[0]["parent"])
-        if current is None or item[0]["index"] > current[0]["index"]:
-            latest[item[0]["parent"]] = item
-    return list(latest.values())
-
-
-async def search_user_records(request: web.Request) -> web.Response:
-    repo = _repo(request)
-    user = repo.require_user(request)
-    model = request.match_info.get("coll", "records")
-    if model == NRP_MODEL and not repo.options.nrp:
-        fail(404, "The requested URL was not found on the server.")
-    docs = [d for d in repo.store.search_docs() if d["owner"] == user and (model == "records" or d["model"] == model)]
-    return _search(repo, request, docs, user_search=True, root=f"{repo.base(request)}/api/user/{model}")
-
-
-async def search_records(request: web.Request) -> web.Response:
-    repo = _repo(request)
-    model = _model(request)
-    user = repo.user(request)
-    docs = [
-        d
-        for d in repo.store.search_docs()
-        if d["model"] == model
-        and d["record"] is not None
-        and (d["record"]["access"].get("record") != "restricted" or d["owner"] == user)
-    ]
-    return _search(repo, request, docs, user_search=False, root=f"{repo.base(request)}/api/{model}")
-
-
 def routes(model_pattern: str) -> list[web.RouteDef]:
     coll = f"/api/{{coll:{model_pattern}}}"
     item = coll + "/{id}"
     return [
-        web.get("/api/user/records", search_user_records),
-        web.get(f"/api/user/{{coll:{model_pattern}}}", search_user_records),
         web.post(coll, create_draft),
-        web.get(coll, search_records),
         web.get(item, read_record),
         web.get(item + "/draft", read_draft),
         web.put(item + "/draft", update_draft),
