@@ -8,7 +8,7 @@ those that ended on an earlier layer add up to the number of recids: ``layer_tot
 computes exactly that from the link table, and the tests check it.
 
 A record's path is read from the events of the run that produced its final status (see
-``stats.load.final_record_status``), so a record that failed once and was redone later
+``stats.records.final_record_status``), so a record that failed once and was redone later
 flows as it went the last time.
 
 A record split into a series of linked records (``oversize = "split"``) is one recid of
@@ -26,7 +26,8 @@ from itertools import pairwise
 
 import pandas as pd
 
-from stats.load import INTERRUPTED, final_record_status, open_events, terminal, whole_of
+from stats.load import open_events, terminal
+from stats.records import INTERRUPTED, final_record_status, whole_of
 
 LAYERS = ("selected", "download", "zip", "upload", "publish")
 

@@ -9,16 +9,8 @@ from typing import Any
 import pandas as pd
 
 from ferry.progress import human_bytes
-from stats.load import (
-    WORK_STAGES,
-    final_record_status,
-    is_part,
-    open_events,
-    runs,
-    stage_throughput,
-    terminal,
-    union_seconds,
-)
+from stats.load import WORK_STAGES, open_events, runs, stage_throughput, terminal, union_seconds
+from stats.records import final_record_status, is_part
 from stats.timeline import span_seconds
 
 RECORD_STATUSES = ("ok", "failed", "skipped", "dry-run", "interrupted")

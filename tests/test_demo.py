@@ -9,7 +9,8 @@ import pytest
 from ferry.cli import main
 from pipeline.ledger import Ledger
 from stats.flow import flow_table, layer_totals
-from stats.load import final_record_status, load
+from stats.load import load
+from stats.records import final_record_status
 
 
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,15 +14,8 @@ import pytest
 from ferry.cli import main
 from ferry.core.errors import InputError
 from stats.events import StatsWriter, read_jsonl
-from stats.load import (
-    final_record_status,
-    load,
-    open_events,
-    runs,
-    stage_throughput,
-    terminal,
-    union_seconds,
-)
+from stats.load import load, open_events, runs, stage_throughput, terminal, union_seconds
+from stats.records import final_record_status
 from stats.summary import error_table, format_summary, summarize
 from stats.synth import SynthRecord, simulate_run, synthetic_records
 
