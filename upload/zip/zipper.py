@@ -7,7 +7,8 @@ rebuilt, new files appended, changed files replaced. The blocking work runs in a
 process. Afterwards the download manifest lists the bundles (size and mtime, no md5: the
 upload computes a bundle's md5 while it sends it and records it there) and
 ``<recid>_bundle_manifest.json`` (with md5), and ``extra["zip"]`` says which member is in
-which bundle; ``upload_keys(manifest)`` tells the uploader what to send.
+which bundle; ``upload_keys(manifest)`` tells the uploader what to send. That state is read
+and written by ``upload.zip.state``.
 
 A record zipped by an earlier run is recognised from that state (or the bundle manifest,
 or the bundles' embedded manifests) even when the originals are gone: the member count is
@@ -18,20 +19,17 @@ after every bundle was verified in this run, made durable and recorded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
 from ferry.core.errors import DiskFull, FerryError, InputError, NoFilesError, is_disk_full
-from ferry.core.model import inside, safe_relpath
+from ferry.core.model import inside
 from stats.events import StatsWriter
 from upload.zip.format import (
     EMBEDDED_NAME,
@@ -39,109 +37,35 @@ from upload.zip.format import (
     bundle_index,
     is_zip_output,
     manifest_name,
-    parse_members,
     parse_record_manifest,
-    record_manifest,
 )
 from upload.zip.plan import BundleAction, Member, Original, plan_actions, plan_assignment
 from upload.zip.policy import ZipDecision, ZipPolicy, decide_zip
+from upload.zip.state import (  # the state's names are the stage's API too
+    STATE_KEY,
+    STATE_VERSION,
+    BundleInfo,
+    ZipResult,
+    bundled_keys,
+    data_keys,
+    forget_bundles,
+    is_output,
+    is_zipped,
+    record_state,
+    upload_keys,
+    zip_state,
+)
 from upload.zip.worker import BuiltBundle, BundleJob, Inspection, fsync_file, inspect_bundle, write_bundle
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "zip"
-STATE_VERSION = 1
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """A file the uploader sends for a zipped record (a bundle or the bundle manifest)."""
-
-    path: Path
-    size: int
-    md5: str | None  # None for a bundle until an upload computed it (then in the manifest)
-    entries: int  # member files inside (0 for the bundle manifest)
-
-    @property
-    def key(self) -> str:
-        return self.path.name
-
-
-@dataclass
-class ZipResult:
-    recid: str
-    zipped: bool
-    reason: str
-    bundles: list[BundleInfo] = field(default_factory=list)
-    manifest: BundleInfo | None = None  # <recid>_bundle_manifest.json
-    actions: list[str] = field(default_factory=list)  # what was done (or would be, in a dry run)
-    upload_keys: list[str] = field(default_factory=list)  # what the uploader sends, in order
-    file_count: int = 0
-    bytes_written: int = 0
-    dry_run: bool = False
-    worker_pids: set[int] = field(default_factory=set)
-
-    @property
-    def archive_count(self) -> int:
-        return len(self.bundles)
 
 
 def zip_executor(workers: int = 1) -> ProcessPoolExecutor:
     """A process pool for zip work. forkserver, not fork: the caller runs threads (event
     loop executors) and forking a threaded process can deadlock the child."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
-
-
-# --- reading the state ---------------------------------------------------------------------
-
-
-def zip_state(manifest: Manifest) -> dict[str, list[MemberRecord]] | None:
-    """bundle name -> members recorded by an earlier run, or None if never zipped."""
-    raw = manifest.extra.get(STATE_KEY)
-    if not isinstance(raw, dict) or not isinstance(raw.get("bundles"), dict):
-        return None
-    where = f"manifest of record {manifest.recid}, extra.zip"
-    return {
-        safe_relpath(name, where=where): parse_members(rows, where=f"{where}.{name}")
-        for name, rows in raw["bundles"].items()
-    }
-
-
-def is_zipped(manifest: Manifest) -> bool:
-    return bool(zip_state(manifest))
-
-
-def data_keys(manifest: Manifest) -> list[str]:
-    """The record's own files: not our bundles and bundle manifest, nothing under ``.ferry/``
-    (the metadata JSON lives there and is never zipped)."""
-    return sorted(
-        k
-        for k, e in manifest.entries.items()
-        if not _is_output(manifest.recid, k, e) and k.split("/", 1)[0] != META_DIR
-    )
-
-
-def bundled_keys(manifest: Manifest) -> set[str]:
-    """Data files held in recorded bundles: a resumed download need not fetch them again."""
-    return {m.key for rows in (zip_state(manifest) or {}).values() for m in rows}
-
-
-def upload_keys(manifest: Manifest) -> list[str]:
-    """What the uploader sends for this record: the bundles + bundle manifest, or the files.
-
-    Each key has a manifest entry (``manifest.entries[key]``) with its size; data files and
-    the bundle manifest carry md5, a bundle only once an upload has computed it.
-    """
-    state = zip_state(manifest)
-    if not state:
-        return data_keys(manifest)
-    names = sorted(state, key=lambda n: bundle_index(manifest.recid, n) or 0)
-    return [*names, manifest_name(manifest.recid)]
-
-
-def _is_output(recid: str, key: str, entry: ManifestEntry) -> bool:
-    return entry.source_uri is None and is_zip_output(recid, key)
 
 
 # --- the stage -----------------------------------------------------------------------------
@@ -254,7 +178,7 @@ class _Zipper:
         for a in actions:
             if a.kind == "remove":
                 await asyncio.to_thread((self.dir / a.name).unlink, missing_ok=True)
-        await self._record(manifest, plan, actions, done, inspections, decision, result)
+        await record_state(self.dir, self.recid, manifest, plan, actions, done, inspections, decision, result)
         if self.delete_originals:
             n = await asyncio.to_thread(self._delete_originals, members, [self.dir / name for name in plan])
             result.actions.append(f"deleted {n} originals (all bundles verified)")
@@ -378,71 +302,9 @@ class _Zipper:
             # data of ours, so they go, and the record is uploaded file by file.
             result.actions = [f"removed {name} (not zipping: {decision.reason})" for name in stale]
             if not self.dry_run:
-                await asyncio.to_thread(self._forget_bundles, manifest, stale)
+                await asyncio.to_thread(forget_bundles, self.dir, self.recid, manifest, stale)
         result.upload_keys = data_keys(manifest)
         return result
-
-    def _forget_bundles(self, manifest: Manifest, names: Sequence[str]) -> None:
-        for name in [*names, manifest_name(self.recid)]:
-            (self.dir / name).unlink(missing_ok=True)
-        for key in [k for k, e in manifest.entries.items() if _is_output(self.recid, k, e)]:
-            manifest.drop(key)
-        manifest.extra.pop(STATE_KEY, None)
-        manifest.save()
-
-    async def _record(
-        self,
-        manifest: Manifest,
-        plan: Mapping[str, Sequence[str]],
-        actions: Sequence[BundleAction],
-        built: Mapping[str, BuiltBundle],
-        inspections: Mapping[str, Inspection],
-        decision: ZipDecision,
-        result: ZipResult,
-    ) -> None:
-        """Write the bundle manifest beside the bundles and the state into the download manifest.
-
-        Saved before any original is deleted, so a crash after this point still knows the
-        record is zipped and where each file is.
-        """
-        rows: dict[str, list[MemberRecord]] = {}
-        facts: dict[str, ManifestEntry] = {}
-        for a in actions:
-            if a.kind == "remove":
-                continue
-            if a.name in built:
-                b = built[a.name]
-                rows[a.name] = list(b.members)
-                facts[a.name] = ManifestEntry(a.name, b.size, b.mtime_ns, {})  # md5: computed by the upload
-            else:  # kept: verified now (scanned) or trusted by size+mtime since it was verified
-                ins = inspections[a.name]
-                rows[a.name] = list(ins.members)
-                facts[a.name] = _kept_entry(manifest.entries.get(a.name), ins)
-        # Sizes and the members' checksums; no bundle md5 (the target reports it for each
-        # file), so these bytes depend only on the bundles' contents.
-        doc = {name: {"size": facts[name].size, "files": [m.to_json() for m in rows[name]]} for name in plan}
-        data = record_manifest(self.recid, doc)
-        mpath, mst = await asyncio.to_thread(_write_atomic, self.dir / manifest_name(self.recid), data)
-        md5 = hashlib.md5(data).hexdigest()  # a few KB: cheap here, and the upload need not hash it
-
-        for key in [k for k, e in manifest.entries.items() if _is_output(self.recid, k, e) and k not in plan]:
-            manifest.drop(key)
-        for name in plan:
-            manifest.put(facts[name])
-        manifest.put(ManifestEntry(mpath.name, len(data), mst.st_mtime_ns, {"md5": md5}))
-        manifest.extra[STATE_KEY] = {
-            "version": STATE_VERSION,
-            "reason": decision.reason,
-            "manifest": mpath.name,
-            "bundles": {name: [m.to_json() for m in rows[name]] for name in plan},
-        }
-        await asyncio.to_thread(manifest.save)
-        result.bundles = [
-            BundleInfo(self.dir / name, facts[name].size, facts[name].checksums.get("md5"), len(rows[name]))
-            for name in plan
-        ]
-        result.manifest = BundleInfo(mpath, len(data), md5, 0)
-        result.upload_keys = [*plan, mpath.name]
 
     def _delete_originals(self, members: Mapping[str, Member], bundles: Sequence[Path]) -> int:
         """Bundles were verified in this run (written or fully scanned) and recorded; make them
@@ -467,30 +329,22 @@ class _Zipper:
         return n
 
 
-def _kept_entry(recorded: ManifestEntry | None, ins: Inspection) -> ManifestEntry:
-    """The manifest entry of a bundle kept as it is.
-
-    Its md5 (learnt by an earlier upload) is kept only while the file has the size and
-    mtime it had then: a bundle that was rewritten (even if it verifies now) loses it, and
-    the next upload computes it again.
-    """
-    if recorded is not None and (recorded.size, recorded.mtime_ns) == (ins.size, ins.mtime_ns):
-        return ManifestEntry(recorded.key, recorded.size, recorded.mtime_ns, dict(recorded.checksums))
-    return ManifestEntry(ins.name, ins.size, ins.mtime_ns, {})
-
-
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     """Module-level trampoline: picklable for the process pool, keyword arguments included."""
     return fn(*args, **kwargs)
 
 
-def _write_atomic(path: Path, data: bytes) -> tuple[Path, os.stat_result]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path, path.stat()
+__all__ = [
+    "STATE_KEY",
+    "STATE_VERSION",
+    "BundleInfo",
+    "ZipResult",
+    "bundled_keys",
+    "data_keys",
+    "is_output",
+    "is_zipped",
+    "upload_keys",
+    "zip_executor",
+    "zip_record",
+    "zip_state",
+]
