@@ -211,8 +211,10 @@ class Ledger(FileLedger):
 
     # --- create intent ----------------------------------------------------------------
 
-    def begin_create(self, recid: str, *, run_id: str | None = None) -> str:
-        """Note, durably, that a remote create is about to be sent; returns a client token.
+    def begin_create(self, recid: str, *, run_id: str | None = None, token: str | None = None) -> str:
+        """Note, durably, that a remote create is about to be sent; returns a client token
+        (``token`` when given: a caller that writes the token into the record as its marker
+        keeps the same one across tries, so every try's record carries the same marker).
 
         Call this *before* the POST that creates a draft, and ``set_remote`` right after it
         answers (or ``abandon_create`` if it certainly created nothing, e.g. a 4xx). While
@@ -220,7 +222,7 @@ class Ledger(FileLedger):
         token may help) before creating again.
         """
         recid = str(recid)
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         with self._tx(durable=True) as c:
             c.execute(
                 "INSERT INTO records (recid, updated_at) VALUES (?, ?) ON CONFLICT (recid) DO NOTHING",

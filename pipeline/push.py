@@ -19,7 +19,9 @@ The policy lives here; the target only speaks ``upload.targets.base.Target``. In
    the core group is verified; publish only when every selected file is verified.
 
 The steps beside it: ``push_select`` (1), ``push_metadata`` (2), ``push_hashes`` (the md5
-cache), ``push_plan`` (4).
+cache), ``push_create`` (3: the marker a create carries and the look for a lost one, so a
+kill never leaves a twin draft), ``push_plan`` (4). A little over 400 lines: the class is
+the order of one push, read top to bottom; its steps live in those modules.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ferry.core.atomic import atomic_write_bytes
 from ferry.core.checksums import Checksum
 from ferry.core.errors import FerryError, InputError, TargetError, maybe_applied
 from pipeline.ledger import Ledger
+from pipeline.push_create import find_lost_create, keep_oldest, marked, marks
 from pipeline.push_hashes import Md5Cache
 from pipeline.push_metadata import (
     REQUIRED,
@@ -60,7 +63,6 @@ log = logging.getLogger(__name__)
 
 Select = Literal["all", "catalog", "files"]
 LEDGER_KEY = "dir"  # one record per (directory, target)
-SEARCH_DELAYS = (0.5, 1.0, 2.0, 4.0)  # a create whose answer was lost: the index lags
 GROUPS = ("core", "basemap", "optional")  # the order files are sent in; the marker follows "core"
 
 
@@ -114,6 +116,7 @@ class Pusher:
         shown: UploadProgress | None = None,
     ) -> None:
         self.document = dialect(profile)
+        self.marking = marks(profile, target)  # creates carry the push's marker (pipeline.push_create)
         self.target, self.opts, self.stats, self.ledger = target, opts, stats, ledger
         self.name = opts.directory.resolve().name or "push"
         self.marker_suffix = marker_suffix
@@ -265,7 +268,7 @@ class Pusher:
             self.plan("  metadata: replaced (this target's current metadata cannot be read to compare)")
             if self.opts.dry_run:
                 return rec
-            return await self.target.update_metadata(rec, self.document(check_new_metadata(fields)))
+            return await self.target.update_metadata(rec, self._marked(self.document(check_new_metadata(fields))))
         merged, changed = metadata_changes(await self.target.read_metadata(rec), fields)
         if not changed:
             self.plan("  metadata: unchanged")
@@ -275,6 +278,11 @@ class Pusher:
             return rec
         return await self.target.update_metadata(rec, {"metadata": merged})
 
+    def _marked(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A replacing document keeps the record's marker (``pipeline.push_create``)."""
+        row = self.ledger.get(LEDGER_KEY) if self.ledger is not None and self.marking else None
+        return marked(body, row.create_token) if row is not None and row.create_token else body
+
     async def _find_lost_create(self, body: Mapping[str, Any]) -> RemoteRecord | None:
         """A create this push began before a crash (the ledger says so): find it, patiently."""
         if self.ledger is None or not self.target.abilities.search:
@@ -282,18 +290,18 @@ class Pusher:
         row = self.ledger.get(LEDGER_KEY)
         if row is None or not row.create_pending:
             return None
-        query = f'title:"{body["metadata"]["title"]}"'
-        for delay in (0.0, *SEARCH_DELAYS):
-            await asyncio.sleep(delay)
-            found = await self.target.find(self.name, query)
-            if found is not None and found.state == "draft":
-                log.info("push %s: the interrupted create had happened: using draft %s", self.name, found.id)
-                return found
-        return None
+        token = row.create_token if self.marking else None
+        return await find_lost_create(self.target, self.name, token, str(body["metadata"]["title"]))
 
     async def _create(self, body: Mapping[str, Any]) -> RemoteRecord:
+        token = None
         if self.ledger is not None:
-            await self.ledger.run(self.ledger.begin_create, LEDGER_KEY, run_id=self.stats.run_id)
+            row = self.ledger.get(LEDGER_KEY)
+            # The same token for every try of this push: each draft it makes carries one marker.
+            known = row.create_token if row is not None and self.marking else None
+            token = await self.ledger.run(self.ledger.begin_create, LEDGER_KEY, run_id=self.stats.run_id, token=known)
+            if self.marking:
+                body = marked(body, token)
         try:
             rec = await self.target.create(self.name, body)
         except FerryError as exc:
@@ -305,6 +313,9 @@ class Pusher:
             if found is None:
                 raise
             rec = found
+        if self.marking and token is not None:
+            # Outside the try: the draft exists now, a failed look must not abandon the intent.
+            rec = await keep_oldest(self.target, self.name, token, rec)
         self.result.record_id = rec.id
         if self.ledger is not None:
             await self.ledger.run(self.ledger.set_remote, LEDGER_KEY, rec.id, rec.state)

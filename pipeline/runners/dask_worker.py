@@ -212,9 +212,9 @@ class SharedIntentLedger(Ledger):
             return dataclasses.replace(row, create_pending=True)
         return dataclasses.replace(row, remote_id=str(shared))
 
-    def begin_create(self, recid: str, *, run_id: str | None = None) -> str:
+    def begin_create(self, recid: str, *, run_id: str | None = None, token: str | None = None) -> str:
         self._share(recid, "pending")  # first: a kill right after the POST must find it
-        return super().begin_create(recid, run_id=run_id)
+        return super().begin_create(recid, run_id=run_id, token=token)
 
     def set_remote(self, recid: str, remote_id: str, state: str | None = None) -> None:
         super().set_remote(recid, remote_id, state)

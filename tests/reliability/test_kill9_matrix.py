@@ -226,11 +226,6 @@ def test_push_zenodo(tmp_path: Path, zenodo_factory: ZenFactory, kills: int) -> 
     assert zenodo_problems(zen, want) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (issue 16, docs/reliability.md): about 1 run in 3 on a loaded machine leaves two drafts; "
-    "cause not established (lead: the killed run's create finishes after the re-run's search gave up)",
-)
 def test_push_invenio(tmp_path: Path, repository_factory: RepoFactory, kills: int) -> None:
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, latency_ms=30)
     want = _push_dir(tmp_path)

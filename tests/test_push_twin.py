@@ -1,0 +1,103 @@
+"""`ferry push` into InvenioRDM: a push that died after its create never leaves a twin draft.
+
+The twin of tests/reliability/test_kill9_matrix.py::test_push_invenio, made certain: the
+first push dies right after the server answered its create (the ledger never learns the
+draft's id), and the search lags longer than the re-run's look for it. The re-run then
+creates a second draft; the oldest-marked-draft rule (``pipeline.push_create``) must find
+the first one once the index shows its own, discard the new one and fill the first.
+Judged by the sandbox's own state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ferry.cli import main
+from pipeline import push as push_module
+from pipeline import push_create
+from pipeline.ledger import Ledger
+from pipeline.push_create import MARKER_PREFIX
+from tests.fixtures_repository import RepositoryHandle
+
+META = ["--title", "Twin", "--creators", "Doe, Jane", "--description", "tiles", "--upload-type", "dataset"]
+
+
+class Died(BaseException):
+    """Stands for kill -9 between the create's answer and the ledger's note of the id."""
+
+
+def _config(tmp_path: Path, repo: RepositoryHandle) -> Path:
+    token = tmp_path / "repo.token"
+    token.write_text(repo.token)
+    config = tmp_path / "push.toml"
+    config.write_text(
+        f'[targets.t]\ntype = "invenio"\nurl = "{repo.url}"\ntoken_file = "{token}"\n'
+        'profile = "inveniordm"\nrequests_per_minute = 100000\nrequests_per_hour = 1000000\n'
+    )
+    return config
+
+
+@pytest.mark.parametrize("dies_at", ["answer", "ledger"])
+def test_a_push_dead_after_its_create_and_a_lagging_search_leave_one_draft(
+    dies_at: str,
+    tmp_path: Path,
+    repository_factory: Callable[..., RepositoryHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=2500)
+    config = _config(tmp_path, repo)
+    out = tmp_path / "out"
+    out.mkdir()
+    want = {f"f{i}.bin": os.urandom(1000 + i) for i in range(3)}
+    for name, data in want.items():
+        (out / name).write_bytes(data)
+    args = ["--config", str(config), "push", str(out), "--target", "t", *META]
+
+    async def die(*args: object, **kwargs: object) -> None:
+        raise Died
+
+    def die_now(*args: object, **kwargs: object) -> None:
+        raise Died
+
+    with monkeypatch.context() as m:
+        if dies_at == "answer":  # the first step after the create's answer
+            m.setattr(push_module, "keep_oldest", die)
+        else:  # the ledger's note of the id (after the search showed the draft)
+            m.setattr(Ledger, "set_remote", die_now)
+        with pytest.raises(Died):
+            main(args)
+    assert len(repo.state()["entities"]) == 1  # the dead run's draft, its id known to nobody
+
+    # The re-run looks once, at once: the index (2.5 s behind) does not show that draft yet.
+    monkeypatch.setattr(push_create, "SEARCH_DELAYS", ())
+    assert main(args) == 0
+    entities = repo.state()["entities"]
+    assert len(entities) == 1, entities  # one draft, never a twin
+    files = entities[0]["draft_files"]
+    assert sorted(files) == sorted(want)
+    assert all(f["status"] == "completed" for f in files.values()), files
+    creates = [r for r in repo.requests_log() if r["method"] == "POST" and r["path"] == "/api/records"]
+    deletes = [r["path"] for r in repo.requests_log() if r["method"] == "DELETE"]
+    if dies_at == "answer":
+        # The look missed the draft: the re-run created a second one, then deleted it itself
+        # once the index showed both, before any file was sent into it.
+        assert len(creates) == 2, creates
+        assert len(deletes) == 1 and deletes[0].endswith("/draft") and entities[0]["id"] not in deletes[0]
+    else:  # the dead run had waited until the index showed its draft: the re-run found it
+        assert len(creates) == 1 and deletes == [], (creates, deletes)
+    # The kept draft carries the push's marker, the one the ledger holds.
+    with Ledger.open(out / ".ferry" / "push-t.sqlite", readonly=True) as ledger:
+        row = ledger.get("dir")
+    assert row is not None and row.create_token and row.remote_id == entities[0]["id"]
+    assert not row.create_pending
+    req = urllib.request.Request(f"{repo.url}/api/records/{row.remote_id}/draft")
+    req.add_header("Authorization", f"Bearer {repo.token}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        idents = json.loads(resp.read())["metadata"]["identifiers"]
+    assert {"identifier": MARKER_PREFIX + row.create_token, "scheme": "other"} in idents
