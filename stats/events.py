@@ -10,69 +10,24 @@ at most the line being written. ``close()`` of the writer exports the same rows 
 
 from __future__ import annotations
 
-import csv
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-from ferry.core.atomic import AtomicWriter
-
-SCHEMA_VERSION = 1
-
-Stage = Literal["run", "resolve", "download", "zip", "transform", "upload", "verify", "publish", "record", "summary"]
-# Every stage name the schema knows, in pipeline order (loaders use it for categories).
-STAGES: tuple[str, ...] = (
-    "run",
-    "resolve",
-    "download",
-    "zip",
-    "transform",
-    "upload",
-    "verify",
-    "publish",
-    "record",
-    "summary",
-)
-STATUSES: tuple[str, ...] = ("started", "ok", "failed", "skipped", "dry-run")
-Status = Literal["started", "ok", "failed", "skipped", "dry-run"]
-TERMINAL = ("ok", "failed", "skipped", "dry-run")
-
-# Column order of the CSV export and the documented field list.
-FIELDS = (
-    "schema_version",
-    "run_id",
-    "host",
-    "event_id",
-    "seq",
-    "stage",
-    "recid",
-    "file",
-    "status",
-    "start",
-    "end",
-    "duration_s",
-    "bytes",
-    "file_count",
-    "zip_used",
-    "transfer",
-    "attempts",
-    "throughput_mbps",
-    "error_type",
-    "error",
-    "reason",
-    "extra",
-    "worker",  # optional (absent in single-process runs): which process wrote the row
-)
+# The schema's names (stats/schema.py) and the rows' readers (stats/rows.py) are
+# importable from here as before.
+from stats.rows import RunTally, export_csv, read_jsonl
+from stats.schema import FIELDS, SCHEMA_VERSION, STAGES, STATUSES, TERMINAL, Stage, Status
 
 
 def utc_now() -> datetime:
@@ -356,88 +311,20 @@ class StatsWriter:
         self.close()
 
 
-class RunTally:
-    """Running totals of one writer's rows, for the summary row.
-
-    Memory grows with the number of records (one status each) and of events in flight,
-    never with the number of files.
-    """
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.stages: dict[str, dict[str, float]] = {}
-        self.records: dict[str, str] = {}
-        self.open: set[str] = set()
-
-    def add(self, row: Mapping[str, Any]) -> None:
-        stage, status, event_id = row.get("stage"), row.get("status"), row.get("event_id")
-        if stage == "summary" or not isinstance(stage, str) or not isinstance(status, str):
-            return
-        if status == "started":
-            if isinstance(event_id, str):
-                self.open.add(event_id)
-            return
-        self.events += 1
-        self.open.discard(str(event_id))
-        totals = self.stages.setdefault(stage, {"bytes": 0, "files": 0, "busy_s": 0.0})
-        totals[status] = totals.get(status, 0) + 1
-        totals["busy_s"] = round(totals["busy_s"] + (row.get("duration_s") or 0.0), 6)
-        if status == "ok":
-            totals["bytes"] += row.get("bytes") or 0
-            if row.get("file") is not None:
-                totals["files"] += 1
-        if stage == "record" and row.get("recid") is not None:
-            self.records[str(row["recid"])] = status  # the last terminal record event wins
-
-    def totals(self) -> dict[str, Any]:
-        by_status: dict[str, int] = {}
-        for status in self.records.values():
-            by_status[status] = by_status.get(status, 0) + 1
-        moved = self.stages.get("upload") or self.stages.get("download") or {"bytes": 0, "files": 0}
-        return {
-            "events": self.events,
-            "open_events": len(self.open),
-            "records": by_status,
-            "stages": {stage: dict(values) for stage, values in self.stages.items()},
-            "delivered": {"bytes": int(moved["bytes"]), "files": int(moved["files"])},
-        }
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Rows of one JSONL file; a torn last line (crash mid-write) is skipped."""
-    with open(path, "rb") as fh:
-        for raw in fh:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                yield orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-
-
-def export_csv(jsonl: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> Path:
-    out = Path(csv_path)
-    with AtomicWriter(out) as fh:  # a reader never sees half a CSV
-        writer = csv.DictWriter(_Utf8(fh), fieldnames=FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in read_jsonl(jsonl):
-            writer.writerow(_csv_cells(row))
-    return out
-
-
-class _Utf8:
-    """The text side of a binary writer, for csv (which writes str)."""
-
-    def __init__(self, out: AtomicWriter) -> None:
-        self.out = out
-
-    def write(self, text: str) -> int:
-        return self.out.write(text.encode("utf-8"))
-
-
-def _csv_cells(row: Mapping[str, Any]) -> dict[str, Any]:
-    cells = dict(row)
-    if cells.get("extra") is not None:
-        cells["extra"] = orjson.dumps(cells["extra"]).decode()
-    return cells
+__all__ = [
+    "FIELDS",
+    "SCHEMA_VERSION",
+    "STAGES",
+    "STATUSES",
+    "TERMINAL",
+    "Event",
+    "RunTally",
+    "Stage",
+    "StatsWriter",
+    "Status",
+    "export_csv",
+    "iso",
+    "new_run_id",
+    "read_jsonl",
+    "utc_now",
+]
