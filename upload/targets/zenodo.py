@@ -19,7 +19,9 @@ query on the metadata). Zenodo's index lags its writes by seconds: a miss right 
 create proves nothing. This target does not guess: a create whose answer was lost is
 raised (``maybe_applied``), and the pipeline searches patiently before it creates again
 (``pipeline.job.RecordJob._create``); its ledger keeps the deposition id once known, so
-later runs read it directly (``get``) instead of searching.
+later runs read it directly (``get``) instead of searching. Two runs on one Zenodo (other
+ledgers) that both miss the other's fresh deposition settle it by ``pipeline.claims``: the
+oldest deposition wins (``claimants``), the loser deletes its own (``discard``).
 
 Limits (100 files, 50 GB per deposition) come from the config (the type's defaults,
 ``upload.targets.ZENODO_DEFAULTS``): the pipeline refuses a plan over them before any
@@ -91,6 +93,7 @@ class ZenodoTarget:
         metadata=True,
         search=True,
         sub_paths=False,  # bucket keys are flat: a '/' is refused
+        claims=True,  # two runs that both missed the other's fresh deposition keep the older
     )
 
     def __init__(
@@ -198,6 +201,29 @@ class ZenodoTarget:
         hit = self._record(pool[0], recid)
         # Search hits may be stale: read the deposition itself for its current state and links.
         return await self._read(hit.links.get("self", f"{self._depositions}/{quote(hit.id)}"), recid)
+
+    async def claimants(self, recid: str, query: str) -> list[RemoteRecord]:
+        """``ClaimingTarget``: the depositions the search shows for ``recid``, the oldest
+        first (deposition ids grow with each create: the same order in every run); the
+        versions of one concept are one claim."""
+        where = Where("search depositions (claim)", recid)
+        resp = await self.http.request("GET", self._depositions, where, params={"q": query, "size": "100"})
+        found = [h for h in (resp.body if isinstance(resp.body, list) else []) if isinstance(h, Mapping)]
+        found.sort(key=lambda h: (_as_int(h.get("conceptrecid")), _as_int(h.get("id"))))
+        out: dict[str, RemoteRecord] = {}
+        known = dict(self._known)  # a hit's metadata may be stale: keep what direct reads said
+        for hit in found:
+            out.setdefault(str(hit.get("conceptrecid") or hit.get("id")), self._record(hit, recid))
+        self._known = known
+        return list(out.values())
+
+    async def discard(self, rec: RemoteRecord) -> None:
+        """``ClaimingTarget``: delete a deposition never published; a missing one is no error."""
+        url = rec.links.get("self", f"{self._depositions}/{quote(rec.id)}")
+        try:
+            await self.http.request("DELETE", url, Where("discard deposition", rec.recid), expect=(201, 202, 204))
+        except TargetNotFound:
+            return
 
     async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
         if not record_id.isdigit():
@@ -335,3 +361,11 @@ def _own(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 if TYPE_CHECKING:  # mypy proves ZenodoTarget satisfies the Target protocol
     _conforms: type[Target] = ZenodoTarget
+
+
+def _as_int(value: object) -> int:
+    """A deposition or concept id as a number, for ordering (a missing one sorts last)."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return 1 << 62
