@@ -22,6 +22,9 @@ The steps beside it: ``push_select`` (1), ``push_metadata`` (2), ``push_hashes``
 cache), ``push_create`` (3: the marker a create carries and the look for a lost one, so a
 kill never leaves a twin draft), ``push_plan`` (4). A little over 400 lines: the class is
 the order of one push, read top to bottom; its steps live in those modules.
+
+Why one module of about 430 lines: ``Pusher`` holds one push's result, ledger and plan
+output that every step writes to; the steps without that state are beside it.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ port 1094: not provided yet (tests/test_official_clients_cernopendata.py, strict
 
 Knobs for tests: ``fail_next(n, status)`` answers the next n matching requests with an
 error (``Retry-After`` optional), ``delay`` slows every answer, ``requests`` logs paths.
+
+Why one module of about 400 lines: a test stand-in, one aiohttp app whose handlers share
+the generated records; its length is its endpoints, each a few lines.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ Every API response carries `X-RateLimit-Limit/-Remaining/-Reset`; each request i
 appended to `<data>/requests.jsonl` (ts, method, path, status, request_bytes,
 duration, in_flight, bytes_in_flight) so tests can measure request rates and bytes
 in flight.
+
+Why one module of about 450 lines: the stand-in's process entry, app wiring, request log
+and fault knobs; its endpoints are already in repository_records, repository_files,
+repository_nrp and repository_search_api.
 """
 
 from __future__ import annotations

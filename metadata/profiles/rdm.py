@@ -4,6 +4,10 @@ Shapes follow the InvenioRDM metadata reference (v12/v13): vocabulary references
 ``{"id": ...}`` only (the server resolves titles), rights are an ``id`` *or* a free
 ``title``, people are ``person_or_org`` with ``type`` personal/organizational.
 Vocabulary ids below are the stock ones (invenio-rdm-records fixtures).
+
+Why one module of about 400 lines: one field builder and its check per InvenioRDM
+field, in the order of the metadata reference; split, one schema would be spread
+over several files.
 """
 
 from __future__ import annotations

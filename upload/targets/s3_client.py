@@ -13,6 +13,10 @@ on a real 404; a 403, a 500 or a timeout is an error, never "absent".
 Checksums the client sends: ``Content-MD5`` given by the caller on every PUT and part.
 botocore's own CRC32 trailers are turned off (``when_required``): many S3-compatible
 servers reject the aws-chunked bodies they need, and the md5 already proves the bytes.
+
+Why one module of about 400 lines: every request wrapper uses the one client and its
+session; the error mapping, uploads, byte budget and options already
+live in s3_errors, s3_upload, s3_budget and s3_options.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ checks every entry's CRC32 against that source CRC: a write that put other bytes
 than were read from the source fails here. No whole-bundle digest is computed here: the
 upload computes the bundle's md5 while it reads the bundle to send it.
 New bundles are written to ``.ferry/<name>.partial`` and renamed only once verified.
+
+Why one module of about 400 lines: writing, appending and inspecting a bundle share the
+entry layout and the CRC-checking scanner; together they are the whole on-disk contract
+of a bundle.
 """
 
 from __future__ import annotations
