@@ -21,6 +21,7 @@ from tests.fixtures_s3 import S3Server
 from upload.targets import make_target
 from upload.targets.base import RemoteRecord
 from upload.targets.s3 import LATEST, S3Target
+from upload.targets.s3_options import S3Options
 
 MiB = 1024 * 1024
 
@@ -352,3 +353,17 @@ async def test_copy_to_latest_keeps_metadata_and_large_copies_go_in_parts(
 async def test_latest_is_not_a_source_record_id(target: S3Target) -> None:
     with pytest.raises(InputError, match="latest"):
         await target.create(LATEST, {})
+
+
+def test_parts_are_made_to_fit_the_byte_budget() -> None:
+    """parts_in_flight parts must fit in bytes_in_flight, else a large file goes up one part
+    at a time; never below S3's 5 MiB, and a part size that fits is kept as given."""
+    from upload.targets.s3_options import fitted_part_size
+
+    assert fitted_part_size(50 * MiB, 4, 96 * MiB, "t") == 24 * MiB
+    assert fitted_part_size(16 * MiB, 4, 96 * MiB, "t") == 16 * MiB
+    assert fitted_part_size(50 * MiB, 4, 8 * MiB, "t") == 5 * MiB
+    cfg = TargetConfig(
+        name="t", type="s3", url="s3://bucket/p", options={"parts_in_flight": 2, "bytes_in_flight": 64 * MiB}
+    )
+    assert S3Options.from_config(cfg).part_size == 32 * MiB
