@@ -353,3 +353,15 @@ async def test_expired_token_and_slowdown_through_botocore(stand_in: str) -> Non
         assert slow.value.retry_after == 3.0
     finally:
         await c.aclose()
+
+
+async def test_a_put_does_not_wait_for_100_continue(client: S3Client, s3_bucket: str) -> None:
+    # botocore adds "Expect: 100-continue" to every PUT with a body (bytes become a file);
+    # aiohttp sends those headers outside its error handling (an unretrieved task traceback
+    # when the server closes the connection meanwhile), and it costs a round trip per PUT.
+    sent: list[dict[str, str]] = []
+    client.raw.meta.events.register("before-send.s3", lambda request, **_: sent.append(dict(request.headers)))
+    body = b"ferry " * 1000
+    await client.put(s3_bucket, "p/81010/a.txt/content", body, content_md5=b64md5(body), metadata={})
+    assert sent and all("Expect" not in h for h in sent), sent
+    assert (await client.head(s3_bucket, "p/81010/a.txt/content")) is not None

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.handlers import add_expect_header
 
 from ferry.core.errors import ConfigError, FerryError, TargetError, TargetNotFound
 from upload.targets.s3_errors import CredentialsExpired, map_s3_error
@@ -182,6 +183,11 @@ class S3Client:
             raw = await stack.enter_async_context(
                 session.create_client("s3", region_name=region, endpoint_url=settings.endpoint_url, config=config)
             )
+            # botocore asks for "Expect: 100-continue" on every PUT with a body. aiohttp sends
+            # such headers outside its own error handling, so a connection closed while the
+            # 100 is awaited leaves an unretrieved task traceback in the log (the request
+            # itself fails and is retried). Without it a PUT also saves a round trip.
+            raw.meta.events.unregister("before-call.s3", add_expect_header)
         except Exception as exc:
             await stack.aclose()
             raise map_s3_error(exc, what=f"{where}: open client") from exc
