@@ -39,6 +39,11 @@ def _search(repo: Repo, request: web.Request, docs: list[Obj], *, user_search: b
         hit = copy.deepcopy(face)
         if entity is not None:
             hit["links"] = repo.draft_links(entity, base) if kind == "draft" else repo.record_links(entity, base)
+        else:
+            # Deleted since it was indexed: InvenioRDM builds a hit's links from the indexed
+            # document, so the stale hit still links where the record was (now 404).
+            root = repo.api_root({"model": doc["model"], "id": doc["eid"]}, base)
+            hit["links"] = {"self": f"{root}/draft", "record": root} if kind == "draft" else {"self": root}
         hits.append(hit)
     params = {k: v for k, v in request.query.items() if k not in ("page", "size")}
     return json_response(page_of(hits, page, size, root, params))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Callable
@@ -304,6 +305,26 @@ async def test_find_existing_draft_from_a_new_session(repository: RepositoryHand
     async with make_target(repository, tmp_path) as second:
         found = await second.find(RECID, rdm_query(RECID))
     assert found is not None and found.id == rec.id and found.state == "draft" and found.links["files"]
+
+
+async def test_a_stale_hit_of_a_deleted_draft_never_hides_the_published_record(
+    repository_factory: Callable[..., RepositoryHandle], tmp_path: Path
+) -> None:
+    # Two runs made a draft each; the loser deleted its own while the winner's was published.
+    # Within the index's refresh the deleted draft is still a search hit, and a draft hit is
+    # preferred: find() must read past it to the record that exists, not return the stale
+    # draft (its update then failed as "published") nor None (a re-run then created a twin).
+    repository = repository_factory(index_delay_ms=1500)
+    async with make_target(repository, tmp_path) as target:
+        winner = await target.create(RECID, rdm_body(RECID))
+        loser = await target.create(RECID, rdm_body(RECID))
+        path, md5 = data_file(tmp_path, "d.txt", KiB)
+        await target.put_file(winner, "d.txt", path, KiB, md5_sum(md5))
+        await target.publish(winner)
+        await asyncio.sleep(1.6)  # both drafts indexed
+        await target.discard(loser)
+        found = await target.find(RECID, rdm_query(RECID))
+    assert found is not None and found.id == winner.id and found.state == "published"
 
 
 async def test_publish_direct(repository: RepositoryHandle, tmp_path: Path) -> None:

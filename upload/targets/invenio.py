@@ -225,15 +225,26 @@ class InvenioTarget:
                 ", ".join(ids),
                 pool[0].get("id"),
             )
-        hit = self._record(pool[0], recid)
-        # Search hits can be stale or trimmed: read the record itself for fresh links/revision.
-        if "self" in hit.links:
-            try:
-                body = (await self.http.request("GET", hit.links["self"], where)).body
+        # Search hits can be stale (a draft deleted or published within the index's refresh
+        # interval) or trimmed: each is read itself for fresh state, links and revision. A hit
+        # that is gone gives way to the next one, drafts first, then the published records,
+        # so a stale hit is never returned and never hides a record that exists.
+        rest = sorted((h for h in found if h not in drafts), key=lambda h: str(h.get("created", "")))
+        for candidate in pool + [h for h in rest if h not in pool]:
+            hit = self._record(candidate, recid)
+            if "self" not in hit.links:
+                return hit
+            # A draft published since it was indexed has no draft any more: its record does.
+            for link in (hit.links["self"], hit.links.get("record")):
+                if not link:
+                    continue
+                try:
+                    body = (await self.http.request("GET", link, where)).body
+                except TargetNotFound:
+                    continue
                 return self._record(body, recid)
-            except TargetNotFound:
-                return None  # deleted or published since the index saw it; the next search knows
-        return hit
+            log.info("record %s: search hit %s is gone (deleted since it was indexed)", recid, hit.id)
+        return None
 
     async def claimants(self, recid: str, query: str) -> list[RemoteRecord]:
         """``ClaimingTarget``: the search's records for ``recid``, oldest ``created`` first."""
