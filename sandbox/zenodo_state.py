@@ -166,6 +166,8 @@ class ZenodoState:
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.options = options
         self.depositions: dict[int, Deposition] = {}
+        # Deleted drafts the search index still shows (until their removal is visible).
+        self.removed: dict[int, Deposition] = {}
         self.concepts: dict[int, Concept] = {}
         self.buckets: dict[str, int] = {}  # bucket id -> deposition id
         self._next_id = FIRST_ID
@@ -215,6 +217,8 @@ class ZenodoState:
         if not concept.versions:
             self.concepts.pop(concept.id, None)
         dep.index.append((self._visible_at(), None))
+        if self.options.index_delay_ms > 0:
+            self.removed[dep.id] = dep
 
     def publish(self, dep: Deposition) -> None:
         stamp = now_iso()
@@ -316,7 +320,10 @@ class ZenodoState:
     def search_depositions(self, owner: int, query: str, status: str | None) -> list[Deposition]:
         now = time.monotonic()
         hits = []
-        for dep in list(self.depositions.values()):
+        for gone in [d for d in self.removed.values() if self._snapshot(d, now) is None]:
+            del self.removed[gone.id]
+        # A deleted draft stays a hit (its reads 404) until the index refresh shows it gone.
+        for dep in list(self.depositions.values()) + list(self.removed.values()):
             doc = self._snapshot(dep, now)
             if doc is None or doc["owner"] != owner:
                 continue

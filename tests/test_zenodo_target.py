@@ -7,6 +7,7 @@ request log, not from what the client believes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -111,6 +112,26 @@ async def test_new_version_second_call_leads_to_the_open_draft(zenodo: ZenodoHan
     assert [r["status"] for r in news] == [201, 400]
     summary = zenodo.summary()
     assert summary["depositions"] == 2 and summary["drafts"] == 1  # never a second draft
+
+
+async def test_a_stale_hit_of_a_deleted_draft_never_hides_the_published_deposition(
+    zenodo: ZenodoHandle, tmp_path: Path
+) -> None:
+    # A claim loser deletes its deposition; within the index's refresh it is still a hit
+    # and drafts are preferred: find() reads past it to the published one (None made a
+    # re-run create a twin).
+    zenodo.configure(index_delay_ms=1500)
+    async with target_for(zenodo) as target:
+        winner = await target.create("81009", zenodo_body("81009"))
+        loser = await target.create("81009", zenodo_body("81009"))
+        data = tmp_path / "d.txt"
+        data.write_bytes(b"hello zenodo")
+        await target.put_file(winner, "d.txt", data, 12, Checksum("md5", hashlib.md5(b"hello zenodo").hexdigest()))
+        await target.publish(winner)
+        await asyncio.sleep(1.6)  # both indexed as drafts... then the loser goes
+        await target.discard(loser)
+        found = await target.find("81009", zenodo_query("81009"))
+    assert found is not None and found.id == winner.id and found.state == "published"
 
 
 async def test_new_version_when_zenodo_answers_with_the_draft(zenodo: ZenodoHandle, tmp_path: Path) -> None:

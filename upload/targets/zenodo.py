@@ -196,11 +196,19 @@ class ZenodoTarget:
             if len(pool) > 1:
                 ids = ", ".join(str(h.get("id")) for h in pool)
                 log.warning("record %s: %d drafts on Zenodo (%s); using %s", recid, len(pool), ids, pool[0]["id"])
-        else:  # the newest published version
-            pool = sorted(found, key=lambda h: int(h.get("id") or 0), reverse=True)
-        hit = self._record(pool[0], recid)
-        # Search hits may be stale: read the deposition itself for its current state and links.
-        return await self._read(hit.links.get("self", f"{self._depositions}/{quote(hit.id)}"), recid)
+        else:
+            pool = []
+        # Then the published versions, the newest first.
+        pool += sorted((h for h in found if h.get("submitted")), key=lambda h: _as_int(h.get("id")), reverse=True)
+        # Search hits may be stale: each deposition is read itself for its current state and
+        # links; one deleted since it was indexed (a claim loser's) gives way to the next, so
+        # it never hides a deposition that exists.
+        for candidate in pool:
+            hit = self._record(candidate, recid)
+            current = await self._read(hit.links.get("self", f"{self._depositions}/{quote(hit.id)}"), recid)
+            if current is not None:
+                return current
+        return None
 
     async def claimants(self, recid: str, query: str) -> list[RemoteRecord]:
         """``ClaimingTarget``: the depositions the search shows for ``recid``, the oldest
