@@ -1,10 +1,15 @@
 """``ferry mirror ... --cluster local:2``: one Dask task per file, two worker processes.
 
-As a user runs it (a subprocess), the Zenodo stand-in as the source and moto as the S3
-server; judged by what the bucket holds (every object once, the source's bytes, latest/
-and its manifest, no open upload, no lock) and by the merged stats (one upload row per
-file, each carrying its worker). One worker is killed by PID with uploads open: its files
-are streamed again elsewhere and the client aborts what the dead worker left open.
+As a user runs it (a subprocess), the Zenodo stand-in as the source and a real S3 server,
+moto and SeaweedFS (``s3_server``: SeaweedFS checks signatures and ``Content-MD5``, which
+moto does not); judged by what the bucket holds (every object once, the source's bytes,
+latest/ and its manifest, no open upload, no lock) and by the merged stats (one upload row
+per file, each carrying its worker). One worker is killed by PID with uploads open: its
+files are streamed again elsewhere and the client aborts what the dead worker left open.
+
+``ferry mirror`` writes to s3 targets only (``ferry.cli.commands.mirror.target_config``),
+so the sources it mirrors from (Zenodo, CERN) into S3 are the pairs there are; a Zenodo or
+InvenioRDM target is refused before any worker starts (the last test).
 """
 
 from __future__ import annotations
@@ -33,20 +38,26 @@ MiB = 1024 * 1024
 PFX = "cpg0042/jump_rr"
 
 
-@pytest.fixture
-def bucket(moto_s3: S3Server) -> str:
-    return moto_s3.make_bucket()
-
-
-@pytest.fixture
-def config(tmp_path: Path, zenodo: ZenodoHandle, moto_s3: S3Server, bucket: str) -> Path:
-    path = tmp_path / "ferry.toml"
+def write_config(path: Path, zenodo: ZenodoHandle, server: S3Server, bucket: str) -> Path:
     path.write_text(
         f'[source.zenodo]\nurl = "{zenodo.url}"\n\n'
-        f'[targets.cpg]\ntype = "s3"\nurl = "s3://{bucket}/{PFX}"\nendpoint_url = "{moto_s3.endpoint_url}"\n'
-        "multipart_threshold = 6291456\npart_size = 5242880\n"
+        f'[targets.cpg]\ntype = "s3"\nurl = "s3://{bucket}/{PFX}"\nendpoint_url = "{server.endpoint_url}"\n'
+        "multipart_threshold = 6291456\npart_size = 5242880\n\n"
+        # A target ferry mirror cannot write to (it has a request budget; S3 has none).
+        f'[targets.zen]\ntype = "zenodo"\nurl = "{zenodo.url}"\ntoken_env = "FERRY_TEST_NO_TOKEN"\n'
+        "requests_per_minute = 20\n"
     )
     return path
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> str:
+    return s3_server.make_bucket()
+
+
+@pytest.fixture
+def config(tmp_path: Path, zenodo: ZenodoHandle, s3_server: S3Server, bucket: str) -> Path:
+    return write_config(tmp_path / "ferry.toml", zenodo, s3_server, bucket)
 
 
 def _check_bucket(server: S3Server, bucket: str, rid: str, files: dict[str, bytes]) -> None:
@@ -67,18 +78,18 @@ def _check_bucket(server: S3Server, bucket: str, rid: str, files: dict[str, byte
 
 @pytest.mark.timeout(240)
 def test_mirror_ten_files_on_two_workers_then_again(
-    tmp_path: Path, zenodo: ZenodoHandle, moto_s3: S3Server, bucket: str, config: Path
+    tmp_path: Path, zenodo: ZenodoHandle, s3_server: S3Server, bucket: str, config: Path
 ) -> None:
     files = {f"part-{i:02d}.parquet": os.urandom(200_000 + 1000 * i) for i in range(9)}
     files["big.bin"] = os.urandom(7 * MiB)  # a multipart upload
     rec = publish(zenodo, files)
     rid, stats = str(rec["id"]), tmp_path / "stats"
 
-    first = ferry(moto_s3, config, f"zenodo:{rid}", "cpg", "--cluster", "local:2", "--stats-dir", str(stats))
+    first = ferry(s3_server, config, f"zenodo:{rid}", "cpg", "--cluster", "local:2", "--stats-dir", str(stats))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "10 streamed" in first.stdout and "latest/: 10 copied" in first.stdout, first.stdout
-    _check_bucket(moto_s3, bucket, rid, files)
-    assert f"{PFX}/.ferry-mirror.lock" not in objects(moto_s3, bucket)
+    _check_bucket(s3_server, bucket, rid, files)
+    assert f"{PFX}/.ferry-mirror.lock" not in objects(s3_server, bucket)
     # Merged once per file: the workers' rows come back through the client, each with its worker.
     rows = stats_rows(stats)
     done = [r for r in rows if r["stage"] == "upload" and r["status"] == "ok"]
@@ -86,26 +97,26 @@ def test_mirror_ten_files_on_two_workers_then_again(
     assert all(r.get("worker") and r["recid"] == rid for r in done), done
     assert len(list(stats.glob("*-*.jsonl"))) >= 1  # <run_id>-<worker>.jsonl beside the client's file
 
-    held = objects(moto_s3, bucket)
-    again = ferry(moto_s3, config, f"zenodo:{rid}", "cpg", "--cluster", "local:2")
+    held = objects(s3_server, bucket)
+    again = ferry(s3_server, config, f"zenodo:{rid}", "cpg", "--cluster", "local:2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 streamed (0 bytes)" in again.stdout and "10 already there" in again.stdout, again.stdout
     assert "latest/: 0 copied, 0 removed" in again.stdout
-    assert objects(moto_s3, bucket) == held
+    assert objects(s3_server, bucket) == held
 
 
 @pytest.mark.timeout(300)
-def test_worker_killed_mid_mirror(zenodo: ZenodoHandle, moto_s3: S3Server, bucket: str, config: Path) -> None:
+def test_worker_killed_mid_mirror(zenodo: ZenodoHandle, s3_server: S3Server, bucket: str, config: Path) -> None:
     files = {f"f{i:02d}.bin": os.urandom(7 * MiB) for i in range(6)}
     rec = publish(zenodo, files)
     rid = str(rec["id"])
     zenodo.configure(latency_ms=300)  # slow enough to be caught with uploads open
-    proc = ferry_started(moto_s3, config, f"zenodo:{rid}", "cpg", "--cluster", "local:2", "--jobs", "1")
+    proc = ferry_started(s3_server, config, f"zenodo:{rid}", "cpg", "--cluster", "local:2", "--jobs", "1")
     try:
         deadline, killed = time.monotonic() + 120, None
         while time.monotonic() < deadline and proc.poll() is None:
             workers = _worker_pids(proc.pid)
-            if len(workers) == 2 and uploads(moto_s3, bucket):
+            if len(workers) == 2 and uploads(s3_server, bucket):
                 killed = workers[0]
                 os.kill(killed, signal.SIGKILL)
                 break
@@ -118,14 +129,19 @@ def test_worker_killed_mid_mirror(zenodo: ZenodoHandle, moto_s3: S3Server, bucke
             proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     assert "6 streamed" in out or "already there" in out, out
-    _check_bucket(moto_s3, bucket, rid, files)  # every file once, no upload left open
-    assert f"{PFX}/.ferry-mirror.lock" not in objects(moto_s3, bucket)
+    _check_bucket(s3_server, bucket, rid, files)  # every file once, no upload left open
+    assert f"{PFX}/.ferry-mirror.lock" not in objects(s3_server, bucket)
 
 
-def test_cluster_refuses_what_it_cannot_honour(moto_s3: S3Server, config: Path) -> None:
+def test_cluster_refuses_what_it_cannot_honour(tmp_path: Path, zenodo: ZenodoHandle, moto_s3: S3Server) -> None:
+    config = write_config(tmp_path / "ferry.toml", zenodo, moto_s3, "unused")  # nothing is written
     dry = ferry(moto_s3, config, "zenodo:1", "cpg", "--cluster", "local:2", "--dry-run")
     assert dry.returncode == 2 and "--dry-run" in dry.stderr and "without --cluster" in dry.stderr, dry.stderr
     cfg = ferry(moto_s3, config, "zenodo:1", "cpg", "--cluster", "local:2", "--cluster-config", "site.yaml")
     assert cfg.returncode == 2 and "--cluster-config" in cfg.stderr, cfg.stderr
     odd = ferry(moto_s3, config, "zenodo:1", "cpg", "--cluster", "kubernetes")
     assert odd.returncode == 2 and "local:N" in odd.stderr, odd.stderr
+    # Only s3 targets: a target with a request budget (Zenodo, InvenioRDM) is refused, on a
+    # cluster as without, before the source is asked or a worker starts.
+    zen = ferry(moto_s3, config, "zenodo:1", "zen", "--cluster", "local:2")
+    assert zen.returncode == 2 and "ferry mirror writes to s3 targets, not 'zenodo'" in zen.stderr, zen.stderr
