@@ -12,10 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metadata.energy import Energy
-
-# The kind of record, from the portal's ``type.primary``; every profile maps each one to
-# a resource type of its own (see metadata/MAPPING.md).
-KINDS = ("dataset", "software", "environment", "documentation", "supplementaries", "image", "video", "other")
+from metadata.kinds import KINDS as KINDS  # the kinds of record; metadata/kinds.py maps each to every target's term
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ The text blocks and the extras come from the reader's own lists (``portal_text.T
 
 from __future__ import annotations
 
+from metadata.kinds import kinds_markdown
 from metadata.mapping.table import Entry, LeftOut, Table, lands, mapped
 from metadata.readers.portal_text import EXTRA_FIELDS, TEXT_BLOCKS
 
@@ -202,21 +203,9 @@ ENTRIES: tuple[Entry, ...] = (
     LeftOut("_files", "the portal's storage listing (see files)"),
 )
 
-NOTES_MD = """\
-### Record kinds -> resource types (each kind its own type)
-
-| `type.primary` | inveniordm / nrp-particles | zenodo |
-|---|---|---|
-| Dataset | `dataset` | `dataset` |
-| Software | `software` | `software` |
-| Environment (VM images, conditions, validated-run lists) | `other` | `other` |
-| Documentation | `publication` (Report: `publication-report`) | `publication` / `other` (Report: `report`) |
-| Supplementaries (trigger, luminosity, logbooks) | `publication-technicalnote` | `publication` / `technicalnote` |
-
-Stock vocabularies have no "environment" or "supplementary" type: these are the closest
-types that keep the five kinds apart; the portal's own type is always kept as a subject
-or keyword ("Supplementaries/Trigger").
-
+NOTES_MD = (
+    kinds_markdown()
+    + """
 ### Portal relations -> DataCite (`metadata/readers/relations.py`)
 
 | portal | DataCite | when |
@@ -254,6 +243,7 @@ paragraph, identifier `cernopendata:<recid>.part-i-of-n` (Zenodo: a keyword), re
 the other parts (continues / iscontinuedby / references) and part of the source record
 (ispartof); no NRP `recid`, so the whole record's query never finds a part.
 """
+)
 
 TABLE = Table(
     reader="cernopendata",

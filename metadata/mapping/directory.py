@@ -70,7 +70,11 @@ ENTRIES: tuple[Entry, ...] = (
         "related_identifiers[].scheme", lands(f"{RELATED} {M}additional_descriptions"), lands(f"{RELATED} {M}notes")
     ),
     mapped("related_identifiers[].resource_type", EXTRA, NOTES),
-    mapped("upload_type", lands(M + "resource_type", "kind (none: dataset)"), lands(M + "upload_type")),
+    mapped(
+        "upload_type",
+        lands(M + "resource_type", "its kind's type (Zenodo table; none: dataset)"),
+        lands(M + "upload_type"),
+    ),
     mapped("resource_type.type", lands(M + "resource_type", "as `upload_type`"), lands(M + "upload_type")),
     mapped("publication_type", lands(M + "resource_type"), lands(M + "publication_type")),
     LeftOut("path", "the folder's local path (Record.metadata): it means nothing on a target and may say too much"),

@@ -6,6 +6,7 @@ Paths are those of the records API's answer (what ``download.sources.zenodo`` ke
 
 from __future__ import annotations
 
+from metadata.kinds import zenodo_kinds_markdown
 from metadata.mapping.table import Entry, LeftOut, Table, lands, mapped
 
 M = "metadata."
@@ -85,7 +86,7 @@ ENTRIES: tuple[Entry, ...] = (
     mapped(M + "version", lands(M + "version"), lands(M + "version")),
     mapped(
         M + "resource_type",
-        lands(M + "resource_type", "kind: dataset, software, image (figure), video; publication & co -> documentation"),
+        lands(M + "resource_type", "the kind's own type (table below); the subtype as `<Type>/<subtype>`"),
         lands(f"{M}upload_type {M}publication_type {M}image_type"),
     ),
     mapped(M + "upload_type", lands(M + "resource_type", "as `resource_type.type`"), lands(M + "upload_type")),
@@ -145,4 +146,5 @@ TABLE = Table(
     module="metadata/readers/zenodo.py",
     intro="Zenodo records\n\nThe records API's answer (`/api/records/<id>`), as `download.sources.zenodo` keeps it.",
     entries=ENTRIES,
+    notes=zenodo_kinds_markdown(),
 )

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from metadata import kinds
 from metadata.dataset import Dataset, Person, Section
 from metadata.html import escape, link_html, list_html
 from metadata.readers import IDENTIFIER, split_key
@@ -51,20 +52,8 @@ _URL = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 
 # --- builders ----------------------------------------------------------------------------
 
-# Portal record kind -> stock resource type: each kind its own type (MAPPING.md says why).
-RESOURCE_TYPES = {
-    "dataset": "dataset",
-    "software": "software",
-    "environment": "other",
-    "documentation": "publication",
-    "supplementaries": "publication-technicalnote",
-    "image": "image",
-    "video": "video",
-    "other": "other",
-}
-_DOC_SUBTYPES = {"report": "publication-report", "manual": "publication-technicalnote"}
-_IMAGE_SUBTYPES = {"figure": "image-figure"}  # the other image-* ids are not in every instance's vocabulary
-EMITTED_RESOURCE_TYPES = frozenset([*RESOURCE_TYPES.values(), *_DOC_SUBTYPES.values(), *_IMAGE_SUBTYPES.values()])
+# Record kind -> stock resource type: each kind its own type (metadata/kinds.py, MAPPING.md).
+EMITTED_RESOURCE_TYPES = kinds.RDM_EMITTED
 
 # Where each text block and extra goes among InvenioRDM's description types.
 _DESCRIPTION_TYPES = {
@@ -81,11 +70,7 @@ _DESCRIPTION_TYPES = {
 
 
 def resource_type(ds: Dataset) -> str:
-    subtypes = {"documentation": _DOC_SUBTYPES, "image": _IMAGE_SUBTYPES}.get(ds.kind, {})
-    for word in ds.type_secondary:
-        if word.casefold() in subtypes:
-            return subtypes[word.casefold()]
-    return RESOURCE_TYPES[ds.kind]
+    return kinds.rdm_resource_type(ds.kind, ds.type_secondary)
 
 
 def envelope(metadata: dict[str, Any], ds: Dataset) -> dict[str, Any]:

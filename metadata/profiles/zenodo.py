@@ -1,9 +1,11 @@
 """Profile "zenodo": Zenodo's legacy deposit metadata (``PUT /api/deposit/depositions/{id}``).
 
-- ``upload_type`` by the record's kind: dataset / software; documentation is a
-  ``publication`` (report or other), supplementaries a ``publication`` of type
-  ``technicalnote``; environments (VM images, conditions) ``other``; images (with their
-  ``image_type``, ``other`` when the source names none) and videos as such.
+- ``upload_type`` by the record's kind (``metadata/kinds.py``): dataset / software;
+  presentation, poster, lesson, physical object as such; documentation is a
+  ``publication`` (its own ``publication_type`` when Zenodo has it, else other),
+  supplementaries a ``publication`` of type ``technicalnote``; environments (VM images,
+  conditions) ``other``; images (with their ``image_type``, ``other`` when the source
+  names none) and videos as such.
 - ``creators``: the authors as ``{"name": "Family, Given", "affiliation", "orcid"}`` (several
   affiliations joined by "; "), in order; the collaboration as ``{"name"}`` only without authors.
 - ``description``: the abstract as sanitised HTML (Zenodo requires one: without any text
@@ -33,7 +35,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from metadata import readers
+from metadata import kinds, readers
 from metadata.base import SchemaProfile
 from metadata.dataset import Dataset, Person
 from metadata.html import escape, link_html
@@ -44,30 +46,17 @@ from metadata.readers.values import vocabulary
 from metadata.schema import FieldIssue, array, join, obj, opt, req, string
 
 RECID_KEYWORD = "cernopendata:recid:"
-UPLOAD_TYPES = ("publication", "poster", "presentation", "dataset", "image", "video", "software", "lesson", "other")
-PUBLICATION_TYPES = ("report", "technicalnote", "other", "softwaredocumentation", "article", "preprint")
+UPLOAD_TYPES = kinds.ZENODO_UPLOAD_TYPES
+PUBLICATION_TYPES = kinds.ZENODO_PUBLICATION_TYPES
 CONTRIBUTOR_TYPES = ("ContactPerson", "DataCollector", "DataCurator", "Producer", "ResearchGroup", "Other")
 ACCESS_RIGHTS = ("open", "embargoed", "restricted", "closed")
-_KINDS = {
-    "dataset": ("dataset", None),
-    "software": ("software", None),
-    "environment": ("other", None),
-    "documentation": ("publication", "other"),
-    "supplementaries": ("publication", "technicalnote"),
-    "image": ("image", None),
-    "video": ("video", None),
-    "other": ("other", None),
-}
-IMAGE_TYPES = ("figure", "plot", "drawing", "diagram", "photo", "other")
+IMAGE_TYPES = kinds.ZENODO_IMAGE_TYPES
 _ORCID = r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def upload_type(ds: Dataset) -> tuple[str, str | None]:
-    kind, pub = _KINDS[ds.kind]
-    if ds.kind == "documentation" and any(w.casefold() == "report" for w in ds.type_secondary):
-        pub = "report"
-    return kind, pub
+    return kinds.zenodo_upload_type(ds.kind, ds.type_secondary)
 
 
 def creator(c: Any) -> dict[str, str]:
@@ -165,7 +154,7 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     md: dict[str, Any] = {"upload_type": kind}
     rdm.put(md, "publication_type", pub)
     if kind == "image":  # required with upload_type image
-        md["image_type"] = next((w.casefold() for w in ds.type_secondary if w.casefold() in IMAGE_TYPES), "other")
+        md["image_type"] = kinds.zenodo_image_type(ds.type_secondary)
     rdm.put(md, "title", rdm.title(ds))
     rdm.put(md, "creators", [creator(c) for c in (ds.creators or ds.organisations)])
     if ds.creators:  # the collaboration is still named, as a research group

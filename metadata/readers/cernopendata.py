@@ -17,6 +17,7 @@ from typing import Any
 from metadata.dataset import Dataset, FileFacts, Organisation, Person, Relation, Section
 from metadata.energy import Energy, ecms_from_text, parse_energy
 from metadata.html import escape, list_html, record_url
+from metadata.kinds import cern_kind
 from metadata.readers import portal_text
 from metadata.readers.relations import datacite_relation
 from metadata.readers.values import (
@@ -36,13 +37,6 @@ from metadata.readers.values import (
 
 SOURCE = "cernopendata"
 PUBLISHER = "CERN Open Data Portal"
-_KINDS = {
-    "dataset": "dataset",
-    "software": "software",
-    "environment": "environment",
-    "documentation": "documentation",
-    "supplementaries": "supplementaries",
-}
 _INDEX_TYPES = {"index.json", "index.txt"}
 _ORG_WORDS = re.compile(r"\b(collaboration|group|team|consortium|experiment|project)\b", re.IGNORECASE)
 _COMPRESSED = {"gz", "bz2", "xz", "zst"}
@@ -223,7 +217,7 @@ def read(record: Any) -> Dataset:
         doi=doi_of(r.get("doi")),
         title=text(r.get("title")),
         title_additional=text(r.get("title_additional")),
-        kind=_KINDS.get((primary or "").casefold(), "other"),
+        kind=cern_kind(primary, secondary),
         type_primary=primary,
         type_secondary=tuple(secondary),
         dataset_type=_dataset_type(secondary, primary),

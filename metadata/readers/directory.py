@@ -30,9 +30,10 @@ from typing import Any
 from ferry.core.errors import InputError
 from metadata.dataset import Dataset, Organisation, Person, Section
 from metadata.html import escape, sanitize
+from metadata.kinds import zenodo_kind
 from metadata.readers.common import file_facts, license_from, person, resolved_pairs
 from metadata.readers.values import dedupe, edtf_date, mapping, raw_text, text, texts
-from metadata.readers.zenodo import _KINDS, _relations
+from metadata.readers.zenodo import _relations
 
 SOURCE = "dir"
 PUBLISHER = "dataferry (local folder)"
@@ -115,7 +116,7 @@ def read(record: Any) -> Dataset:
         doi=None,
         title=text(doc.get("title")) or text(given.get("title")) or name,
         title_additional=None,
-        kind=_KINDS.get(kind_word, "other" if kind_word else "dataset"),
+        kind=zenodo_kind(kind_word, default="dataset"),
         type_primary=kind_word.capitalize() if kind_word else None,
         type_secondary=(subtype,) if subtype else (),
         dataset_type="other",

@@ -26,23 +26,13 @@ from typing import Any
 from ferry.core.errors import InputError
 from metadata.dataset import Dataset, FileFacts, Organisation, Person, Relation, Section
 from metadata.html import escape, link_html, list_html, sanitize
+from metadata.kinds import zenodo_kind
 from metadata.readers.common import file_facts, license_from, listed_pairs, person, resolved_pairs
 from metadata.readers.relations import ZENODO_NAMES
 from metadata.readers.values import dedupe, doi_of, edtf_date, items, mapping, raw_text, recid_of, text, texts
 
 SOURCE = "zenodo"
 PUBLISHER = "Zenodo"
-# Zenodo's resource types -> the neutral kinds (every profile maps each kind to its own type).
-_KINDS = {
-    "dataset": "dataset",
-    "software": "software",
-    "publication": "documentation",
-    "presentation": "documentation",
-    "poster": "documentation",
-    "lesson": "documentation",
-    "image": "image",
-    "video": "video",
-}
 
 
 def _body(record: Any) -> Mapping[str, Any]:
@@ -238,7 +228,7 @@ def read(record: Any) -> Dataset:
         doi=doi,
         title=text(md.get("title")) or text(body.get("title")),
         title_additional=None,
-        kind=_KINDS.get(kind_word, "other"),
+        kind=zenodo_kind(kind_word),
         type_primary=text(rtype.get("title")) or (kind_word.capitalize() if kind_word else None),
         type_secondary=(subtype,) if subtype else (),
         dataset_type="other",
