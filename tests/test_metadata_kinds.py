@@ -28,7 +28,6 @@ from tests.test_metadata_only import entity, own_record, published_body, write_r
 from tests.test_pipeline import run_ferry, write_config
 
 PROFILES = ("inveniordm", "nrp-particles", "zenodo")
-FIXTURES = Path("/work/shared/fixtures/cernopendata/records")
 OWN = Path(__file__).parent / "data" / "records"
 SANDBOX_RECORDS = Path(__file__).parent.parent / "sandbox" / "delphi_sample_records.json"
 
@@ -158,19 +157,13 @@ async def test_a_folder_lesson_stays_a_lesson(tmp_path: Path, profile: str) -> N
     assert sandbox_errors(profile, body) == []
 
 
-def _fixture_records() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in [*sorted(FIXTURES.glob("*.json")), *sorted(OWN.glob("*.json")), SANDBOX_RECORDS]:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        out += data if isinstance(data, list) else [data]
-    return out
-
-
-def test_every_fixture_type_is_a_listed_portal_type() -> None:
+def test_every_fixture_type_is_a_listed_portal_type(delphi_records: list[dict[str, Any]]) -> None:
     """A fixture of a type MAPPING.md does not list fails here: its mapping must be decided."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"{FIXTURES} is not on this machine")
-    seen = {(r["type"]["primary"], tuple(r["type"].get("secondary") or ())) for r in _fixture_records()}
+    records = list(delphi_records)
+    for path in [*sorted(OWN.glob("*.json")), SANDBOX_RECORDS]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        records += data if isinstance(data, list) else [data]
+    seen = {(r["type"]["primary"], tuple(r["type"].get("secondary") or ())) for r in records}
     assert len(seen) >= 10
     assert seen <= set(PORTAL_TYPES), seen - set(PORTAL_TYPES)
 
