@@ -229,8 +229,8 @@ class Ledger(FileLedger):
                 (recid, utc_now()),
             )
             c.execute(
-                "UPDATE records SET create_token = ?, create_started_at = ?, create_pending = 1, updated_at = ?, "
-                "run_id = coalesce(?, run_id) WHERE recid = ?",
+                "UPDATE records SET create_token = ?, create_started_at = ?, create_pending = 1, create_legacy = 0, "
+                "updated_at = ?, run_id = coalesce(?, run_id) WHERE recid = ?",
                 (token, utc_now(), utc_now(), run_id, recid),
             )
         return token
@@ -244,8 +244,8 @@ class Ledger(FileLedger):
                 (recid, utc_now()),
             )
             c.execute(
-                "UPDATE records SET remote_id = ?, remote_state = ?, create_pending = 0, updated_at = ? "
-                "WHERE recid = ?",
+                "UPDATE records SET remote_id = ?, remote_state = ?, create_pending = 0, create_legacy = 0, "
+                "updated_at = ? WHERE recid = ?",
                 (str(remote_id), state, utc_now(), recid),
             )
 
@@ -259,8 +259,8 @@ class Ledger(FileLedger):
         """The create certainly made nothing on the target (it was refused): forget the intent."""
         with self._tx() as c:
             c.execute(
-                "UPDATE records SET create_pending = 0, last_error = coalesce(?, last_error), updated_at = ? "
-                "WHERE recid = ?",
+                "UPDATE records SET create_pending = 0, create_legacy = 0, last_error = coalesce(?, last_error), "
+                "updated_at = ? WHERE recid = ?",
                 (error_text(error), utc_now(), str(recid)),
             )
 

@@ -16,8 +16,13 @@ from ferry.core.errors import FerryError
 from ferry.core.logs import mask_secrets
 
 # 2: files.md5 became files.checksum, the verified (algorithm, value) pair as "alg:hex"
-# (the hash the pipeline negotiated with the target). Version-1 ledgers are migrated in place.
-SCHEMA_VERSION = 2
+# (the hash the pipeline negotiated with the target).
+# 3: records.create_legacy: set on the create intents a ledger of schema 1 or 2 held when it
+# was migrated. Such a token may be carried by the record it created (``ferry push`` has
+# written it as a marker since 2026-12-04, still schema 2) or by nothing at all (before), so
+# the look for that create cannot rely on the token alone (pipeline/push_create.py).
+# Older ledgers are migrated in place when opened for writing.
+SCHEMA_VERSION = 3
 
 RECORD_STATUSES = (
     "pending",
@@ -84,7 +89,8 @@ CREATE TABLE IF NOT EXISTS records (
     create_token TEXT,
     create_started_at TEXT,
     create_pending INTEGER NOT NULL DEFAULT 0,
-    run_id TEXT
+    run_id TEXT,
+    create_legacy INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS records_status ON records (status);
 CREATE TABLE IF NOT EXISTS files (
@@ -118,6 +124,9 @@ class RecordRow:
     create_started_at: str | None
     create_pending: bool  # a create was begun and its outcome is unknown: search the target first
     run_id: str | None
+    # The pending create was begun by a dataferry whose ledger had schema 1 or 2: its token
+    # may not be the marker the record carries (a record made before markers carries none).
+    create_legacy: bool = False
 
     @property
     def ok(self) -> bool:
@@ -156,6 +165,7 @@ def record_row(row: Sequence[Any]) -> RecordRow:
     values = list(row)
     values[9] = bool(values[9])  # has_metadata
     values[12] = bool(values[12])  # create_pending
+    values[14] = bool(values[14])  # create_legacy
     return RecordRow(*values)
 
 

@@ -93,11 +93,8 @@ class LedgerStore:
             version = self._meta("schema_version")
             if version is None:
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif version == "1":
-                # md5 values were bare hex: they become "md5:<hex>" pairs in the renamed column.
-                c.execute("ALTER TABLE files RENAME COLUMN md5 TO checksum")
-                c.execute("UPDATE files SET checksum = 'md5:' || checksum WHERE checksum IS NOT NULL")
-                c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            elif version.isdigit() and int(version) < SCHEMA_VERSION:
+                _migrate(c, int(version))
             self._check_version()
             if target is not None:
                 bound = self._meta("target")
@@ -114,8 +111,10 @@ class LedgerStore:
 
     def _check_version(self) -> None:
         version = self._meta("schema_version")
-        if self._readonly and version == "1":
-            raise LedgerError(f"ledger {self.path} has schema version 1: open it once for writing to migrate it")
+        if self._readonly and version is not None and version.isdigit() and int(version) < SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {self.path} has schema version {version}: open it once for writing to migrate it"
+            )
         if version is not None and int(version) > SCHEMA_VERSION:
             raise LedgerError(
                 f"ledger {self.path} has schema version {version}, newer than this dataferry ({SCHEMA_VERSION})"
@@ -223,6 +222,19 @@ class LedgerStore:
         ).fetchone()
         if bad is not None:
             raise LedgerError(f"cannot mark {status}: file is {bad[1]}", recid=recid, file=bad[0])
+
+
+def _migrate(c: sqlite3.Connection, version: int) -> None:
+    """An older ledger brought to ``SCHEMA_VERSION`` in place, inside the opening transaction."""
+    if version < 2:
+        # md5 values were bare hex: they become "md5:<hex>" pairs in the renamed column.
+        c.execute("ALTER TABLE files RENAME COLUMN md5 TO checksum")
+        c.execute("UPDATE files SET checksum = 'md5:' || checksum WHERE checksum IS NOT NULL")
+    if version < 3:
+        c.execute("ALTER TABLE records ADD COLUMN create_legacy INTEGER NOT NULL DEFAULT 0")
+        # Their tokens may be carried by nothing on the target (pipeline/ledger_schema.py).
+        c.execute("UPDATE records SET create_legacy = 1 WHERE create_pending = 1")
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _lock(path: Path) -> int:

@@ -294,7 +294,8 @@ class Pusher:
         if row is None or not row.create_pending:
             return None
         token = row.create_token if self.marking else None
-        return await find_lost_create(self.target, self.name, token, str(body["metadata"]["title"]))
+        title = str(body["metadata"]["title"])
+        return await find_lost_create(self.target, self.name, token, title, legacy=row.create_legacy)
 
     async def _create(self, body: Mapping[str, Any]) -> RemoteRecord:
         token = None

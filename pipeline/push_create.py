@@ -18,6 +18,13 @@ writes, so a missed look is no proof. Two rules make the twin impossible:
    older draft is this same push's and so is adopted, not reported as a lost claim.
 
 Targets without ``abilities.claims`` (Zenodo) keep the title search of ``pipeline.push``.
+
+A create left pending in a ledger an older dataferry wrote (schema 1 or 2: the row's
+``create_legacy``) may have made a draft that carries no marker: the marker came on
+2026-12-04, and the drafts created before it carry none, so a look for the token alone
+missed such a draft and the re-run made a twin. The look for a legacy intent also asks for
+a draft with the push's title and no marker at all (``metadata.title``, the field an
+InvenioRDM record has); a draft another push marked is never taken for it.
 """
 
 from __future__ import annotations
@@ -55,20 +62,33 @@ def marker_query(token: str) -> str:
     return f'metadata.identifiers.identifier:"{MARKER_PREFIX}{token}"'
 
 
+def unmarked_title_query(title: str) -> str:
+    """Drafts with this title that no push marked: what a push made before markers existed."""
+    quoted = title.replace("\\", "\\\\").replace('"', '\\"')
+    prefix = MARKER_PREFIX.replace(":", "\\:")
+    return f'metadata.title:"{quoted}" AND -metadata.identifiers.identifier:{prefix}*'
+
+
 def _is_marker(ident: object) -> bool:
     return isinstance(ident, Mapping) and str(ident.get("identifier", "")).startswith(MARKER_PREFIX)
 
 
-async def find_lost_create(target: Target, name: str, token: str | None, title: str) -> RemoteRecord | None:
+async def find_lost_create(
+    target: Target, name: str, token: str | None, title: str, *, legacy: bool = False
+) -> RemoteRecord | None:
     """The draft of an interrupted create, searched a few times (the index lags): by the
-    marker ``token`` when the push marks its creates, else by the title (Zenodo)."""
-    query = marker_query(token) if token else f'title:"{title}"'
+    marker ``token`` when the push marks its creates, else by the title (Zenodo). A
+    ``legacy`` intent (an older ledger's) is also looked for as an unmarked draft of ``title``."""
+    queries = [marker_query(token)] if token else [f'title:"{title}"']
+    if token and legacy:
+        queries.append(unmarked_title_query(title))
     for delay in (0.0, *SEARCH_DELAYS):
         await asyncio.sleep(delay)
-        found = await target.find(name, query)
-        if found is not None and found.state == "draft":
-            log.info("push %s: the interrupted create had happened: using draft %s", name, found.id)
-            return found
+        for query in queries:
+            found = await target.find(name, query)
+            if found is not None and found.state == "draft":
+                log.info("push %s: the interrupted create had happened: using draft %s", name, found.id)
+                return found
     return None
 
 
