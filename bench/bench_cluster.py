@@ -13,6 +13,17 @@ same ``ferry bulk`` without ``--cluster`` (same records-in-flight), then ``--clu
 local:1``, ``local:2`` and ``local:4``. Goals (issue 17): >= 1.8x at 2 workers and >= 3.2x
 at 4 against 1 worker; 1 worker within 10% of the run without --cluster.
 Every run is checked on the server: each record once, every file completed with md5.
+
+CPU (the table's CPU column, and ``CPU`` in each run's stderr line): user + system seconds of
+every process of the run, from their rusage, not sampled. The client and what it waits for
+come from ``/usr/bin/time -v``; the local workers are not among them: they are forked from a
+multiprocessing fork server (``pipeline.runners.forkserver``), which reaps them but outlives
+the client and so is reaped by nobody up the tree. ``benchlib.measure`` makes this process
+a child subreaper while the command runs, so the fork server is reparented here when the
+client exits; it is waited for with ``wait4``, whose rusage holds the fork server and the
+workers it reaped (the column's "of it" part, with any other such orphan, e.g. the
+multiprocessing resource tracker). A process of the run still alive 20 s after the client
+exited is not counted, and the table says so.
 """
 
 from __future__ import annotations
@@ -70,19 +81,41 @@ def main() -> int:
                         cmd += ["--cluster", label]
                     m = b.run(label, cmd)
                     check = server_check(repo, recids, None)
-                    rows.append({"label": label, "seconds": m.wall, "check": check, "requests": repo.request_count()})
-        one = next(r["seconds"] for r in rows if r["label"] == "local:1")
+                    timed = b.rows[-1]  # Bench.run's row: the servers' CPU and everyone else's
+                    rows.append(
+                        {
+                            "label": label,
+                            "seconds": m.wall,
+                            "check": check,
+                            "requests": repo.request_count(),
+                            "cpu": m.cpu,
+                            "cpu_adopted": m.cpu_adopted,
+                            "adopted": m.adopted,
+                            "left_running": m.left_running,
+                            "cpu_servers": timed["cpu_servers"],
+                            "cpu_other": timed["cpu_other"],
+                        }
+                    )
+        # The base of the speed-ups: 1 worker, or the fewest asked for (--workers without 1).
+        base = next((r for r in rows if r["label"] == "local:1"), rows[1])
+        one = base["seconds"]
         plain = next(r["seconds"] for r in rows if r["label"] == "local")
         lines = [machine_line(facts), f"command: bench/bench_cluster.py {' '.join(sys.argv[1:])}", ""]
-        lines.append("| run | wall s | records/s | speed-up vs 1 worker | server check |")
-        lines.append("|---|---|---|---|---|")
+        lines.append(
+            f"| run | wall s | records/s | speed-up vs {base['label']} | CPU s: ferry (of it fork server + workers) "
+            "+ servers | CPU s other processes | server check |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
+            missed = f", {r['left_running']} still running: not counted" if r["left_running"] else ""
             lines.append(
                 f"| {r['label']} | {r['seconds']:.1f} | {args.records / r['seconds']:.2f} | "
-                f"{one / r['seconds']:.2f}x | {r['check']} |"
+                f"{one / r['seconds']:.2f}x | {r['cpu']:.1f} ({r['cpu_adopted']:.1f}{missed}) + "
+                f"{r['cpu_servers']:.1f} | {r['cpu_other']:.1f} | {r['check']} |"
             )
         lines.append(
-            f"\n1 worker vs no --cluster: {one / plain:.2f}x the time; load {facts['load_before']} -> {loadavg3()}"
+            f"\n{base['label']} vs no --cluster: {one / plain:.2f}x the time; "
+            f"load {facts['load_before']} -> {loadavg3()}"
         )
         print("\n".join(lines))
         Path("/tmp/ferry-bench-cluster.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
