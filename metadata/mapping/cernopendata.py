@@ -185,6 +185,11 @@ ENTRIES: tuple[Entry, ...] = (
         )
         for claim in ("formats", "number_files", "size")
     ),
+    mapped(  # any other claim (number_entries, ...): the block lists the whole object
+        "distribution",
+        lands(M + "additional_descriptions", 'extra "Distribution (as the source states it)": any other claim'),
+        NOTES,
+    ),
     *(
         mapped(key, lands(M + "additional_descriptions", f'extra "{heading}"'), NOTES)
         for key, heading in EXTRA_FIELDS.items()
