@@ -3,7 +3,8 @@
 The ledger lock is per destination; the target is shared. Two `ferry bulk` runs with
 different --dest against a repository whose search lags 2 s both miss the other's fresh
 draft. The claim (``pipeline.claims``) keeps the oldest create; the loser discards its own
-draft and names the winner. Judged by the repository's own state.
+draft and names the winner. Judged by the repository's own state. One round in CI,
+``ROUNDS`` with ``--long`` (tests/reliability/options.py), each on a fresh repository.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from tests.bulk_support import (
     write_recids,
 )
 from tests.fixtures_repository import RepositoryHandle
+from tests.reliability.options import rounds
 from upload.targets.base import Abilities, RemoteRecord
 
 RepoFactory = Callable[..., RepositoryHandle]
+ROUNDS = 10  # with --long
+LOST = "another run created this record first"
 
 
 @pytest.fixture(scope="module")
@@ -38,32 +42,51 @@ def source() -> Iterator[SyntheticSource]:
         yield src
 
 
+@pytest.fixture
+def repeats(long_run: bool) -> int:
+    return rounds(long_run, 1, ROUNDS)
+
+
 def test_two_runs_with_other_dests_and_lagging_search_make_one_record_each(
-    tmp_path: Path, source: SyntheticSource, repository_factory: RepoFactory
+    tmp_path: Path, source: SyntheticSource, repository_factory: RepoFactory, repeats: int
 ) -> None:
-    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=2000)
-    config = write_config(tmp_path, source, repo)
+    settled = 0
+    for n in range(repeats):
+        here = tmp_path / f"round-{n}"
+        here.mkdir()
+        repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=2000)
+        try:
+            settled += _two_runs(here, source, repo)
+        finally:
+            repo.stop()
+    print(f"\nconcurrent invenio: {repeats} round(s), {settled} claim(s) settled, 0 duplicates")
+
+
+def _two_runs(here: Path, source: SyntheticSource, repo: RepositoryHandle) -> int:
+    """One round: two runs at once, then each again; how many claims the losers reported."""
+    config = write_config(here, source, repo)
     # Unzipped records (the bundle check reads one dest's staged bundles).
     chosen = [source.recids[i] for i in (1, 2, 3, 5, 6)]
-    recids = write_recids(tmp_path / "recids.txt", chosen)
+    recids = write_recids(here / "recids.txt", chosen)
     runs = []
     for name in ("a", "b"):
-        args = bulk_args(config, recids, tmp_path / name, "--publish")
-        runs.append((args, tmp_path / f"{name}.log", spawn_ferry(args, tmp_path / f"{name}.log")))
+        args = bulk_args(config, recids, here / name, "--publish")
+        runs.append((args, here / f"{name}.log", spawn_ferry(args, here / f"{name}.log")))
     codes = [proc.wait(timeout=120) for _, _, proc in runs]
     logs = [log.read_text() for _, log, _ in runs]
     assert "Traceback" not in "".join(logs)
     # One record per recid on the target, whatever each run reported.
-    assert target_problems(repo, source, tmp_path / "a", chosen) == [], logs
-    lost = sum(text.count("another run created this record first") for text in logs)
+    assert target_problems(repo, source, here / "a", chosen) == [], logs
+    lost = sum(text.count(LOST) for text in logs)
     # Every record either went through in one run only, or the loser said so (exit 1).
     assert all(code in (0, 1) for code in codes), logs
     assert lost == 0 or 1 in codes
     # Re-runs (after the index caught up) finish everything on both dests, still one each.
     for args, log, _ in runs:
         assert run_ferry_process(args, log) == 0, log.read_text()[-3000:]
-    assert target_problems(repo, source, tmp_path / "a", chosen) == []
+    assert target_problems(repo, source, here / "a", chosen) == []
     assert all(e["published"] and not e["has_draft"] for e in repo.state()["entities"])
+    return lost
 
 
 # --- the rule itself, on a scripted target ------------------------------------------------

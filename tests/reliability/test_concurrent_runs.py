@@ -12,6 +12,10 @@ own (``pipeline.claims``, the same rule as InvenioRDM in tests/test_reliability_
 S3 and a local folder name a record by a deterministic key found by direct lookup: both
 runs write the same keys with the same bytes, and what is left is one object per file.
 Two ``ferry mirror`` runs of one S3 prefix: the second is refused by the lock object.
+
+Each case is one round in CI and ``ROUNDS`` rounds with ``--long`` (tests/reliability/options.py),
+each round on a fresh target (a new stand-in, bucket or folder) and fresh dests; every round
+is judged on its own, and the test prints what the rounds saw (how many settled a claim).
 """
 
 from __future__ import annotations
@@ -28,16 +32,29 @@ from tests.bulk_support import SyntheticSource, synthetic_source, write_recids
 from tests.fixtures_s3 import S3Server
 from tests.fixtures_zenodo import ZenodoHandle
 from tests.reliability.kill_support import exactly, md5, s3_objects, s3_open_uploads, spawn, tree_md5
+from tests.reliability.options import rounds
 
 ZenFactory = Callable[..., ZenodoHandle]
 LIMITS = ["[limits]", "backoff_base = 0.05", "backoff_max = 0.5", "retries = 3"]
 LOST = "another run created this record first"
+ROUNDS = 10  # with --long
 
 
 @pytest.fixture(scope="module")
 def source() -> Iterator[SyntheticSource]:
     with synthetic_source() as src:
         yield src
+
+
+@pytest.fixture
+def repeats(long_run: bool) -> int:
+    return rounds(long_run, 1, ROUNDS)
+
+
+def _round_dir(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / f"round-{n}"
+    path.mkdir()
+    return path
 
 
 def _chosen(src: SyntheticSource) -> list[str]:
@@ -78,64 +95,83 @@ def _both(tmp_path: Path, src: SyntheticSource, section: list[str], env: dict[st
 
 
 def test_two_bulk_runs_on_zenodo_with_lagging_search(
-    tmp_path: Path, source: SyntheticSource, zenodo_factory: ZenFactory
+    tmp_path: Path, source: SyntheticSource, zenodo_factory: ZenFactory, repeats: int
 ) -> None:
-    zen = zenodo_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=2000)
-    token = tmp_path / "zenodo.token"
-    token.write_text(zen.token)
-    logs = _both(tmp_path, source, ['type = "zenodo"', f'url = "{zen.url}"', f'token_file = "{token}"'], {})
-    items: list[dict[str, Any]] = zen.summary()["items"]
-    problems = []
-    for recid in _chosen(source):
-        mine = [i for i in items if recid in str(i["title"])]
-        if len(mine) != 1 or mine[0]["state"] != "done":
-            problems.append(f"{recid}: {[(i['id'], i['state']) for i in mine]}, want one published")
-            continue
-        problems += exactly(source.source_md5(recid), [(k, str(v["md5"])) for k, v in mine[0]["files"].items()], recid)
-    assert len(items) == len(_chosen(source)), items
-    assert problems == [], logs
+    settled = 0
+    for n in range(repeats):
+        here = _round_dir(tmp_path, n)
+        zen = zenodo_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=2000)
+        token = here / "zenodo.token"
+        token.write_text(zen.token)
+        logs = _both(here, source, ['type = "zenodo"', f'url = "{zen.url}"', f'token_file = "{token}"'], {})
+        items: list[dict[str, Any]] = zen.summary()["items"]
+        problems = []
+        for recid in _chosen(source):
+            mine = [i for i in items if recid in str(i["title"])]
+            if len(mine) != 1 or mine[0]["state"] != "done":
+                problems.append(f"{recid}: {[(i['id'], i['state']) for i in mine]}, want one published")
+                continue
+            got = [(k, str(v["md5"])) for k, v in mine[0]["files"].items()]
+            problems += exactly(source.source_md5(recid), got, recid)
+        assert len(items) == len(_chosen(source)), (n, items)
+        assert problems == [], (n, logs)
+        settled += sum(text.count(LOST) for text in logs)
+    print(f"\nconcurrent zenodo: {repeats} round(s), {settled} claim(s) settled, 0 duplicates")
 
 
-def test_two_bulk_runs_on_s3(tmp_path: Path, source: SyntheticSource, moto_s3: S3Server) -> None:
-    bucket = moto_s3.make_bucket()
-    section = ['type = "s3"', f'url = "s3://{bucket}/both"', f'endpoint_url = "{moto_s3.endpoint_url}"']
-    logs = _both(tmp_path, source, section, _s3_env(moto_s3))
-    held = s3_objects(moto_s3, bucket)
-    problems = []
-    for recid in _chosen(source):
-        got = [(k.split("/")[2], md5(v)) for k, v in held.items() if k.split("/")[1] == recid]
-        problems += exactly(source.source_md5(recid), got, recid)
-    problems += [f"stray {k}" for k in held if k.split("/")[1] not in _chosen(source) or not k.endswith("/content")]
-    problems += [f"open multipart upload {k}" for k in s3_open_uploads(moto_s3, bucket)]
-    assert problems == [], logs
-    assert not any(LOST in text for text in logs)  # nothing to settle: one key, one object
+def test_two_bulk_runs_on_s3(tmp_path: Path, source: SyntheticSource, moto_s3: S3Server, repeats: int) -> None:
+    for n in range(repeats):
+        here = _round_dir(tmp_path, n)
+        bucket = moto_s3.make_bucket()
+        section = ['type = "s3"', f'url = "s3://{bucket}/both"', f'endpoint_url = "{moto_s3.endpoint_url}"']
+        logs = _both(here, source, section, _s3_env(moto_s3))
+        held = s3_objects(moto_s3, bucket)
+        problems = []
+        for recid in _chosen(source):
+            got = [(k.split("/")[2], md5(v)) for k, v in held.items() if k.split("/")[1] == recid]
+            problems += exactly(source.source_md5(recid), got, recid)
+        chosen = _chosen(source)
+        problems += [f"stray {k}" for k in held if k.split("/")[1] not in chosen or not k.endswith("/content")]
+        problems += [f"open multipart upload {k}" for k in s3_open_uploads(moto_s3, bucket)]
+        assert problems == [], (n, logs)
+        assert not any(LOST in text for text in logs)  # nothing to settle: one key, one object
+    print(f"\nconcurrent s3: {repeats} round(s), 0 duplicates")
 
 
-def test_two_bulk_runs_into_a_local_folder(tmp_path: Path, source: SyntheticSource) -> None:
-    root = tmp_path / "archive"
-    logs = _both(tmp_path, source, ['type = "local"', f'url = "{root}"'], {})
-    held = tree_md5(root)
-    problems = []
-    for recid in _chosen(source):
-        got = [(Path(k).name, v) for k, v in held if Path(k).parts[0] == recid]
-        problems += exactly(source.source_md5(recid), got, recid)
-    problems += [f"stray {k}" for k, _ in held if Path(k).parts[0] not in _chosen(source)]
-    assert problems == [], logs
+def test_two_bulk_runs_into_a_local_folder(tmp_path: Path, source: SyntheticSource, repeats: int) -> None:
+    for n in range(repeats):
+        here = _round_dir(tmp_path, n)
+        root = here / "archive"
+        logs = _both(here, source, ['type = "local"', f'url = "{root}"'], {})
+        held = tree_md5(root)
+        problems = []
+        for recid in _chosen(source):
+            got = [(Path(k).name, v) for k, v in held if Path(k).parts[0] == recid]
+            problems += exactly(source.source_md5(recid), got, recid)
+        problems += [f"stray {k}" for k, _ in held if Path(k).parts[0] not in _chosen(source)]
+        assert problems == [], (n, logs)
+    print(f"\nconcurrent local: {repeats} round(s), 0 duplicates")
 
 
 # --- ferry mirror: two runs of one prefix ---------------------------------------------------
 
 
 def test_two_mirrors_of_one_prefix_the_second_is_refused(
-    tmp_path: Path, zenodo_factory: ZenFactory, moto_s3: S3Server
+    tmp_path: Path, zenodo_factory: ZenFactory, moto_s3: S3Server, repeats: int
 ) -> None:
+    for n in range(repeats):
+        _two_mirrors(_round_dir(tmp_path, n), zenodo_factory, moto_s3)
+    print(f"\nconcurrent mirror: {repeats} round(s), the second refused by the lock each time, 0 duplicates")
+
+
+def _two_mirrors(here: Path, zenodo_factory: ZenFactory, moto_s3: S3Server) -> None:
     from tests.test_zenodo_source import publish
 
     zen = zenodo_factory(latency_ms=40)
     bucket = moto_s3.make_bucket()
     files = {f"f{i}.bin": os.urandom(400_000 + i) for i in range(8)}
     record = publish(zen, files)
-    config = tmp_path / "ferry.toml"
+    config = here / "ferry.toml"
     config.write_text(
         f'[source.zenodo]\nurl = "{zen.url}"\n\n'
         f'[targets.m]\ntype = "s3"\nurl = "s3://{bucket}/mirror"\nendpoint_url = "{moto_s3.endpoint_url}"\n\n'
@@ -146,8 +182,8 @@ def test_two_mirrors_of_one_prefix_the_second_is_refused(
     runs: list[tuple[list[str], Path, subprocess.Popen[bytes]]] = []
     for name in ("a", "b"):
         args = ["--config", str(config), "mirror", f"zenodo:{record['id']}", "m", "--jobs", "2"]
-        args += ["--stats-dir", str(tmp_path / f"stats-{name}")]
-        runs.append((args, tmp_path / f"{name}.log", spawn(args, tmp_path / f"{name}.log", env)))
+        args += ["--stats-dir", str(here / f"stats-{name}")]
+        runs.append((args, here / f"{name}.log", spawn(args, here / f"{name}.log", env)))
     codes = [proc.wait(timeout=180) for _, _, proc in runs]
     logs = [log.read_text(errors="replace") for _, log, _ in runs]
     assert "Traceback" not in "".join(logs), logs
