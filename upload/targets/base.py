@@ -25,10 +25,12 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from ferry.core.checksums import Checksum
+from ferry.core.config import Limits, Secret, TargetConfig
 from ferry.core.errors import TargetError
+from ferry.core.retry import RetryPolicy, request_policy
 
 # draft: writable, to be published; published: files locked; open: writable and final
 # (targets without drafts: a directory, an S3 prefix).
@@ -161,6 +163,50 @@ class NoLimit:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a run gives a target beside its config section: how one request is retried
+    (``limits.retries``), the run's rate limiter and the token. A target that sends no
+    HTTP requests of its own (S3's client retries by itself, a folder) takes none of them."""
+
+    policy: RetryPolicy
+    limiter: RequestLimiter | None = None
+    token: Secret | None = None
+
+
+class TargetBase:
+    """What every target class writes the same way, written once: ``from_config`` (what the
+    registry calls, ``upload.targets.make_target``) and ``async with target:`` (closed by
+    ``aclose``). A target says in ``_configured`` how its section and the run's ``Wiring``
+    build it, and implements ``aclose``."""
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TargetConfig,
+        limits: Limits | None = None,
+        *,
+        limiter: RequestLimiter | None = None,
+        token: Secret | None = None,
+    ) -> Self:
+        return cls._configured(config, Wiring(request_policy(limits or Limits()), limiter, token))
+
+    @classmethod
+    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
 
 
 class Target(Protocol):

@@ -23,14 +23,13 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from ferry.core.checksums import Checksum
-from ferry.core.config import ConfigError, Limits, Secret, TargetConfig
+from ferry.core.config import ConfigError, Secret, TargetConfig
 from ferry.core.errors import Conflict, QuotaError, TargetError, TargetNotFound, ValidationError
-from ferry.core.retry import RetryPolicy, request_policy, retry
+from ferry.core.retry import RetryPolicy, retry
 from upload.targets.base import (
     Abilities,
     NotSupported,
@@ -41,8 +40,10 @@ from upload.targets.base import (
     RemoteRecord,
     RequestLimiter,
     Target,
+    TargetBase,
     TargetLimits,
     TransferType,
+    Wiring,
 )
 from upload.targets.http import HttpClient, Where, field_errors
 from upload.targets.invenio_files import FileSettings, FileTransfers
@@ -52,7 +53,7 @@ from upload.targets.invenio_setup import ca_file, discover, hits, options
 log = logging.getLogger(__name__)
 
 
-class InvenioTarget:
+class InvenioTarget(TargetBase):
     """An InvenioRDM/NRP repository as a ``upload.targets.base.Target``. One HTTP session per instance."""
 
     abilities = Abilities(
@@ -112,26 +113,11 @@ class InvenioTarget:
         self._ready_lock = asyncio.Lock()
 
     @classmethod
-    def from_config(
-        cls,
-        config: TargetConfig,
-        limits: Limits | None = None,
-        *,
-        limiter: RequestLimiter | None = None,
-        token: Secret | None = None,
-    ) -> InvenioTarget:
-        return cls(config, token=token, limiter=limiter, policy=request_policy(limits or Limits()))
+    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
+        return cls(config, token=wiring.token, limiter=wiring.limiter, policy=wiring.policy)
 
     def __repr__(self) -> str:
         return f"InvenioTarget({self.name!r}, {self.config.url!r})"
-
-    async def __aenter__(self) -> InvenioTarget:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self.http.aclose()

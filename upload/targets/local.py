@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import aiofiles
@@ -31,7 +31,7 @@ import orjson
 
 from ferry.core.atomic import AtomicWriter, atomic_write_bytes
 from ferry.core.checksums import Checksum, MultiHasher
-from ferry.core.config import Limits, Secret, TargetConfig
+from ferry.core.config import TargetConfig
 from ferry.core.errors import (
     ConfigError,
     FerryError,
@@ -51,9 +51,10 @@ from upload.targets.base import (
     PublishOutcome,
     RemoteFile,
     RemoteRecord,
-    RequestLimiter,
+    TargetBase,
     TargetLimits,
     TransferType,
+    Wiring,
 )
 
 HASHES = ("sha256", "md5")  # both computed on every write; sha256 first (archives use it)
@@ -75,7 +76,7 @@ def root_from_url(url: str, *, where: str) -> Path:
     return Path(text).expanduser()
 
 
-class LocalTarget:
+class LocalTarget(TargetBase):
     """Records as folders under ``root``. Use from one event loop."""
 
     type = "local"
@@ -91,14 +92,7 @@ class LocalTarget:
         self._pool = ThreadPoolExecutor(8, thread_name_prefix=f"local-{name}")
 
     @classmethod
-    def from_config(
-        cls,
-        config: TargetConfig,
-        limits: Limits | None = None,
-        *,
-        limiter: RequestLimiter | None = None,
-        token: Secret | None = None,
-    ) -> LocalTarget:
+    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
         unknown = sorted(set(config.options) - _OPTIONS)
         if unknown:
             raise ConfigError(f"targets.{config.name}: unknown option(s) for a local target: {', '.join(unknown)}")

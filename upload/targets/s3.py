@@ -32,10 +32,10 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
-from ferry.core.config import Limits, Secret, TargetConfig
+from ferry.core.config import TargetConfig
 from ferry.core.errors import AuthError, InputError, TargetNotFound, UnsafePathError, VerificationError
 from upload.targets.base import (
     Abilities,
@@ -44,9 +44,10 @@ from upload.targets.base import (
     PublishOutcome,
     RemoteFile,
     RemoteRecord,
-    RequestLimiter,
+    TargetBase,
     TargetLimits,
     TransferType,
+    Wiring,
 )
 from upload.targets.s3_budget import ByteBudget
 from upload.targets.s3_client import At, ObjectInfo, S3Client
@@ -78,7 +79,7 @@ def _archive_recid(recid: str) -> str:
     return recid
 
 
-class S3Target:
+class S3Target(TargetBase):
     """``upload.targets.base.Target`` on one S3 bucket and prefix (also Streaming and Copying)."""
 
     type = "s3"
@@ -118,14 +119,7 @@ class S3Target:
         self._listed_absent: set[tuple[str, str]] = set()
 
     @classmethod
-    def from_config(
-        cls,
-        config: TargetConfig,
-        limits: Limits | None = None,
-        *,
-        limiter: RequestLimiter | None = None,
-        token: Secret | None = None,
-    ) -> S3Target:
+    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
         # Credentials come from the AWS chain, not a token; S3 rate limits answer SlowDown.
         return cls(config.name, S3Options.from_config(config))
 

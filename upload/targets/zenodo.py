@@ -33,14 +33,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from ferry.core.checksums import Checksum
-from ferry.core.config import ConfigError, Limits, Secret, TargetConfig
+from ferry.core.config import ConfigError, Secret, TargetConfig
 from ferry.core.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
-from ferry.core.retry import RetryPolicy, request_policy
+from ferry.core.retry import RetryPolicy
 from upload.targets.base import (
     Abilities,
     NotSupported,
@@ -51,8 +50,10 @@ from upload.targets.base import (
     RemoteRecord,
     RequestLimiter,
     Target,
+    TargetBase,
     TargetLimits,
     TransferType,
+    Wiring,
 )
 from upload.targets.http import HttpClient, Where, maybe_applied, sleep_backoff
 from upload.targets.zenodo_files import BucketFiles
@@ -82,7 +83,7 @@ def _options(config: TargetConfig) -> dict[str, int | float]:
     return out
 
 
-class ZenodoTarget:
+class ZenodoTarget(TargetBase):
     """Zenodo depositions as a ``upload.targets.base.Target``. One HTTP session per instance."""
 
     abilities = Abilities(
@@ -126,26 +127,11 @@ class ZenodoTarget:
         self._known: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def from_config(
-        cls,
-        config: TargetConfig,
-        limits: Limits | None = None,
-        *,
-        limiter: RequestLimiter | None = None,
-        token: Secret | None = None,
-    ) -> ZenodoTarget:
-        return cls(config, token=token, limiter=limiter, policy=request_policy(limits or Limits()))
+    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
+        return cls(config, token=wiring.token, limiter=wiring.limiter, policy=wiring.policy)
 
     def __repr__(self) -> str:
         return f"ZenodoTarget({self.name!r}, {self.config.url!r})"
-
-    async def __aenter__(self) -> ZenodoTarget:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self.http.aclose()
