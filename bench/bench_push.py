@@ -39,15 +39,13 @@ import json
 import os
 import random
 import resource
-import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
     FERRY,
-    PY,
-    ROOT,
     MiB,
+    RepoProcess,
     loadavg3,
     machine,
     machine_cpu,
@@ -84,46 +81,16 @@ UNLIMITED = {"rate_per_minute": 10**9, "rate_per_hour": 10**10}
 
 
 @dataclass
-class ZenodoProcess:
-    """``python -m sandbox.zenodo`` on loopback as its own process (its CPU is not ours)."""
+class ZenodoProcess(RepoProcess):
+    """``python -m sandbox.zenodo`` on loopback as its own process (its CPU is not ours),
+    rate limits off; leaving ``with`` removes its data folder (as every ``RepoProcess``)."""
 
-    data: Path
-    token: str = ""
-    url: str = ""
-    proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> ZenodoProcess:
-        self.token = secrets.token_urlsafe(24)
-        cmd = [PY, "-m", "sandbox.zenodo", "--data", str(self.data), "--port", "0", f"--token={self.token}"]
-        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in UNLIMITED.items()]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http"):
-            self.stop()
-            raise RuntimeError(f"Zenodo stand-in did not start (first line {self.url!r})")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # by its pid: the process we started
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    knobs: dict[str, Any] = field(default_factory=lambda: dict(UNLIMITED))
+    module: str = "sandbox.zenodo"
 
     def admin(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.url}/_sandbox/{path}", timeout=30) as resp:
             return json.loads(resp.read())
-
-    def __enter__(self) -> ZenodoProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def make_files(directory: Path, count: int, size: int) -> dict[str, str]:

@@ -6,8 +6,8 @@ and is removed afterwards. Pieces:
 - ``workdir``: a world-searchable temp dir (xrootd runs as an unprivileged user);
 - ``bench_record``: a record in the portal fixture format (a real DELPHI record's
   metadata, our recid and file sizes), for ``sandbox.stack.Sandbox(records=...)``;
-- ``RepoProcess``: the sandbox repository as its own process (so its CPU is not ours),
-  with request counts from its request log;
+- ``RepoProcess``: the sandbox repository (or the Zenodo stand-in) as its own process (so
+  its CPU is not ours), with request counts from its request log;
 - ``write_config``: a ferry.toml for the sandbox source + repository;
 - ``measure``: runs a command, returns wall time, exit code, CPU and peak RSS (both
   ``/usr/bin/time -v`` and a /proc poll of the whole process tree); processes of the
@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -118,17 +118,20 @@ def bench_record(recid: str, sizes: Sequence[int], *, title: str | None = None) 
 
 @dataclass
 class RepoProcess:
-    """``python -m sandbox.repository`` on loopback; stop() ends it (by its pid only)."""
+    """``python -m sandbox.repository`` (or another sandbox server: ``module``, e.g. the
+    Zenodo stand-in ``sandbox.zenodo``) on loopback, its ``knobs`` as flags; it prints its
+    URL first. stop() ends it (by its pid only); leaving ``with`` also removes ``data``."""
 
     data: Path
     knobs: dict[str, Any]
     token: str = ""
     url: str = ""
     proc: subprocess.Popen[str] | None = None
+    module: str = "sandbox.repository"
 
-    def start(self) -> RepoProcess:
+    def start(self) -> Self:
         self.token = self.token or secrets.token_urlsafe(24)
-        cmd = [PY, "-m", "sandbox.repository", "--data", str(self.data), "--port", "0", f"--token={self.token}"]
+        cmd = [PY, "-m", self.module, "--data", str(self.data), "--port", "0", f"--token={self.token}"]
         for name, value in self.knobs.items():
             cmd.append(f"--{name.replace('_', '-')}={value}")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -136,7 +139,7 @@ class RepoProcess:
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http"):
             self.stop()
-            raise RuntimeError(f"sandbox repository did not start (first line {self.url!r})")
+            raise RuntimeError(f"{self.module} did not start (first line {self.url!r})")
         return self
 
     def stop(self) -> None:
@@ -167,7 +170,7 @@ class RepoProcess:
         self.stop()
         shutil.rmtree(self.data, ignore_errors=True)
 
-    def __enter__(self) -> RepoProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
