@@ -294,7 +294,8 @@ def zenodo_kinds_markdown() -> str:
     lines = [
         "### Zenodo types -> resource types",
         "",
-        "Rendered from `metadata/kinds.py` (a folder's `metadata.json` reads its `upload_type` alike).",
+        "Rendered from `metadata/kinds.py` (a folder's `metadata.json` reads its `upload_type` alike;",
+        'a record in InvenioRDM\'s shape, `resource_type: {"id": "publication-article"}`, as type and subtype).',
         "",
         "| `upload_type` / `resource_type.type` | kind | inveniordm / nrp-particles | zenodo |",
         "|---|---|---|---|",

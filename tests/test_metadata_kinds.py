@@ -212,3 +212,22 @@ def test_a_lesson_through_ferry_upload_into_the_sandbox(
     body = published_body(repository, found["id"])
     assert body["metadata"]["resource_type"]["id"] == "lesson"
     assert {"subject": "Documentation/Activities"} in body["metadata"]["subjects"]
+
+
+@pytest.mark.parametrize(
+    ("rid", "rdm", "zenodo"),
+    [
+        ("publication-article", "publication-article", ("publication", "article")),
+        ("publication-preprint", "publication", ("publication", "preprint")),
+        ("poster", "poster", ("poster", None)),
+        ("lesson", "lesson", ("lesson", None)),
+    ],
+)
+def test_inveniordm_shaped_resource_type_is_read_alike(rid: str, rdm: str, zenodo: tuple[str, str | None]) -> None:
+    """A record served in InvenioRDM's shape (``resource_type: {"id": "publication-article"}``)."""
+    record = zenodo_record({"title": "Typed"})
+    record.metadata["metadata"]["resource_type"] = {"id": rid, "title": {"en": "Typed"}}
+    for profile in PROFILES:
+        body = transform_and_validate(get_profile(profile), record)
+        assert rtype_of(profile, body) == (zenodo if profile == "zenodo" else rdm), profile
+        assert sandbox_errors(profile, body) == []

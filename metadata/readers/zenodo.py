@@ -209,8 +209,12 @@ def read(record: Any) -> Dataset:
     inner = body.get("metadata")
     md: Mapping[str, Any] = inner if isinstance(inner, Mapping) else body
     rtype = mapping(md.get("resource_type"))
-    kind_word = (text(rtype.get("type")) or text(md.get("upload_type")) or "").lower()
-    subtype = text(rtype.get("subtype")) or text(md.get(f"{kind_word}_type")) if kind_word else None
+    # legacy shape {"type", "subtype", "title"} or the deposit's upload_type; InvenioRDM's {"id": "publication-article"}
+    rid_type, _, rid_sub = (text(rtype.get("id")) or "").lower().partition("-")
+    kind_word = (text(rtype.get("type")) or text(md.get("upload_type")) or rid_type).lower()
+    subtype = text(rtype.get("subtype")) or text(md.get(f"{kind_word}_type")) or rid_sub or None
+    if not kind_word:
+        subtype = None
     recid = recid_of(body.get("id")) or recid_of(body.get("recid")) or recid_of(getattr(record, "recid", None))
     links = mapping(body.get("links"))
     doi = doi_of(md.get("doi")) or doi_of(body.get("doi"))
