@@ -407,3 +407,32 @@ def s3_proxy(moto_s3: S3Server) -> Iterator[S3Proxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+# --- ferry as a user runs it, on moto behind the proxy ----------------------------------------
+
+# Multipart from 6 MiB, in moto's smallest parts (5 MiB): a 7 MiB file goes in two parts.
+SMALL_PARTS = {"multipart_threshold": 6291456, "part_size": 5242880}
+
+
+@pytest.fixture
+def moto_bucket(moto_s3: S3Server) -> str:
+    """A fresh empty bucket on moto (reached through ``s3_proxy`` by ``ferry_through``)."""
+    return moto_s3.make_bucket()
+
+
+def proxied_target(name: str, url: str, proxy: S3Proxy, **options: str | int) -> str:
+    """A ``[targets.NAME]`` section of type s3 at ``url`` (``s3://bucket/prefix``) whose
+    endpoint is ``proxy``, with ``SMALL_PARTS`` and ``options`` (``layout="plain"``...)."""
+    keys = {"type": "s3", "url": url, **options, "endpoint_url": proxy.endpoint_url, **SMALL_PARTS}
+    return f"[targets.{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+
+
+def ferry_through(server: S3Server, proxy: S3Proxy, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ferry --config CONFIG ARGS...`` in a subprocess, as a user runs it: the standard AWS
+    chain with ``server``'s credentials (no ~/.aws, no instance metadata), its endpoint the proxy."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= server.env() | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    env |= {"AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL_S3": proxy.endpoint_url}
+    cmd = [sys.executable, "-m", "ferry.cli", "--config", str(config), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
