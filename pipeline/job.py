@@ -36,13 +36,15 @@ from ferry.core.errors import (
     VerificationError,
     maybe_applied,
 )
+from ferry.core.model import Record
 from ferry.progress import human_bytes
 from metadata.base import transform_and_validate
 from metadata.fidelity import distribution_discrepancies
+from metadata.parts import Part
 from metadata.readers import record_key
-from pipeline import oversize, without_files
+from pipeline import job_split, oversize, without_files
 from pipeline.claims import settle_claim
-from pipeline.context import Outcome, RecordResult
+from pipeline.context import Outcome, PipelineContext, RecordResult
 from pipeline.job_base import short_json
 from pipeline.job_files import FileStages, mismatch
 from pipeline.stream import stream_manifest
@@ -59,6 +61,23 @@ CREATE_RECHECK_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 class RecordJob(FileStages):
     """Moves one record through every stage, using the shared context's limits."""
+
+    def __init__(
+        self, ctx: PipelineContext, record: Record, *, part: Part | None = None, whole: str | None = None
+    ) -> None:
+        super().__init__(ctx, record)
+        # The job of one part of a split record (pipeline/job_split.py): its metadata is the
+        # part's, ``whole`` the source record's recid. None for a whole record.
+        self.part = part
+        self.whole = whole
+
+    def for_part(self, record: Record, part: Part) -> RecordJob:
+        """The job of one part of this record (``record``: the part's recid and files)."""
+        return RecordJob(self.ctx, record, part=part, whole=self.recid)
+
+    def event_extra(self) -> dict[str, Any]:
+        extra = super().event_extra()
+        return extra if self.part is None else {**extra, **job_split.event_facts(self)}
 
     # --- the whole record ---------------------------------------------------------------
 
@@ -108,9 +127,7 @@ class RecordJob(FileStages):
         self.stage = "plan"  # over the target's limits: bundle, split or refuse, before any write
         plan = oversize.check(self, record_key(self.record.source, self.recid))
         if plan.action == "split" and not ctx.dry_run:
-            from pipeline.job_split import run_parts  # it builds RecordJobs: not importable at the top
-
-            return await run_parts(self, plan)
+            return await job_split.run_parts(self, plan)
         if ctx.dry_run:
             return await self._plan(body, query)
         if await self._published_before():
@@ -176,6 +193,8 @@ class RecordJob(FileStages):
     # --- stages -------------------------------------------------------------------------
 
     async def _transform(self) -> tuple[dict[str, Any], str]:
+        if self.part is not None:
+            return await job_split.transform(self)
         with self.ctx.stats.open("transform", self.recid) as event:
             try:
                 # The resolved record: file types, sizes and counts come from its real files,
