@@ -81,7 +81,7 @@ async def counting_target(target: S3Target) -> Held:
         try:
             return await real(*args, **kwargs)
         finally:  # answered, failed or cancelled: the upload is done with these bytes
-            held.answered(args[1], len(args[4]))  # (bucket, key, upload_id, number, body)
+            held.answered(args[1], args[4].getbuffer().nbytes)  # (bucket, key, upload_id, number, body)
 
     client.upload_part = upload_part  # type: ignore[method-assign]
     return held

@@ -13,6 +13,14 @@ on a real 404; a 403, a 500 or a timeout is an error, never "absent".
 Checksums the client sends: ``Content-MD5`` given by the caller on every PUT and part.
 botocore's own CRC32 trailers are turned off (``when_required``): many S3-compatible
 servers reject the aws-chunked bodies they need, and the md5 already proves the bytes.
+Nor is the body's sha256 signed (``UNSIGNED-PAYLOAD``): botocore does so over plain HTTP
+on the event loop (~1.3 CPU-s per GiB), and over HTTPS it already skips it when a
+``Content-MD5`` is sent. ``Content-MD5`` is a signed header, so a body changed on the way
+is still refused by the server.
+
+A body is ``bytes`` (small documents) or an ``io.BytesIO`` the caller filled itself (parts
+and files): botocore wraps ``bytes`` in a BytesIO that shares them, and aiohttp's first
+look at it unshares it, a full copy per request on the event loop.
 
 Why one module of about 400 lines: every request wrapper uses the one client and its
 session; the error mapping, uploads, byte budget and options already
@@ -24,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,6 +156,14 @@ def _etag(value: Any) -> str:
 # --- the client --------------------------------------------------------------------------
 
 
+def _rewound(body: bytes | io.BytesIO) -> bytes | io.BytesIO:
+    """A BytesIO body from its start: aiohttp sends from the current position, and a body
+    sent before (a try that failed) is left at its end."""
+    if isinstance(body, io.BytesIO):
+        body.seek(0)
+    return body
+
+
 class S3Client:
     """The calls the S3 target makes, each mapped into ferry errors. ``await S3Client.open(settings)``."""
 
@@ -166,7 +183,7 @@ class S3Client:
             read_timeout=settings.read_timeout,
             max_pool_connections=settings.connections,
             retries={"max_attempts": settings.attempts, "mode": "standard"},
-            s3={"addressing_style": settings.addressing_style},
+            s3={"addressing_style": settings.addressing_style, "payload_signing_enabled": False},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             warm_up_loader_caches=True,  # service model JSON loaded in a thread, not on the loop
@@ -235,7 +252,7 @@ class S3Client:
         self,
         bucket: str,
         key: str,
-        body: bytes,
+        body: bytes | io.BytesIO,
         *,
         content_md5: str,
         metadata: Mapping[str, str],
@@ -253,7 +270,7 @@ class S3Client:
             extra["IfMatch"] = f'"{if_match}"'
         with _mapped("PUT", bucket, key, write=True, at=at):
             r = await self.raw.put_object(
-                Bucket=bucket, Key=key, Body=body, ContentMD5=content_md5, Metadata=dict(metadata), **extra
+                Bucket=bucket, Key=key, Body=_rewound(body), ContentMD5=content_md5, Metadata=dict(metadata), **extra
             )
         return _etag(r.get("ETag"))
 
@@ -272,11 +289,24 @@ class S3Client:
         return str(r["UploadId"])
 
     async def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, body: bytes, *, content_md5: str, at: At = NOWHERE
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: bytes | io.BytesIO,
+        *,
+        content_md5: str,
+        at: At = NOWHERE,
     ) -> str:
         with _mapped(f"upload part {number}", bucket, key, at=at):
             r = await self.raw.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=content_md5
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=_rewound(body),
+                ContentMD5=content_md5,
             )
         return _etag(r.get("ETag"))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -81,15 +82,19 @@ async def file_chunks(path: Path, chunk: int) -> AsyncGenerator[bytes, None]:
         await asyncio.to_thread(fh.close)
 
 
-async def parts_of(chunks: AsyncIterator[bytes], part_size: int, size: int, at: At) -> AsyncGenerator[bytes, None]:
-    """Re-cut a stream into ``part_size`` pieces (the last one shorter); raises on a long stream."""
-    pending: list[bytes] = []
+async def parts_of(
+    chunks: AsyncIterator[bytes], part_size: int, size: int, at: At
+) -> AsyncGenerator[list[memoryview], None]:
+    """Re-cut a stream into parts of ``part_size`` bytes (the last one shorter), each as the
+    list of its pieces: views into the chunks, not joined here (``_body_and_md5`` makes the
+    one copy, in a worker thread); raises on a long stream."""
+    pending: list[memoryview] = []
     have = 0
     total = 0
-    async for chunk in chunks:
-        if not chunk:
+    async for data in chunks:
+        if not data:
             continue
-        total += len(chunk)
+        total += len(data)
         if total > size:
             raise VerificationError(
                 f"the stream is longer than the {size} bytes expected",
@@ -97,20 +102,19 @@ async def parts_of(chunks: AsyncIterator[bytes], part_size: int, size: int, at: 
                 actual=f">{size}",
                 **at_kw(at),
             )
-        while have + len(chunk) >= part_size:
-            # Cut the chunk at the part boundary and join once: one copy of a part at a time.
+        chunk = memoryview(data)
+        while have + chunk.nbytes >= part_size:
             cut = part_size - have
             pending.append(chunk[:cut])
             chunk = chunk[cut:]
-            part = pending[0] if len(pending) == 1 else b"".join(pending)
-            pending, have = [], 0
+            part, pending, have = pending, [], 0
             yield part
             del part
-        if chunk:
+        if chunk.nbytes:
             pending.append(chunk)
-            have += len(chunk)
+            have += chunk.nbytes
     if have:
-        yield pending[0] if len(pending) == 1 else b"".join(pending)
+        yield pending
 
 
 async def aclose(stream: object) -> None:
@@ -124,10 +128,34 @@ def at_kw(at: At) -> dict[str, str | None]:
     return {"recid": at.recid, "file": at.file}
 
 
-def _hash_part(hasher: MultiHasher, data: bytes) -> bytes:
-    """Feed the whole-stream hasher and return the part's own md5 (one thread hop)."""
-    hasher.update(data)
-    return hashlib.md5(data).digest()
+def _body_and_md5(pieces: list[memoryview]) -> tuple[io.BytesIO, bytes]:
+    """A part's body and its own md5 (blocking: a worker thread). The body is a BytesIO
+    filled here, so the client sends it without copying it again (see s3_client)."""
+    body = io.BytesIO()
+    digest = hashlib.md5()
+    for piece in pieces:
+        body.write(piece)
+        digest.update(piece)
+    return body, digest.digest()
+
+
+def _body(pieces: list[memoryview]) -> io.BytesIO:
+    body = io.BytesIO()
+    for piece in pieces:
+        body.write(piece)
+    return body
+
+
+def _feed(hasher: MultiHasher, pieces: list[memoryview]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
+
+
+async def _part_body(hasher: MultiHasher, pieces: list[memoryview]) -> tuple[io.BytesIO, bytes]:
+    """The part's body and md5, and the whole-stream digests fed: two hashes over the same
+    bytes, so two worker threads, one core each (hashlib releases the GIL)."""
+    made, _ = await asyncio.gather(asyncio.to_thread(_body_and_md5, pieces), asyncio.to_thread(_feed, hasher, pieces))
+    return made
 
 
 @dataclass(frozen=True)
@@ -230,13 +258,15 @@ async def _send_single(
 ) -> Sent:
     whole = parts_of(chunks, max(size, 1), size, at)
     try:
-        data = b"".join([c async for c in whole])
+        pieces = [piece async for part in whole for piece in part]
     finally:
         await whole.aclose()
     # Hashed here even when the md5 is known: not every server checks Content-MD5 (moto
     # stores a mismatching body), and bytes that are not the expected ones are never sent.
-    # One pass: the whole-stream md5 of a single PUT is its Content-MD5.
-    await asyncio.to_thread(hasher.update, data)
+    # One pass: the whole-stream md5 of a single PUT is its Content-MD5; the body is
+    # filled in another thread meanwhile.
+    data, _ = await asyncio.gather(asyncio.to_thread(_body, pieces), asyncio.to_thread(_feed, hasher, pieces))
+    del pieces
     check_stream(hasher, size, expected, at)  # before anything is written
     checksums = hasher.checksums()
     digest = bytes.fromhex(checksums["md5"].value)
@@ -244,13 +274,13 @@ async def _send_single(
         metadata = {**metadata, md5_key: digest.hex()}
     etag = await client.put(bucket, key, data, content_md5=b64(digest), metadata=metadata, at=at)
     if progress is not None:
-        progress(len(data))
+        progress(size)
     return Sent(etag, checksums, False, digest.hex())
 
 
 async def _reserve_and_read(
-    parts: AsyncIterator[bytes], slots: asyncio.Semaphore, budget: ByteBudget | None, part_size: int
-) -> bytes | None:
+    parts: AsyncIterator[list[memoryview]], slots: asyncio.Semaphore, budget: ByteBudget | None, part_size: int
+) -> list[memoryview] | None:
     """The next part, read only once a request slot and its bytes are reserved (so the
     bytes held in parts never pass the budget: counted, not timed); None at the end.
     Whatever is not handed on (the end, a failure) is given back here."""
@@ -284,7 +314,7 @@ async def _send_parts(
     bucket: str,
     key: str,
     upload_id: str,
-    parts: AsyncIterator[bytes],
+    parts: AsyncIterator[list[memoryview]],
     hasher: MultiHasher,
     in_flight: int,
     progress: Progress | None,
@@ -302,28 +332,29 @@ async def _send_parts(
         if budget is not None:
             budget.release(part_size)
 
-    async def send(number: int, data: bytes, md5: bytes) -> None:
+    async def send(number: int, body: io.BytesIO, md5: bytes) -> None:
         try:
-            etags[number] = await client.upload_part(bucket, key, upload_id, number, data, content_md5=b64(md5), at=at)
+            etags[number] = await client.upload_part(bucket, key, upload_id, number, body, content_md5=b64(md5), at=at)
             if progress is not None:
-                progress(len(data))
+                progress(body.getbuffer().nbytes)
         finally:
-            del data
+            del body
             give_back()
 
     try:
         number = 0
-        while (data := await _reserve_and_read(parts, slots, budget, part_size)) is not None:
+        while (pieces := await _reserve_and_read(parts, slots, budget, part_size)) is not None:
             try:
                 _raise_failed(tasks)
                 number += 1
-                md5 = await asyncio.to_thread(_hash_part, hasher, data)
+                body, md5 = await _part_body(hasher, pieces)
             except BaseException:
                 give_back()
                 raise
+            del pieces
             digests.append(md5)
-            tasks.append(asyncio.create_task(send(number, data, md5)))
-            del data
+            tasks.append(asyncio.create_task(send(number, body, md5)))
+            del body
         await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
