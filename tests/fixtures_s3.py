@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy_handler import ForwardingHandler
+from tests.reliability.fault_proxy import FaultHandler, FaultProxy, s3_error
 
 REGION = "us-east-1"
 HOST = "127.0.0.1"
@@ -308,59 +308,57 @@ def s3_error_xml(code: str, message: str) -> bytes:
     ).encode()
 
 
-class _ProxyHandler(ForwardingHandler):
-    """``S3Proxy``'s request handler; ``proxy`` is set per proxy (a subclass each)."""
+class _S3Handler(FaultHandler):
+    """``S3Proxy``'s request handler: the fault proxy's, with the proxy's rules and ETag."""
 
     proxy: S3Proxy
 
-    def handle(self) -> None:
-        with contextlib.suppress(ConnectionError):  # a client that hung up (killed, cancelled)
-            super().handle()
-
-    def _any(self) -> None:
-        body = self._body()
-        answer = self.proxy._fault(self.command, self.path)
-        if answer is not None:
-            self._refuse(*answer)
+    def _serve(self, fault: str) -> None:
+        answer = self.proxy._rule(self.command, self.path)
+        if answer is None:
+            super()._serve(fault)
             return
-        status, headers, data = self._forward(self.proxy.upstream, body)
-        self.proxy._note(self.command, self.path, status)
+        # Answer with an S3 error of our own instead of passing the request on.
+        self._body()
+        status, code = answer
+        self._noted(status)
+        self._send_error(status, "application/xml", s3_error_xml(code, f"refused by the test proxy ({code})"))
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         if self.command == "PUT" and self.proxy.put_etag is not None:
             # A server whose ETag is not the md5 of the bytes (SSE-KMS, some gateways).
             headers = [(k, f'"{self.proxy.put_etag}"' if k.lower() == "etag" else v) for k, v in headers]
-        self._pass_on(status, headers, data)
-
-    def _refuse(self, status: int, code: str) -> None:
-        """Answer with an S3 error of our own instead of passing the request on."""
-        self.proxy._note(self.command, self.path, status)
-        self._send_error(status, "application/xml", s3_error_xml(code, f"refused by the test proxy ({code})"))
+        super()._answer(status, headers, data)
 
 
-class S3Proxy:
-    """A plain HTTP proxy on 127.0.0.1 that forwards every request to ``upstream`` and
-    writes down what reached the server side: the method and path of each request. It
-    can answer some requests itself with an S3 error (``fail_when``) instead of passing
-    them on, as a server with expired credentials or a refusing policy would.
+class S3Proxy(FaultProxy):
+    """The fault proxy (tests/reliability/fault_proxy.py) with every fault off, in front of
+    an S3 server: it forwards every request to ``upstream`` and writes down what reached the
+    server side, the method and path of each request. It can answer some requests itself
+    with an S3 error (``fail_when``) instead of passing them on, as a server with expired
+    credentials or a refusing policy would.
 
     moto does not check signatures, so the Host header the client signed may change."""
 
     def __init__(self, upstream: str) -> None:
-        import threading
-        import urllib.parse
-
-        self.upstream = urllib.parse.urlsplit(upstream)
-        self.requests: list[tuple[str, str, int]] = []  # (method, path?query, status)
         self.rules: list[Rule] = []
         self.put_etag: str | None = None  # set: every PUT answer carries this ETag instead
-        self._lock = threading.Lock()
-        handler = type("Handler", (_ProxyHandler,), {"proxy": self})
-        self._server = http.server.ThreadingHTTPServer((HOST, 0), handler)
-        self._server.daemon_threads = True
-        self.endpoint_url = f"http://{HOST}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        super().__init__(upstream, error_body=s3_error)
 
-    def _fault(self, method: str, path: str) -> tuple[int, str] | None:
+    @property
+    def endpoint_url(self) -> str:
+        return self.url
+
+    @property
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, path?query, status) of every request answered, by the server or by a rule."""
+        with self._lock:
+            return [(r["method"], r["path"], r["status"]) for r in self.log if r["status"]]
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        return type("Handler", (_S3Handler,), {"proxy": self})
+
+    def _rule(self, method: str, path: str) -> tuple[int, str] | None:
         with self._lock:
             rules = list(self.rules)
         for rule in rules:
@@ -368,10 +366,6 @@ class S3Proxy:
             if answer is not None:
                 return answer
         return None
-
-    def _note(self, method: str, path: str, status: int) -> None:
-        with self._lock:
-            self.requests.append((method, path, status))
 
     def fail_when(self, rule: Rule) -> None:
         with self._lock:
@@ -383,20 +377,14 @@ class S3Proxy:
 
     def reset(self) -> None:
         with self._lock:
-            self.requests.clear()
+            self.log.clear()
 
     def writes(self) -> list[tuple[str, str, int]]:
         """Every writing request that reached the proxy (answered by the server or not)."""
-        with self._lock:
-            return [r for r in self.requests if r[0] in WRITING_METHODS]
+        return [r for r in self.requests if r[0] in WRITING_METHODS]
 
     def reads(self) -> list[tuple[str, str, int]]:
-        with self._lock:
-            return [r for r in self.requests if r[0] not in WRITING_METHODS]
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return [r for r in self.requests if r[0] not in WRITING_METHODS]
 
 
 @pytest.fixture

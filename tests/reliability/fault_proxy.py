@@ -16,7 +16,9 @@ is repeatable):
   back on the same port.
 
 What happened is in ``log``: method, path, status (0 = no answer), ts, duration, and the
-fault drawn, so a test can show its fault did hit the run. The Host header is passed on
+fault drawn, so a test can show its fault did hit the run; a request is written down before
+its answer goes out. With every fault off it is ``tests/fixtures_s3.S3Proxy``, the counting
+proxy of the S3 tests. The Host header is passed on
 unchanged, so the Zenodo stand-in's links point back at the proxy; moto checks no
 signatures.
 """
@@ -153,10 +155,10 @@ class FaultProxy:
             self.log.append(row)
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        return type("Handler", (_FaultHandler,), {"proxy": self})
+        return type("Handler", (FaultHandler,), {"proxy": self})
 
 
-class _FaultHandler(ForwardingHandler):
+class FaultHandler(ForwardingHandler):
     """``FaultProxy``'s request handler; ``proxy`` is set per proxy (a subclass each)."""
 
     proxy: FaultProxy
@@ -182,35 +184,45 @@ class _FaultHandler(ForwardingHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _any(self) -> None:
-        start = time.time()
-        row: dict[str, Any] = {"method": self.command, "path": self.path, "ts": start, "status": 0}
         fault = self.proxy._draw(self.command, self.path, self._chunked() or self._length() > 0)
-        row["fault"] = fault
+        self._row: dict[str, Any] = {"method": self.command, "path": self.path, "ts": time.time(), "fault": fault}
         try:
-            row["status"] = self._serve(fault)
+            self._serve(fault)
         finally:
-            row["duration"] = time.time() - start
+            self._noted(0)  # no answer: dropped, lost, or the client hung up (noted now if not yet)
+
+    def _noted(self, status: int) -> None:
+        """Write this request down with ``status`` (0 = no answer), once, before its answer
+        goes out: a client that has its answer finds its request in the log."""
+        row = self._row
+        if "status" not in row:
+            row["status"], row["duration"] = status, time.time() - row["ts"]
             self.proxy._note(row)
 
-    def _serve(self, fault: str) -> int:
-        """Answer one request with its fault drawn; the status sent (0 = none)."""
+    def _serve(self, fault: str) -> None:
+        """Answer one request with its fault drawn."""
         if self.proxy.knobs.latency_s > 0:
             time.sleep(self.proxy.knobs.latency_s)
         if fault == "drop":
             self.rfile.read(self._length() // 2)  # half the body, then the line goes dead
             self._hang_up()
-            return 0
+            return
         body = self._body()
         if fault in ("storm", "error"):
-            return self._refuse(fault)
+            self._refuse(fault)
+            return
         status, headers, data = self._forward(self.proxy.upstream, body)
         if fault == "lost":
             self._hang_up()
-            return 0
-        self._pass_on(status, headers, data)
-        return status
+            return
+        self._answer(status, headers, data)
 
-    def _refuse(self, fault: str) -> int:
+    def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        """Pass the upstream's answer on (a proxy that rewrites answers overrides this)."""
+        self._noted(status)
+        self._pass_on(status, headers, data)
+
+    def _refuse(self, fault: str) -> None:
         k = self.proxy.knobs
         extra: dict[str, str] = {}
         if fault == "storm":
@@ -220,5 +232,5 @@ class _FaultHandler(ForwardingHandler):
             status = self.proxy._rng.choice((500, 503))
             code = "InternalError" if status == 500 else "ServiceUnavailable"
         ctype, data = self.proxy.error_body(status, code)
+        self._noted(status)
         self._send_error(status, ctype, data, extra)
-        return status
