@@ -328,6 +328,7 @@ class _S3Handler(FaultHandler):
         if self.command == "PUT" and self.proxy.put_etag is not None:
             # A server whose ETag is not the md5 of the bytes (SSE-KMS, some gateways).
             headers = [(k, f'"{self.proxy.put_etag}"' if k.lower() == "etag" else v) for k, v in headers]
+        self._noted(status)  # first: a client that has its answer finds its request counted
         super()._answer(status, headers, data)
 
 

@@ -16,8 +16,8 @@ is repeatable):
   back on the same port.
 
 What happened is in ``log``: method, path, status (0 = no answer), ts, duration, and the
-fault drawn, so a test can show its fault did hit the run; a request is written down before
-its answer goes out. With every fault off it is ``tests/fixtures_s3.S3Proxy``, the counting
+fault drawn, so a test can show its fault did hit the run; a request is written down once
+its answer is out. With every fault off it is ``tests/fixtures_s3.S3Proxy``, the counting
 proxy of the S3 tests. The Host header is passed on
 unchanged, so the Zenodo stand-in's links point back at the proxy; moto checks no
 signatures.
@@ -192,8 +192,7 @@ class FaultHandler(ForwardingHandler):
             self._noted(0)  # no answer: dropped, lost, or the client hung up (noted now if not yet)
 
     def _noted(self, status: int) -> None:
-        """Write this request down with ``status`` (0 = no answer), once, before its answer
-        goes out: a client that has its answer finds its request in the log."""
+        """Write this request down with ``status`` (0 = no answer), once."""
         row = self._row
         if "status" not in row:
             row["status"], row["duration"] = status, time.time() - row["ts"]
@@ -218,9 +217,10 @@ class FaultHandler(ForwardingHandler):
         self._answer(status, headers, data)
 
     def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-        """Pass the upstream's answer on (a proxy that rewrites answers overrides this)."""
-        self._noted(status)
+        """Pass the upstream's answer on, then write the request down (a proxy that rewrites
+        answers overrides this)."""
         self._pass_on(status, headers, data)
+        self._noted(status)
 
     def _refuse(self, fault: str) -> None:
         k = self.proxy.knobs
@@ -232,5 +232,5 @@ class FaultHandler(ForwardingHandler):
             status = self.proxy._rng.choice((500, 503))
             code = "InternalError" if status == 500 else "ServiceUnavailable"
         ctype, data = self.proxy.error_body(status, code)
-        self._noted(status)
         self._send_error(status, ctype, data, extra)
+        self._noted(status)
