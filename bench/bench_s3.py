@@ -16,7 +16,10 @@ prefix per tool and trial (nothing is skipped):
   rclone compares md5 with the ETag of single PUTs);
 - mirror of one 2 GiB file (``--quick``: 256 MiB) of a published Zenodo-stand-in record:
   ``ferry mirror zenodo:RECID weed`` (streamed, no local disk, md5 checked before the
-  object is completed) vs ``curl -sSf URL | aws s3 cp - s3://.../KEY --expected-size N``.
+  object is completed, then ``latest/`` by a server-side copy, its manifest and the lock)
+  vs the seed's method, ``curl -sSf URL | aws s3 cp - s3://.../RECID/KEY/content
+  --expected-size N`` then ``aws s3 cp`` of that object to ``latest/`` (server-side), and
+  vs the pipe alone ("curl|aws").
   Peak RSS of every run: ``/usr/bin/time -v`` and a /proc poll of the process tree.
 
 Every contender's objects are counted and sized on the server after its run. The source
@@ -166,10 +169,17 @@ def mirror_trial(b: Bench, zen: ZenodoProcess, recid: str, url: str, size: int, 
                 check,
             )
         else:
-            check = b.stored(prefix, 1, size)
-            dst = f"s3://{b.bucket}/{prefix}/big.bin"
-            aws = f"aws s3 cp - {dst} --quiet --endpoint-url {b.server.endpoint_url} --expected-size {size}"
-            b.run("mirror curl|aws", ["bash", "-c", f"set -o pipefail; curl -sSf '{url}' | {aws}"], b.aenv, check)
+            # The seed's method: the pipe into <record_id>/<key>/content, then latest/ by a
+            # server-side copy (its README: "always refreshed via a server-side S3-to-S3
+            # copy"); "curl|aws" is the pipe alone.
+            check = b.stored(f"{prefix}/{recid}", 1, size)
+            endpoint = f"--quiet --endpoint-url {b.server.endpoint_url}"
+            dst = f"s3://{b.bucket}/{prefix}/{recid}/big.bin/content"
+            pipe = f"curl -sSf '{url}' | aws s3 cp - {dst} {endpoint} --expected-size {size}"
+            label = "mirror curl|aws" if who == "aws" else "mirror seed"
+            if who == "seed":
+                pipe += f" && aws s3 cp {dst} s3://{b.bucket}/{prefix}/latest/big.bin/content {endpoint}"
+            b.run(label, ["bash", "-c", f"set -o pipefail; {pipe}"], b.aenv, check)
 
 
 def main() -> int:
@@ -191,7 +201,7 @@ def main() -> int:
         warm(large)
         print(f"data: {count} x 5 MiB, 1 x {big // MiB} MiB in {work} (load {load_before})", flush=True)
         (work / "weed").mkdir()
-        with run_seaweedfs(work / "weed") as server, ZenodoProcess(work / "zenodo").start() as zen:
+        with run_seaweedfs(work / "weed") as server, ZenodoProcess(work / "zenodo") as zen:
             renv = rclone_env(server.endpoint_url, server.admin.access_key, server.admin.secret_key)
             aenv = ferry_env(server.env())
             b = Bench(work, server, server.make_bucket(), args.jobs, ferry_env(server.env()), renv, aenv)
@@ -202,7 +212,7 @@ def main() -> int:
                 print(f"trial {t} (load {loadavg3()})", flush=True)
                 push_trial(b, "small", small, count, 5 * MiB, t, order)
                 push_trial(b, "large", large, 1, big, t, order)
-                mirror_trial(b, zen, recid, url, big, t, [o for o in order if o != "rclone"])
+                mirror_trial(b, zen, recid, url, big, t, [o.replace("rclone", "seed") for o in order])
         report(facts, b.rows, count, big, trials, args.jobs, load_before)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -99,3 +99,22 @@ def test_select_files_and_a_foreign_object_is_replaced_not_trusted(
     held = stored(moto_s3, moto_bucket)
     assert set(held) == {f"{PREFIX}/a.h5", f"{PREFIX}/b.h5"}
     assert held[f"{PREFIX}/a.h5"][0] == b"a" * 100
+
+
+def test_a_lost_create_answer_leaves_no_open_upload(
+    tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, moto_bucket: str, config: Path
+) -> None:
+    # The create-multipart request reaches moto (the upload exists) and its answer is lost;
+    # botocore sends it again and the push goes on with the second upload. The first one's
+    # id never came back, so no abort of the push knew it: it held its parts until the next
+    # run (the cause of test_target_down_for_a_while_then_back[s3] failing now and then).
+    data = os.urandom(7 * MiB)  # multipart
+    d = make_dir(tmp_path, {"tiles/a.pmtiles": data})
+    s3_proxy.configure(faulty=lambda method, path: method == "POST" and path.endswith("?uploads"), lost_next=1)
+    done = ferry(moto_s3, s3_proxy, config, str(d), "--target", "cart")
+    assert done.returncode == 0, done.stderr
+    creates = [r for r in s3_proxy.log if r["method"] == "POST" and r["path"].endswith("?uploads")]
+    assert [r["fault"] for r in creates] == ["lost", ""], creates  # lost for certain, then sent again
+    body, meta = stored(moto_s3, moto_bucket)[f"{PREFIX}/tiles/a.pmtiles"]
+    assert body == data and meta["ferry-md5"] == md5(data)
+    assert uploads(moto_s3, moto_bucket) == []

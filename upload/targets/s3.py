@@ -36,7 +36,7 @@ from typing import Any, Self
 
 from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
 from ferry.core.config import TargetConfig
-from ferry.core.errors import AuthError, InputError, TargetNotFound, UnsafePathError, VerificationError
+from ferry.core.errors import AuthError, FerryError, InputError, TargetNotFound, UnsafePathError, VerificationError
 from upload.targets.base import (
     Abilities,
     NotSupported,
@@ -418,8 +418,12 @@ class S3Target(TargetBase):
                 at=at,
                 budget=self.budget,
             )
+        except Exception:
+            await self._abort_uncertain(client, bucket, object_key, at)
+            raise
         finally:
             await aclose(source)  # a stream left half read closes its file or connection now
+        await self._abort_uncertain(client, bucket, object_key, at)
         self._opened.add(rec.recid)
         want = expected or sent.checksums["md5"]
         if self.options.verify_etag and sent.etag and sent.etag == sent.expected_etag:
@@ -454,6 +458,24 @@ class S3Target(TargetBase):
         if problem is not None or stored is None:
             raise VerificationError(problem or "missing", expected=str(want), recid=recid, file=key)
         return stored
+
+    async def _abort_uncertain(self, client: S3Client, bucket: str, object_key: str, at: At) -> None:
+        """After a put whose create-multipart request went out more than once: abort every
+        upload of that key still open. None of ours is (the put completed or aborted its
+        own), so any there is one the server made for a try whose answer was lost, which
+        would otherwise hold its parts until the next run. A second run writing the same key
+        at this very moment would see its upload gone and retry it: two runs on one S3 key
+        race anyway (the last complete wins). Housekeeping: a failure is logged, not raised."""
+        if (bucket, object_key) not in client.uncertain_creates:
+            return
+        try:
+            for upload in await client.list_uploads(bucket, object_key, at=at):
+                if upload.key == object_key:
+                    log.info("%s: aborting an upload whose create answer was lost", object_key)
+                    await client.abort_multipart(bucket, upload.key, upload.upload_id, at=at)
+            client.uncertain_creates.discard((bucket, object_key))  # else the next put of it tries again
+        except FerryError as exc:
+            log.warning("%s: cannot abort uploads left by a lost create answer: %s", object_key, exc)
 
     async def _abort_abandoned(self, recid: str) -> None:
         """Once per record and run: abort unfinished uploads of this record's keys left by

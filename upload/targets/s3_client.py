@@ -175,6 +175,10 @@ class S3Client:
         # aborted again before the same key is sent anew and when the client closes, so an
         # outage that ends within the run leaves no open upload behind.
         self.unaborted: dict[tuple[str, str, str], At] = {}
+        # Keys whose create-multipart request was sent more than once (botocore retried it,
+        # or it failed after being sent): the server may hold an upload whose answer never
+        # came back, which no abort of ours knows. The target looks for them after the put.
+        self.uncertain_creates: set[tuple[str, str]] = set()
 
     @classmethod
     async def open(cls, settings: S3Settings, *, where: str = "S3") -> S3Client:
@@ -284,8 +288,15 @@ class S3Client:
         at: At = NOWHERE,
     ) -> str:
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
-        with _mapped("create multipart upload", bucket, key, write=True, at=at):
-            r = await self.raw.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata), **extra)
+        try:
+            with _mapped("create multipart upload", bucket, key, write=True, at=at):
+                r = await self.raw.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata), **extra)
+        except FerryError as exc:
+            if exc.retryable:  # a lost answer or a dropped connection: created, maybe
+                self.uncertain_creates.add((bucket, key))
+            raise
+        if r.get("ResponseMetadata", {}).get("RetryAttempts", 0):
+            self.uncertain_creates.add((bucket, key))
         return str(r["UploadId"])
 
     async def upload_part(
