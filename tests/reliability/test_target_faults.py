@@ -213,6 +213,10 @@ def test_target_down_for_a_while_then_back(
     tmp_path: Path, source: SyntheticSource, target: Target, long_run: bool
 ) -> None:
     back: list[float] = []
+    # Every answer 0.1 s late: the run still has work when the outage starts (it waits for
+    # 5 requests), even when a loaded machine starts the outage late; else the run could
+    # end within the outage and no request be left to reach the target once it is back.
+    target.proxy.configure(latency_s=0.1)
 
     def outage() -> None:
         target.proxy.stop()
