@@ -36,15 +36,17 @@ class CuttingProxy:
     """A TCP proxy on 127.0.0.1 that closes a content download after ``cut`` response bytes.
 
     ``cuts``: one entry per coming content connection (a count of response bytes, headers
-    included, or None to pass it whole); when the list is empty, ``always`` applies (and
-    ``always_range`` to a resumed request; None: pass). The first request line of every
-    content connection and its Range header are kept in ``seen``."""
+    included, or None to pass it whole); when the list is empty, ``by_file`` applies to the
+    files it names (key -> the cut of a first request, the cut of a resumed one), then
+    ``always`` (and ``always_range`` to a resumed request; None: pass). The first request
+    line of every content connection and its Range header are kept in ``seen``."""
 
     def __init__(self, port: int, upstream_port: int) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
         self.cuts: list[int | None] = []
         self.always: int | None = None
         self.always_range: int | None = None  # for requests with a Range header, once ``cuts`` is empty
+        self.by_file: dict[str, tuple[int, int]] = {}  # key -> (first request's cut, resumed request's cut)
         self.seen: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", port))
@@ -69,7 +71,7 @@ class CuttingProxy:
         if "/content" in line:
             with self._lock:
                 self.seen.append((line, ranges))
-                cut = self.cuts.pop(0) if self.cuts else self.always if ranges is None else self.always_range
+                cut = self.cuts.pop(0) if self.cuts else self._cut_for(line, ranges)
         # One request per connection (so every request is seen and can be cut): the server
         # is asked to close after its answer, and so the client never reuses it.
         first, _, rest = head.partition(b"\r\n")
@@ -93,6 +95,12 @@ class CuttingProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+
+    def _cut_for(self, line: str, ranges: str | None) -> int | None:
+        for key, (first, resumed) in self.by_file.items():
+            if f"/files/{key}/content " in line:
+                return first if ranges is None else resumed
+        return self.always if ranges is None else self.always_range
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
