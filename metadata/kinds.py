@@ -11,9 +11,11 @@ from it (``kinds_markdown``) and cannot say something the code does not do.
 - Zenodo and folders (``zenodo_kind``): the ``upload_type`` / ``resource_type.type`` word;
   a publication is ``documentation`` with its ``publication_type`` as the subtype.
 - InvenioRDM / NRP (``rdm_resource_type``): a stock resource type id per kind; a
-  publication's subtype when the id is one every target we test knows (``RDM_EMITTED``:
-  each id is in the stock vocabulary, ``metadata/vocabularies.json``, and in the sandbox
-  repository's; tests/test_metadata_kinds.py checks both).
+  publication's, image's or software's subtype its own ``<type>-<subtype>`` id wherever
+  the stock vocabulary (``metadata/vocabularies.json``, InvenioRDM's resource_types
+  fixture; the sandbox repository reads the same file) has one (``RDM_SUBTYPES``).
+  The NRP particles model takes the same ids: both profiles validate against
+  ``RDM_EMITTED``, every id this module can send.
 - Zenodo (``zenodo_upload_type``): ``upload_type`` and, for a publication, its
   ``publication_type``; kinds the legacy deposit API has no word for go as ``other``.
 
@@ -23,6 +25,8 @@ The source's own words are always kept as well (subject / keyword "Primary/Secon
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from metadata import vocabularies
 
 KINDS = (
     "dataset",
@@ -35,6 +39,7 @@ KINDS = (
     "lesson",
     "image",
     "video",
+    "audio",
     "physicalobject",
     "workflow",
     "model",
@@ -124,6 +129,7 @@ _ZENODO_WORDS = {
     "lesson": "lesson",
     "image": "image",
     "video": "video",
+    "audio": "audio",
     "physicalobject": "physicalobject",
     "workflow": "workflow",
     "model": "model",
@@ -152,32 +158,56 @@ RDM_BY_KIND = {
     "lesson": "lesson",
     "image": "image",
     "video": "video",
+    "audio": "audio",
     "physicalobject": "physicalobject",
     "workflow": "workflow",
     "model": "model",
     "event": "event",
     "other": "other",
 }
-# A publication's subtype (type.secondary, Zenodo's publication_type) -> its own id. Only
-# ids the sandbox repository knows too; other stock subtypes (preprint, thesis, book...)
-# stay "publication" with the subtype kept as a subject.
-_RDM_PUBLICATION = {
-    "report": "publication-report",
-    "article": "publication-article",
-    "technicalnote": "publication-technicalnote",
-    "manual": "publication-technicalnote",
+# A subtype word (type.secondary, Zenodo's publication_type / image_type, the tail of an
+# InvenioRDM id) -> its own stock id: every "<type>-<subtype>" id of the stock vocabulary
+# (metadata/vocabularies.json, which the sandbox repository reads as well) under the kind
+# of its type, and the words that name one under another name. A word without an id of its
+# own leaves the kind's id (the word is kept as a subject).
+_RDM_SUBTYPE_KINDS = {"publication": "documentation", "image": "image", "software": "software"}
+_RDM_ALIASES = {
+    "documentation": {
+        "thesis": "publication-dissertation",  # Zenodo's word; InvenioRDM >= 12 names the thesis so
+        "manual": "publication-technicalnote",
+        "conferenceproceedings": "publication-conferenceproceeding",
+    },
 }
-_RDM_IMAGE = {"figure": "image-figure"}  # the other image-* ids: not in the sandbox's vocabulary
-RDM_EMITTED = frozenset([*RDM_BY_KIND.values(), *_RDM_PUBLICATION.values(), *_RDM_IMAGE.values()])
+
+
+def _rdm_subtypes() -> dict[str, dict[str, str]]:
+    table: dict[str, dict[str, str]] = {}
+    for rid in vocabularies.ordered("resource_types"):
+        head, _, word = rid.partition("-")
+        if word and head in _RDM_SUBTYPE_KINDS:
+            table.setdefault(_RDM_SUBTYPE_KINDS[head], {})[word] = rid
+    for kind, aliases in _RDM_ALIASES.items():
+        table.setdefault(kind, {}).update(aliases)
+    return table
+
+
+RDM_SUBTYPES = _rdm_subtypes()
+RDM_EMITTED = frozenset([*RDM_BY_KIND.values(), *(rid for t in RDM_SUBTYPES.values() for rid in t.values())])
 
 
 def rdm_resource_type(kind: str, secondary: Iterable[str] = ()) -> str:
     """The InvenioRDM / NRP ``resource_type.id`` of a record of this kind."""
-    subtypes = {"documentation": _RDM_PUBLICATION, "image": _RDM_IMAGE}.get(kind, {})
+    subtypes = RDM_SUBTYPES.get(kind, {})
     for word in secondary:
-        if word.strip().casefold() in subtypes:
-            return subtypes[word.strip().casefold()]
+        rid = subtypes.get(_word(word))
+        if rid:
+            return rid
     return RDM_BY_KIND.get(kind, "other")
+
+
+def _word(word: str) -> str:
+    """A subtype word as the vocabularies spell it: "Conference paper" -> "conferencepaper"."""
+    return "".join(word.split()).replace("-", "").replace("_", "").casefold()
 
 
 # --- Zenodo ----------------------------------------------------------------------------
@@ -227,13 +257,14 @@ _ZENODO_BY_KIND: dict[str, tuple[str, str | None]] = {
     "lesson": ("lesson", None),
     "image": ("image", None),
     "video": ("video", None),
+    "audio": ("video", None),  # the legacy deposit API's "Video/Audio"
     "physicalobject": ("physicalobject", None),
     "workflow": ("other", None),  # the legacy deposit API has no workflow, model or event
     "model": ("other", None),
     "event": ("other", None),
     "other": ("other", None),
 }
-_ZENODO_PUBLICATION_ALIASES = {"manual": "technicalnote"}
+_ZENODO_PUBLICATION_ALIASES = {"manual": "technicalnote", "dissertation": "thesis"}
 
 
 def zenodo_upload_type(kind: str, secondary: Iterable[str] = ()) -> tuple[str, str | None]:
@@ -241,7 +272,7 @@ def zenodo_upload_type(kind: str, secondary: Iterable[str] = ()) -> tuple[str, s
     upload, publication = _ZENODO_BY_KIND.get(kind, ("other", None))
     if kind == "documentation":
         for word in secondary:
-            w = word.strip().casefold()
+            w = _word(word)
             w = _ZENODO_PUBLICATION_ALIASES.get(w, w)
             if w in ZENODO_PUBLICATION_TYPES:
                 return upload, w
@@ -250,7 +281,7 @@ def zenodo_upload_type(kind: str, secondary: Iterable[str] = ()) -> tuple[str, s
 
 def zenodo_image_type(secondary: Iterable[str]) -> str:
     """Zenodo's ``image_type`` (required with upload_type image): the source's, else ``other``."""
-    return next((w.strip().casefold() for w in secondary if w.strip().casefold() in ZENODO_IMAGE_TYPES), "other")
+    return next((_word(w) for w in secondary if _word(w) in ZENODO_IMAGE_TYPES), "other")
 
 
 # --- the document ----------------------------------------------------------------------
@@ -303,14 +334,23 @@ def zenodo_kinds_markdown() -> str:
     for word in _ZENODO_WORDS:
         kind = zenodo_kind(word)
         lines.append(f"| {word} | {kind} | `{rdm_resource_type(kind)}` | {_zenodo_cell(kind, ())} |")
-    own = ("report", "article", "technicalnote")
-    pubs = ", ".join(f"{w} -> `{rdm_resource_type('documentation', (w,))}`" for w in own)
     lines += [
         "",
-        "A publication's `publication_type` (`resource_type.subtype`): InvenioRDM / NRP",
-        f"{pubs}; the other subtypes `publication` (the subtype kept as a subject); Zenodo keeps any",
-        "subtype of its vocabulary. An image's `image_type`: `image-figure` for a figure, else",
-        "`image`; Zenodo keeps it. Zenodo's workflow, model and event have no legacy",
-        "`upload_type`: `other` there, their own id in InvenioRDM.",
+        "A subtype (`publication_type` / `image_type`, `resource_type.subtype`, the tail of an",
+        "InvenioRDM id) gives InvenioRDM / NRP its own stock id where there is one, else the",
+        "kind's id with the subtype kept as a subject; Zenodo keeps any subtype of its vocabulary",
+        "(a publication's other subtypes `other`, an image's `other`):",
+        "",
+        "| subtype | kind | inveniordm / nrp-particles | zenodo |",
+        "|---|---|---|---|",
+    ]
+    for kind, table in RDM_SUBTYPES.items():
+        for word, rid in table.items():
+            zenodo = f"`image` / `{zenodo_image_type((word,))}`" if kind == "image" else _zenodo_cell(kind, (word,))
+            lines.append(f"| {word} | {kind} | `{rid}` | {zenodo} |")
+    lines += [
+        "",
+        "Zenodo's workflow, model and event have no legacy `upload_type`: `other` there, their",
+        "own id in InvenioRDM; audio goes as `video` (the deposit API's Video/Audio).",
     ]
     return "\n".join(lines) + "\n"

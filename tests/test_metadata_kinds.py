@@ -64,14 +64,20 @@ ZENODO_EXPECTED: list[tuple[dict[str, str], str, str, str | None, str | None]] =
     ),
     (
         {"type": "publication", "subtype": "preprint", "title": "Preprint"},
-        "publication",
+        "publication-preprint",
         "publication",
         "preprint",
         None,
     ),
-    ({"type": "publication", "subtype": "thesis", "title": "Thesis"}, "publication", "publication", "thesis", None),
+    (
+        {"type": "publication", "subtype": "thesis", "title": "Thesis"},
+        "publication-dissertation",  # InvenioRDM's thesis (its id since v12)
+        "publication",
+        "thesis",
+        None,
+    ),
     ({"type": "workflow", "title": "Workflow"}, "workflow", "other", None, None),
-    ({"type": "image", "subtype": "plot", "title": "Plot"}, "image", "image", None, "plot"),
+    ({"type": "image", "subtype": "plot", "title": "Plot"}, "image-plot", "image", None, "plot"),
     ({"type": "dataset", "title": "Dataset"}, "dataset", "dataset", None, None),
 ]
 
@@ -218,7 +224,10 @@ def test_a_lesson_through_ferry_upload_into_the_sandbox(
     ("rid", "rdm", "zenodo"),
     [
         ("publication-article", "publication-article", ("publication", "article")),
-        ("publication-preprint", "publication", ("publication", "preprint")),
+        ("publication-preprint", "publication-preprint", ("publication", "preprint")),
+        ("publication-dissertation", "publication-dissertation", ("publication", "thesis")),
+        ("software-computationalnotebook", "software-computationalnotebook", ("software", None)),
+        ("audio", "audio", ("video", None)),
         ("poster", "poster", ("poster", None)),
         ("lesson", "lesson", ("lesson", None)),
     ],

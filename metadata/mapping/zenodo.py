@@ -132,7 +132,8 @@ ENTRIES: tuple[Entry, ...] = (
     mapped(
         M + "image_type",
         lands(
-            f"{M}resource_type {M}subjects", "`image-figure` for a figure, else `image`; the subtype as `Image/<type>`"
+            f"{M}resource_type {M}subjects",
+            "its own `image-<type>` (subtype table below); the subtype as `Image/<type>`",
         ),
         lands(f"{M}image_type {M}keywords", "as the source; also the keyword `Image/<type>`"),
     ),

@@ -8,16 +8,14 @@ required is reported by the profile's validation, with the target field path.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Mapping
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from ferry.core.errors import InputError
 from metadata.dataset import License
 from metadata.schema import edtf_bounds, is_edtf
+from metadata.vocabularies import vocabulary as vocabulary  # the stock ids (metadata/vocabularies.json)
 
 _DOI = re.compile(r"10\.\d{4,9}/\S+")
 _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
@@ -195,18 +193,6 @@ _LICENSE_ALIASES = {
     "lgpl-3.0": "lgpl-3.0-only",
     "agpl-3.0": "agpl-3.0-only",
 }
-
-
-@cache
-def _vocabularies() -> dict[str, Any]:
-    path = resources.files("metadata").joinpath("vocabularies.json")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
-def vocabulary(name: str) -> frozenset[str]:
-    """Stock InvenioRDM vocabulary ids (``metadata/vocabularies.json``)."""
-    return frozenset(_vocabularies()[name])
 
 
 def license_of(record: Mapping[str, Any]) -> License | None:
