@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ferry.core.checksums import Checksum
+from ferry.core.checksums import Checksum, MultiHasher
 from ferry.core.config import Limits, TargetConfig
 from ferry.core.errors import AuthError, ConfigError, InputError, VerificationError
 from ferry.testing.target_suite import TargetBackend, TargetSuite
@@ -367,3 +367,48 @@ def test_parts_are_made_to_fit_the_byte_budget() -> None:
         name="t", type="s3", url="s3://bucket/p", options={"parts_in_flight": 2, "bytes_in_flight": 64 * MiB}
     )
     assert S3Options.from_config(cfg).part_size == 32 * MiB
+
+
+# --- a file without a known md5, sent in parts ---------------------------------------------
+
+
+async def test_a_cold_multipart_file_is_hashed_once_before_and_checked_part_by_part(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import upload.targets.s3 as s3_module
+    import upload.targets.s3_upload as s3_upload
+
+    data = os.urandom(12 * MiB)  # 3 parts of 5 MiB
+    path = tmp_path / "tiles.pmtiles"
+    path.write_bytes(data)
+    fed: list[int] = []
+    real_feed = s3_upload._feed
+
+    def counted_feed(hasher: MultiHasher, pieces: list[memoryview]) -> None:
+        fed.append(len(pieces))
+        real_feed(hasher, pieces)
+
+    monkeypatch.setattr(s3_upload, "_feed", counted_feed)
+    rec = await target.create("run3", {})
+    got = await target.put_file(rec, "tiles.pmtiles", path, len(data), None)
+    assert got.matches(len(data), md5(data))
+    head = s3_env.sync_client().head_object(Bucket=s3_bucket, Key="pfx/run3/tiles.pmtiles/content")
+    assert head["Metadata"]["ferry-md5"] == md5(data).value and head["ETag"].strip('"').endswith("-3")
+    assert fed == []  # the whole was hashed before the upload, not again while sending
+
+    # The file changes (same size) after it was hashed: that part is refused before any
+    # completion, the upload aborted, no object left with an md5 its bytes do not have.
+    real_hash = s3_upload.hash_file_parts
+
+    async def hashed_then_changed(p: Path, part_size: int) -> tuple[Checksum, list[bytes]]:
+        out = await real_hash(p, part_size)
+        with p.open("r+b") as fh:
+            fh.seek(7 * MiB)
+            fh.write(b"X")
+        return out
+
+    monkeypatch.setattr(s3_module, "hash_file_parts", hashed_then_changed)
+    with pytest.raises(VerificationError, match="part 2 is not the bytes hashed"):
+        await target.put_file(rec, "other.pmtiles", path, len(data), None)
+    assert "pfx/run3/other.pmtiles/content" not in objects(s3_env, s3_bucket)
+    assert uploads(s3_env, s3_bucket) == []

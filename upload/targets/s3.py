@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
+from ferry.core.checksums import HEX_LENGTHS, Checksum
 from ferry.core.config import TargetConfig
 from ferry.core.errors import AuthError, FerryError, InputError, TargetNotFound, UnsafePathError, VerificationError
 from upload.targets.base import (
@@ -52,7 +52,7 @@ from upload.targets.base import (
 from upload.targets.s3_budget import ByteBudget
 from upload.targets.s3_client import At, ObjectInfo, S3Client
 from upload.targets.s3_options import S3Options
-from upload.targets.s3_upload import Sent, aclose, file_chunks, plan_upload, send_object
+from upload.targets.s3_upload import Sent, aclose, file_chunks, hash_file_parts, plan_upload, send_object
 
 log = logging.getLogger(__name__)
 
@@ -359,12 +359,15 @@ class S3Target(TargetBase):
         progress: Progress | None = None,
     ) -> RemoteFile:
         at = At(rec.recid, key)
-        if expected is None and size >= self.options.multipart_threshold:
-            # Metadata is fixed when a multipart upload starts, and it must carry the md5:
-            # hash the file first (the only case with a second read).
-            expected = (await asyncio.to_thread(hash_file, str(path), ("md5",))).checksums()["md5"]
         plan = plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
-        return await self._put(rec, key, lambda: file_chunks(path, plan.part_size or 1), size, expected, progress)
+        known = None
+        if expected is None and plan.multipart:
+            # Metadata is fixed when a multipart upload starts, and it must carry the md5:
+            # hash the file first (the only case with a second read), its parts' md5s too.
+            expected, known = await hash_file_parts(path, plan.part_size)
+        return await self._put(
+            rec, key, lambda: file_chunks(path, plan.part_size or 1), size, expected, progress, known_parts=known
+        )
 
     async def put_stream(
         self,
@@ -385,6 +388,7 @@ class S3Target(TargetBase):
         size: int,
         expected: Checksum | None,
         progress: Progress | None,
+        known_parts: Sequence[bytes] | None = None,
     ) -> RemoteFile:
         at = At(rec.recid, key)
         bucket, object_key = self.location.bucket, self.object_key(rec.recid, key)
@@ -417,6 +421,7 @@ class S3Target(TargetBase):
                 progress=progress,
                 at=at,
                 budget=self.budget,
+                known_parts=known_parts,
             )
         except Exception:
             await self._abort_uncertain(client, bucket, object_key, at)

@@ -20,7 +20,7 @@ import base64
 import hashlib
 import io
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +181,46 @@ def check_stream(hasher: MultiHasher, size: int, expected: Checksum | None, at: 
             )
 
 
+def check_part(number: int, md5: bytes, known: Sequence[bytes], at: At) -> None:
+    """Raise unless part ``number`` (from 1) has the md5 it had when the file was hashed."""
+    if number > len(known) or known[number - 1] != md5:
+        raise VerificationError(
+            f"part {number} is not the bytes hashed before the upload: the file changed meanwhile",
+            expected=known[number - 1].hex() if number <= len(known) else "no such part",
+            actual=md5.hex(),
+            **at_kw(at),
+        )
+
+
+def check_parts(digests: Sequence[bytes], known: Sequence[bytes], at: At) -> None:
+    """Raise unless as many parts were sent as were hashed (each checked on its way)."""
+    if len(digests) != len(known):
+        raise VerificationError(
+            f"the stream ended after {len(digests)} of {len(known)} parts",
+            expected=str(len(known)),
+            actual=str(len(digests)),
+            **at_kw(at),
+        )
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()
+
+
+async def hash_file_parts(path: Path, part_size: int) -> tuple[Checksum, list[bytes]]:
+    """A file's md5 and the md5 of each ``part_size`` part of it, in one read: the two
+    hashes run at once in two worker threads (one core each). A multipart upload's
+    metadata, which must carry the md5, is fixed when it starts, so a file without a
+    known md5 is hashed first; its parts are then checked against these part md5s as they
+    are sent, and the whole is not hashed a second time."""
+    whole = hashlib.md5()
+    parts: list[bytes] = []
+    async for data in file_chunks(path, part_size):
+        _, digest = await asyncio.gather(asyncio.to_thread(whole.update, data), asyncio.to_thread(_md5, data))
+        parts.append(digest)
+    return Checksum("md5", whole.hexdigest()), parts
+
+
 async def send_object(
     client: S3Client,
     bucket: str,
@@ -196,13 +236,19 @@ async def send_object(
     progress: Progress | None,
     at: At,
     budget: ByteBudget | None = None,
+    known_parts: Sequence[bytes] | None = None,
 ) -> Sent:
     """Store ``chunks`` as ``key``: one PUT or a multipart upload, verified before it exists.
 
     ``md5_key``: a single PUT also stores the md5 of its bytes under this metadata name
-    (known before the PUT is sent); a multipart upload's metadata is fixed at its start."""
+    (known before the PUT is sent); a multipart upload's metadata is fixed at its start.
+    ``known_parts``: the md5 of every part of the bytes that hash to ``expected`` (md5),
+    from ``hash_file_parts``; each part sent must have its md5, which proves the whole
+    stream, so it is not hashed a second time."""
     algorithms = ("md5",) if expected is None or expected.algorithm == "md5" else ("md5", expected.algorithm)
     hasher = MultiHasher(algorithms)
+    if known_parts is not None and (expected is None or expected.algorithm != "md5"):
+        raise ValueError("known_parts go with the md5 they were hashed with")
     if not plan.multipart:
         if budget is not None:
             await budget.acquire(size)
@@ -222,20 +268,25 @@ async def send_object(
             key,
             upload_id,
             parts,
-            hasher,
+            None if known_parts is not None else hasher,
             parts_in_flight,
             progress,
             at,
             budget,
             plan.part_size,
+            known_parts,
         )
-        check_stream(hasher, size, expected, at)  # a wrong stream is aborted, never completed
+        if known_parts is not None:
+            check_parts(digests, known_parts, at)
+        else:
+            check_stream(hasher, size, expected, at)  # a wrong stream is aborted, never completed
         etag = await client.complete_multipart(bucket, key, upload_id, list(enumerate(etags, start=1)), at=at)
     except BaseException:
         await parts.aclose()
         await client.abort_quietly(bucket, key, upload_id, at=at)  # a cancelled transfer too
         raise
-    return Sent(etag, hasher.checksums(), True, multipart_etag(digests))
+    sums = {"md5": expected} if known_parts is not None and expected is not None else hasher.checksums()
+    return Sent(etag, sums, True, multipart_etag(digests))
 
 
 async def _send_single(
@@ -310,13 +361,16 @@ async def _send_parts(
     key: str,
     upload_id: str,
     parts: AsyncIterator[list[memoryview]],
-    hasher: MultiHasher,
+    hasher: MultiHasher | None,
     in_flight: int,
     progress: Progress | None,
     at: At,
     budget: ByteBudget | None = None,
     part_size: int = 0,
+    known: Sequence[bytes] | None = None,
 ) -> tuple[list[str], list[bytes]]:
+    """Send the parts, ``in_flight`` at a time; each part's md5 goes with it as Content-MD5.
+    The whole stream feeds ``hasher``, or (None) each part is checked against ``known``."""
     slots = asyncio.Semaphore(max(1, in_flight))
     etags: dict[int, str] = {}
     digests: list[bytes] = []
@@ -342,7 +396,11 @@ async def _send_parts(
             try:
                 _raise_failed(tasks)
                 number += 1
-                body, md5 = await _part_body(hasher, pieces)
+                if hasher is not None:
+                    body, md5 = await _part_body(hasher, pieces)
+                else:
+                    body, md5 = await asyncio.to_thread(_body_and_md5, pieces)
+                    check_part(number, md5, known or (), at)
             except BaseException:
                 give_back()
                 raise
