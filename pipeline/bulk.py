@@ -4,8 +4,10 @@ Records are started in the chosen order (priority by default) and flow through t
 per-record pipeline concurrently: at most ``records_in_flight`` at once, each stage
 bounded by the shared context (downloads, zip workers, uploads, bytes in flight, the
 target's request rate), and never more than the staging budget downloaded ahead of the
-uploads. The ledger records progress; the target is the truth, so a re-run after kill -9
-asks it before writing and finishes what was left.
+uploads (with ``--stream`` nothing is staged, so that budget does not apply: a streamed
+record holds only bytes in flight, bounded per file). The ledger records progress; the
+target is the truth, so a re-run after kill -9 asks it before writing and finishes what
+was left.
 
 Stopping: the first SIGINT/SIGTERM stops starting records and lets those in flight
 finish (or cancels them at once when the target is unavailable: they could only wait);
@@ -266,7 +268,11 @@ class BulkRunner:
             self._done(report, result)
             return
         reservation = None
-        if not ctx.dry_run:
+        if not ctx.dry_run and ctx.stream is None:
+            # The staging budget is local disk. A streamed record (--stream) stages nothing:
+            # what it holds is bytes in flight, each file's source window (pipeline/stream.py)
+            # under the run's upload limits (upload slots, upload_bytes_in_flight) and the
+            # target's own part budget; records_in_flight bounds how many are admitted.
             reservation = await self.staging.reserve(record.total_size)
         try:
             result = await self._with_retries(record)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -320,3 +321,60 @@ def test_bulk_stream_cern_records_adler32_no_zip(
     again = ferry(_env(moto_s3), config, *args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert staged(dest) == []
+
+
+def _record_spans(stats_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each record's ``record`` event as (seq of its started line, seq of its terminal line)."""
+    started: dict[str, int] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    for path in stats_dir.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row["stage"] != "record" or row["recid"] is None:
+                continue
+            if row["status"] == "started":
+                started[row["recid"]] = row["seq"]
+            elif row["recid"] in started:
+                spans[row["recid"]] = (started[row["recid"]], row["seq"])
+    return spans
+
+
+def test_bulk_stream_is_not_admitted_by_the_staging_budget(
+    tmp_path: Path, cern: SyntheticSource, moto_s3: S3Server, s3_proxy: S3Proxy, bucket: str
+) -> None:
+    """A staging budget of 1000 bytes, smaller than either record: without --stream it still
+    applies (a record over the budget goes alone: the two never run at once); with --stream
+    nothing is staged, so it admits nothing: both records run at the same time (and finish)."""
+    s3_proxy.configure(latency_s=0.1)  # every S3 answer late, so a record lasts a while
+    env = _env(moto_s3, s3_proxy)
+    recids = tmp_path / "recids.txt"
+    recids.write_text("990001\n990002\n")
+    spans: dict[str, dict[str, tuple[int, int]]] = {}
+    for mode in ("staged", "stream"):
+        work = tmp_path / mode
+        work.mkdir()
+        config = work / "ferry.toml"
+        config.write_text(
+            f'[source.cernopendata]\nportal = "{cern.portal_url}"\n\n'
+            f'[targets.cpg]\ntype = "s3"\nurl = "s3://{bucket}/{mode}"\nendpoint_url = "{s3_proxy.endpoint_url}"\n'
+            "multipart_threshold = 6291456\npart_size = 5242880\n"
+        )
+        dest, stats = work / "data", work / "stats"
+        args = ["bulk", "--recids", str(recids), "--target", "cpg", "--dest", str(dest), "--stats-dir", str(stats)]
+        args += ["--staging-gb", "0.000001", *(["--stream"] if mode == "stream" else [])]
+        done = ferry(env, config, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "records: 2 of 2 done" in done.stderr + done.stdout, done.stdout + done.stderr
+        spans[mode] = _record_spans(stats)
+        assert sorted(spans[mode]) == ["990001", "990002"]
+        assert (staged(dest) == []) == (mode == "stream")
+        for recid in ("990001", "990002"):
+            assert any(k.startswith(f"{mode}/{recid}/") for k in objects(moto_s3, bucket)), (mode, recid)
+    for recid in ("990001", "990002"):  # streamed: each file as itself (the staged run zips the 24 small ones)
+        for name, digest in cern.source_md5(recid).items():
+            assert md5(stored(moto_s3, bucket, f"stream/{recid}/{name}/content")) == digest
+    first, second = sorted(spans["staged"].values())
+    assert second[0] > first[1], spans["staged"]  # one record at a time: the budget held the second back
+    first, second = sorted(spans["stream"].values())
+    assert second[0] < first[1], spans["stream"]  # the second started before the first had finished
+    assert uploads(moto_s3, bucket) == []
