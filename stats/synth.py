@@ -57,6 +57,17 @@ class SynthRecord:
     def zipped(self) -> bool:
         return len(self.sizes) > ZIP_THRESHOLD
 
+    @property
+    def target_files(self) -> tuple[tuple[str, int], ...]:
+        """What goes on the target: the files, or the zip bundle and its manifest (as
+        upload/zip/state.py's ``upload_keys``)."""
+        if not self.zipped:
+            return tuple((f"file_{j:02d}.root", size) for j, size in enumerate(self.sizes))
+        return (
+            (f"{self.recid}.zip", sum(self.sizes)),
+            (f"{self.recid}_bundle_manifest.json", 200 + 120 * len(self.sizes)),
+        )
+
 
 # Which position of ``synthetic_records`` gets which failure; the last two are interrupted.
 SPECIAL: dict[int, Outcome] = {
@@ -214,6 +225,9 @@ class _RecordSim:
         self.r, self.n = rec.recid, len(rec.sizes)
         self.files = [f"file_{j:02d}.root" for j in range(self.n)]
         self.upload_files = list(zip(self.files, rec.sizes, strict=True))
+        # extra.uploaded_files of the record event, as pipeline/context.py's RecordResult.event_files:
+        # 0 until the files to put are known (after the zip stage), then how many they are.
+        self.uploaded = 0
         self.ready = self.last = 0.0
 
     def open(self, ready: float) -> None:
@@ -221,6 +235,7 @@ class _RecordSim:
         self.sim.span(f"{self.r}/record", "record", self.r, None, ready, None)  # closed by finish
 
     def finish(self, t: float, status: str, error: BaseException | None = None, **close: Any) -> float:
+        close.setdefault("uploaded_files", self.uploaded)
         self.sim.at(t, lambda: self.sim.events[f"{self.r}/record"].close(status, error=error, **close))  # type: ignore[arg-type]
         return t
 
@@ -239,7 +254,11 @@ class _RecordSim:
         )
         if self.rec.outcome == "already-done":
             self.sim.point(t, "upload", "skipped", r, None, reason="already published on the target")
-            return self.finish(t + 0.01, "skipped", reason="already published on the target", file_count=n)
+            # found published with its files: those on the target are counted (pipeline/job.py)
+            held = len(self.rec.target_files)
+            return self.finish(
+                t + 0.01, "skipped", reason="already published on the target", file_count=n, uploaded_files=held
+            )
         if self.rec.outcome == "no-files":
             return self.finish(t, "failed", NoFilesError("lists no files", recid=r), file_count=0)
         self.last = t
@@ -304,13 +323,14 @@ class _RecordSim:
         if fail:
             return self.fail(end, OSError(28, "No space left on device"), zip_used=True)
         self.last = end
-        self.upload_files = [(f"{r}.zip", total)]
+        self.upload_files = list(self.rec.target_files)
         return None
 
     def upload(self) -> float | None:
-        """The metadata transform, then every file (or the zip) on the upload lanes."""
+        """The metadata transform, then every file (or the bundle and its manifest) on the upload lanes."""
         r = self.r
         t = self.last + 0.03
+        self.uploaded = len(self.upload_files)
         self.sim.span(f"{r}/transform", "transform", r, None, self.last, t)
         self.last = t
         for j, (name, size) in enumerate(self.upload_files):

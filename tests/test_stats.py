@@ -199,7 +199,7 @@ def _expected_moves(records: list[SynthRecord]) -> tuple[int, int, int, int]:
         down_bytes += sum(ok_sizes)
         if rec.outcome in ("download-failed", "zip-failed"):
             continue
-        uploads = [sum(rec.sizes)] if rec.zipped else list(rec.sizes)
+        uploads = [size for _, size in rec.target_files]  # a zipped record: its bundle and the bundle's manifest
         if rec.outcome == "upload-failed":
             uploads = uploads[:-1]
         up_files += len(uploads)
@@ -248,11 +248,15 @@ def test_synthetic_run_summary_numbers(synth: pd.DataFrame) -> None:
         "dry-run": 0,
         "interrupted": 2,
         "skipped_in_runs": 2,
-        # the ok records' own files; the simulated events do not say what held them on the target
-        "files": {"source": sum(len(r.sizes) for r in synthetic_records(30) if r.outcome == "ok"), "on_target": None},
+        # the ok records' own files, and what held them on the target (a zipped record: its bundle and manifest)
+        "files": {
+            "source": sum(len(r.sizes) for r in synthetic_records(30) if r.outcome == "ok"),
+            "on_target": sum(2 if r.zipped else len(r.sizes) for r in synthetic_records(30) if r.outcome == "ok"),
+        },
     }
+    assert summary["records"]["files"] == {"source": 89, "on_target": 51}
     down_files, down_bytes, up_files, up_bytes = _expected_moves(synthetic_records(30))
-    assert (down_files, up_files) == (116, 48)
+    assert (down_files, up_files) == (116, 57)
     assert summary["moved"] == {
         "bytes_downloaded": down_bytes,
         "files_downloaded": down_files,
@@ -395,3 +399,43 @@ def test_counts_never_mix_files_and_records_and_rates_only_for_network_stages(tm
     notes = table[table.index("counted: ") :]
     for column in ("counted:", "skipped:", "bytes:", "wall time:", "throughput:", "median per file:"):
         assert notes.count(column) == 1, column
+
+
+def test_synthetic_record_events_say_what_went_on_the_target(synth: pd.DataFrame) -> None:
+    """extra.uploaded_files as pipeline/context.py writes it: the files put on the target (a
+    zipped record: its bundle and the bundle's manifest), 0 when the record stopped before
+    they were known (download, zip), those already there for a record found done."""
+    ends = synth[(synth["stage"] == "record") & (synth["status"] != "started")].set_index("recid")
+    on_target = {str(r): e["uploaded_files"] for r, e in zip(ends.index, ends["extra"], strict=True)}
+    expected = {
+        "80000": 1,  # ok, 1 file
+        "80001": 2,  # ok, 8 files zipped: bundle + manifest
+        "80007": 5,  # ok, 5 files (not zipped)
+        "80003": 0,  # download failed
+        "80010": 0,  # zip failed
+        "80019": 0,  # no files
+        "80011": 2,  # upload failed: the bundle and manifest it was putting
+        "80026": 3,  # verify failed
+        "80022": 2,  # already done: found on the target with its 2 files
+        "80023": 2,  # already done, 9 files held in a bundle and its manifest
+    }
+    assert {r: on_target[r] for r in expected} == expected
+    assert len(on_target) == 28  # the two interrupted records never closed theirs
+    zipped = synth[(synth["stage"] == "upload") & (synth["recid"] == "80001") & (synth["status"] != "started")]
+    assert sorted(zipped["file"].astype(str)) == ["80001.zip", "80001_bundle_manifest.json"]
+
+
+def test_cli_summary_shows_the_on_target_file_count(synth_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "summary", str(synth_dir)]) == 0
+    out = capsys.readouterr().out
+    line = (
+        "files:   89 source files of the ok records, 51 on the target (zip bundles and their manifests hold the rest)"
+    )
+    assert line in out.splitlines()
+    slowest = out.split("slowest records:")[1].splitlines()
+    assert "on target" in slowest[1]
+    rows = [r.split() for r in slowest[3:] if r.strip()]  # recid status duration (2) bytes (2) files on-target ...
+    assert rows and all(r[7].isdigit() for r in rows), rows
+    assert any(r[-1] == "yes" and int(r[7]) == 2 < int(r[6]) for r in rows), rows  # a bundle and its manifest
+    assert main(["stats", "summary", str(synth_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"]["files"] == {"source": 89, "on_target": 51}
