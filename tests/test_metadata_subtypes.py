@@ -9,6 +9,8 @@ validate_draft (InvenioRDM / NRP) or the Zenodo stand-in's field_errors.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,11 @@ import pytest
 from metadata.base import get_profile, transform_and_validate
 from metadata.readers.values import vocabulary
 from sandbox import repository_validate
+from tests.fixtures_repository import RepositoryHandle
+from tests.fixtures_xrootd import SandboxSource
 from tests.test_metadata_kinds import PROFILES, cern_record, rtype_of, sandbox_errors, zenodo_record
+from tests.test_metadata_only import published_body
+from tests.test_pipeline import run_ferry, write_config
 
 # InvenioRDM's stock resource types, in the fixture's order.
 STOCK = (
@@ -200,3 +206,29 @@ def test_the_sandbox_refuses_a_resource_type_that_is_not_stock(rid: str) -> None
     clean, errors = repository_validate.validate_draft(body, "rdm")
     assert errors == [{"field": "metadata.resource_type", "messages": [f"The resource type '{rid}' does not exist."]}]
     assert "resource_type" not in clean["metadata"]
+
+
+def test_a_folder_thesis_through_ferry_upload_into_the_sandbox(
+    tmp_path: Path, sandbox_source: SandboxSource, repository: RepositoryHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole way: a folder's metadata.json says thesis; the sandbox publishes it as one."""
+    root = tmp_path / "thesis-2024"
+    root.mkdir()
+    (root / "thesis.pdf").write_bytes(b"%PDF-1.4 not really\n")
+    doc = {
+        "title": "Search for long-lived particles (kinds fixture)",
+        "creators": ["Doe, Jane"],
+        "upload_type": "publication",
+        "publication_type": "thesis",
+        "publication_date": "2024-05-01",
+    }
+    (root / "metadata.json").write_text(json.dumps(doc), encoding="utf-8")
+    config = write_config(tmp_path, sandbox_source, repository)
+    args = ["upload", f"dir:{root}", "--target", "sandbox", "--dest", str(tmp_path / "data"), "--publish"]
+    code = run_ferry(config, *args)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    [found] = [e for e in repository.state()["entities"] if e.get("published")]
+    body = published_body(repository, found["id"])
+    assert body["metadata"]["resource_type"]["id"] == "publication-dissertation"
+    assert body["metadata"]["title"] == doc["title"]
