@@ -11,6 +11,9 @@ Memory is bounded by bytes in flight: every part (and a single PUT's body) is re
 a ``ByteBudget`` shared by all uploads of the run *before* its bytes are read, and given
 back once the server has answered for it; ``parts_in_flight`` caps requests per upload.
 Without a budget (direct callers, tests) the bound is ``parts_in_flight`` parts.
+
+Why one module of about 420 lines: the single PUT, the parts, their bodies and the checks
+before completion are one promise, read together; the client calls are in s3_client.
 """
 
 from __future__ import annotations
