@@ -212,40 +212,11 @@ def _word(word: str) -> str:
 
 # --- Zenodo ----------------------------------------------------------------------------
 
-# The legacy deposit API's vocabularies (developers.zenodo.org, "Deposit metadata").
-ZENODO_UPLOAD_TYPES = (
-    "publication",
-    "poster",
-    "presentation",
-    "dataset",
-    "image",
-    "video",
-    "software",
-    "lesson",
-    "physicalobject",
-    "other",
-)
-ZENODO_PUBLICATION_TYPES = (
-    "annotationcollection",
-    "book",
-    "section",
-    "conferencepaper",
-    "datamanagementplan",
-    "article",
-    "patent",
-    "preprint",
-    "deliverable",
-    "milestone",
-    "proposal",
-    "report",
-    "softwaredocumentation",
-    "taxonomictreatment",
-    "technicalnote",
-    "thesis",
-    "workingpaper",
-    "other",
-)
-ZENODO_IMAGE_TYPES = ("figure", "plot", "drawing", "diagram", "photo", "other")
+# The legacy deposit API's vocabularies (developers.zenodo.org, "Deposit metadata"), kept in
+# vocabularies.json with InvenioRDM's: the Zenodo stand-in reads the same lists.
+ZENODO_UPLOAD_TYPES = vocabularies.ordered("zenodo_upload_types")
+ZENODO_PUBLICATION_TYPES = vocabularies.ordered("zenodo_publication_types")
+ZENODO_IMAGE_TYPES = vocabularies.ordered("zenodo_image_types")
 _ZENODO_BY_KIND: dict[str, tuple[str, str | None]] = {
     "dataset": ("dataset", None),
     "software": ("software", None),

@@ -8,47 +8,24 @@ field named (title, upload_type, description, creators, publication_date).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 Obj = dict[str, Any]
 FieldErrors = list[Obj]
 
-UPLOAD_TYPES = (
-    "publication",
-    "poster",
-    "presentation",
-    "dataset",
-    "image",
-    "video",
-    "software",
-    "lesson",
-    "physicalobject",
-    "other",
+# The deposit API's vocabularies, from the one list the profiles use too (read as a file:
+# the stand-in imports nothing of dataferry's metadata code).
+_VOCABULARIES = json.loads(
+    (Path(__file__).resolve().parent.parent / "metadata" / "vocabularies.json").read_text("utf-8")
 )
-PUBLICATION_TYPES = (
-    "annotationcollection",
-    "book",
-    "section",
-    "conferencepaper",
-    "datamanagementplan",
-    "article",
-    "patent",
-    "preprint",
-    "deliverable",
-    "milestone",
-    "proposal",
-    "report",
-    "softwaredocumentation",
-    "taxonomictreatment",
-    "technicalnote",
-    "thesis",
-    "workingpaper",
-    "other",
-)
-IMAGE_TYPES = ("figure", "plot", "drawing", "diagram", "photo", "other")
+UPLOAD_TYPES = tuple(_VOCABULARIES["zenodo_upload_types"])
+PUBLICATION_TYPES = tuple(_VOCABULARIES["zenodo_publication_types"])
+IMAGE_TYPES = tuple(_VOCABULARIES["zenodo_image_types"])
 ACCESS_RIGHTS = ("open", "embargoed", "restricted", "closed")
 RELATIONS = (
     "isCitedBy",
