@@ -30,6 +30,10 @@ The ferry put_file contenders run in a subprocess (``worker`` mode of this scrip
 their CPU and RSS are measured apart from the harness. Requests per file are counted
 from the server's own request log. Prints a Markdown section for docs/benchmarks.md and
 writes the raw numbers as JSON (``--json``).
+
+Why one script of about 510 lines: the contenders (ferry's worker mode, curl's L and M
+transfers, the end-to-end runs), their trial loop and the report are read side by side,
+so that each pair measures the same thing; the shared plumbing is in benchlib.py.
 """
 
 from __future__ import annotations

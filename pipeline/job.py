@@ -12,7 +12,7 @@ records, which is what lets one record's upload overlap another's download. The 
 verify stages are in pipeline/job_files.py, the bookkeeping (target calls through the
 breaker, ledger, stats) in pipeline/job_base.py.
 
-Why one module of about 400 lines: the stages of a record in the order they run are
+Why one module of about 440 lines: the stages of a record in the order they run are
 the pipeline's policy, kept readable in one place on purpose; the upload and verify
 stages (job_files.py) and the bookkeeping (job_base.py) are already beside it.
 """

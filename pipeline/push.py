@@ -20,11 +20,11 @@ The policy lives here; the target only speaks ``upload.targets.base.Target``. In
 
 The steps beside it: ``push_select`` (1), ``push_metadata`` (2), ``push_hashes`` (the md5
 cache), ``push_create`` (3: the marker a create carries and the look for a lost one, so a
-kill never leaves a twin draft), ``push_plan`` (4). A little over 400 lines: the class is
-the order of one push, read top to bottom; its steps live in those modules.
+kill never leaves a twin draft), ``push_plan`` (4).
 
-Why one module of about 430 lines: ``Pusher`` holds one push's result, ledger and plan
-output that every step writes to; the steps without that state are beside it.
+Why one module of about 440 lines: ``Pusher`` is the order of one push, read top to
+bottom, and holds the result, ledger and plan output every step writes to; the steps
+without that state live in the modules above.
 """
 
 from __future__ import annotations

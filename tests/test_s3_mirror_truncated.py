@@ -1,7 +1,7 @@
 """``ferry mirror`` when the source keeps serving a file short (issue 12: "a truncated source
 stream ... object never completed, no object left with a wrong checksum").
 
-A cutting proxy (tests/test_stream_upload.CuttingProxy) sits in front of the Zenodo stand-in
+A cutting proxy (tests/fixtures_zenodo.CuttingProxy) sits in front of the Zenodo stand-in
 and closes every download of two files of a new version early, and every resume of them at
 once, so neither the stream's resumes nor the mirror's fresh tries can save them: one goes
 as a multipart upload (over SMALL_PARTS' threshold), one as a single PUT. The run must fail
@@ -16,32 +16,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.fixtures_s3 import SMALL_PARTS, S3Server, free_port
-from tests.fixtures_zenodo import ZenodoHandle
+from tests.fixtures_s3 import SMALL_PARTS, S3Server
+from tests.fixtures_zenodo import CuttingProxy, ZenodoHandle
 from tests.test_s3_mirror import new_version
 from tests.test_s3_target import objects, uploads
-from tests.test_stream_upload import CuttingProxy
 from tests.test_zenodo_source import publish
 
 MiB = 1024 * 1024
 PREFIX = "jump"
-
-
-@pytest.fixture
-def cut_zenodo(zenodo_factory: Callable[..., ZenodoHandle]) -> Iterator[tuple[ZenodoHandle, CuttingProxy]]:
-    """The Zenodo stand-in whose file links point at a cutting proxy in front of it."""
-    port = free_port()
-    zen = zenodo_factory(public_url=f"http://127.0.0.1:{port}")
-    proxy = CuttingProxy(port, int(zen.url.rsplit(":", 1)[1]))
-    try:
-        yield zen, proxy
-    finally:
-        proxy.close()
 
 
 def _config(tmp_path: Path, zen: ZenodoHandle, server: S3Server, bucket: str) -> Path:

@@ -288,6 +288,7 @@ async def send_object(
         await parts.aclose()
         await client.abort_quietly(bucket, key, upload_id, at=at)  # a cancelled transfer too
         raise
+    # With known parts, every part matched the pre-read whose whole md5 is ``expected``.
     sums = {"md5": expected} if known_parts is not None and expected is not None else hasher.checksums()
     return Sent(etag, sums, True, multipart_etag(digests))
 
@@ -384,11 +385,11 @@ async def _send_parts(
         if budget is not None:
             budget.release(part_size)
 
-    async def send(number: int, body: io.BytesIO, md5: bytes) -> None:
+    async def send(number: int, body: io.BytesIO, nbytes: int, md5: bytes) -> None:
         try:
             etags[number] = await client.upload_part(bucket, key, upload_id, number, body, content_md5=b64(md5), at=at)
             if progress is not None:
-                progress(body.getbuffer().nbytes)
+                progress(nbytes)
         finally:
             del body
             give_back()
@@ -407,9 +408,10 @@ async def _send_parts(
             except BaseException:
                 give_back()
                 raise
+            nbytes = sum(piece.nbytes for piece in pieces)
             del pieces
             digests.append(md5)
-            tasks.append(asyncio.create_task(send(number, body, md5)))
+            tasks.append(asyncio.create_task(send(number, body, nbytes, md5)))
             del body
         await asyncio.gather(*tasks)
     except BaseException:
