@@ -23,6 +23,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -33,7 +34,7 @@ from ferry.core.config import Secret
 from ferry.core.errors import FerryError, RateLimited, TargetUnavailable, maybe_applied
 from ferry.core.logs import register_secret
 from ferry.core.retry import RetryPolicy, retry
-from upload.targets.base import NoLimit, PausableLimiter, RefundableLimiter, RequestLimiter
+from upload.targets.base import NoLimit, PausableLimiter, Progress, RefundableLimiter, RequestLimiter
 
 # The bodies and the status map are their own modules; their names are this client's API
 # too, so the targets import one module.
@@ -43,6 +44,7 @@ from upload.targets.http_errors import Where, field_errors, map_status, mark, se
 log = logging.getLogger(__name__)
 
 RetryMode = Literal["all", "safe", "none"]
+OCTET = "application/octet-stream"  # the type of every file body sent
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,34 @@ class HttpClient:
 
         return await retry(attempt, policy=self.policy, retryable=retryable, what=f"{where.what} ({method})")
 
+    async def put_range(
+        self,
+        link: str,
+        where: Where,
+        path: Path,
+        offset: int,
+        count: int,
+        *,
+        progress: Progress | None = None,
+        md5: StreamMd5 | None = None,
+        expect: tuple[int, ...] = (200,),
+        retry_mode: RetryMode = "all",
+        read_timeout: float | None = None,
+    ) -> Response:
+        """PUT ``count`` bytes of ``path`` from ``offset`` as the raw body, streamed from disk
+        afresh for each attempt (``file_range``); ``md5`` receives their md5 once all are read.
+        Always ``application/octet-stream``: InvenioRDM answers 415 to anything else."""
+        return await self.request(
+            "PUT",
+            link,
+            where,
+            body=file_range(path, offset, count, progress=progress, md5=md5),
+            headers={"Content-Type": OCTET, "Content-Length": str(count)},
+            expect=expect,
+            retry_mode=retry_mode,
+            read_timeout=read_timeout,
+        )
+
     def _timeouts(self, read_timeout: float | None) -> dict[str, Any]:
         """This request's own read timeout, only when given: aiohttp reads timeout=None as
         "no timeouts at all"."""
@@ -262,6 +292,7 @@ async def sleep_backoff(attempt: int, *, first: float = 0.05, factor: float = 1.
 
 __all__ = [
     "CHUNK",
+    "OCTET",
     "BodyFactory",
     "FileRange",
     "HttpClient",

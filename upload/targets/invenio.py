@@ -4,8 +4,10 @@ Speaks the REST API in ``docs/repositories-api.md``: drafts at ``/api/records`` 
 NRP model's ``links.records`` found through ``/.well-known/repository``), files with ``L``
 or ``M`` transfers (``upload.targets.invenio_files``), publish directly or through the server's
 ``publish_draft`` request (``upload.targets.invenio_publish``), new versions. The options
-and the NRP discovery, settled once per target, are ``upload.targets.invenio_setup``'s.
-URLs come from the server's ``links`` wherever the server gives them.
+and the NRP discovery, settled once per target, are ``upload.targets.invenio_setup``'s;
+what it does as Zenodo's target does (the HTTP session, the draft and file checks before
+a request) is ``upload.targets.drafts``'. URLs come from the server's ``links`` wherever
+the server gives them.
 
 Requests that create something (draft, file entry, publish request) are never repeated
 blindly. File entries and publish requests are checked here after an unclear failure (the
@@ -23,37 +25,32 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ferry.core.checksums import Checksum
-from ferry.core.config import ConfigError, Secret, TargetConfig
-from ferry.core.errors import Conflict, QuotaError, TargetError, TargetNotFound, ValidationError
+from ferry.core.config import TargetConfig
+from ferry.core.errors import Conflict, TargetNotFound, ValidationError
 from ferry.core.retry import RetryPolicy, retry
 from upload.targets.base import (
     Abilities,
-    NotSupported,
     Progress,
     PublishOutcome,
     RecordState,
     RemoteFile,
     RemoteRecord,
-    RequestLimiter,
     Target,
-    TargetBase,
-    TargetLimits,
     TransferType,
-    Wiring,
 )
-from upload.targets.http import HttpClient, Where, field_errors
+from upload.targets.drafts import DraftTarget, Wording
+from upload.targets.http import Where, field_errors
 from upload.targets.invenio_files import FileSettings, FileTransfers
 from upload.targets.invenio_publish import Publishing
-from upload.targets.invenio_setup import ca_file, discover, hits, options
+from upload.targets.invenio_setup import OPTION_DEFAULTS, PATH_OPTIONS, discover, hits
 
 log = logging.getLogger(__name__)
 
 
-class InvenioTarget(TargetBase):
+class InvenioTarget(DraftTarget[FileTransfers]):
     """An InvenioRDM/NRP repository as a ``upload.targets.base.Target``. One HTTP session per instance."""
 
     abilities = Abilities(
@@ -68,32 +65,19 @@ class InvenioTarget(TargetBase):
         metadata_only=True,  # files.enabled = false
     )
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        *,
-        token: Secret | None = None,
-        limiter: RequestLimiter | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> None:
-        """``token``: the target's token as the run read it (once, ``pipeline.runtime.open_run``);
-        None reads it from ``config`` here (tests, tools building a target on its own)."""
-        if not config.url.startswith(("http://", "https://")):
-            raise ConfigError(f"targets.{config.name}.url must be an http(s) URL, not {config.url!r}")
-        settings = options(config)
-        self.name = config.name
-        self.config = config
-        self.limits = TargetLimits(config.max_files_per_record, config.max_file_size, config.max_record_size)
-        self.http = HttpClient(
-            config.url,
-            token if token is not None else config.token(),
-            limiter=limiter,
-            policy=policy,
-            verify_tls=config.verify_tls,
-            ca_file=ca_file(config),
-            connections=int(settings["connections"]),
-            read_timeout=float(settings["read_timeout"]),
-        )
+    wording = Wording(
+        system="InvenioRDM",
+        target="an InvenioRDM target",
+        record="record",
+        locked="files and metadata locked",
+        limit="the target's",
+        server="the server",
+    )
+    option_defaults = OPTION_DEFAULTS
+    path_options = PATH_OPTIONS
+
+    def _set_up(self, config: TargetConfig) -> None:
+        settings = self.options
         self._settings = FileSettings(
             multipart_threshold=config.multipart_threshold,
             part_size=config.part_size,
@@ -111,20 +95,6 @@ class InvenioTarget(TargetBase):
         self._publishing = Publishing(self.http, self.http.url("api/requests"))
         self._ready = False
         self._ready_lock = asyncio.Lock()
-
-    @classmethod
-    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
-        return cls(config, token=wiring.token, limiter=wiring.limiter, policy=wiring.policy)
-
-    def __repr__(self) -> str:
-        return f"InvenioTarget({self.name!r}, {self.config.url!r})"
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    @property
-    def requests_sent(self) -> int:
-        return self.http.requests_sent
 
     def plan_file(self, size: int) -> TransferType:
         return self._files.plan(size)
@@ -154,11 +124,9 @@ class InvenioTarget(TargetBase):
     # --- records --------------------------------------------------------------------------
 
     def _record(self, body: Any, recid: str) -> RemoteRecord:
-        if not isinstance(body, Mapping) or not body.get("id"):
-            raise TargetError("the server answered without a record id", recid=recid)
+        body, links = self._answered(body, recid)
         published = bool(body.get("is_published", False))
         state: RecordState = "draft" if body.get("is_draft", not published) else "published"
-        links = {k: self.http.url(v) for k, v in (body.get("links") or {}).items() if isinstance(v, str)}
         errors = {k: tuple(v) for k, v in field_errors(body).items()}
         revision = body.get("revision_id")
         return RemoteRecord(
@@ -222,13 +190,9 @@ class InvenioTarget(TargetBase):
                 return hit
             # A draft published since it was indexed has no draft any more: its record does.
             for link in (hit.links["self"], hit.links.get("record")):
-                if not link:
-                    continue
-                try:
-                    body = (await self.http.request("GET", link, where)).body
-                except TargetNotFound:
-                    continue
-                return self._record(body, recid)
+                current = await self._read(link, recid, where.what) if link else None
+                if current is not None:
+                    return current
             log.info("record %s: search hit %s is gone (deleted since it was indexed)", recid, hit.id)
         return None
 
@@ -247,22 +211,16 @@ class InvenioTarget(TargetBase):
     async def discard(self, rec: RemoteRecord) -> None:
         """``ClaimingTarget``: delete a draft never published (``DELETE .../draft``)."""
         url = self._create_url.rstrip("/") + "/" + quote(rec.id, safe="") + "/draft"
-        try:
-            await self.http.request("DELETE", url, Where("discard draft", rec.recid), expect=(200, 202, 204))
-        except TargetNotFound:
-            return
+        await self._discard_at(url, rec, "discard draft", (200, 202, 204))
 
     async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
         await self._ensure_ready()
         # Only an id is known here (from the ledger), so the URL is built: <collection>/<id>[/draft].
         base = self._create_url.rstrip("/") + "/" + quote(record_id, safe="")
-        where = Where("read record", recid)
         for link in (base + "/draft", base):
-            try:
-                body = (await self.http.request("GET", link, where)).body
-            except TargetNotFound:
-                continue
-            return self._record(body, recid)
+            found = await self._read(link, recid, "read record")
+            if found is not None:
+                return found
         return None
 
     async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
@@ -283,47 +241,17 @@ class InvenioTarget(TargetBase):
         )
         return self._checked(self._record(resp.body, rec.recid), "update metadata")
 
-    def _require_draft(self, rec: RemoteRecord, what: str, key: str | None = None) -> None:
-        if rec.state != "draft" or "self" not in rec.links:
-            raise Conflict(
-                f"{what}: record {rec.id} is published (files and metadata locked; make a new version)",
-                recid=rec.recid,
-                file=key,
-            )
-
     # --- files ----------------------------------------------------------------------------
 
-    async def list_files(self, rec: RemoteRecord) -> dict[str, RemoteFile]:
-        return await self._files.list(rec)
-
-    async def put_file(
-        self,
-        rec: RemoteRecord,
-        key: str,
-        path: Path,
-        size: int,
-        expected: Checksum | None,
-        progress: Progress | None = None,
+    async def _put(
+        self, rec: RemoteRecord, key: str, path: Path, size: int, md5: str | None, progress: Progress | None
     ) -> RemoteFile:
-        self._require_draft(rec, "upload", key)
-        if expected is not None and expected.algorithm != "md5":
-            raise NotSupported(f"InvenioRDM verifies files by md5, not {expected.algorithm}", recid=rec.recid, file=key)
-        md5 = expected.value if expected is not None else None
-        if size > self.limits.max_file_size:
-            raise QuotaError(
-                f"{size} bytes is over the target's limit of {self.limits.max_file_size} per file",
-                recid=rec.recid,
-                file=key,
-            )
+        # Whole-file attempts: a failed init, content, commit or verify starts the file over.
         return await retry(
-            lambda: self._files.put(rec, key, Path(path), size, md5, progress),
+            lambda: self._files.put(rec, key, path, size, md5, progress),
             policy=self._file_policy,
             what=f"record {rec.recid} upload {key}",
         )
-
-    async def delete_file(self, rec: RemoteRecord, key: str) -> None:
-        self._require_draft(rec, "delete file", key)
-        await self._files.delete(rec, key)
 
     # --- publish and versions -------------------------------------------------------------
 

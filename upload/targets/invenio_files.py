@@ -27,11 +27,10 @@ from urllib.parse import quote
 from ferry.core.checksums import Checksum
 from ferry.core.errors import Conflict, FerryError, TargetError, TargetNotFound, TransferFailed, VerificationError
 from upload.targets.base import Progress, RemoteFile, RemoteRecord, TransferType
-from upload.targets.http import HttpClient, StreamMd5, Where, file_md5, file_range, maybe_applied, sleep_backoff
+from upload.targets.http import HttpClient, StreamMd5, Where, file_md5, maybe_applied, sleep_backoff
 
 log = logging.getLogger(__name__)
 
-OCTET = "application/octet-stream"  # always: InvenioRDM answers 415 to anything else
 # Keys InvenioRDM accepts in a file-init entry; anything else makes it answer 400.
 INIT_KEYS = frozenset({"key", "size", "checksum", "metadata", "access", "transfer", "storage_class"})
 MAX_PARTS = 10_000
@@ -265,14 +264,8 @@ class FileTransfers:
         link = links.get("content") or self._entry_link(rec, key) + "/content"
         where = Where("upload content", rec.recid, key)
         # "safe": a failed content PUT may delete the entry; the whole attempt is redone instead.
-        resp = await self.http.request(
-            "PUT",
-            link,
-            where,
-            body=file_range(path, 0, size, progress=progress, md5=md5),
-            headers={"Content-Type": OCTET, "Content-Length": str(size)},
-            retry_mode="safe",
-            expect=(200, 201, 204),
+        resp = await self.http.put_range(
+            link, where, path, 0, size, progress=progress, md5=md5, retry_mode="safe", expect=(200, 201, 204)
         )
         failure = transfer_failure(resp.body)
         if failure:
@@ -298,13 +291,8 @@ class FileTransfers:
             where = Where(f"upload part {number}/{len(parts)}", rec.recid, key)
             async with gate:
                 # A part PUT is idempotent: a resend replaces the part, so it is retried as is.
-                resp = await self.http.request(
-                    "PUT",
-                    url,
-                    where,
-                    body=file_range(path, offset, count, progress=progress),
-                    headers={"Content-Type": OCTET, "Content-Length": str(count)},
-                    expect=(200, 201, 204),
+                resp = await self.http.put_range(
+                    url, where, path, offset, count, progress=progress, expect=(200, 201, 204)
                 )
             failure = transfer_failure(resp.body)
             if failure:

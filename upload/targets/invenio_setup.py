@@ -2,10 +2,11 @@
 
 Split from ``upload.targets.invenio`` because it runs once per target, not per record:
 the ``[targets.X]`` keys beyond ``TargetConfig``'s own (checked when the target is built,
-so a misspelt key fails before any request), and, for an NRP server (``model`` set), the
-discovery through ``/.well-known/repository`` of where the model's drafts are created and
-searched, where requests are listed, and whether ``M`` transfers are offered. ``hits``
-reads the list answers both this and the record operations get.
+by ``upload.targets.drafts.checked_options``, so a misspelt key fails before any request),
+and, for an NRP server (``model`` set), the discovery through ``/.well-known/repository``
+of where the model's drafts are created and searched, where requests are listed, and
+whether ``M`` transfers are offered. ``hits`` reads the list answers both this and the
+record operations get.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ferry.core.config import ConfigError, TargetConfig
@@ -22,9 +22,8 @@ from upload.targets.http import HttpClient, Where
 
 log = logging.getLogger(__name__)
 
-# The keys of a [targets.X] section beyond TargetConfig's own fields, with their defaults.
-# Anything else is refused: a misspelt option silently ignored is a setting the user
-# believes in and does not have.
+# The keys of a [targets.X] section beyond TargetConfig's own fields, with their defaults
+# (anything else is refused).
 OPTION_DEFAULTS: dict[str, int | float | bool] = {
     "connections": 16,
     "read_timeout": 600.0,
@@ -47,50 +46,6 @@ def hits(body: Any) -> list[Mapping[str, Any]]:
         if isinstance(items, Mapping):
             items = items.get("hits", [])
     return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
-
-
-def ca_file(config: TargetConfig) -> str | None:
-    """``targets.X.ca_file`` as a readable file's path (ConfigError otherwise); None when unset."""
-    value = config.options.get("ca_file")
-    if value is None:
-        return None
-    path = Path(str(value)).expanduser() if isinstance(value, str) and value else None
-    if path is None or not path.is_file():
-        raise ConfigError(f"targets.{config.name}.ca_file must name a readable PEM file, not {value!r}")
-    return str(path)
-
-
-def _check_option(where: str, key: str, value: Any) -> None:
-    """``value`` must have the kind of ``key``'s default (ConfigError naming the key otherwise)."""
-    default = OPTION_DEFAULTS[key]
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, kind = number and isinstance(value, int) and value > 0, "a whole number > 0"
-    else:
-        ok, kind = number and value > 0, "a number > 0"
-    if not ok:
-        raise ConfigError(f"{where}.{key} must be {kind}, not {value!r}")
-
-
-def options(config: TargetConfig) -> dict[str, int | float | bool]:
-    """The target's options with defaults filled in and types checked (ConfigError naming
-    the key otherwise)."""
-    where = f"targets.{config.name}"
-    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS) - set(PATH_OPTIONS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(an InvenioRDM target also takes: {', '.join(sorted([*OPTION_DEFAULTS, *PATH_OPTIONS]))})"
-        )
-    out = dict(OPTION_DEFAULTS)
-    for key, value in config.options.items():
-        if key in PATH_OPTIONS:
-            continue
-        _check_option(where, key, value)
-        out[key] = value
-    return out
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@
     publish = false
 
 A deposition is a draft (``submitted: false``) until published; its files go through the
-bucket API (``upload.targets.zenodo_files``) and lock at publication. A published
+bucket API (``upload.targets.zenodo_files``) and lock at publication. What it does as the
+InvenioRDM target does (the HTTP session, the draft and file checks before a request) is
+``upload.targets.drafts``'. A published
 deposition gets a new version with ``actions/newversion``, whose answer is the ORIGINAL
 deposition: the new draft is at ``links.latest_draft``. Asking again while that draft has
 files answers 400 "Please remove all files first." although the draft is there: that
@@ -32,58 +34,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ferry.core.checksums import Checksum
-from ferry.core.config import ConfigError, Secret, TargetConfig
-from ferry.core.errors import Conflict, FerryError, QuotaError, TargetError, TargetNotFound, ValidationError
-from ferry.core.retry import RetryPolicy
+from ferry.core.config import TargetConfig
+from ferry.core.errors import Conflict, FerryError, TargetError, ValidationError
 from upload.targets.base import (
     Abilities,
-    NotSupported,
-    Progress,
     PublishOutcome,
     RecordState,
-    RemoteFile,
     RemoteRecord,
-    RequestLimiter,
     Target,
-    TargetBase,
-    TargetLimits,
     TransferType,
-    Wiring,
 )
-from upload.targets.http import HttpClient, Where, maybe_applied, sleep_backoff
+from upload.targets.drafts import DraftTarget, Wording
+from upload.targets.http import Where, maybe_applied, sleep_backoff
 from upload.targets.zenodo_files import BucketFiles
 
 log = logging.getLogger(__name__)
 
 NEW_VERSION_HAS_FILES = "remove all files first"
+READ = "read deposition"  # what a GET of one deposition is called in messages
 # Extra keys a [targets.X] section of type zenodo takes, with their defaults.
 OPTION_DEFAULTS: dict[str, int | float] = {"connections": 8, "read_timeout": 300.0}
 
 
-def _options(config: TargetConfig) -> dict[str, int | float]:
-    where = f"targets.{config.name}"
-    unknown = sorted(set(config.options) - set(OPTION_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} (a Zenodo target also takes: "
-            f"{', '.join(sorted(OPTION_DEFAULTS))})"
-        )
-    out = dict(OPTION_DEFAULTS)
-    for key, value in config.options.items():
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        whole = isinstance(OPTION_DEFAULTS[key], int)
-        if not number or value <= 0 or (whole and not isinstance(value, int)):
-            raise ConfigError(f"{where}.{key} must be {'a whole number' if whole else 'a number'} > 0, not {value!r}")
-        out[key] = value
-    return out
-
-
-class ZenodoTarget(TargetBase):
+class ZenodoTarget(DraftTarget[BucketFiles]):
     """Zenodo depositions as a ``upload.targets.base.Target``. One HTTP session per instance."""
 
     abilities = Abilities(
@@ -97,48 +73,22 @@ class ZenodoTarget(TargetBase):
         claims=True,  # two runs that both missed the other's fresh deposition keep the older
     )
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        *,
-        token: Secret | None = None,
-        limiter: RequestLimiter | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ConfigError(f"targets.{config.name}.url must be an http(s) URL, not {config.url!r}")
-        options = _options(config)
-        self.name = config.name
-        self.config = config
-        self.limits = TargetLimits(config.max_files_per_record, config.max_file_size, config.max_record_size)
-        self.http = HttpClient(
-            config.url,
-            token if token is not None else config.token(),
-            limiter=limiter,
-            policy=policy,
-            verify_tls=config.verify_tls,
-            connections=int(options["connections"]),
-            read_timeout=float(options["read_timeout"]),
-        )
-        self._files = BucketFiles(self.http, read_timeout=float(options["read_timeout"]))
+    wording = Wording(
+        system="Zenodo",
+        target="a Zenodo target",
+        record="deposition",
+        locked="files locked",
+        limit="Zenodo's",
+        server="Zenodo",
+    )
+    option_defaults = OPTION_DEFAULTS
+
+    def _set_up(self, config: TargetConfig) -> None:
+        self._files = BucketFiles(self.http, read_timeout=float(self.options["read_timeout"]))
         self._depositions = self.http.url("api/deposit/depositions")
         # The metadata each deposition had when last read or written: an update with the
         # same document is not sent again (a re-run of a finished upload writes nothing).
         self._known: dict[str, dict[str, Any]] = {}
-
-    @classmethod
-    def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
-        return cls(config, token=wiring.token, limiter=wiring.limiter, policy=wiring.policy)
-
-    def __repr__(self) -> str:
-        return f"ZenodoTarget({self.name!r}, {self.config.url!r})"
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    @property
-    def requests_sent(self) -> int:
-        return self.http.requests_sent
 
     def plan_file(self, size: int) -> TransferType:
         return "L"  # one bucket PUT per file, whatever its size
@@ -146,12 +96,10 @@ class ZenodoTarget(TargetBase):
     # --- depositions ----------------------------------------------------------------------
 
     def _record(self, body: Any, recid: str) -> RemoteRecord:
-        if not isinstance(body, Mapping) or not body.get("id"):
-            raise TargetError("Zenodo answered without a deposition id", recid=recid)
+        body, links = self._answered(body, recid)
         # submitted: published at least once; its files are locked from then on, even while
         # its metadata is reopened with actions/edit (state "inprogress").
         state: RecordState = "published" if body.get("submitted") else "draft"
-        links = {k: self.http.url(v) for k, v in (body.get("links") or {}).items() if isinstance(v, str)}
         html = links.get("html", "")
         if "record_html" not in links and html.endswith(f"/deposit/{body['id']}"):
             # A draft's page (links.html, /deposit/<id>) is its owner's edit form; what it
@@ -162,13 +110,6 @@ class ZenodoTarget(TargetBase):
         if isinstance(metadata, Mapping):
             self._known[str(body["id"])] = _own(metadata)
         return RemoteRecord(id=str(body["id"]), recid=recid, state=state, links=links)
-
-    async def _read(self, link: str, recid: str) -> RemoteRecord | None:
-        try:
-            body = (await self.http.request("GET", link, Where("read deposition", recid))).body
-        except TargetNotFound:
-            return None
-        return self._record(body, recid)
 
     async def find(self, recid: str, query: str) -> RemoteRecord | None:
         where = Where("search depositions", recid)
@@ -191,7 +132,7 @@ class ZenodoTarget(TargetBase):
         # it never hides a deposition that exists.
         for candidate in pool:
             hit = self._record(candidate, recid)
-            current = await self._read(hit.links.get("self", f"{self._depositions}/{quote(hit.id)}"), recid)
+            current = await self._read(hit.links.get("self", f"{self._depositions}/{quote(hit.id)}"), recid, READ)
             if current is not None:
                 return current
         return None
@@ -214,15 +155,12 @@ class ZenodoTarget(TargetBase):
     async def discard(self, rec: RemoteRecord) -> None:
         """``ClaimingTarget``: delete a deposition never published; a missing one is no error."""
         url = rec.links.get("self", f"{self._depositions}/{quote(rec.id)}")
-        try:
-            await self.http.request("DELETE", url, Where("discard deposition", rec.recid), expect=(201, 202, 204))
-        except TargetNotFound:
-            return
+        await self._discard_at(url, rec, "discard deposition", (201, 202, 204))
 
     async def get(self, recid: str, record_id: str) -> RemoteRecord | None:
         if not record_id.isdigit():
             return None  # not a Zenodo deposition id (a ledger of another target type)
-        return await self._read(f"{self._depositions}/{record_id}", recid)
+        return await self._read(f"{self._depositions}/{record_id}", recid, READ)
 
     async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
         where = Where("create deposition", recid)
@@ -247,46 +185,6 @@ class ZenodoTarget(TargetBase):
         resp = await self.http.request("PUT", rec.links["self"], Where("update metadata", rec.recid), json=dict(body))
         return self._record(resp.body, rec.recid)
 
-    def _require_draft(self, rec: RemoteRecord, what: str, key: str | None = None) -> None:
-        if rec.state != "draft" or "self" not in rec.links:
-            raise Conflict(
-                f"{what}: deposition {rec.id} is published (files locked; make a new version)",
-                recid=rec.recid,
-                file=key,
-            )
-
-    # --- files ----------------------------------------------------------------------------
-
-    async def list_files(self, rec: RemoteRecord) -> dict[str, RemoteFile]:
-        return await self._files.list(rec)
-
-    async def put_file(
-        self,
-        rec: RemoteRecord,
-        key: str,
-        path: Path,
-        size: int,
-        expected: Checksum | None,
-        progress: Progress | None = None,
-    ) -> RemoteFile:
-        self._require_draft(rec, "upload", key)
-        if expected is not None and expected.algorithm != "md5":
-            raise NotSupported(f"Zenodo verifies files by md5, not {expected.algorithm}", recid=rec.recid, file=key)
-        if "/" in key:
-            raise NotSupported("Zenodo file names are flat: a key may not hold '/'", recid=rec.recid, file=key)
-        if size > self.limits.max_file_size:
-            raise QuotaError(
-                f"{size} bytes is over Zenodo's limit of {self.limits.max_file_size} per file",
-                recid=rec.recid,
-                file=key,
-            )
-        md5 = expected.value if expected is not None else None
-        return await self._files.put(rec, key, Path(path), size, md5, progress)
-
-    async def delete_file(self, rec: RemoteRecord, key: str) -> None:
-        self._require_draft(rec, "delete file", key)
-        await self._files.delete(rec, key)
-
     # --- publish and versions -------------------------------------------------------------
 
     async def publish(self, rec: RemoteRecord) -> PublishOutcome:
@@ -301,7 +199,7 @@ class ZenodoTarget(TargetBase):
                 if not (exc.retryable and maybe_applied(exc)) or attempt == attempts:
                     raise
                 # A lost answer: the deposition says whether the publish went through.
-                now = await self._read(rec.links["self"], rec.recid)
+                now = await self._read(rec.links["self"], rec.recid, READ)
                 if now is not None and now.state == "published":
                     return PublishOutcome("published", now.id)
                 await sleep_backoff(attempt)
@@ -337,12 +235,12 @@ class ZenodoTarget(TargetBase):
         if isinstance(answer, Mapping) and not answer.get("submitted") and answer.get("id"):
             return self._record(answer, rec.recid)  # zenodo-rdm may answer with the draft itself
         if not isinstance(answer, Mapping):
-            original = (await self.http.request("GET", rec.links["self"], Where("read deposition", rec.recid))).body
+            original = (await self.http.request("GET", rec.links["self"], Where(READ, rec.recid))).body
             answer = original if isinstance(original, Mapping) else {}
         link = (answer.get("links") or {}).get("latest_draft")
         if not link:
             return None
-        draft = await self._read(self.http.url(link), rec.recid)
+        draft = await self._read(self.http.url(link), rec.recid, READ)
         if draft is None or draft.state != "draft":
             return None
         return draft

@@ -27,11 +27,10 @@ from ferry.core.errors import (
     VerificationError,
 )
 from upload.targets.base import Progress, RemoteFile, RemoteRecord
-from upload.targets.http import HttpClient, StreamMd5, Where, file_md5, file_range
+from upload.targets.http import HttpClient, StreamMd5, Where, file_md5
 
 log = logging.getLogger(__name__)
 
-OCTET = "application/octet-stream"
 # After the last byte, Zenodo stores and hashes the file before it answers: the read
 # timeout of a PUT grows with its size at this pessimistic server-side rate.
 SERVER_BYTES_PER_SECOND = 20 * 10**6
@@ -111,12 +110,14 @@ class BucketFiles:
         streamed = StreamMd5() if md5 is None else None
         # A PUT replaces the whole object and Zenodo keeps the old one until the new body is
         # complete, so repeating it after any failure is safe.
-        resp = await self.http.request(
-            "PUT",
+        resp = await self.http.put_range(
             url,
             where,
-            body=file_range(path, 0, size, progress=progress, md5=streamed),
-            headers={"Content-Type": OCTET, "Content-Length": str(size)},
+            path,
+            0,
+            size,
+            md5=streamed,
+            progress=progress,
             expect=(200, 201),
             read_timeout=upload_read_timeout(size, self.read_timeout),
         )
