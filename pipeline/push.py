@@ -150,6 +150,7 @@ class Pusher:
                 event.close("dry-run", reason="dry run: nothing written")
                 return self.result
             assert rec is not None
+            self._mark_absent(rec, files, hashes, have, todo)
             await self._upload(rec, files, hashes, todo)
             await self._verify(rec, files, hashes)
             await self._finish(rec)
@@ -164,6 +165,31 @@ class Pusher:
             reason=f"{len(self.result.sent)} sent, {len(self.result.skipped)} already there",
         )
         return self.result
+
+    def _mark_absent(
+        self,
+        rec: RemoteRecord,
+        files: list[PushFile],
+        hashes: Mapping[str, Checksum],
+        have: Mapping[str, RemoteFile],
+        todo: set[str],
+    ) -> None:
+        """Tell a target that can use it (S3) which files the listing just showed absent or
+        different: their put needs no probing HEAD first (a file with a cached md5 on a
+        fresh prefix, or a changed one). A ``--restart`` of an identical file is not among
+        them: its put still finds it there, as before."""
+        mark = getattr(self.target, "mark_absent", None)
+        if mark is None:
+            return
+        mark(
+            rec.recid,
+            [
+                f.key
+                for f in files
+                if f.key in todo
+                and not (f.key in have and f.key in hashes and have[f.key].matches(f.size, hashes[f.key]))
+            ],
+        )
 
     async def _select(self) -> list[PushFile]:
         """The files to push: the selection, checked, then ``--include``/``--exclude``."""

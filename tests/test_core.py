@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -57,6 +58,25 @@ def test_multihasher_matches_hashlib_and_zlib(tmp_path: Path) -> None:
     streamed = MultiHasher(("sha1",))
     streamed.update(memoryview(data)[:10])
     assert streamed.hexdigests()["sha1"] == hashlib.sha1(data[:10]).hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 1000, 3 * 4096, 3 * 4096 + 17])
+def test_hash_file_gives_part_md5s_in_the_same_read(tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole-file digests and the md5 of each 4096-byte part (the last one short; an empty
+    file has none), as S3's multipart ETag needs them; chunks cross part boundaries."""
+    import hashlib
+
+    import ferry.core.checksums as checksums
+
+    data = os.urandom(size)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    monkeypatch.setattr(checksums, "CHUNK", 3000)  # reads that straddle the parts
+    h = hash_file(str(p), ("md5", "sha1"), part_size=4096)
+    assert h.size == size
+    assert h.hexdigests() == {"md5": hashlib.md5(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest()}
+    assert h.parts == [hashlib.md5(data[i : i + 4096]).digest() for i in range(0, size, 4096)]
+    assert hash_file(str(p), ("md5",)).parts == []  # only when asked
 
 
 @pytest.mark.parametrize("key", ["", "/etc/passwd", "../x", "a/../../x", "a\x00b", "a\\b", "C:x", ".", "./"])

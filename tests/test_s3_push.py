@@ -118,3 +118,33 @@ def test_a_lost_create_answer_leaves_no_open_upload(
     body, meta = stored(moto_s3, moto_bucket)[f"{PREFIX}/tiles/a.pmtiles"]
     assert body == data and meta["ferry-md5"] == md5(data)
     assert uploads(moto_s3, moto_bucket) == []
+
+
+def test_a_push_to_a_fresh_prefix_heads_nothing(
+    tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, moto_bucket: str, config: Path
+) -> None:
+    """Every put is proved by its answer's ETag, so the final check is one LIST (its sizes
+    and ETags are those puts'), and the check before it finds nothing to HEAD: no HEAD at
+    all, whether the md5s are hashed while sending (the first push) or already known (the
+    cache of that push, pushing again to another prefix). The files are still verified:
+    a second push to the first prefix skips all of them by their stored md5s."""
+    files = {"catalog.yaml": b"id: run3\n", "tiles/a.pmtiles": os.urandom(7 * MiB), "genes.tsv": b"g\t1\n" * 100}
+    d = make_dir(tmp_path, files)
+    first = ferry(moto_s3, s3_proxy, config, str(d), "--target", "cart")
+    assert first.returncode == 0, first.stderr
+    assert "3 sent, 0 already there" in first.stdout
+    assert [r for r in s3_proxy.requests if r[0] == "HEAD"] == []
+
+    other = tmp_path / "other.toml"
+    other.write_text(proxied_target("cart", f"s3://{moto_bucket}/elsewhere", s3_proxy, layout="plain"))
+    s3_proxy.reset()
+    cached = ferry(moto_s3, s3_proxy, other, str(d), "--target", "cart")
+    assert cached.returncode == 0, cached.stderr
+    assert "3 sent, 0 already there" in cached.stdout
+    assert [r for r in s3_proxy.requests if r[0] == "HEAD"] == []
+    assert stored(moto_s3, moto_bucket)["elsewhere/tiles/a.pmtiles"][1]["ferry-md5"] == md5(files["tiles/a.pmtiles"])
+
+    s3_proxy.reset()
+    again = ferry(moto_s3, s3_proxy, config, str(d), "--target", "cart")
+    assert again.returncode == 0, again.stderr
+    assert "0 sent, 3 already there" in again.stdout and s3_proxy.writes() == []

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ferry.core.checksums import Checksum, MultiHasher
+from ferry.core.checksums import Checksum, MultiHasher, hash_file
 from ferry.core.config import Limits, TargetConfig
 from ferry.core.errors import AuthError, ConfigError, InputError, VerificationError
 from ferry.testing.target_suite import TargetBackend, TargetSuite
@@ -152,6 +152,44 @@ async def test_plain_layout_lists_only_its_records_objects(
         await target.put_file(rec, "sub/catalog.yaml", tmp_path / "c", 11, md5(b"catalog: 1\n"))
         assert objects(s3_env, s3_bucket) == {"pfx/sub/catalog.yaml": 11, "pfx/someone-elses.txt": 6}
         assert list(await target.list_files(rec)) == ["sub/catalog.yaml"]  # never "stale" to delete
+    finally:
+        await target.aclose()
+
+
+async def test_list_files_heads_only_what_this_run_did_not_put_and_prove(
+    make: Callable[..., S3Target], s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Objects this target put (single PUT and multipart, each proved by its ETag) are
+    listed from LIST alone, with the checksums a HEAD reports; one replaced behind its
+    back (same size, other bytes: another ETag), one of another record in the shared
+    plain prefix and one written before this run are read by a HEAD, as before."""
+    target = make(layout="plain")
+    small, big = b"catalog: 1\n", os.urandom(7 * MiB)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "big").write_bytes(big)
+    sync = s3_env.sync_client()
+    sync.put_object(Bucket=s3_bucket, Key="pfx/old.txt", Body=b"old", Metadata={"ferry-record": "push"})
+    sync.put_object(Bucket=s3_bucket, Key="pfx/theirs.txt", Body=b"theirs", Metadata={"ferry-record": "other"})
+    try:
+        rec = await target.create("push", {})
+        await target.put_file(rec, "catalog.yaml", tmp_path / "small", len(small), None)
+        await target.put_file(rec, "tiles.pmtiles", tmp_path / "big", len(big), None)
+        await target.put_file(rec, "genes.tsv", tmp_path / "small", len(small), None)
+        log = await logged(target)
+        listed = await target.list_files(rec)
+        assert log.names() == ["ListObjectsV2", "HeadObject", "HeadObject"]  # old.txt, theirs.txt
+        assert sorted(listed) == ["catalog.yaml", "genes.tsv", "old.txt", "tiles.pmtiles"]
+        assert listed["catalog.yaml"].matches(len(small), md5(small))
+        assert listed["tiles.pmtiles"].matches(len(big), md5(big))
+        for key in ("catalog.yaml", "tiles.pmtiles"):  # what a HEAD would have said
+            assert listed[key] == await target.stat("push", key)
+
+        replaced = {"ferry-md5": "0" * 32, "ferry-record": "push"}
+        sync.put_object(Bucket=s3_bucket, Key="pfx/genes.tsv", Body=b"X" * len(small), Metadata=replaced)
+        log.ops.clear()
+        again = await target.list_files(rec)
+        assert log.names().count("HeadObject") == 3  # old.txt, theirs.txt and the replaced genes.tsv
+        assert again["genes.tsv"].checksum("md5") == "0" * 32 and not again["genes.tsv"].matches(len(small), md5(small))
     finally:
         await target.aclose()
 
@@ -372,43 +410,116 @@ def test_parts_are_made_to_fit_the_byte_budget() -> None:
 # --- a file without a known md5, sent in parts ---------------------------------------------
 
 
-async def test_a_cold_multipart_file_is_hashed_once_before_and_checked_part_by_part(
+def hashed_then_changed(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """The S3 target's file hash, after which one byte of the file (at ``at``) changes:
+    a file modified between the pre-read and the sending of its parts."""
+    import upload.targets.s3 as s3_module
+
+    def changed(path: str, algorithms: tuple[str, ...], **kw: Any) -> MultiHasher:
+        out = hash_file(path, algorithms, **kw)
+        with open(path, "r+b") as fh:
+            fh.seek(at)
+            fh.write(b"X")
+        return out
+
+    monkeypatch.setattr(s3_module, "hash_file", changed)
+
+
+async def test_a_cold_multipart_file_is_hashed_once_before_and_not_again_while_sent(
     target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import upload.targets.s3 as s3_module
     import upload.targets.s3_upload as s3_upload
 
     data = os.urandom(12 * MiB)  # 3 parts of 5 MiB
     path = tmp_path / "tiles.pmtiles"
     path.write_bytes(data)
-    fed: list[int] = []
-    real_feed = s3_upload._feed
+    hashed: list[int] = []
+    real_hash = s3_upload._body_and_md5
 
-    def counted_feed(hasher: MultiHasher, pieces: list[memoryview]) -> None:
-        fed.append(len(pieces))
-        real_feed(hasher, pieces)
+    def counted_hash(pieces: list[memoryview]) -> Any:
+        hashed.append(len(pieces))
+        return real_hash(pieces)
 
-    monkeypatch.setattr(s3_upload, "_feed", counted_feed)
+    monkeypatch.setattr(s3_upload, "_body_and_md5", counted_hash)
     rec = await target.create("run3", {})
     got = await target.put_file(rec, "tiles.pmtiles", path, len(data), None)
     assert got.matches(len(data), md5(data))
     head = s3_env.sync_client().head_object(Bucket=s3_bucket, Key="pfx/run3/tiles.pmtiles/content")
-    assert head["Metadata"]["ferry-md5"] == md5(data).value and head["ETag"].strip('"').endswith("-3")
-    assert fed == []  # the whole was hashed before the upload, not again while sending
+    assert head["Metadata"]["ferry-md5"] == md5(data).value
+    parts = [hashlib.md5(data[i : i + 5 * MiB]).digest() for i in range(0, len(data), 5 * MiB)]
+    assert head["ETag"].strip('"') == f"{hashlib.md5(b''.join(parts)).hexdigest()}-3"
+    assert hashed == []  # the parts went with their pre-read md5s: no part hashed a second time
 
-    # The file changes (same size) after it was hashed: that part is refused before any
-    # completion, the upload aborted, no object left with an md5 its bytes do not have.
-    real_hash = s3_upload.hash_file_parts
 
-    async def hashed_then_changed(p: Path, part_size: int) -> tuple[Checksum, list[bytes]]:
-        out = await real_hash(p, part_size)
-        with p.open("r+b") as fh:
-            fh.seek(7 * MiB)
-            fh.write(b"X")
-        return out
+async def test_a_file_changed_after_its_pre_read_is_refused_and_aborted(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SeaweedFS refuses a part whose bytes are not its Content-MD5 (BadDigest); moto 5
+    stores it, and its part ETag (the md5 of what it stored) is not the pre-read one.
+    Either way the file fails, named, and its upload is aborted, never completed."""
+    data = os.urandom(12 * MiB)
+    path = tmp_path / "tiles.pmtiles"
+    path.write_bytes(data)
+    hashed_then_changed(monkeypatch, 7 * MiB)  # in part 2
+    rec = await target.create("run3", {})
+    with pytest.raises(VerificationError, match=r"tiles\.pmtiles: part 2 is not the bytes hashed") as err:
+        await target.put_file(rec, "tiles.pmtiles", path, len(data), None)
+    assert err.value.file == "tiles.pmtiles" and ("refused" in str(err.value) or "part ETag" in str(err.value))
+    assert "pfx/run3/tiles.pmtiles/content" not in objects(s3_env, s3_bucket)
+    assert uploads(s3_env, s3_bucket) == []
 
-    monkeypatch.setattr(s3_module, "hash_file_parts", hashed_then_changed)
-    with pytest.raises(VerificationError, match="part 2 is not the bytes hashed"):
-        await target.put_file(rec, "other.pmtiles", path, len(data), None)
-    assert "pfx/run3/other.pmtiles/content" not in objects(s3_env, s3_bucket)
+
+async def test_a_changed_part_a_server_accepts_is_caught_by_its_etag_before_completion(
+    target: S3Target, s3_env: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that ignores Content-MD5 (emulated: the part goes with the md5 of the bytes
+    actually sent) stores the changed part; its ETag, the md5 of what it stored, is not
+    the pre-read one, so the upload is aborted, never completed."""
+    data = os.urandom(12 * MiB)
+    path = tmp_path / "tiles.pmtiles"
+    path.write_bytes(data)
+    hashed_then_changed(monkeypatch, 11 * MiB)  # in part 3, the short last one
+    client = await target.client()
+    real_part = client.upload_part
+    completes: list[str] = []
+    real_complete = client.complete_multipart
+
+    async def md5_of_what_is_sent(*args: Any, content_md5: str, **kw: Any) -> str:
+        body = args[4]
+        actual = base64.b64encode(hashlib.md5(body.getvalue()).digest()).decode()
+        return await real_part(*args, content_md5=actual, **kw)
+
+    async def counted_complete(*args: Any, **kw: Any) -> str:
+        completes.append(args[1])
+        return await real_complete(*args, **kw)
+
+    monkeypatch.setattr(client, "upload_part", md5_of_what_is_sent)
+    monkeypatch.setattr(client, "complete_multipart", counted_complete)
+    rec = await target.create("run3", {})
+    with pytest.raises(VerificationError, match=r"tiles\.pmtiles: part 3 is not the bytes hashed.*part ETag"):
+        await target.put_file(rec, "tiles.pmtiles", path, len(data), None)
+    assert completes == []
+    assert "pfx/run3/tiles.pmtiles/content" not in objects(s3_env, s3_bucket)
+    assert uploads(s3_env, s3_bucket) == []
+
+
+async def test_without_etag_checks_a_changed_part_is_caught_by_hashing_it_again(
+    make: Callable[..., S3Target], s3_env: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify_etag = false (ETags that are not md5s): the part ETag proves nothing and moto
+    does not check Content-MD5, so each part is hashed again before it is sent."""
+    data = os.urandom(12 * MiB)
+    path = tmp_path / "tiles.pmtiles"
+    path.write_bytes(data)
+    target = make(verify_etag=False)
+    try:
+        rec = await target.create("run3", {})
+        got = await target.put_file(rec, "same.pmtiles", path, len(data), None)
+        assert got.matches(len(data), md5(data))
+        hashed_then_changed(monkeypatch, 2 * MiB)  # in part 1
+        with pytest.raises(VerificationError, match=r"tiles\.pmtiles: part 1 is not the bytes hashed.*its md5 is"):
+            await target.put_file(rec, "tiles.pmtiles", path, len(data), None)
+    finally:
+        await target.aclose()
+    assert "pfx/run3/tiles.pmtiles/content" not in objects(s3_env, s3_bucket)
     assert uploads(s3_env, s3_bucket) == []

@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from pathlib import Path
 from typing import Any, Self
 
-from ferry.core.checksums import HEX_LENGTHS, Checksum
+from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
 from ferry.core.config import TargetConfig
 from ferry.core.errors import AuthError, FerryError, InputError, TargetNotFound, UnsafePathError, VerificationError
 from upload.targets.base import (
@@ -52,7 +52,7 @@ from upload.targets.base import (
 from upload.targets.s3_budget import ByteBudget
 from upload.targets.s3_client import At, ObjectInfo, S3Client
 from upload.targets.s3_options import S3Options
-from upload.targets.s3_upload import Sent, aclose, file_chunks, hash_file_parts, plan_upload, send_object
+from upload.targets.s3_upload import Sent, aclose, file_chunks, plan_upload, send_object
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,10 @@ class S3Target(TargetBase):
         # (recid, key) a caller's LIST just showed absent or different: their put skips the
         # probing HEAD (one request per file fewer for an archive upload of N new files).
         self._listed_absent: set[tuple[str, str]] = set()
+        # Object key -> (recid, size, ETag, file) of each object this target put and
+        # verified in this run: a LIST showing the same size and ETag is that object, so
+        # list_files needs no HEAD for it (``_known``).
+        self._stored: dict[str, tuple[str, int, str, RemoteFile]] = {}
 
     @classmethod
     def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
@@ -255,12 +259,23 @@ class S3Target(TargetBase):
         return None if info is None else self._remote_file(key, info)
 
     async def list_files(self, rec: RemoteRecord) -> dict[str, RemoteFile]:
+        """The record's files: one LIST, and a HEAD only for an object LIST cannot decide.
+        LIST gives size and ETag, not the metadata that holds our checksums (and, in the
+        plain layout, whose record an object is); an object this target put and verified
+        in this run, with the size and ETag its put was answered with, is known without
+        it (a push's final check of N new files: 1 request, not N + 1)."""
         client = await self.client()
-        keys = []
+        out: dict[str, RemoteFile] = {}
+        unknown = []
         async for obj in client.list_objects(self.location.bucket, self.record_prefix(rec.recid), at=At(rec.recid)):
             key = self.file_key(rec.recid, obj.key)
-            if key is not None:
-                keys.append(key)
+            if key is None:
+                continue
+            known = self._known(rec.recid, obj)
+            if known is not None:
+                out[key] = known
+            else:
+                unknown.append(key)
         heads = asyncio.Semaphore(HEADS_IN_FLIGHT)
 
         async def one(key: str) -> tuple[str, ObjectInfo | None]:
@@ -269,14 +284,26 @@ class S3Target(TargetBase):
                     self.location.bucket, self.object_key(rec.recid, key), at=At(rec.recid, key)
                 )
 
-        out: dict[str, RemoteFile] = {}
-        for key, info in await asyncio.gather(*(one(k) for k in keys)):
+        for key, info in await asyncio.gather(*(one(k) for k in unknown)):
             if info is None:
                 continue  # deleted between LIST and HEAD
             if self.options.layout == "plain" and info.metadata.get(META + "record") != rec.recid:
                 continue  # plain prefixes are shared: only our record's objects are its files
             out[key] = self._remote_file(key, info)
         return dict(sorted(out.items()))
+
+    def _known(self, recid: str, listed: ObjectInfo) -> RemoteFile | None:
+        """The file a listed object is, when this target put it for ``recid`` in this run
+        and its answer proved it (``_confirmed``): the same size and the same ETag, the
+        md5 of a single PUT or md5-of-part-md5s-N of a multipart upload, computed by the
+        server over what it holds, are those bytes; the metadata is the one that put
+        wrote (record id and checksums) unless a later write of identical bytes replaced
+        it. Anything else (another ETag, verify_etag off, SSE-KMS) is read by a HEAD."""
+        mine = self._stored.get(listed.key)
+        if mine is None or not listed.etag:
+            return None
+        owner, size, etag, file = mine
+        return file if owner == recid and size == listed.size and etag == listed.etag else None
 
     async def list_sizes(self, rec: RemoteRecord) -> dict[str, int]:
         """Key -> size from LIST alone (SizeLister). A plain prefix is shared, so which
@@ -329,6 +356,7 @@ class S3Target(TargetBase):
             raise TargetNotFound(f"cannot copy {key}: not stored", recid=src.recid, file=key)
         client = await self.client()
         dst_object = self.object_key(dst.recid, dst_key)
+        self._stored.pop(dst_object, None)  # replaced by the copy, read back by a HEAD below
         await client.copy(
             self.location.bucket, self.object_key(src.recid, key), dst_object, size=source.size or 0, at=at
         )
@@ -347,7 +375,9 @@ class S3Target(TargetBase):
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
         client = await self.client()
-        await client.delete(self.location.bucket, self.object_key(rec.recid, key), at=At(rec.recid, key))
+        object_key = self.object_key(rec.recid, key)
+        self._stored.pop(object_key, None)
+        await client.delete(self.location.bucket, object_key, at=At(rec.recid, key))
 
     async def put_file(
         self,
@@ -363,8 +393,10 @@ class S3Target(TargetBase):
         known = None
         if expected is None and plan.multipart:
             # Metadata is fixed when a multipart upload starts, and it must carry the md5:
-            # hash the file first (the only case with a second read), its parts' md5s too.
-            expected, known = await hash_file_parts(path, plan.part_size)
+            # hash the file first (the only case with a second read), its parts' md5s too,
+            # which go with the parts as their Content-MD5 (not computed a second time).
+            hashed = await asyncio.to_thread(hash_file, str(path), ("md5",), part_size=plan.part_size)
+            expected, known = hashed.checksums()["md5"], hashed.parts
         return await self._put(
             rec, key, lambda: file_chunks(path, plan.part_size or 1), size, expected, progress, known_parts=known
         )
@@ -393,6 +425,7 @@ class S3Target(TargetBase):
         at = At(rec.recid, key)
         bucket, object_key = self.location.bucket, self.object_key(rec.recid, key)
         client = await self.client()
+        self._stored.pop(object_key, None)  # known again only once this put is verified
         await self._abort_abandoned(rec.recid)
         await client.retry_aborts(bucket, object_key)  # this run's own failed try, if its abort failed too
         listed_absent = (rec.recid, key) in self._listed_absent
@@ -422,6 +455,7 @@ class S3Target(TargetBase):
                 at=at,
                 budget=self.budget,
                 known_parts=known_parts,
+                check_part_etags=self.options.verify_etag,
             )
         except Exception:
             await self._abort_uncertain(client, bucket, object_key, at)
@@ -432,7 +466,9 @@ class S3Target(TargetBase):
         self._opened.add(rec.recid)
         want = expected or sent.checksums["md5"]
         if self.options.verify_etag and sent.etag and sent.etag == sent.expected_etag:
-            return self._confirmed(key, size, want, sent)
+            stored = self._confirmed(key, size, want, sent)
+            self._stored[object_key] = (rec.recid, size, sent.etag, stored)
+            return stored
         return await self._verify_stored(rec.recid, key, size, want, sent.etag, sent.expected_etag)
 
     def _confirmed(self, key: str, size: int, want: Checksum, sent: Sent) -> RemoteFile:

@@ -184,44 +184,24 @@ def check_stream(hasher: MultiHasher, size: int, expected: Checksum | None, at: 
             )
 
 
-def check_part(number: int, md5: bytes, known: Sequence[bytes], at: At) -> None:
-    """Raise unless part ``number`` (from 1) has the md5 it had when the file was hashed."""
-    if number > len(known) or known[number - 1] != md5:
+def _changed(number: int, at: At, detail: str) -> VerificationError:
+    return VerificationError(
+        f"{at.file or 'the file'}: part {number} is not the bytes hashed before the upload "
+        f"({detail}): the file changed meanwhile; the upload is aborted",
+        **at_kw(at),
+    )
+
+
+def check_parts(digests: Sequence[bytes], known: Sequence[bytes], sent: int, size: int, at: At) -> None:
+    """Raise unless as many parts and bytes were sent as were hashed (a file that shrank
+    since: its parts' bytes are checked by the server, against their Content-MD5)."""
+    if len(digests) != len(known) or sent != size:
         raise VerificationError(
-            f"part {number} is not the bytes hashed before the upload: the file changed meanwhile",
-            expected=known[number - 1].hex() if number <= len(known) else "no such part",
-            actual=md5.hex(),
+            f"the stream ended after {len(digests)} of {len(known)} parts ({sent} of {size} bytes)",
+            expected=str(size),
+            actual=str(sent),
             **at_kw(at),
         )
-
-
-def check_parts(digests: Sequence[bytes], known: Sequence[bytes], at: At) -> None:
-    """Raise unless as many parts were sent as were hashed (each checked on its way)."""
-    if len(digests) != len(known):
-        raise VerificationError(
-            f"the stream ended after {len(digests)} of {len(known)} parts",
-            expected=str(len(known)),
-            actual=str(len(digests)),
-            **at_kw(at),
-        )
-
-
-def _md5(data: bytes) -> bytes:
-    return hashlib.md5(data).digest()
-
-
-async def hash_file_parts(path: Path, part_size: int) -> tuple[Checksum, list[bytes]]:
-    """A file's md5 and the md5 of each ``part_size`` part of it, in one read: the two
-    hashes run at once in two worker threads (one core each). A multipart upload's
-    metadata, which must carry the md5, is fixed when it starts, so a file without a
-    known md5 is hashed first; its parts are then checked against these part md5s as they
-    are sent, and the whole is not hashed a second time."""
-    whole = hashlib.md5()
-    parts: list[bytes] = []
-    async for data in file_chunks(path, part_size):
-        _, digest = await asyncio.gather(asyncio.to_thread(whole.update, data), asyncio.to_thread(_md5, data))
-        parts.append(digest)
-    return Checksum("md5", whole.hexdigest()), parts
 
 
 async def send_object(
@@ -240,14 +220,20 @@ async def send_object(
     at: At,
     budget: ByteBudget | None = None,
     known_parts: Sequence[bytes] | None = None,
+    check_part_etags: bool = True,
 ) -> Sent:
     """Store ``chunks`` as ``key``: one PUT or a multipart upload, verified before it exists.
 
     ``md5_key``: a single PUT also stores the md5 of its bytes under this metadata name
     (known before the PUT is sent); a multipart upload's metadata is fixed at its start.
     ``known_parts``: the md5 of every part of the bytes that hash to ``expected`` (md5),
-    from ``hash_file_parts``; each part sent must have its md5, which proves the whole
-    stream, so it is not hashed a second time."""
+    from ``hash_file(..., part_size=...)``. Each part then goes with that md5 as its
+    Content-MD5 without being hashed again here: a server that checks it (AWS, SeaweedFS)
+    refuses a part whose bytes do not match (BadDigest), and ``check_part_etags`` (the
+    target's verify_etag) also requires each part's ETag, the md5 the server computed
+    over the bytes it stored, to be the known md5 before the upload is completed: that
+    catches a server that ignores Content-MD5 (moto 5). Without it (SSE-KMS, whose ETags
+    are not md5s) each part is hashed again and compared here, as the only check."""
     algorithms = ("md5",) if expected is None or expected.algorithm == "md5" else ("md5", expected.algorithm)
     hasher = MultiHasher(algorithms)
     if known_parts is not None and (expected is None or expected.algorithm != "md5"):
@@ -265,7 +251,7 @@ async def send_object(
     upload_id = await client.create_multipart(bucket, key, metadata=metadata, at=at)
     parts = parts_of(chunks, plan.part_size, size, at)
     try:
-        etags, digests = await _send_parts(
+        etags, digests, sent_bytes = await _send_parts(
             client,
             bucket,
             key,
@@ -278,9 +264,10 @@ async def send_object(
             budget,
             plan.part_size,
             known_parts,
+            check_part_etags,
         )
         if known_parts is not None:
-            check_parts(digests, known_parts, at)
+            check_parts(digests, known_parts, sent_bytes, size, at)
         else:
             check_stream(hasher, size, expected, at)  # a wrong stream is aborted, never completed
         etag = await client.complete_multipart(bucket, key, upload_id, list(enumerate(etags, start=1)), at=at)
@@ -359,6 +346,55 @@ def _raise_failed(tasks: list[asyncio.Task[None]]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
+async def _next_body(
+    number: int,
+    pieces: list[memoryview],
+    hasher: MultiHasher | None,
+    known: Sequence[bytes] | None,
+    check_etag: bool,
+    at: At,
+) -> tuple[io.BytesIO, bytes]:
+    """Part ``number``'s body and md5: hashed here (and fed to ``hasher``), or the known
+    md5. Without ``check_etag`` a part ETag proves nothing and not every server checks
+    Content-MD5 (moto 5 does not), so the part is hashed again and compared here."""
+    if hasher is not None:
+        return await _part_body(hasher, pieces)
+    if known is None or number > len(known):
+        raise _changed(number, at, f"the file had {len(known or ())} parts")
+    if check_etag:
+        return await asyncio.to_thread(_body, pieces), known[number - 1]
+    body, md5 = await asyncio.to_thread(_body_and_md5, pieces)
+    if md5 != known[number - 1]:
+        raise _changed(number, at, f"its md5 is {md5.hex()}, not {known[number - 1].hex()}")
+    return body, md5
+
+
+async def _send_part(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    number: int,
+    body: io.BytesIO,
+    md5: bytes,
+    known: Sequence[bytes] | None,
+    check_etag: bool,
+    at: At,
+) -> str:
+    """One part with its Content-MD5; its ETag. A known md5 came from the pre-read, so a
+    refusal or (``check_etag``) an ETag that is not that md5 means the file changed."""
+    try:
+        etag = await client.upload_part(bucket, key, upload_id, number, body, content_md5=b64(md5), at=at)
+    except VerificationError as exc:
+        if known is None:
+            raise
+        raise _changed(number, at, f"the server refused it: {exc.message}") from exc
+    if known is not None and check_etag and etag != md5.hex():
+        # A server that stored the part despite its Content-MD5 says so by its ETag.
+        raise _changed(number, at, f"the server's part ETag {etag} is not {md5.hex()}")
+    return etag
+
+
 async def _send_parts(
     client: S3Client,
     bucket: str,
@@ -372,13 +408,17 @@ async def _send_parts(
     budget: ByteBudget | None = None,
     part_size: int = 0,
     known: Sequence[bytes] | None = None,
-) -> tuple[list[str], list[bytes]]:
+    check_etags: bool = True,
+) -> tuple[list[str], list[bytes], int]:
     """Send the parts, ``in_flight`` at a time; each part's md5 goes with it as Content-MD5.
-    The whole stream feeds ``hasher``, or (None) each part is checked against ``known``."""
+    The whole stream feeds ``hasher``; or (None) each part's md5 is the ``known`` one, not
+    computed again (the server checks the bytes against it). Returns the parts' ETags and
+    md5s and the bytes sent."""
     slots = asyncio.Semaphore(max(1, in_flight))
     etags: dict[int, str] = {}
     digests: list[bytes] = []
     tasks: list[asyncio.Task[None]] = []
+    sent = 0
 
     def give_back() -> None:
         slots.release()
@@ -387,7 +427,7 @@ async def _send_parts(
 
     async def send(number: int, body: io.BytesIO, nbytes: int, md5: bytes) -> None:
         try:
-            etags[number] = await client.upload_part(bucket, key, upload_id, number, body, content_md5=b64(md5), at=at)
+            etags[number] = await _send_part(client, bucket, key, upload_id, number, body, md5, known, check_etags, at)
             if progress is not None:
                 progress(nbytes)
         finally:
@@ -400,15 +440,12 @@ async def _send_parts(
             try:
                 _raise_failed(tasks)
                 number += 1
-                if hasher is not None:
-                    body, md5 = await _part_body(hasher, pieces)
-                else:
-                    body, md5 = await asyncio.to_thread(_body_and_md5, pieces)
-                    check_part(number, md5, known or (), at)
+                body, md5 = await _next_body(number, pieces, hasher, known, check_etags, at)
             except BaseException:
                 give_back()
                 raise
             nbytes = sum(piece.nbytes for piece in pieces)
+            sent += nbytes
             del pieces
             digests.append(md5)
             tasks.append(asyncio.create_task(send(number, body, nbytes, md5)))
@@ -419,4 +456,4 @@ async def _send_parts(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return [etags[n] for n in range(1, len(digests) + 1)], digests
+    return [etags[n] for n in range(1, len(digests) + 1)], digests, sent
