@@ -18,21 +18,12 @@ from ferry.core.config import TargetConfig
 from ferry.core.errors import ConfigError
 from pipeline.ledger import Ledger
 from pipeline.oversize import part_key, plan_oversize, split_parts
-from tests.bulk_support import (
-    BASE,
-    SyntheticSource,
-    bulk_args,
-    make_record,
-    synthetic_source,
-    write_config,
-    write_recids,
-)
+from tests.bulk_support import SyntheticSource, bulk_args, write_config, write_recids
 from tests.fixtures_repository import RepositoryHandle
+from tests.oversize_support import FILES, MAX_FILES, SIZE, dat_names, dat_source, small_target, upload_args, writes
 from upload.targets.base import TargetLimits
 
 RECID = "995001"
-FILES = 30
-SIZE = 2_000  # bytes per file: 60 kB in all
 
 
 def _files(n: int, size: int) -> list[tuple[str, int]]:
@@ -100,48 +91,37 @@ def test_the_mode_is_validated_in_config() -> None:
 
 @pytest.fixture(scope="module")
 def many_files() -> Iterator[SyntheticSource]:
-    files = [
-        {"uri": f"root://eospublic.cern.ch/{BASE}/{RECID}/m{j:03d}.dat", "size": SIZE, "checksum": ""}
-        for j in range(FILES)
-    ]
-    with synthetic_source([make_record(RECID, files, ["Collision"])]) as src:
+    with dat_source({RECID: dat_names()}) as src:
         yield src
 
 
-def _setup(
-    tmp_path: Path,
-    src: SyntheticSource,
-    factory: Callable[..., RepositoryHandle],
-    *,
-    oversize: str,
-    max_files: int = 10,
-    max_record_size: int = 10**9,
-) -> tuple[Path, RepositoryHandle]:
-    # Without the sandbox's 100 requests/min: a split run passed it and its 429 held the
-    # test for the rest of the minute (60 s). Rate limits are tested elsewhere.
-    rates = {"rate_per_minute": 100_000, "rate_per_hour": 1_000_000}
-    repo = factory(max_files=max_files, max_record_size=max_record_size, **rates)
-    target: dict[str, Any] = {"max_files_per_record": max_files, "max_record_size": max_record_size}
-    config = write_config(tmp_path, src, repo, oversize=oversize, **target)
-    return config, repo
+Setup = Callable[..., tuple[Path, RepositoryHandle, Path]]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, many_files: SyntheticSource, repository_factory: Callable[..., RepositoryHandle]) -> Setup:
+    """``setup(oversize=..., max_record_size=...)``: the config, the sandbox repository holding
+    10 files per record (and the record size given), and the download folder."""
+
+    def make(*, oversize: str, max_record_size: int = 10**9) -> tuple[Path, RepositoryHandle, Path]:
+        repo = small_target(repository_factory, max_record_size=max_record_size)
+        target: dict[str, Any] = {"max_files_per_record": MAX_FILES, "max_record_size": max_record_size}
+        config = write_config(tmp_path, many_files, repo, oversize=oversize, **target)
+        return config, repo, tmp_path / "data"
+
+    return make
 
 
 def _upload(config: Path, dest: Path, *more: str) -> int:
-    return main(["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest), *more])
+    return main(upload_args(config, RECID, "sandbox", dest, *more))
 
 
 def _staged(dest: Path) -> list[Path]:
     return [p for p in (dest / RECID).rglob("*.dat")] if (dest / RECID).exists() else []
 
 
-def test_refuse_names_the_limit_before_any_download_or_write(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    config, repo = _setup(tmp_path, many_files, repository_factory, oversize="refuse")
-    dest = tmp_path / "data"
+def test_refuse_names_the_limit_before_any_download_or_write(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    config, repo, dest = setup(oversize="refuse")
     assert _upload(config, dest) == 1
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if f"record {RECID}" in line)
@@ -150,14 +130,8 @@ def test_refuse_names_the_limit_before_any_download_or_write(
     assert _staged(dest) == [] and repo.state()["entities"] == []
 
 
-def test_bundle_uploads_fewer_larger_files_within_the_limit(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    config, repo = _setup(tmp_path, many_files, repository_factory, oversize="bundle")
-    dest = tmp_path / "data"
+def test_bundle_uploads_fewer_larger_files_within_the_limit(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    config, repo, dest = setup(oversize="bundle")
     assert _upload(config, dest, "--dry-run") == 0
     out = capsys.readouterr().out
     assert f"record {RECID}:  oversize: bundle ({FILES} files > the target's limit of 10" in out
@@ -169,14 +143,10 @@ def test_bundle_uploads_fewer_larger_files_within_the_limit(
 
 
 def test_bundle_refuses_a_record_over_the_byte_limit_and_suggests_split(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
+    setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config, repo = _setup(tmp_path, many_files, repository_factory, oversize="bundle", max_record_size=20_000)
-    dest = tmp_path / "data"
-    recids = write_recids(tmp_path / "recids.txt", [RECID])
+    config, repo, dest = setup(oversize="bundle", max_record_size=20_000)
+    recids = write_recids(config.parent / "recids.txt", [RECID])
     assert main(bulk_args(config, recids, dest)) == 1
     err = capsys.readouterr().err
     assert f"{FILES * SIZE} bytes" in err and "limit of 20000 bytes" in err and 'oversize = "split"' in err
@@ -184,13 +154,9 @@ def test_bundle_refuses_a_record_over_the_byte_limit_and_suggests_split(
 
 
 def test_split_is_planned_by_dry_run_then_carried_out_as_linked_records_once(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
+    setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config, repo = _setup(tmp_path, many_files, repository_factory, oversize="split")
-    dest = tmp_path / "data"
+    config, repo, dest = setup(oversize="split")
     assert _upload(config, dest, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "oversize: split into 4 linked records (9 files, 9 files, 9 files, 3 files)" in out
@@ -208,7 +174,7 @@ def test_split_is_planned_by_dry_run_then_carried_out_as_linked_records_once(
         assert all(r is not None and r.status == "published" and r.remote_id for r in rows)
         whole = ledger.get(RECID)
         assert whole is not None and whole.status == "published"
-    writes = len([r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")])
+    sent = len(writes(repo.requests_log()))
     assert _upload(config, dest, "--publish") == 0, capsys.readouterr().err  # re-run: each part found again
     assert len(repo.state()["entities"]) == 4
-    assert len([r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]) == writes
+    assert len(writes(repo.requests_log())) == sent

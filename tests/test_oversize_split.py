@@ -10,54 +10,49 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ferry.cli import main
-from stats.events import read_jsonl
 from stats.flow import flow_table, record_paths
 from stats.load import load
-from tests.bulk_support import (
-    BASE,
-    SyntheticSource,
-    bulk_args,
-    make_record,
-    synthetic_source,
-    write_config,
-    write_recids,
-)
+from tests.bulk_support import SyntheticSource, bulk_args, stats_rows, write_config, write_recids
 from tests.fixtures_repository import RepositoryHandle
 from tests.fixtures_zenodo import ZenodoHandle
+from tests.oversize_support import (
+    FILES,
+    MAX_FILES,
+    PARTS,
+    RECID,
+    SIZE,
+    SMALL,
+    SOURCE_URL,
+    dat_names,
+    many_files,
+    part_index,
+    relation,
+    repo,
+    upload_args,
+    writes,
+    zen,
+    zen_config,
+    zen_get,
+)
 
-RECID = "995101"
-SMALL = "995102"  # 3 files: fits, goes whole beside the split one
-FILES = 30
-SIZE = 2_000
-PARTS = 4  # 30 files, at most 10 per record (a part's record JSON counts): 9, 9, 9, 3
-SOURCE_URL = f"https://opendata.cern.ch/record/{RECID}"
+__all__ = ["many_files", "repo", "zen"]  # fixtures: the module-scoped synthetic source, the stand-ins
 
 
-@pytest.fixture(scope="module")
-def many_files() -> Iterator[SyntheticSource]:
-    files = [
-        {"uri": f"root://eospublic.cern.ch/{BASE}/{RECID}/m{j:03d}.dat", "size": SIZE, "checksum": ""}
-        for j in range(FILES)
-    ]
-    small = [
-        {"uri": f"root://eospublic.cern.ch/{BASE}/{SMALL}/s{j}.dat", "size": SIZE, "checksum": ""} for j in range(3)
-    ]
-    records = [make_record(RECID, files, ["Collision"]), make_record(SMALL, small, ["Collision"])]
-    with synthetic_source(records) as src:
-        yield src
+def _upload(config: Path, tmp_path: Path, target: str = "sandbox") -> list[str]:
+    """``ferry upload`` of the split record, published, into tmp_path/data with stats in tmp_path/stats."""
+    return upload_args(config, RECID, target, tmp_path / "data", "--stats-dir", str(tmp_path / "stats"), "--publish")
 
 
 def _config(tmp_path: Path, src: SyntheticSource, repo: RepositoryHandle, **more: Any) -> Path:
     # Not zipped (small files would be): every file is then one key on the target to check.
     limits = {"zip_small_median_bytes": 0}
-    return write_config(tmp_path, src, repo, limits=limits, oversize="split", max_files_per_record=10, **more)
+    return write_config(tmp_path, src, repo, limits=limits, oversize="split", max_files_per_record=MAX_FILES, **more)
 
 
 def _served(repo: RepositoryHandle, record_id: str) -> dict[str, Any]:
@@ -68,10 +63,6 @@ def _served(repo: RepositoryHandle, record_id: str) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as answer:
         body: dict[str, Any] = json.loads(answer.read())
     return body
-
-
-def _rows(stats: Path) -> list[dict[str, Any]]:
-    return [r for f in sorted(stats.glob("*.jsonl")) for r in read_jsonl(f)]
 
 
 def _summary(stats: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -87,18 +78,12 @@ def _flow(stats: Path) -> dict[str, tuple[tuple[str, ...], int]]:
     return {str(r): (tuple(p), int(n)) for r, p, n in zip(paths.index, paths["path"], paths["parts"], strict=True)}
 
 
-def _repository(factory: Callable[..., RepositoryHandle]) -> RepositoryHandle:
-    # 10 files per record; rate windows wide open (four parts' requests would meet the
-    # stand-in's 100 a minute and wait out its Retry-After)
-    return factory(max_files=10, rate_per_minute=100_000, rate_per_hour=1_000_000)
-
-
 def _parts_by_index(repo: RepositoryHandle) -> dict[int, dict[str, Any]]:
     out = {}
     for entity in repo.state()["entities"]:
         body = _served(repo, entity["id"])
         title = body["metadata"]["title"]
-        index = int(title.rsplit("(part ", 1)[1].split(" of ")[0])
+        index = part_index(title)
         assert title.endswith(f"(part {index} of {PARTS})")
         out[index] = body
     assert sorted(out) == list(range(1, PARTS + 1)) and len(repo.state()["entities"]) == PARTS
@@ -106,16 +91,11 @@ def _parts_by_index(repo: RepositoryHandle) -> dict[int, dict[str, Any]]:
 
 
 def test_parts_link_each_other_and_the_source_on_the_target(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, many_files: SyntheticSource, repo: RepositoryHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = _repository(repository_factory)
     config = _config(tmp_path, many_files, repo)
-    dest, stats = tmp_path / "data", tmp_path / "stats"
-    args = ["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest)]
-    assert main([*args, "--stats-dir", str(stats), "--publish"]) == 0, capsys.readouterr().err
+    stats = tmp_path / "stats"
+    assert main(_upload(config, tmp_path)) == 0, capsys.readouterr().err
     parts = _parts_by_index(repo)
     pages = {i: body["links"]["self_html"] for i, body in parts.items()}
     for i, body in parts.items():
@@ -123,11 +103,7 @@ def test_parts_link_each_other_and_the_source_on_the_target(
         related = {(r["identifier"], r["relation_type"]["id"]) for r in md["related_identifiers"]}
         # part of the source record (never "identical to" it), and each other part by its page
         assert (SOURCE_URL, "ispartof") in related and not any(rel == "isidenticalto" for _, rel in related)
-        want = {
-            (pages[j], "continues" if j == i - 1 else "iscontinuedby" if j == i + 1 else "references")
-            for j in pages
-            if j != i
-        }
+        want = {(pages[j], relation(i, j).lower()) for j in pages if j != i}
         assert want <= related, (i, related)
         assert pages[i] not in {ident for ident, _ in related}  # not linked to itself
         assert md["description"].startswith(f"<p>Part {i} of {PARTS} of the record")
@@ -139,7 +115,7 @@ def test_parts_link_each_other_and_the_source_on_the_target(
         assert "recid" not in md  # NRP's query of the whole record never finds a part
     # every file once, in exactly one part
     keys = [k for e in repo.state()["entities"] for k in e["record_files"] if k.endswith(".dat")]
-    assert sorted(keys) == [f"m{j:03d}.dat" for j in range(FILES)]
+    assert sorted(keys) == dat_names()
     # stats: one record (the source's), split into 4 parts; every file moved once
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 1 and summary["records"]["ok"] == 1
@@ -152,12 +128,8 @@ def test_parts_link_each_other_and_the_source_on_the_target(
 
 
 def test_bulk_splits_the_oversize_record_beside_one_that_fits_then_rerun_writes_nothing(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, many_files: SyntheticSource, repo: RepositoryHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = _repository(repository_factory)
     config = _config(tmp_path, many_files, repo)
     dest, stats = tmp_path / "data", tmp_path / "stats"
     recids = write_recids(tmp_path / "recids.txt", [RECID, SMALL])
@@ -172,9 +144,9 @@ def test_bulk_splits_the_oversize_record_beside_one_that_fits_then_rerun_writes_
     assert summary["records"]["total"] == 2 and summary["records"]["ok"] == 2
     assert summary["records"]["parts"] == {"ok": PARTS}
     assert summary["moved"]["files_uploaded"] == FILES + 3
-    writes = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+    sent = writes(repo.requests_log())
     assert main(args) == 0, capsys.readouterr().err  # re-run: both found again, nothing written
-    assert [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")] == writes
+    assert writes(repo.requests_log()) == sent
     assert len(repo.state()["entities"]) == PARTS + 1
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 2 and summary["runs"][-1]["records"] == {"skipped": 2}
@@ -182,19 +154,14 @@ def test_bulk_splits_the_oversize_record_beside_one_that_fits_then_rerun_writes_
 
 
 def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alone(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, many_files: SyntheticSource, repo: RepositoryHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = _repository(repository_factory)
     # Part 3 holds m018..m026 (the plan is a pure function of the files: 9, 9, 9, 3): every
     # content upload of m020 answers 500, so part 3 fails once its retries are spent.
     repo.configure(error_rate=1.0, error_match=r"^PUT .*/files/m020\.dat/content")
     config = _config(tmp_path, many_files, repo)
-    dest, stats = tmp_path / "data", tmp_path / "stats"
-    args = ["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest)]
-    args += ["--stats-dir", str(stats), "--publish"]
+    stats = tmp_path / "stats"
+    args = _upload(config, tmp_path)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert f"record {RECID}" in err and "part 3 of 4" in err, err
@@ -211,15 +178,15 @@ def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alo
     assert _flow(stats) == {RECID: (("0:selected", "1:downloaded", "2:not zipped", "3:upload failed"), PARTS)}
 
     repo.configure(error_rate=0.0, error_match="")
-    before = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+    before = writes(repo.requests_log())
     assert main(args) == 0, capsys.readouterr().err
-    after = [r for r in repo.requests_log() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")][len(before) :]
+    after = writes(repo.requests_log())[len(before) :]
     assert after and all(failed["id"] in r["path"] or "/requests" in r["path"] for r in after), after
     parts = _parts_by_index(repo)  # still 4 records, each once, now all published
     assert all(e["published"] for e in repo.state()["entities"])
     assert {failed["id"]} == {b["id"] for i, b in parts.items() if i == 3}
     keys = [k for e in repo.state()["entities"] for k in e["record_files"] if k.endswith(".dat")]
-    assert sorted(keys) == [f"m{j:03d}.dat" for j in range(FILES)]  # every file once
+    assert sorted(keys) == dat_names()  # every file once
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 1 and summary["records"]["ok"] == 1
     assert summary["records"]["parts"] == {"ok": PARTS}
@@ -230,82 +197,50 @@ def test_a_failing_part_leaves_the_others_finished_and_the_rerun_finishes_it_alo
 # --- the Zenodo profile, against the Zenodo stand-in -------------------------------------
 
 
-def _zen_config(tmp_path: Path, src: SyntheticSource, zen: ZenodoHandle) -> Path:
-    token = tmp_path / "zenodo.token"
-    token.write_text(zen.token + "\n")
-    lines = ["[source.cernopendata]", f'portal = "{src.portal_url}"', "", "[targets.zen]", 'type = "zenodo"']
-    lines += [f'url = "{zen.url}"', f'token_file = "{token}"', 'oversize = "split"', "max_files_per_record = 10"]
-    lines += ["requests_per_minute = 100000", "requests_per_hour = 1000000"]
-    lines += ["", "[limits]", "backoff_base = 0.05", "retries = 3", "zip_small_median_bytes = 0"]
-    path = tmp_path / "ferry.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _zen_get(zen: ZenodoHandle, path: str) -> Any:
-    req = urllib.request.Request(f"{zen.api}{path}", headers={"Authorization": f"Bearer {zen.token}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def test_zenodo_profile_splits_into_linked_depositions_once(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    zenodo_factory: Callable[..., ZenodoHandle],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, many_files: SyntheticSource, zen: ZenodoHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    zen = zenodo_factory(max_files=10, rate_per_minute=100_000, rate_per_hour=1_000_000)
-    config = _zen_config(tmp_path, many_files, zen)
-    dest, stats = tmp_path / "data", tmp_path / "stats"
-    args = ["--config", str(config), "upload", RECID, "--target", "zen", "--dest", str(dest)]
-    args += ["--stats-dir", str(stats), "--publish"]
+    config = zen_config(tmp_path, many_files, zen)
+    stats = tmp_path / "stats"
+    args = _upload(config, tmp_path, "zen")
     assert main(args) == 0, capsys.readouterr().err
     records = {}
-    for dep in _zen_get(zen, "/deposit/depositions?size=100"):
+    for dep in zen_get(zen, "/deposit/depositions?size=100"):
         assert dep["submitted"], dep["id"]  # every part published
-        record = _zen_get(zen, f"/records/{dep['id']}")
-        title = record["metadata"]["title"]
-        records[int(title.rsplit("(part ", 1)[1].split(" of ")[0])] = record
+        record = zen_get(zen, f"/records/{dep['id']}")
+        records[part_index(record["metadata"]["title"])] = record
     assert sorted(records) == list(range(1, PARTS + 1))
     pages = {i: r["links"]["self_html"] for i, r in records.items()}
     for i, record in records.items():
         md = record["metadata"]
         related = {(r["identifier"], r["relation"]) for r in md["related_identifiers"]}
         assert (SOURCE_URL, "isPartOf") in related and not any(rel == "isIdenticalTo" for _, rel in related)
-        want = {
-            (pages[j], "continues" if j == i - 1 else "isContinuedBy" if j == i + 1 else "references")
-            for j in pages
-            if j != i
-        }
+        want = {(pages[j], relation(i, j)) for j in pages if j != i}
         assert want <= related, (i, related)  # the other parts' record pages, not their deposit pages
         assert f"cernopendata:recid:{RECID}.part-{i}-of-{PARTS}" in md["keywords"]
         assert f"cernopendata:recid:{RECID}" not in md["keywords"]  # the whole record's search finds no part
         assert len(record["files"]) <= 10
     keys = sorted(f["key"] for r in records.values() for f in r["files"] if f["key"].endswith(".dat"))
-    assert keys == [f"m{j:03d}.dat" for j in range(FILES)]
+    assert keys == dat_names()
     summary = _summary(stats, capsys)
     assert summary["records"]["total"] == 1 and summary["records"]["parts"] == {"ok": PARTS}
-    writes = len(zen.writes())
+    sent = len(zen.writes())
     assert main(args) == 0, capsys.readouterr().err  # re-run: each part found again
-    assert len(zen.writes()) == writes and len(_zen_get(zen, "/deposit/depositions?size=100")) == PARTS
+    assert len(zen.writes()) == sent and len(zen_get(zen, "/deposit/depositions?size=100")) == PARTS
 
 
 def test_a_zipped_split_record_counts_its_source_files_and_its_bundles_apart(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    repository_factory: Callable[..., RepositoryHandle],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, many_files: SyntheticSource, repo: RepositoryHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """30 small files, 10 per record, zipped: 4 parts, each its bundle(s) and manifest or its files.
 
     The summary said "9 file(s) verified" for this 30-file record (the parts' uploads summed):
     now the source files and the files on the target are said apart, in the terminal and in stats."""
-    repo = _repository(repository_factory)
-    limits = {"zip_small_median_bytes": 1_000_000}  # 2 kB files: zipped
-    config = write_config(tmp_path, many_files, repo, limits=limits, oversize="split", max_files_per_record=10)
-    dest, stats = tmp_path / "data", tmp_path / "stats"
-    args = ["--config", str(config), "upload", RECID, "--target", "sandbox", "--dest", str(dest)]
-    assert main([*args, "--stats-dir", str(stats), "--publish"]) == 0, capsys.readouterr().err
+    # 2 kB files: zipped (the _config of the other tests turns zipping off)
+    limits = {"zip_small_median_bytes": 1_000_000}
+    config = write_config(tmp_path, many_files, repo, limits=limits, oversize="split", max_files_per_record=MAX_FILES)
+    stats = tmp_path / "stats"
+    assert main(_upload(config, tmp_path)) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     on_target = [k for e in repo.state()["entities"] for k in e["record_files"]]
     assert len(repo.state()["entities"]) == PARTS and any(k.endswith(".zip") for k in on_target)
@@ -315,7 +250,7 @@ def test_a_zipped_split_record_counts_its_source_files_and_its_bundles_apart(
         f"record {RECID}: ok, {FILES} source file(s) as {PARTS} linked records, "
         f"{len(on_target)} file(s) verified on the target (zip bundles and their manifests)"
     ), line
-    record = [r for r in _rows(stats) if r["stage"] == "record" and r["recid"] == RECID and r["status"] == "ok"]
+    record = [r for r in stats_rows(stats) if r["stage"] == "record" and r["recid"] == RECID and r["status"] == "ok"]
     assert len(record) == 1 and record[0]["file_count"] == FILES
     assert record[0]["extra"]["uploaded_files"] == len(on_target) and record[0]["extra"]["parts"] == PARTS
     summary = _summary(stats, capsys)

@@ -8,7 +8,6 @@ upload of one file of part 3 (m020.dat) until it is told to stop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,49 +17,52 @@ import pytest
 from ferry.cli import main
 from tests.bulk_support import SyntheticSource
 from tests.fixtures_zenodo import ZenodoHandle
+from tests.oversize_support import (
+    PARTS,
+    RECID,
+    SOURCE_URL,
+    dat_names,
+    many_files,
+    part_index,
+    relation,
+    upload_args,
+    writes,
+    zen,
+    zen_config,
+    zen_get,
+)
 from tests.reliability.fault_proxy import FaultProxy, json_error
-from tests.test_oversize_split import FILES, PARTS, RECID, SOURCE_URL, _zen_config, _zen_get, many_files
 
-__all__ = ["many_files"]  # the module-scoped synthetic source, used here as a fixture
+__all__ = ["many_files", "zen"]  # fixtures: the module-scoped synthetic source, the Zenodo stand-in
 
-PART_3 = {f"m{j:03d}.dat" for j in range(18, 27)}  # the plan: 9, 9, 9, 3 files
+PART_3 = set(dat_names()[18:27])  # the plan: 9, 9, 9, 3 files
 
 
 def _m020(method: str, path: str) -> bool:
     return method == "PUT" and path.split("?")[0].endswith("/m020.dat")
 
 
-def _relation(i: int, j: int) -> str:
-    return "continues" if j == i - 1 else "isContinuedBy" if j == i + 1 else "references"
-
-
 def _depositions(zen: ZenodoHandle) -> dict[int, dict[str, Any]]:
     """Each deposition by its part number, as the stand-in holds it (one per part, or the test fails)."""
     out: dict[int, dict[str, Any]] = {}
-    for dep in _zen_get(zen, "/deposit/depositions?size=100"):
-        title = dep["title"] if "title" in dep else dep["metadata"]["title"]
-        index = int(title.rsplit("(part ", 1)[1].split(" of ")[0])
+    for dep in zen_get(zen, "/deposit/depositions?size=100"):
+        index = part_index(dep["title"] if "title" in dep else dep["metadata"]["title"])
         assert index not in out, f"part {index} twice"
         out[index] = dep
     return out
 
 
 def test_zenodo_part_that_fails_leaves_the_others_and_the_rerun_finishes_it(
-    tmp_path: Path,
-    many_files: SyntheticSource,
-    zenodo_factory: Callable[..., ZenodoHandle],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, many_files: SyntheticSource, zen: ZenodoHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    zen = zenodo_factory(max_files=10, rate_per_minute=100_000, rate_per_hour=1_000_000)
     proxy = FaultProxy(zen.url, seed=3, error_body=json_error)
     try:
         proxy.configure(faulty=_m020, error_rate=1.0)
-        config = _zen_config(tmp_path, many_files, zen)
+        config = zen_config(tmp_path, many_files, zen)
         text = config.read_text().replace(f'url = "{zen.url}"', f'url = "{proxy.url}"')
         config.write_text(text)
-        dest, stats = tmp_path / "data", tmp_path / "stats"
-        args = ["--config", str(config), "upload", RECID, "--target", "zen", "--dest", str(dest)]
-        args += ["--stats-dir", str(stats), "--publish"]
+        stats = str(tmp_path / "stats")
+        args = upload_args(config, RECID, "zen", tmp_path / "data", "--stats-dir", stats, "--publish")
 
         assert main(args) == 1
         err = capsys.readouterr().err
@@ -75,11 +77,11 @@ def test_zenodo_part_that_fails_leaves_the_others_and_the_rerun_finishes_it(
         proxy.configure(error_rate=0.0)
         before = len(proxy.log)
         assert main(args) == 0, capsys.readouterr().err
-        writes = [r for r in proxy.log[before:] if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
-        assert writes, "the re-run wrote nothing"
-        assert not [r for r in writes if any(f"/{i}" in r["path"] for i in others)], writes  # parts 1, 2, 4 untouched
-        uploaded = {r["path"].split("?")[0].rsplit("/", 1)[1] for r in writes if r["method"] == "PUT"}
-        assert uploaded & {f"m{j:03d}.dat" for j in range(FILES)} <= PART_3  # only part 3's files went again
+        sent = writes(proxy.log[before:])
+        assert sent, "the re-run wrote nothing"
+        assert not [r for r in sent if any(f"/{i}" in r["path"] for i in others)], sent  # parts 1, 2, 4 untouched
+        uploaded = {r["path"].split("?")[0].rsplit("/", 1)[1] for r in sent if r["method"] == "PUT"}
+        assert uploaded & set(dat_names()) <= PART_3  # only part 3's files went again
         assert "m020.dat" in uploaded
     finally:
         proxy.close()
@@ -89,12 +91,12 @@ def test_zenodo_part_that_fails_leaves_the_others_and_the_rerun_finishes_it(
     assert all(d["submitted"] for d in final.values())
     keys: list[str] = []
     for i, dep in sorted(final.items()):
-        record = _zen_get(zen, f"/records/{dep['id']}")
+        record = zen_get(zen, f"/records/{dep['id']}")
         keys += [f["key"] for f in record["files"] if f["key"].endswith(".dat")]
         related = {(r["identifier"], r["relation"]) for r in record["metadata"]["related_identifiers"]}
         assert (SOURCE_URL, "isPartOf") in related
         # the parts' pages as written through the proxy (its host): compared by path
         linked = {(urlsplit(ident).path, rel) for ident, rel in related if ident != SOURCE_URL}
         pages = {j: f"/records/{d['id']}" for j, d in final.items() if j != i}
-        assert linked == {(p, _relation(i, j)) for j, p in pages.items()}, i  # part 3, finished last, too
-    assert sorted(keys) == [f"m{j:03d}.dat" for j in range(FILES)]  # every file once
+        assert linked == {(p, relation(i, j)) for j, p in pages.items()}, i  # part 3, finished last, too
+    assert sorted(keys) == dat_names()  # every file once

@@ -11,7 +11,6 @@ Judged by the sandbox's own state.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -24,23 +23,13 @@ from pipeline import push_create
 from pipeline.ledger import Ledger
 from pipeline.push_create import MARKER_PREFIX
 from tests.fixtures_repository import RepositoryHandle
+from tests.push_support import OPEN_RATES, assert_holds, creates, ledger_path, push_config, push_folder
 
 META = ["--title", "Twin", "--creators", "Doe, Jane", "--description", "tiles", "--upload-type", "dataset"]
 
 
 class Died(BaseException):
     """Stands for kill -9 between the create's answer and the ledger's note of the id."""
-
-
-def _config(tmp_path: Path, repo: RepositoryHandle) -> Path:
-    token = tmp_path / "repo.token"
-    token.write_text(repo.token)
-    config = tmp_path / "push.toml"
-    config.write_text(
-        f'[targets.t]\ntype = "invenio"\nurl = "{repo.url}"\ntoken_file = "{token}"\n'
-        'profile = "inveniordm"\nrequests_per_minute = 100000\nrequests_per_hour = 1000000\n'
-    )
-    return config
 
 
 @pytest.mark.parametrize("dies_at", ["answer", "ledger"])
@@ -50,13 +39,9 @@ def test_a_push_dead_after_its_create_and_a_lagging_search_leave_one_draft(
     repository_factory: Callable[..., RepositoryHandle],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, index_delay_ms=2500)
-    config = _config(tmp_path, repo)
-    out = tmp_path / "out"
-    out.mkdir()
-    want = {f"f{i}.bin": os.urandom(1000 + i) for i in range(3)}
-    for name, data in want.items():
-        (out / name).write_bytes(data)
+    repo = repository_factory(**OPEN_RATES, index_delay_ms=2500)
+    config = push_config(tmp_path, repo)
+    out, want = push_folder(tmp_path)
     args = ["--config", str(config), "push", str(out), "--target", "t", *META]
 
     async def die(*args: object, **kwargs: object) -> None:
@@ -79,20 +64,18 @@ def test_a_push_dead_after_its_create_and_a_lagging_search_leave_one_draft(
     assert main(args) == 0
     entities = repo.state()["entities"]
     assert len(entities) == 1, entities  # one draft, never a twin
-    files = entities[0]["draft_files"]
-    assert sorted(files) == sorted(want)
-    assert all(f["status"] == "completed" for f in files.values()), files
-    creates = [r for r in repo.requests_log() if r["method"] == "POST" and r["path"] == "/api/records"]
+    assert_holds(entities[0]["draft_files"], want)
+    made = creates(repo)
     deletes = [r["path"] for r in repo.requests_log() if r["method"] == "DELETE"]
     if dies_at == "answer":
         # The look missed the draft: the re-run created a second one, then deleted it itself
         # once the index showed both, before any file was sent into it.
-        assert len(creates) == 2, creates
+        assert len(made) == 2, made
         assert len(deletes) == 1 and deletes[0].endswith("/draft") and entities[0]["id"] not in deletes[0]
     else:  # the dead run had waited until the index showed its draft: the re-run found it
-        assert len(creates) == 1 and deletes == [], (creates, deletes)
+        assert len(made) == 1 and deletes == [], (made, deletes)
     # The kept draft carries the push's marker, the one the ledger holds.
-    with Ledger.open(out / ".ferry" / "push-t.sqlite", readonly=True) as ledger:
+    with Ledger.open(ledger_path(out), readonly=True) as ledger:
         row = ledger.get("dir")
     assert row is not None and row.create_token and row.remote_id == entities[0]["id"]
     assert not row.create_pending

@@ -13,7 +13,6 @@ current code, and reads the sandbox's own state: one draft, holding every file.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import urllib.request
 import uuid
@@ -29,6 +28,7 @@ from pipeline.ledger_schema import LedgerError
 from pipeline.push_create import marked
 from pipeline.push_metadata import check_new_metadata, dialect
 from tests.fixtures_repository import RepositoryHandle
+from tests.push_support import OPEN_RATES, assert_holds, creates, ledger_path, push_config, push_folder
 
 TITLE = 'The "old" ledger'  # quotes: the title query must escape them
 META = ["--title", TITLE, "--creators", "Doe, Jane", "--description", "tiles", "--upload-type", "dataset"]
@@ -81,17 +81,6 @@ def _old_ledger(path: Path, version: int, token: str) -> None:
     conn.close()
 
 
-def _config(tmp_path: Path, repo: RepositoryHandle) -> Path:
-    token = tmp_path / "repo.token"
-    token.write_text(repo.token)
-    config = tmp_path / "push.toml"
-    config.write_text(
-        f'[targets.t]\ntype = "invenio"\nurl = "{repo.url}"\ntoken_file = "{token}"\n'
-        'profile = "inveniordm"\nrequests_per_minute = 100000\nrequests_per_hour = 1000000\n'
-    )
-    return config
-
-
 def _old_draft(repo: RepositoryHandle, body: dict[str, Any]) -> str:
     """The draft the interrupted push had created (its answer never reached the ledger)."""
     req = urllib.request.Request(f"{repo.url}/api/records", data=json.dumps(body).encode(), method="POST")
@@ -112,15 +101,11 @@ def test_a_pending_create_in_an_old_ledger_finds_its_draft(
     tmp_path: Path,
     repository_factory: Callable[..., RepositoryHandle],
 ) -> None:
-    repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000)
-    config = _config(tmp_path, repo)
-    out = tmp_path / "out"
-    out.mkdir()
-    want = {f"f{i}.bin": os.urandom(1000 + i) for i in range(3)}
-    for name, data in want.items():
-        (out / name).write_bytes(data)
+    repo = repository_factory(**OPEN_RATES)
+    config = push_config(tmp_path, repo)
+    out, want = push_folder(tmp_path)
     token = uuid.uuid4().hex
-    _old_ledger(out / ".ferry" / "push-t.sqlite", version, token)
+    _old_ledger(ledger_path(out), version, token)
     # Before the marker (schema 1, and schema 2 until 2026-12-04) the draft carried none;
     # a schema-2 ledger written since carries its token as the marker.
     body = dialect("inveniordm")(check_new_metadata(FIELDS))
@@ -132,13 +117,11 @@ def test_a_pending_create_in_an_old_ledger_finds_its_draft(
 
     entities = {e["id"]: e for e in repo.state()["entities"]}
     assert sorted(entities) == sorted([other, old]), entities  # the old draft filled, never a twin
-    files = entities[old]["draft_files"]
-    assert sorted(files) == sorted(want)
-    assert all(f["status"] == "completed" for f in files.values()), files
+    assert_holds(entities[old]["draft_files"], want)
     assert not entities[other]["draft_files"]  # the other push's draft untouched
-    creates = [r for r in repo.requests_log() if r["method"] == "POST" and r["path"] == "/api/records"]
-    assert len(creates) == 2, creates  # the two made above, none by the re-run
-    with Ledger.open(out / ".ferry" / "push-t.sqlite", readonly=True) as ledger:
+    made = creates(repo)
+    assert len(made) == 2, made  # the two made above, none by the re-run
+    with Ledger.open(ledger_path(out), readonly=True) as ledger:
         row = ledger.get("dir")
     assert row is not None and row.remote_id == old and not row.create_pending
 
