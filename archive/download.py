@@ -7,25 +7,40 @@ or mismatching files are fetched into ``DIR/.ferry/parts/<sha256>.part``, hashed
 they stream, and renamed into place only when size and sha256 match; a part left by a
 kill is resumed from its end after its prefix is hashed again. Manifest rows the archive
 lacks, and objects it holds that the manifest does not list, are reported. Re-running on
-a complete download reads no file and fetches nothing.
+a complete download reads no file and fetches nothing: once every file is in place and
+recorded, the revision is marked complete (``archive.rerun``) and the next run checks
+the marker and the files' stats without asking the archive anything.
+
+Durability: a file is renamed into place only after its size and sha256 match, so a kill
+-9 never leaves a wrong file under a manifest name (the page cache survives a kill). A
+power cut can, for bytes not yet on disk; what guards against it is the state: a fetched
+file is recorded there (and so trusted later without hashing) only after a sync of the
+file system that began after the file was closed. The syncs run beside the fetches, one
+at a time, each covering every file finished before it (not an fsync per file: 2,000 of
+them cost more than the fetching of 1,000 small files); a file placed but not yet
+recorded when the run dies is simply hashed by the next run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import hashlib
 import logging
 import os
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from archive.build import digest_files
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, ManifestRow
-from archive.store import fetch_manifest, listing, reader, revision_id
-from ferry.core.atomic import atomic_write_bytes, fsync_dir
+from archive.names import revision_id
+from archive.rerun import DownloadResult, forget_complete, mark_complete
+from archive.store import fetch_manifest, listing, reader
+from ferry.core.atomic import atomic_write_bytes
 from ferry.core.checksums import MultiHasher, hash_file
 from ferry.core.errors import FerryError, InputError, VerificationError
 from ferry.core.model import inside
@@ -37,27 +52,14 @@ from upload.targets.base import RemoteRecord, Target
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DownloadResult", "download_revision"]
+
 PARTS = "parts"
 # Bytes gathered from the stream before one thread hop writes and hashes them: S3 bodies
 # come in ~64 KiB pieces, and a hop per piece cost more of the loop than the reading.
+# A file no larger than this is gathered whole and written, hashed and placed in one hop.
 WRITE_BATCH = 1024 * 1024
-
-
-@dataclass
-class DownloadResult:
-    revision: str
-    files: int = 0
-    kept: int = 0
-    fetched: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    missing_in_archive: list[str] = field(default_factory=list)
-    unlisted_in_archive: list[str] = field(default_factory=list)
-    local_extra: list[str] = field(default_factory=list)
-    hashed_local: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not (self.failed or self.missing_in_archive)
+SYNC_EVERY = 1.0  # seconds between the syncs that let the state record fetched files
 
 
 async def download_revision(
@@ -71,20 +73,44 @@ async def download_revision(
     hooks: Hooks | None = None,
     progress: ProgressSink | None = None,
     stats: StatsWriter | None = None,
+    archive_key: str | None = None,
 ) -> DownloadResult:
+    """``archive_key``: what names the archive in the completion marker (see
+    ``archive.rerun.archive_key``); None: the target's name."""
     recid = revision_id(name, rev)
-    rec, remote, manifest = await _open_revision(target, name, rev, root)
+    await asyncio.to_thread(forget_complete, root)
+    rec, remote, manifest, manifest_bytes = await _open_revision(target, name, rev, root)
     result = DownloadResult(recid, files=len(manifest))
     result.unlisted_in_archive = sorted(k for k in remote if k not in manifest and k != MANIFEST_NAME)
-    result.missing_in_archive = [r.path for r in manifest if r.path not in remote]
+    absent = {r.path for r in manifest if r.path not in remote}
+    result.missing_in_archive = [r.path for r in manifest if r.path in absent]
 
     with TreeState.for_tree(root) as state:
-        todo = await _to_fetch(root, manifest, state, result, verify_existing=verify_existing, hooks=hooks)
+        todo = await _to_fetch(root, manifest, state, result, absent, verify_existing=verify_existing, hooks=hooks)
         if progress is not None:
             progress.add_totals(records=1, files=len(todo), bytes=sum(r.size for r in todo))
-        run = _Fetches(target, rec, root, state, result, progress, stats, asyncio.Semaphore(max(1, jobs)))
-        await asyncio.gather(*(run.one(r) for r in todo))
+        durable = _Durable(state, root)
+        run = _Fetches(target, rec, root, durable, result, progress, stats, asyncio.Semaphore(max(1, jobs)))
+        syncer = asyncio.create_task(durable.run())
+        try:
+            # Largest first: the big files stream side by side with the small ones instead
+            # of after them, when most slots would already be idle.
+            await asyncio.gather(*(run.one(r) for r in sorted(todo, key=lambda r: r.size, reverse=True)))
+        finally:
+            await durable.close(syncer)
         state.save()
+        if result.ok:
+            # Every row is now on disk and in the state with its sha256 (kept ones were
+            # looked up or hashed, fetched ones recorded after a sync): the whole revision
+            # is verified, and a re-run may trust it from the files' stats alone.
+            await asyncio.to_thread(
+                mark_complete,
+                root,
+                archive_key if archive_key is not None else target.name,
+                recid,
+                manifest_bytes,
+                result.unlisted_in_archive,
+            )
     if progress is not None:
         progress.record_finished(ok=result.ok)
     result.fetched.sort()
@@ -93,7 +119,7 @@ async def download_revision(
 
 async def _open_revision(
     target: Target, name: str, rev: str, root: Path
-) -> tuple[RemoteRecord, dict[str, int], Manifest]:
+) -> tuple[RemoteRecord, dict[str, int], Manifest, bytes]:
     """The revision's record, what the archive holds of it (key -> size: the manifest
     carries the checksums, so no file's are asked for), and its manifest (also written to
     ``root``); an unknown or incomplete revision is refused."""
@@ -111,7 +137,7 @@ async def _open_revision(
     # The temporary file lives in the state folder: a kill -9 before the rename must not
     # leave a stray file in the user's tree (the kill matrix found one there).
     await asyncio.to_thread(atomic_write_bytes, root / MANIFEST_NAME, data, tmp_dir=root / STATE_DIR / "tmp")
-    return rec, remote, manifest
+    return rec, remote, manifest, data
 
 
 async def _to_fetch(
@@ -119,6 +145,7 @@ async def _to_fetch(
     manifest: Manifest,
     state: TreeState,
     result: DownloadResult,
+    absent: set[str],
     *,
     verify_existing: bool,
     hooks: Hooks | None,
@@ -136,7 +163,7 @@ async def _to_fetch(
         known = digest.checksums.get(row.path)
         if known is not None and known["sha256"] == row.sha256:
             result.kept += 1
-        elif row.path not in result.missing_in_archive:
+        elif row.path not in absent:
             todo.append(row)
     return todo
 
@@ -148,7 +175,7 @@ class _Fetches:
     target: Target
     rec: RemoteRecord
     root: Path
-    state: TreeState
+    durable: _Durable
     result: DownloadResult
     progress: ProgressSink | None
     stats: StatsWriter | None
@@ -168,7 +195,7 @@ class _Fetches:
                 if self.progress is not None:
                     self.progress.file_finished(row.path, ok=False)
                 return
-            self.state.put(row.path, st, {"sha256": row.sha256})
+            self.durable.placed(row.path, st, row.sha256)
             self.result.fetched.append(row.path)
             if event:
                 event.close("ok")
@@ -176,14 +203,83 @@ class _Fetches:
                 self.progress.file_finished(row.path, ok=True)
 
 
+class _Durable:
+    """Records fetched files in the state once a sync made them durable (module doc)."""
+
+    def __init__(self, state: TreeState, root: Path, every: float = SYNC_EVERY) -> None:
+        self.state = state
+        self.root = root
+        self.every = every
+        self.pending: list[tuple[str, FileStat, str]] = []
+        self.wake = asyncio.Event()
+        self.closing = asyncio.Event()
+
+    def placed(self, path: str, st: FileStat, sha256: str) -> None:
+        self.pending.append((path, st, sha256))
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self.closing.is_set():
+            await self.wake.wait()
+            self.wake.clear()
+            await self.flush()
+            # A sync per file would cost what the fsyncs did; one a second bounds what a
+            # kill leaves unrecorded (hashed again by the next run) to a second's worth.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), self.every)
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        await asyncio.to_thread(sync_tree, self.root)
+        for path, st, sha256 in batch:
+            self.state.put(path, st, {"sha256": sha256})
+
+    async def close(self, syncer: asyncio.Task[None]) -> None:
+        """Stop the background syncs, then one last sync for what finished meanwhile. On a
+        failure or cancel too: what is placed is verified, and is worth recording."""
+        self.closing.set()
+        self.wake.set()
+        with contextlib.suppress(Exception):
+            await syncer
+        await self.flush()
+
+
+def sync_tree(root: Path) -> None:
+    """Write back the file system holding ``root`` (Linux: syncfs, that one only; else sync)."""
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if _syncfs is None or _syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _find_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int], int], fn)
+
+
+_syncfs = _find_syncfs()
+
+
 async def _fetch(
     target: Target, rec: RemoteRecord, root: Path, row: ManifestRow, progress: ProgressSink | None
 ) -> FileStat:
     dest = inside(root, row.path, where=f"manifest of {rec.recid}")
-    part = root / STATE_DIR / PARTS / f"{row.sha256}.part"
+    part = root / STATE_DIR / PARTS / part_name(row)
     # Thread hops are per file (1,000 small files are 1,000 GETs): one to open (or resume)
     # the .part, one per WRITE_BATCH of a large file, and one to finish (write the rest,
-    # fsync, close, check, place).
+    # close, check, place); a small file gets one: write, check and place it.
+    if 0 < row.size <= WRITE_BATCH:
+        # Nothing worth resuming: a part a kill left is overwritten whole.
+        return await _fetch_small(target, rec, row, part, dest, progress)
     hasher, offset, fh = await asyncio.to_thread(_open_part, part, row.size)
     batch: list[bytes] = []
     try:
@@ -209,6 +305,37 @@ async def _fetch(
     return await asyncio.to_thread(_finish, fh, hasher, batch, offset, part, dest, row, rec.recid)
 
 
+def part_name(row: ManifestRow) -> str:
+    """Stable across runs (a killed run's part is found again), and one per path: two rows
+    with the same bytes (duplicate files, empty ones) must not share a part."""
+    where = hashlib.sha256(row.path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{row.sha256}-{where}.part"
+
+
+async def _fetch_small(
+    target: Target, rec: RemoteRecord, row: ManifestRow, part: Path, dest: Path, progress: ProgressSink | None
+) -> FileStat:
+    chunks: list[bytes] = []
+    got = 0
+    async with contextlib.aclosing(reader(target, target.name).read_file(rec, row.path)) as stream:
+        async for chunk in stream:
+            got += len(chunk)
+            if got > row.size:
+                break  # longer than the manifest says: refused below
+            chunks.append(chunk)
+            if progress is not None:
+                progress.advance(len(chunk))
+    return await asyncio.to_thread(_write_small, chunks, got, part, dest, row, rec.recid)
+
+
+def _write_small(chunks: list[bytes], got: int, part: Path, dest: Path, row: ManifestRow, recid: str) -> FileStat:
+    part.parent.mkdir(parents=True, exist_ok=True)
+    hasher = MultiHasher(("sha256",))
+    with open(part, "wb") as fh:
+        _write(fh, hasher, chunks)
+    return _check_and_place(hasher, got, part, dest, row, recid)
+
+
 def _finish(
     fh: BinaryIO,
     hasher: MultiHasher,
@@ -219,13 +346,18 @@ def _finish(
     row: ManifestRow,
     recid: str,
 ) -> FileStat:
-    """Write the last bytes and make them durable, then place the file if it is the one
-    the manifest lists (else drop the .part: the next try starts from nothing)."""
+    """Write the last bytes, then place the file if it is the one the manifest lists (else
+    drop the .part: the next try starts from nothing). No fsync: see the module doc."""
     try:
         _write(fh, hasher, batch)
-        _sync(fh)
     finally:
         fh.close()
+    return _check_and_place(hasher, offset, part, dest, row, recid)
+
+
+def _check_and_place(
+    hasher: MultiHasher, offset: int, part: Path, dest: Path, row: ManifestRow, recid: str
+) -> FileStat:
     sha256 = hasher.hexdigests()["sha256"]
     if offset != row.size or sha256 != row.sha256:
         part.unlink(missing_ok=True)
@@ -264,14 +396,8 @@ def _write(fh: BinaryIO, hasher: MultiHasher, chunks: list[bytes]) -> None:
         hasher.update(chunk)
 
 
-def _sync(fh: BinaryIO) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
 def _place(part: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_dir() and not dest.is_symlink():
         raise InputError(f"{dest} is a folder, the manifest lists a file there")
-    os.replace(part, dest)
-    fsync_dir(dest.parent)
+    os.replace(part, dest)  # made durable by the sync before the state records it

@@ -21,46 +21,14 @@ import hashlib
 from dataclasses import dataclass
 
 from archive.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from archive.names import check_name, target_config
 from ferry.core.checksums import HEX_LENGTHS, Checksum, choose_hash, new_digest
-from ferry.core.config import Config, TargetConfig
+from ferry.core.config import Config
 from ferry.core.errors import InputError, TargetError
 from upload.targets import make_target
 from upload.targets.base import FileReader, RecordLister, RemoteFile, RemoteRecord, SizeLister, Target
 
-# URL scheme -> target type and options, for ARCHIVE given as a URL rather than a
-# configured name: the layout that puts ARCHIVE/NAME/REV/<path> where djarchive puts it.
-SCHEMES: dict[str, tuple[str, dict[str, str]]] = {"s3": ("s3", {"layout": "archive"}), "file": ("local", {})}
 MAX_MANIFEST_BYTES = 1 << 30  # a manifest of ~10 million files; anything bigger is not one
-
-
-def check_name(kind: str, value: str) -> str:
-    """NAME and REV are one path component each: no '/', '..', empty or control characters."""
-    if not value or value in (".", ".."):
-        raise InputError(f"{kind} {value!r} must be a name (not empty, '.' or '..')")
-    if "/" in value or "\\" in value:
-        raise InputError(f"{kind} {value!r} must not contain a slash")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InputError(f"{kind} {value!r} must not contain control characters")
-    if value == ".ferry":
-        raise InputError(f"{kind} {value!r} is reserved for ferry's own state")
-    return value
-
-
-def revision_id(name: str, rev: str) -> str:
-    return f"{check_name('dataset name', name)}/{check_name('revision', rev)}"
-
-
-def target_config(spec: str, config: Config) -> TargetConfig:
-    if spec in config.targets:
-        return config.target(spec)
-    scheme, sep, _ = spec.partition("://")
-    if sep:
-        if scheme not in SCHEMES:
-            known = ", ".join(f"{s}://" for s in SCHEMES)
-            raise InputError(f"archive {spec!r}: unknown scheme {scheme!r} (known: {known}, or a configured target)")
-        kind, options = SCHEMES[scheme]
-        return TargetConfig(name=spec, type=kind, url=spec, options=options)
-    return TargetConfig(name=spec, type="local", url=spec)
 
 
 def open_archive(spec: str, config: Config) -> Target:

@@ -23,7 +23,8 @@ from pathlib import Path
 from archive.build import TreeDigest, compare_digest, digest_tree, manifest_of, without_dotfiles
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
-from archive.store import archive_hash, bytes_checksum, revision_id
+from archive.names import revision_id
+from archive.store import archive_hash, bytes_checksum
 from ferry.core.checksums import Checksum
 from ferry.core.errors import FerryError, InputError
 from ferry.core.tree import ScanOptions

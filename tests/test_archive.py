@@ -423,3 +423,40 @@ def test_cli_round_trip(tmp_path: Path, arch: Arch, capsys: pytest.CaptureFixtur
     assert tree_bytes(dst) == files and any(stats.glob("*.jsonl"))
     assert main(["verify", str(dst)]) == 0
     assert read_manifest(dst / MANIFEST_NAME) == read_manifest(tmp_path / "src" / MANIFEST_NAME)
+
+
+async def test_fetched_file_enters_the_state_only_after_a_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fsync per file: a fetched file is placed after its sha256 matched, and recorded in
+    the state (trusted later without hashing) only after a sync that began after it was
+    placed; so a power cut cannot leave the state vouching for bytes that never reached disk."""
+    import archive.download as dl
+    from ferry.core.tree_state import TreeState
+
+    files = make_tree(tmp_path / "src", n=6)
+    target = LocalTarget(tmp_path / "arch")
+    await upload_revision(target, "set", "001", tmp_path / "src")
+    log: list[tuple[str, str]] = []
+    place, sync, put = dl._place, dl.sync_tree, TreeState.put
+
+    def placed(part: Path, dest: Path) -> None:
+        place(part, dest)
+        log.append(("place", dest.relative_to(tmp_path / "dst").as_posix()))
+
+    def synced(root: Path) -> None:
+        log.append(("sync", ""))
+        sync(root)
+
+    def recorded(self: TreeState, rel: str, *args: Any, **kwargs: Any) -> bool:
+        log.append(("put", rel))
+        return put(self, rel, *args, **kwargs)
+
+    monkeypatch.setattr(dl, "_place", placed)
+    monkeypatch.setattr(dl, "sync_tree", synced)
+    monkeypatch.setattr(TreeState, "put", recorded)
+    got = await download_revision(target, "set", "001", tmp_path / "dst")
+    assert got.ok and sorted(got.fetched) == sorted(files)
+    for rel in files:
+        placed_at, put_at = log.index(("place", rel)), log.index(("put", rel))
+        assert ("sync", "") in log[placed_at:put_at], (rel, log)
+    assert log.count(("sync", "")) < len(files)  # not one per file
+    assert tree_bytes(tmp_path / "dst") == files

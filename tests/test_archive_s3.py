@@ -3,6 +3,8 @@ target) and what the archive layout of the S3 target accepts. moto and SeaweedFS
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -14,8 +16,8 @@ from archive.upload import upload_revision
 from ferry.cli import main
 from ferry.core.config import TargetConfig
 from ferry.core.errors import InputError
-from tests.fixtures_s3 import S3Proxy, S3Server
-from tests.test_archive import make_tree, s3_environment
+from tests.fixtures_s3 import S3Proxy, S3Server, ferry_through, proxied_target
+from tests.test_archive import make_tree, s3_environment, tree_bytes
 from upload.targets.s3 import S3Target
 from upload.targets.s3_options import S3Options
 
@@ -168,3 +170,64 @@ async def test_a_put_answer_whose_etag_is_not_our_md5_is_read_back(
             assert f"arch/set/1/{MANIFEST_NAME}" in keys(moto_s3, bucket)
     finally:
         await target.aclose()
+
+
+def test_rerun_of_a_complete_download_asks_the_archive_nothing(
+    tmp_path: Path, moto_s3: S3Server, s3_proxy: S3Proxy, moto_bucket: str
+) -> None:
+    """A complete revision is immutable: a re-run whose local state still matches sends no
+    request at all, and succeeds with the archive down; a file changed since is noticed by
+    its stats, and the full download (the archive asked again) fetches that file only."""
+    files = make_tree(tmp_path / "src", n=4)
+    config = tmp_path / "ferry.toml"
+    config.write_text(proxied_target("arch", f"s3://{moto_bucket}/a", s3_proxy, layout="archive"))
+    dst = tmp_path / "dst"
+
+    def ferry(*args: str) -> subprocess.CompletedProcess[str]:
+        return ferry_through(moto_s3, s3_proxy, config, "archive", *args)
+
+    assert ferry("upload", "set", "1", str(tmp_path / "src"), "--to", "arch").returncode == 0
+    got = ferry("download", "set", "1", str(dst), "--from", "arch")
+    assert got.returncode == 0 and f"fetched {len(files)}, kept 0: verified" in got.stdout, got
+    s3_proxy.reset()
+    again = ferry("download", "set", "1", str(dst), "--from", "arch")
+    assert again.returncode == 0 and f"fetched 0, kept {len(files)}: verified" in again.stdout, again
+    assert s3_proxy.requests == []
+
+    victim = dst / "part-2" / "f2.dat"
+    victim.write_bytes(b"X" * len(files["part-2/f2.dat"]))  # same size, new bytes and mtime
+    changed = ferry("download", "set", "1", str(dst), "--from", "arch")
+    assert changed.returncode == 0 and f"fetched 1, kept {len(files) - 1}: verified" in changed.stdout, changed
+    assert victim.read_bytes() == files["part-2/f2.dat"]
+    fetched = [unquote(p.split("?")[0]) for m, p, _ in s3_proxy.requests if m == "GET" and "list-type" not in p]
+    assert sorted(fetched) == sorted(
+        [f"/{moto_bucket}/a/set/1/{MANIFEST_NAME}", f"/{moto_bucket}/a/set/1/part-2/f2.dat"]
+    )
+
+    s3_proxy.stop()  # the archive unreachable: a complete download needs nothing from it
+    s3_proxy.reset()
+    down = ferry("download", "set", "1", str(dst), "--from", "arch")
+    assert down.returncode == 0 and f"fetched 0, kept {len(files)}: verified" in down.stdout, down
+    assert s3_proxy.requests == []
+    assert tree_bytes(dst) == files
+
+
+def test_rerun_of_a_complete_download_imports_no_target(tmp_path: Path) -> None:
+    """The re-run decided offline does not import the targets' code (aiobotocore, aiohttp:
+    most of the start-up of a run that has nothing to do)."""
+    files = make_tree(tmp_path / "src", n=2)
+    arch, dst = tmp_path / "arch", tmp_path / "dst"
+    assert main(["archive", "upload", "set", "1", str(tmp_path / "src"), "--to", str(arch)]) == 0
+    assert main(["archive", "download", "set", "1", str(dst), "--from", str(arch)]) == 0
+    code = (
+        "import sys\nfrom ferry.cli.app import main\n"
+        f"rc = main(['archive', 'download', 'set', '1', {str(dst)!r}, '--from', {str(arch)!r}])\n"
+        "print(rc, sorted(m for m in sys.modules if m.startswith(('upload.targets', 'aiobotocore', 'aiohttp'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.stdout.splitlines()[-1] == "0 []", out
+    assert f"fetched 0, kept {len(files)}: verified" in out.stdout
+    # A file gone: the full download runs and fetches it.
+    (dst / "part-0" / "f0.dat").unlink()
+    assert main(["archive", "download", "set", "1", str(dst), "--from", str(arch)]) == 0
+    assert tree_bytes(dst) == files
