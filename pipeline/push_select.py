@@ -70,18 +70,25 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, node
 
 
-def catalog_groups(catalog: Path) -> list[tuple[str, str, Group]]:
-    """``(catalog key, file name, group)`` for every file ``catalog`` names, in file order."""
+def _load_catalog(catalog: Path) -> dict[Any, Any]:
     import yaml  # here, not at the top: only --select catalog needs it (15 ms of every push's start)
 
     try:
         data = yaml.safe_load(catalog.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"catalog {catalog}: cannot read it: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"catalog {catalog}: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise InputError(f"catalog {catalog}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise InputError(f"catalog {catalog}: must be a YAML mapping")
+    return data
+
+
+def catalog_groups(catalog: Path) -> list[tuple[str, str, Group]]:
+    """``(catalog key, file name, group)`` for every file ``catalog`` names, in file order."""
+    data = _load_catalog(catalog)
     out: list[tuple[str, str, Group]] = []
     for key, value in _leaves(data):
         if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -103,6 +110,8 @@ def catalog_groups(catalog: Path) -> list[tuple[str, str, Group]]:
 
 
 def _inside(directory: Path, candidate: Path, what: str) -> Path:
+    if "\x00" in str(candidate):  # no file has such a name; the OS would refuse it with a ValueError
+        raise InputError(f"{what}: {str(candidate)!r} holds a NUL character, which no file name can")
     root = directory.resolve()
     path = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if path != root and root not in path.parents:

@@ -18,6 +18,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# A --long loop runs for minutes by design (36 records at Zenodo's 100 requests/min, a 60 s
+# outage, 10 kills per command): the suite-wide 180 s per test is for the short sizes.
+LONG_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        for item in items:
+            item.add_marker(pytest.mark.timeout(LONG_TIMEOUT))
+
+
 @pytest.fixture(scope="session")
 def long_run(request: pytest.FixtureRequest) -> bool:
     """True under ``--long``: the loops of tests/reliability/ take their full counts."""

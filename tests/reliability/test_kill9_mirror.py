@@ -123,3 +123,4 @@ def _check_rounds(done: Rounds, log: Path) -> None:
     assert done.final_rc == 0, text[-3000:]
     assert done.killed >= 1, f"no kill landed while the mirror ran: {done}"
     assert "Traceback" not in text, text[-3000:]
+    print(f"mirror kill rounds: {done.killed} killed, {done.finished_first} finished first")  # shown with -s

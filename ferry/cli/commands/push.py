@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -128,8 +129,10 @@ async def _run(opts: PushOptions, config: Config, args: argparse.Namespace) -> P
     stats = StatsWriter(args.stats_dir, redact=(token.reveal(),) if token else ())
     target = make_target(tcfg, config.limits, token=token)
     ledger = None
+    path = default_ledger(opts.directory, tcfg.name)
+    fresh = not path.exists() and not path.parent.exists()
+    refused = False
     if not opts.dry_run:
-        path = default_ledger(opts.directory, tcfg.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         ledger = Ledger.open(path, target=tcfg.name)
     run_event = stats.open("run", reason=f"push {opts.directory} --select {opts.select}", target=tcfg.name)
@@ -151,13 +154,27 @@ async def _run(opts: PushOptions, config: Config, args: argparse.Namespace) -> P
         run_event.close("dry-run" if opts.dry_run else ("ok" if result.ok else "failed"))
         return result
     except BaseException as exc:
+        refused = isinstance(exc, InputError)
         run_event.close("failed", error=exc)
         raise
     finally:
         await target.aclose()
         if ledger is not None:
             ledger.close()
+            if fresh and refused:
+                _forget(path)
         stats.close()
+
+
+def _forget(path: Path) -> None:
+    """Remove the state folder a refused push made (bad input writes nothing, DIR included).
+
+    Only when this run made the folder: the refusal (a bad catalog, a missing file, a
+    sub-path) comes before any request, so the new ledger holds nothing worth keeping."""
+    for extra in ("", "-wal", "-shm", "-journal", ".lock"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else was put there meanwhile: leave it
+        path.parent.rmdir()
 
 
 def report(result: PushResult, opts: PushOptions) -> int:
