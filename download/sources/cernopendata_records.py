@@ -163,6 +163,10 @@ def check_cache_entry(path: Path, key: str, entry: Any) -> None:
         raise InputError(
             f'{path}: key {key!r}: "record" must be an object, not {type(record).__name__}',
         )
+    files = entry.get("files")
+    if files is not None and not (isinstance(files, list) and all(isinstance(f, Mapping) for f in files)):
+        shown = type(files).__name__ if not isinstance(files, list) else "a list holding a non-object"
+        raise InputError(f'{path}: key {key!r}: "files" must be a list of objects, not {shown}')
 
 
 async def record_from_fixture(raw: Mapping[str, Any], read_index: ReadIndex | None) -> Record:

@@ -1,4 +1,4 @@
-"""Generated bad inputs (hypothesis): push catalogs and djarchive manifests (issue 16, section 5).
+"""Generated bad inputs (hypothesis): push catalogs, djarchive manifests, master caches (issue 16, section 5).
 
 The other inputs (records files, recid lists, configs) are in test_generated_inputs.py.
 Whatever a catalog or a manifest holds, the command ends with a status of its own (0, 1
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -147,5 +148,71 @@ def test_generated_manifests_for_download(request: pytest.FixtureRequest, capsys
                 assert "manifest" in err, err
                 assert not any(p.is_file() and ".ferry" not in p.parts for p in dest.rglob("*")), err
             assert not (work / "out.txt").exists(), "a manifest path escaped the download folder"
+
+    check()
+
+
+FILE_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "uri": st.one_of(
+            st.sampled_from(["root://127.0.0.1:9//a/b.root", "https://127.0.0.1:9/x", ""]), st.text(max_size=6)
+        ),
+        "key": NAMES,
+        "size": st.one_of(st.integers(min_value=-2, max_value=2**70), st.text(max_size=3), st.none()),
+        "checksum": st.one_of(st.sampled_from(["adler32:0001abcd", "md5:" + "0" * 32, "adler32:xyz"]), st.none()),
+    },
+)
+CACHE_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "record": st.one_of(st.fixed_dictionaries({"recid": st.one_of(st.integers(), st.text(max_size=4))}), LEAF),
+        "files": st.one_of(st.lists(FILE_ENTRY, max_size=3), LEAF),
+        "done": st.one_of(st.booleans(), LEAF),
+        "category": st.one_of(st.sampled_from(["collision", "simulated", "unclassified"]), LEAF),
+        "error": LEAF,
+    },
+)
+CACHE_KEYS = st.one_of(st.sampled_from(["1", "80050", "-3", "x"]), st.text(max_size=3))
+
+
+def _cache(items: list[tuple[str, dict[str, Any], bool]]) -> dict[str, Any]:
+    """Entries keyed by recid; where ``agree``, the record inside names its key (else the
+    key and the inner recid are generated apart, which a cache must refuse)."""
+    out: dict[str, Any] = {}
+    for key, entry, agree in items:
+        record = entry.get("record")
+        out[key] = {**entry, "record": {**record, "recid": key}} if agree and isinstance(record, dict) else entry
+    return out
+
+
+CACHES = st.one_of(st.lists(st.tuples(CACHE_KEYS, CACHE_ENTRY, st.booleans()), max_size=3).map(_cache), CATALOG)
+
+
+def test_generated_master_caches(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
+    """A generated master cache read by ``cache stats/order/show`` and ``bulk --all --dry-run``:
+    a status of its own, never a traceback; refused (2), the cache file is named and nothing is
+    written to the target."""
+
+    @settings(max_examples=examples(request), **SETTINGS)  # type: ignore[arg-type]
+    @given(CACHES)
+    def check(value: Any) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            _, shelf = _tree_of(work)
+            cache = work / "master-cache.json"
+            cache.write_text(json.dumps(value))
+            config = ["--config", str(work / "ferry.toml")]
+            for argv in (["cache", "stats", str(cache)], ["cache", "order", str(cache)], ["cache", "show", str(cache)]):
+                code, err = run([*config, *argv], capsys)
+                event(f"{argv[1]} exit {code}")
+                if code == 2:
+                    assert str(cache) in err or "cache" in err, err
+            bulk = ["bulk", "--all", "--cache", str(cache), "--target", "shelf", "--dest", str(work / "dest")]
+            code, err = run([*config, *bulk, "--dry-run"], capsys)
+            event(f"bulk exit {code}")
+            if code == 2:
+                assert str(cache) in err or "cache" in err, err
+            assert tree(shelf) == [], "a dry run wrote into the target"
 
     check()
