@@ -86,11 +86,15 @@ async def download_revision(
     result.missing_in_archive = [r.path for r in manifest if r.path in absent]
 
     with TreeState.for_tree(root) as state:
-        todo = await _to_fetch(root, manifest, state, result, absent, verify_existing=verify_existing, hooks=hooks)
+        expected: dict[str, FileStat] = {}  # path -> the stat of the verified file, as last seen
+        todo = await _to_fetch(
+            root, manifest, state, result, absent, expected, verify_existing=verify_existing, hooks=hooks
+        )
         if progress is not None:
             progress.add_totals(records=1, files=len(todo), bytes=sum(r.size for r in todo))
         durable = _Durable(state, root)
-        run = _Fetches(target, rec, root, durable, result, progress, stats, asyncio.Semaphore(max(1, jobs)))
+        gate = asyncio.Semaphore(max(1, jobs))
+        run = _Fetches(target, rec, root, durable, result, progress, stats, gate, expected)
         syncer = asyncio.create_task(durable.run())
         try:
             # Largest first: the big files stream side by side with the small ones instead
@@ -99,6 +103,8 @@ async def download_revision(
         finally:
             await durable.close(syncer)
         state.save()
+        if result.ok:
+            await asyncio.to_thread(_check_whole, root, manifest, expected, result)
         if result.ok:
             # Every row is now on disk and in the state with its sha256 (kept ones were
             # looked up or hashed, fetched ones recorded after a sync): the whole revision
@@ -146,6 +152,7 @@ async def _to_fetch(
     state: TreeState,
     result: DownloadResult,
     absent: set[str],
+    expected: dict[str, FileStat],
     *,
     verify_existing: bool,
     hooks: Hooks | None,
@@ -163,6 +170,7 @@ async def _to_fetch(
         known = digest.checksums.get(row.path)
         if known is not None and known["sha256"] == row.sha256:
             result.kept += 1
+            expected[row.path] = present[row.path].stat
         elif row.path not in absent:
             todo.append(row)
     return todo
@@ -180,6 +188,7 @@ class _Fetches:
     progress: ProgressSink | None
     stats: StatsWriter | None
     gate: asyncio.Semaphore
+    expected: dict[str, FileStat]
 
     async def one(self, row: ManifestRow) -> None:
         async with self.gate:
@@ -196,11 +205,27 @@ class _Fetches:
                     self.progress.file_finished(row.path, ok=False)
                 return
             self.durable.placed(row.path, st, row.sha256)
+            self.expected[row.path] = st
             self.result.fetched.append(row.path)
             if event:
                 event.close("ok")
             if self.progress is not None:
                 self.progress.file_finished(row.path, ok=True)
+
+
+def _check_whole(root: Path, manifest: Manifest, expected: dict[str, FileStat], result: DownloadResult) -> None:
+    """The result as a whole: every row on disk as it was when verified (kept ones when
+    found, fetched ones when placed). A file replaced or edited meanwhile by someone else
+    fails the run (not marked complete) rather than being reported as verified. Stats
+    only: the bytes were checked once, by hashing or while they streamed."""
+    for row in manifest:
+        want = expected.get(row.path)
+        try:
+            now = FileStat.of(os.stat(root / row.path))
+        except OSError:
+            now = None
+        if want is None or now != want:
+            result.failed[row.path] = "changed or removed in the folder while the download ran"
 
 
 class _Durable:

@@ -460,3 +460,34 @@ async def test_fetched_file_enters_the_state_only_after_a_sync(tmp_path: Path, m
         assert ("sync", "") in log[placed_at:put_at], (rel, log)
     assert log.count(("sync", "")) < len(files)  # not one per file
     assert tree_bytes(tmp_path / "dst") == files
+
+
+async def test_file_changed_during_the_download_fails_the_whole(tmp_path: Path) -> None:
+    """The result is verified as a whole: a kept file edited by someone else while the run
+    fetches another is not reported as verified, the folder is not marked complete, and
+    the next run fetches it again."""
+    from archive.rerun import marker_path
+
+    files = make_tree(tmp_path / "src", n=3)
+    target = LocalTarget(tmp_path / "arch")
+    await upload_revision(target, "set", "001", tmp_path / "src")
+    dst = tmp_path / "dst"
+    assert (await download_revision(target, "set", "001", dst)).ok and marker_path(dst).is_file()
+    (dst / "part-0" / "f0.dat").unlink()  # fetched again by the next run
+    read = target.read_file
+
+    async def read_file(rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
+        if key == "part-0/f0.dat":
+            (dst / "part-1" / "f1.dat").write_bytes(b"edited meanwhile")
+        async with contextlib.aclosing(read(rec, key, start=start)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    setattr(target, "read_file", read_file)  # noqa: B010 (an instance's method, replaced)
+    got = await download_revision(target, "set", "001", dst)
+    assert got.fetched == ["part-0/f0.dat"] and list(got.failed) == ["part-1/f1.dat"] and not got.ok
+    assert not marker_path(dst).exists()
+    setattr(target, "read_file", read)  # noqa: B010
+    again = await download_revision(target, "set", "001", dst)
+    assert again.ok and again.fetched == ["part-1/f1.dat"] and tree_bytes(dst) == files
+    assert marker_path(dst).is_file()

@@ -14,7 +14,6 @@ layout = "archive" (s3:// URLs get it); one in another layout is refused.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +26,8 @@ from ferry.core.config import Config
 if TYPE_CHECKING:
     from archive.upload import UploadResult
 
-# The targets (aiobotocore, aiohttp: ~0.25 s), the progress display and the stats writer
-# are imported where a command needs them: the re-run of a complete download needs none.
+# The targets (aiobotocore, aiohttp: ~0.25 s), asyncio, the progress display and the stats
+# writer are imported where a command needs them: the re-run of a complete download needs none.
 
 EXAMPLE = """examples:
   ferry archive upload my-set 001 ./my-set --to /mnt/archive      # manifest written first if missing
@@ -102,6 +101,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def run_upload(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
     from archive.store import open_archive
     from archive.upload import upload_revision
     from ferry.progress import Progress, display_options
@@ -145,6 +146,8 @@ def run_upload(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_datasets(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
     for name in asyncio.run(_datasets(args, config)):
         print(name)
     return 0
@@ -162,6 +165,8 @@ async def _datasets(args: argparse.Namespace, config: Config) -> list[str]:
 
 
 def run_revisions(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
     from archive.store import open_archive, revisions
 
     async def main() -> list[str]:
@@ -192,6 +197,8 @@ def run_download(args: argparse.Namespace, config: Config) -> int:
 
 
 def _download(args: argparse.Namespace, config: Config, key: str) -> DownloadResult:
+    import asyncio
+
     from archive.download import download_revision
     from archive.store import open_archive
     from ferry.progress import Progress, display_options
