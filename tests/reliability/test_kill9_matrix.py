@@ -35,6 +35,7 @@ from tests.bulk_support import (
 from tests.fixtures_repository import RepositoryHandle
 from tests.fixtures_s3 import S3Server
 from tests.fixtures_zenodo import ZenodoHandle
+from tests.push_support import TARGET, push_config
 from tests.reliability.kill_support import (
     exactly,
     kill_rounds,
@@ -229,14 +230,8 @@ def test_push_zenodo(tmp_path: Path, zenodo_factory: ZenFactory, kills: int) -> 
 def test_push_invenio(tmp_path: Path, repository_factory: RepoFactory, kills: int) -> None:
     repo = repository_factory(rate_per_minute=100_000, rate_per_hour=1_000_000, latency_ms=30)
     want = _push_dir(tmp_path)
-    token = tmp_path / "repo.token"
-    token.write_text(repo.token)
-    config = tmp_path / "push.toml"
-    config.write_text(
-        f'[targets.t]\ntype = "invenio"\nurl = "{repo.url}"\ntoken_file = "{token}"\n'
-        'profile = "inveniordm"\nrequests_per_minute = 100000\nrequests_per_hour = 1000000\n'
-    )
-    args = ["--config", str(config), "push", str(tmp_path / "out"), "--target", "t", "--jobs", "2", *META]
+    config = push_config(tmp_path, repo)
+    args = ["--config", str(config), "push", str(tmp_path / "out"), "--target", TARGET, "--jobs", "2", *META]
     log = tmp_path / "ferry.log"
     created = lambda: any(r["method"] == "POST" for r in repo.requests_log())  # noqa: E731
     sending = lambda: sum(is_content_put(r) for r in repo.requests_log()) >= 3  # noqa: E731
