@@ -362,7 +362,10 @@ class Pusher:
 
         async def one(f: PushFile) -> None:
             async with gate:
-                await self._send(rec, f, hashes)
+                state = await self._send(rec, f, hashes)
+            # The ledger row is written (in the ledger's one thread) once the slot is free:
+            # the next file's transfer does not wait behind this commit.
+            await self._file_state(f.key, *state)
 
         for group in GROUPS:
             members = [f for f in files if f.group == group]
@@ -383,8 +386,11 @@ class Pusher:
             await self._file_state(key, "verified", hashes[key])
             self.stats.record("upload", "skipped", self.name, key, reason="already on the target with the same md5")
 
-    async def _send(self, rec: RemoteRecord, f: PushFile, hashes: dict[str, Checksum]) -> None:
-        """One file to the target, verified by its md5; a failure is kept in the result, not raised."""
+    async def _send(
+        self, rec: RemoteRecord, f: PushFile, hashes: dict[str, Checksum]
+    ) -> tuple[str, Checksum | None, Exception | None]:
+        """One file to the target, verified by its md5; a failure is kept in the result, not
+        raised. Returns the file's ledger state (status, checksum, error) for the caller to write."""
         shown = self.shown
         event = self.stats.open("upload", self.name, f.key, bytes=f.size, transfer=self.target.plan_file(f.size))
         if shown is not None:
@@ -397,8 +403,7 @@ class Pusher:
             self.result.failed[f.key] = exc.message
             if shown is not None:
                 shown.upload_finished(f.key, ok=False)
-            await self._file_state(f.key, "failed", None, exc)
-            return
+            return "failed", None, exc
         md5 = got.checksum("md5")
         if f.key not in hashes and md5:  # hashed while sent; put_file compared it with the target's
             hashes[f.key] = Checksum("md5", md5)
@@ -406,7 +411,7 @@ class Pusher:
         if shown is not None:
             shown.upload_finished(f.key, ok=True)
         self.result.sent.append(f.key)
-        await self._file_state(f.key, "verified", hashes.get(f.key))
+        return "verified", hashes.get(f.key), None
 
     async def _marker(self, rec: RemoteRecord, core: list[PushFile], hashes: Mapping[str, Checksum]) -> None:
         """``DIR/<name><suffix>``, only once every core file is verified on the target."""

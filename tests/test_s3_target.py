@@ -523,3 +523,23 @@ async def test_without_etag_checks_a_changed_part_is_caught_by_hashing_it_again(
         await target.aclose()
     assert "pfx/run3/tiles.pmtiles/content" not in objects(s3_env, s3_bucket)
     assert uploads(s3_env, s3_bucket) == []
+
+
+async def test_file_chunks_reads_all_and_closes_the_file_whether_read_to_the_end_or_not(tmp_path: Path) -> None:
+    from upload.targets.s3_upload import _body, file_chunks
+
+    data = os.urandom(10_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fds = len(os.listdir("/proc/self/fd"))
+    assert [c async for c in file_chunks(path, 4096)] == [data[:4096], data[4096:8192], data[8192:]]
+    assert len(os.listdir("/proc/self/fd")) == fds
+    chunks = file_chunks(path, 4096)
+    first = await anext(chunks)
+    await chunks.aclose()  # left half read
+    assert len(os.listdir("/proc/self/fd")) == fds
+    # A part that is one whole chunk is sent as that chunk; one made of pieces is joined.
+    assert _body([memoryview(first)]).getvalue() == data[:4096]
+    assert _body([memoryview(first)[:100], memoryview(first)[100:]]).getvalue() == data[:4096]
+    assert _body([memoryview(first)[:100]]).getvalue() == data[:100]
+    assert [c async for c in file_chunks(tmp_path / "f", 20_000)] == [data]

@@ -72,17 +72,34 @@ def multipart_etag(part_digests: list[bytes]) -> str:
     return f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
 
 
-async def file_chunks(path: Path, chunk: int) -> AsyncGenerator[bytes, None]:
-    """A file's bytes in ``chunk``-sized reads, each in a worker thread."""
-    fh = await asyncio.to_thread(open, path, "rb", buffering=0)
+def _open_and_read(path: Path, chunk: int) -> tuple[io.FileIO, bytes]:
+    fh = io.FileIO(path, "rb")
     try:
-        while True:
-            data = await asyncio.to_thread(fh.read, chunk)
-            if not data:
-                return
+        return fh, fh.read(chunk)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _read_or_close(fh: io.FileIO, chunk: int) -> bytes:
+    data = fh.read(chunk)
+    if not data:
+        fh.close()
+    return data
+
+
+async def file_chunks(path: Path, chunk: int) -> AsyncGenerator[bytes, None]:
+    """A file's bytes in ``chunk``-sized reads, each in a worker thread. The open goes with
+    the first read and the close with the read that finds the end, in the same thread
+    call: a file of one chunk (a single PUT) costs two hops to a thread, not four."""
+    fh, data = await asyncio.to_thread(_open_and_read, path, chunk)
+    try:
+        while data:
             yield data
+            data = await asyncio.to_thread(_read_or_close, fh, chunk)
     finally:
-        await asyncio.to_thread(fh.close)
+        if not fh.closed:  # left half read
+            await asyncio.to_thread(fh.close)
 
 
 async def parts_of(
@@ -131,17 +148,31 @@ def at_kw(at: At) -> dict[str, str | None]:
     return {"recid": at.recid, "file": at.file}
 
 
+def _whole(pieces: list[memoryview]) -> bytes | None:
+    """The bytes object a part is when it is one whole chunk (a file read of exactly the
+    part's size, the usual case for a file), else None."""
+    if len(pieces) == 1 and isinstance(pieces[0].obj, bytes) and pieces[0].nbytes == len(pieces[0].obj):
+        return pieces[0].obj
+    return None
+
+
 def _body(pieces: list[memoryview]) -> io.BytesIO:
-    """A part's body (blocking: a worker thread): one allocation of its exact size. A
-    BytesIO made of a bytes object shares it while nothing else holds it, so aiohttp reads
-    it without the whole copy it makes of a body botocore wrapped (see s3_client)."""
-    return io.BytesIO(b"".join(pieces))
+    """A part's body: the chunk itself when the part is one whole chunk (no copy, no
+    thread), else one allocation of its exact size (blocking: a worker thread). A BytesIO
+    made of a bytes object shares it (reads never copy the buffer out of it), so aiohttp
+    reads it without the whole copy it makes of a body botocore wrapped (see s3_client)."""
+    whole = _whole(pieces)
+    return io.BytesIO(whole if whole is not None else b"".join(pieces))
+
+
+async def _body_async(pieces: list[memoryview]) -> io.BytesIO:
+    return _body(pieces) if _whole(pieces) is not None else await asyncio.to_thread(_body, pieces)
 
 
 def _body_and_md5(pieces: list[memoryview]) -> tuple[io.BytesIO, bytes]:
-    body = _body(pieces)
-    with body.getbuffer() as view:
-        return body, hashlib.md5(view).digest()
+    whole = _whole(pieces)
+    data = whole if whole is not None else b"".join(pieces)
+    return io.BytesIO(data), hashlib.md5(data).digest()
 
 
 def _feed(hasher: MultiHasher, pieces: list[memoryview]) -> None:
@@ -300,9 +331,13 @@ async def _send_single(
         await whole.aclose()
     # Hashed here even when the md5 is known: not every server checks Content-MD5 (moto
     # stores a mismatching body), and bytes that are not the expected ones are never sent.
-    # One pass: the whole-stream md5 of a single PUT is its Content-MD5; the body is
-    # filled in another thread meanwhile.
-    data, _ = await asyncio.gather(asyncio.to_thread(_body, pieces), asyncio.to_thread(_feed, hasher, pieces))
+    # One pass: the whole-stream md5 of a single PUT is its Content-MD5; a body that must
+    # be joined is filled in another thread meanwhile.
+    if _whole(pieces) is not None:
+        data = _body(pieces)
+        await asyncio.to_thread(_feed, hasher, pieces)
+    else:
+        data, _ = await asyncio.gather(asyncio.to_thread(_body, pieces), asyncio.to_thread(_feed, hasher, pieces))
     del pieces
     check_stream(hasher, size, expected, at)  # before anything is written
     checksums = hasher.checksums()
@@ -362,7 +397,7 @@ async def _next_body(
     if known is None or number > len(known):
         raise _changed(number, at, f"the file had {len(known or ())} parts")
     if check_etag:
-        return await asyncio.to_thread(_body, pieces), known[number - 1]
+        return await _body_async(pieces), known[number - 1]
     body, md5 = await asyncio.to_thread(_body_and_md5, pieces)
     if md5 != known[number - 1]:
         raise _changed(number, at, f"its md5 is {md5.hex()}, not {known[number - 1].hex()}")
