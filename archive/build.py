@@ -10,7 +10,7 @@ All blocking (file-system work in threads): call from a thread in async code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ def digest_files(
     rehash: bool = False,
     hooks: Hooks | None = None,
     workers: int = WORKERS,
+    on_digest: Callable[[str, int, dict[str, str]], None] | None = None,
 ) -> TreeDigest:
-    """Checksums of ``files``: from ``state`` when unchanged, else hashed (and stored)."""
+    """Checksums of ``files``: from ``state`` when unchanged, else hashed (and stored).
+    ``on_digest(path, size, digests)``: called for each file as soon as its checksums are known
+    (from the state first, then as hashing ends each file), in this thread."""
     known: dict[str, dict[str, str]] = {}
     todo: list[HashJob] = []
     for f in files:
@@ -55,8 +58,12 @@ def digest_files(
             known[f.path] = hit
         else:
             todo.append(HashJob(f.path, f.full, f.stat))
+    if on_digest is not None:
+        sizes = {f.path: f.stat.size for f in files}
+        for path, digests in known.items():
+            on_digest(path, sizes[path], digests)
     started = now_ns()
-    fresh = hash_many(todo, algorithms, workers=workers, hooks=hooks)
+    fresh = hash_many(todo, algorithms, workers=workers, hooks=hooks, on_done=on_digest)
     by_path = {f.path: f for f in files}
     for path, digests in fresh.items():
         state.put(path, by_path[path].stat, digests, hashed_at_ns=started)
@@ -73,12 +80,13 @@ def digest_tree(
     rehash: bool = False,
     hooks: Hooks | None = None,
     state: TreeState | None = None,
+    on_digest: Callable[[str, int, dict[str, str]], None] | None = None,
 ) -> TreeDigest:
     files = scan_tree(root, opts)
     own = state is None
     st = state if state is not None else TreeState.for_tree(root)
     try:
-        digest = digest_files(files, st, algorithms=algorithms, rehash=rehash, hooks=hooks)
+        digest = digest_files(files, st, algorithms=algorithms, rehash=rehash, hooks=hooks, on_digest=on_digest)
         if own and not opts.excludes and opts.include_dotfiles:
             st.prune({f.path for f in files})  # only a full scan knows what is gone
         return digest

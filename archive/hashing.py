@@ -140,13 +140,16 @@ def hash_many(
     *,
     workers: int = WORKERS,
     hooks: Hooks | None = None,
+    on_done: Callable[[str, int, dict[str, str]], None] | None = None,
 ) -> dict[str, dict[str, str]]:
     """Digests of every job by path. The first failure cancels what has not started and is
-    raised once the running ones end (no thread is left reading)."""
+    raised once the running ones end (no thread is left reading). ``on_done(path, size,
+    digests)``: called (in the calling thread) as each file's digests are ready."""
     hooks = hooks or Hooks()
     hooks.planned(len(jobs), sum(j.stat.size for j in jobs))
     order = sorted(jobs, key=lambda j: j.stat.size, reverse=True)
     results: dict[str, dict[str, str]] = {}
+    sizes = {j.path: j.stat.size for j in jobs}
 
     def one(job: HashJob) -> tuple[str, dict[str, str]]:
         hooks.started(job.path)
@@ -162,6 +165,8 @@ def hash_many(
             for fut in as_completed(futures):
                 path, digests = fut.result()
                 results[path] = digests
+                if on_done is not None:
+                    on_done(path, sizes[path], digests)
         except (FerryError, OSError, KeyboardInterrupt):
             for f in futures:
                 f.cancel()

@@ -2,7 +2,9 @@
 
 1. DIR is hashed (local state first: an unchanged tree is not read). With a manifest in
    DIR, the tree must match it exactly, or nothing is sent (each file named); without
-   one, it is written first, as djarchive does.
+   one, it is written as soon as the whole tree is hashed, as djarchive does, and files
+   are sent as their checksums are known (hashing and sending overlap; the archive's
+   listing, asked for while hashing runs, says which to skip; step 2 decides first).
 2. The revision is refused if the archive already has it complete with another manifest
    (revisions are immutable); with the same manifest there is nothing to do.
 3. Files already stored with the same size and checksum are skipped, the rest sent
@@ -16,11 +18,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archive.build import TreeDigest, compare_digest, digest_tree, manifest_of, without_dotfiles
+from archive.build import TreeDigest, compare_digest, digest_tree, is_dotted, manifest_of, without_dotfiles
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from archive.names import revision_id
@@ -79,18 +82,20 @@ async def upload_revision(
     recid = revision_id(name, rev)
     algorithm = archive_hash(target)
     algorithms = ("sha256",) if algorithm == "sha256" else ("sha256", algorithm)
-    opts = ScanOptions(include_dotfiles=True)  # a manifest may list dotfiles; see compare_digest
-    digest = await asyncio.to_thread(digest_tree, root, opts, algorithms=algorithms, hooks=hooks)
+    result = UploadResult(recid, dry_run=dry_run)
+    # With a manifest in DIR nothing may go before the tree is checked against it; a dry
+    # run sends nothing: both hash first, then decide, as before.
+    early = None if dry_run or (root / MANIFEST_NAME).exists() else _Early(target, recid, root, algorithm, result)
+    digest, rec, remote = await _hash_and_list(target, recid, root, algorithms, hooks, early, jobs, progress, stats)
     manifest, written = await asyncio.to_thread(local_manifest, root, digest, dry_run=dry_run)
     manifest_bytes = manifest.to_bytes()
-    result = UploadResult(recid, files=len(manifest), dry_run=dry_run, manifest_written=written)
-
-    rec = await target.find(recid, recid)
-    remote: dict[str, RemoteFile] = await target.list_files(rec) if rec is not None else {}
+    result.files, result.manifest_written = len(manifest), written
     if _complete_already(remote.get(MANIFEST_NAME), recid, bytes_checksum(algorithm, manifest_bytes), manifest_bytes):
         result.already_complete = True
         return result
     todo, stale = _plan(manifest, digest, remote, algorithm, result)
+    if early is not None:
+        todo = [t for t in todo if t[0] not in early.sent]  # each file is tried once a run
     if dry_run:
         result.sent = [p for p, _, _ in todo]
         result.removed = stale
@@ -113,6 +118,152 @@ async def upload_revision(
         rec, MANIFEST_NAME, root / MANIFEST_NAME, len(manifest_bytes), bytes_checksum(algorithm, manifest_bytes)
     )
     return result
+
+
+async def _hash_and_list(
+    target: Target,
+    recid: str,
+    root: Path,
+    algorithms: tuple[str, ...],
+    hooks: Hooks | None,
+    early: _Early | None,
+    jobs: int,
+    progress: ProgressSink | None,
+    stats: StatsWriter | None,
+) -> tuple[TreeDigest, RemoteRecord | None, dict[str, RemoteFile]]:
+    """The tree's digest and the archive's record and files; with ``early``, files are sent
+    while the hashing goes on (and the listing is asked for meanwhile)."""
+    opts = ScanOptions(include_dotfiles=True)  # a manifest may list dotfiles; see compare_digest
+    if early is None:
+        digest = await asyncio.to_thread(digest_tree, root, opts, algorithms=algorithms, hooks=hooks)
+        rec = await target.find(recid, recid)
+        return digest, rec, (await target.list_files(rec) if rec is not None else {})
+    sending = asyncio.create_task(early.run(jobs, progress, stats))
+    try:
+        digest = await asyncio.to_thread(
+            digest_tree, root, opts, algorithms=algorithms, hooks=hooks, on_digest=early.ready
+        )
+    except BaseException:
+        sending.cancel()  # a file changed while hashed, an interrupt: no more sends
+        with contextlib.suppress(BaseException):
+            await sending
+        raise
+    early.hashed()
+    rec, remote = await sending
+    return digest, rec, remote
+
+
+async def _send_one(
+    target: Target,
+    rec: RemoteRecord,
+    root: Path,
+    key: str,
+    size: int,
+    want: Checksum,
+    result: UploadResult,
+    progress: ProgressSink | None,
+    stats: StatsWriter | None,
+) -> None:
+    event = stats.open("upload", rec.recid, key, bytes=size) if stats else None
+    if progress is not None:
+        progress.file_started(key)
+    try:
+        await target.put_file(rec, key, root / key, size, want, progress=progress.advance if progress else None)
+    except FerryError as exc:  # one file's failure never stops the others
+        result.failed[key] = str(exc)
+        if event:
+            event.close("failed", error=exc)
+        if progress is not None:
+            progress.file_finished(key, ok=False)
+        return
+    result.sent.append(key)
+    if event:
+        event.close("ok")
+    if progress is not None:
+        progress.file_finished(key, ok=True)
+
+
+class _Early:
+    """Files sent while the rest of the tree is still being hashed (module doc, step 1).
+
+    The listing is asked for at once; if it shows the revision complete, nothing is sent
+    here (step 2 decides once the manifest is known). Else each hashed file that will be
+    in the manifest (not a dotfile) and is not already stored alike is sent, ``jobs`` at
+    a time: the revision has no manifest yet, so a kill still leaves it incomplete."""
+
+    def __init__(self, target: Target, recid: str, root: Path, algorithm: str, result: UploadResult) -> None:
+        self.target, self.recid, self.root, self.algorithm, self.result = target, recid, root, algorithm, result
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, int, dict[str, str]] | None] = asyncio.Queue()
+        self.sent: set[str] = set()  # tried here, failed or not
+
+    def ready(self, path: str, size: int, digests: dict[str, str]) -> None:
+        """From the hashing thread."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (path, size, digests))
+
+    def hashed(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def run(
+        self, jobs: int, progress: ProgressSink | None, stats: StatsWriter | None
+    ) -> tuple[RemoteRecord | None, dict[str, RemoteFile]]:
+        target = self.target
+        rec = await target.find(self.recid, self.recid)
+        remote: dict[str, RemoteFile] = await target.list_files(rec) if rec is not None else {}
+        there = remote.get(MANIFEST_NAME)
+        if there is not None and there.completed:
+            while await self.queue.get() is not None:
+                pass
+            return rec, remote
+        if rec is None:
+            rec = await target.create(self.recid, {})
+        await self._send_while_hashing(rec, remote, jobs, progress, stats)
+        return rec, remote
+
+    async def _send_while_hashing(
+        self,
+        rec: RemoteRecord,
+        remote: dict[str, RemoteFile],
+        jobs: int,
+        progress: ProgressSink | None,
+        stats: StatsWriter | None,
+    ) -> None:
+        target = self.target
+        mark_absent = getattr(target, "mark_absent", None)
+        gate = asyncio.Semaphore(max(1, jobs))
+        sends: list[asyncio.Task[None]] = []
+
+        async def one(key: str, size: int, want: Checksum) -> None:
+            async with gate:
+                await _send_one(target, rec, self.root, key, size, want, self.result, progress, stats)
+
+        try:
+            while (item := await self.queue.get()) is not None:
+                key, size, digests = item
+                want = Checksum(self.algorithm, digests[self.algorithm])
+                held = remote.get(key)
+                if not _to_send(key, size, want, held):
+                    continue
+                if held is None and mark_absent is not None:
+                    mark_absent(rec.recid, [key])  # the LIST said so: no HEAD before the PUT
+                if progress is not None:
+                    progress.add_totals(files=1, bytes=size)
+                self.sent.add(key)
+                sends.append(asyncio.create_task(one(key, size, want)))
+            await asyncio.gather(*sends)
+        except BaseException:
+            for task in sends:
+                task.cancel()
+            await asyncio.gather(*sends, return_exceptions=True)
+            raise
+
+
+def _to_send(key: str, size: int, want: Checksum, held: RemoteFile | None) -> bool:
+    """Not a dotfile or the manifest (neither is in the manifest's rows), nor stored alike
+    already (the plan skips it)."""
+    if is_dotted(key) or key == MANIFEST_NAME:
+        return False
+    return held is None or not held.matches(size, want)
 
 
 def _plan(
@@ -165,23 +316,7 @@ async def _send_all(
 
     async def one(key: str, size: int, want: Checksum) -> None:
         async with gate:
-            event = stats.open("upload", rec.recid, key, bytes=size) if stats else None
-            if progress is not None:
-                progress.file_started(key)
-            try:
-                await target.put_file(rec, key, root / key, size, want, progress=progress.advance if progress else None)
-            except FerryError as exc:  # one file's failure never stops the others
-                result.failed[key] = str(exc)
-                if event:
-                    event.close("failed", error=exc)
-                if progress is not None:
-                    progress.file_finished(key, ok=False)
-                return
-            result.sent.append(key)
-            if event:
-                event.close("ok")
-            if progress is not None:
-                progress.file_finished(key, ok=True)
+            await _send_one(target, rec, root, key, size, want, result, progress, stats)
 
     await asyncio.gather(*(one(k, s, w) for k, s, w in todo))
     result.sent.sort()

@@ -491,3 +491,24 @@ async def test_file_changed_during_the_download_fails_the_whole(tmp_path: Path) 
     again = await download_revision(target, "set", "001", dst)
     assert again.ok and again.fetched == ["part-1/f1.dat"] and tree_bytes(dst) == files
     assert marker_path(dst).is_file()
+
+
+async def test_files_sent_while_hashing_are_the_manifest_rows_only(tmp_path: Path) -> None:
+    """Without a manifest in DIR, files go as soon as they are hashed: only those the
+    manifest will list (no dotfile, no state), each once, the manifest last; a re-run
+    sends nothing."""
+    src = tmp_path / "src"
+    files = make_tree(src, n=5)
+    (src / ".hidden").mkdir()
+    (src / ".hidden" / "x").write_bytes(b"not data")
+    (src / ".dot").write_bytes(b"not data either")
+    target = LocalTarget(tmp_path / "arch")
+    target.counts = Counts(target)  # type: ignore[attr-defined]
+    result = await upload_revision(target, "set", "001", src)
+    assert not result.failed and sorted(result.sent) == sorted(files) and result.manifest_written
+    puts = target.counts.puts  # type: ignore[attr-defined]
+    assert sorted(puts[:-1]) == sorted(files) and puts[-1] == MANIFEST_NAME
+    assert sorted(p.path for p in read_manifest(src / MANIFEST_NAME)) == sorted(files)
+    puts.clear()
+    again = await upload_revision(target, "set", "001", src)
+    assert again.already_complete and puts == []
