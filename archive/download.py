@@ -257,7 +257,12 @@ class _Durable:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        await asyncio.to_thread(sync_tree, self.root)
+        # The state is used by this thread only while the fetches run; its writes go
+        # there too, off the loop that carries every byte.
+        await asyncio.to_thread(self._sync_and_record, batch)
+
+    def _sync_and_record(self, batch: list[tuple[str, FileStat, str]]) -> None:
+        sync_tree(self.root)
         for path, st, sha256 in batch:
             self.state.put(path, st, {"sha256": sha256})
 
