@@ -22,7 +22,7 @@ The steps beside it: ``push_select`` (1), ``push_metadata`` (2), ``push_hashes``
 cache), ``push_create`` (3: the marker a create carries and the look for a lost one, so a
 kill never leaves a twin draft), ``push_plan`` (4).
 
-Why one module of about 440 lines: ``Pusher`` is the order of one push, read top to
+Why one module of about 470 lines: ``Pusher`` is the order of one push, read top to
 bottom, and holds the result, ledger and plan output every step writes to; the steps
 without that state live in the modules above.
 """

@@ -20,7 +20,7 @@ record id as user metadata. A put whose object already has the same size and che
 is skipped; a different one is replaced. Our unfinished multipart uploads under a
 record are aborted the first time this run touches that record.
 
-Why one module of about 510 lines: one target's records, layouts, put, list and verify
+Why one module of about 550 lines: one target's records, layouts, put, list and verify
 share its options and client; the client, error mapping, uploads, byte budget and
 options are already in s3_client, s3_errors, s3_upload, s3_budget and s3_options.
 """

@@ -6,13 +6,16 @@ at ~750 MB/s on one core and must not stall the event loop), every PUT and part 
 ``Content-MD5`` (the server refuses bytes that changed on the way), and the whole-stream
 size and checksum are compared with the expected ones *before* the single PUT is sent or
 the multipart upload is completed. A short, long or corrupt stream aborts the upload.
+A file whose md5 and part md5s were read before (``known_parts``) is not hashed again:
+its parts go with those md5s, and each part's answer (a refusal, or an ETag that is not
+that md5) proves what the server stored before the upload is completed.
 
 Memory is bounded by bytes in flight: every part (and a single PUT's body) is reserved in
 a ``ByteBudget`` shared by all uploads of the run *before* its bytes are read, and given
 back once the server has answered for it; ``parts_in_flight`` caps requests per upload.
 Without a budget (direct callers, tests) the bound is ``parts_in_flight`` parts.
 
-Why one module of about 420 lines: the single PUT, the parts, their bodies and the checks
+Why one module of about 490 lines: the single PUT, the parts, their bodies and the checks
 before completion are one promise, read together; the client calls are in s3_client.
 """
 
