@@ -44,8 +44,8 @@ def target_config(spec: str, config: Config) -> TargetConfig:
             known = ", ".join(f"{s}://" for s in SCHEMES)
             raise InputError(f"archive {spec!r}: unknown scheme {scheme!r} (known: {known}, or a configured target)")
         kind, options = SCHEMES[scheme]
-        return TargetConfig(name=spec, type=kind, url=spec, options=options)
-    return TargetConfig(name=spec, type="local", url=spec)
+        return TargetConfig.made(spec, kind, spec, options=options)
+    return TargetConfig.made(spec, "local", spec)
 
 
 def archive_key(spec: str, config: Config) -> str:

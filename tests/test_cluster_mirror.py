@@ -45,7 +45,10 @@ def write_config(path: Path, zenodo: ZenodoHandle, server: S3Server, bucket: str
         "multipart_threshold = 6291456\npart_size = 5242880\n\n"
         # A target ferry mirror cannot write to (it has a request budget; S3 has none).
         f'[targets.zen]\ntype = "zenodo"\nurl = "{zenodo.url}"\ntoken_env = "FERRY_TEST_NO_TOKEN"\n'
-        "requests_per_minute = 20\n"
+        "requests_per_minute = 20\n\n"
+        # An S3 target with a budget below S3's own: kept without --cluster, refused with it.
+        f'[targets.slow]\ntype = "s3"\nurl = "s3://{bucket}/{PFX}"\nendpoint_url = "{server.endpoint_url}"\n'
+        "requests_per_minute = 600\n"
     )
     return path
 
@@ -145,3 +148,5 @@ def test_cluster_refuses_what_it_cannot_honour(tmp_path: Path, zenodo: ZenodoHan
     # cluster as without, before the source is asked or a worker starts.
     zen = ferry(moto_s3, config, "zenodo:1", "zen", "--cluster", "local:2")
     assert zen.returncode == 2 and "ferry mirror writes to s3 targets, not 'zenodo'" in zen.stderr, zen.stderr
+    slow = ferry(moto_s3, config, "zenodo:1", "slow", "--cluster", "local:2")
+    assert slow.returncode == 2 and "targets.slow" in slow.stderr and "without --cluster" in slow.stderr, slow.stderr

@@ -126,6 +126,14 @@ class TargetConfig:
                 "(which token is meant cannot be guessed)"
             )
 
+    @classmethod
+    def made(cls, name: str, type: str, url: str, **extra: Any) -> TargetConfig:
+        """A target named on the command line (a folder, ``s3://...``), not in a config file:
+        its type's defaults apply as they do to a section (S3's request rate, not InvenioRDM's)."""
+        known = {f.name for f in fields(cls)}
+        defaults = {k: v for k, v in _type_defaults(type).items() if k in known}
+        return cls(name=name, type=type, url=url, **{**defaults, **extra})
+
     def token(self) -> Secret | None:
         """Read the token now (from ``token_env`` first, then ``token_file``).
 

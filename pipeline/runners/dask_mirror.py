@@ -17,12 +17,13 @@ half-written is ever visible). Workers do not abort "abandoned" uploads themselv
 uploads of other live workers would look abandoned to a worker started later); the
 client, once every task is done, aborts what is still open under the version's prefix.
 
-No request budget is shared here, because there is none to share: ``ferry mirror``
-writes to s3 targets only (``ferry.cli.commands.mirror.target_config`` refuses a Zenodo or
-InvenioRDM target, the targets with ``requests_per_minute``, before a worker starts), and
-the S3 target takes no limiter (S3 answers SlowDown, which each worker's S3 client retries
-with back-off, then the file step). So ``ClusterLimiter`` of the bulk runner has nothing
-to hold; a mirror to a target with a budget would need it here, one slot per worker.
+No request budget is shared here. ``ferry mirror`` writes to s3 targets only
+(``ferry.cli.commands.mirror.target_config`` refuses a Zenodo or InvenioRDM target), and an
+s3 target's default budget is S3's own rate, which S3 enforces by answering SlowDown (each
+worker's S3 client retries with back-off, then the file step). A section with a lower
+budget is refused with ``--cluster`` before a worker starts (``ferry mirror`` without it
+applies the budget): sharing it would need ``ClusterLimiter`` of the bulk runner here,
+one slot per worker, and the client's own requests counted too.
 """
 
 from __future__ import annotations

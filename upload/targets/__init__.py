@@ -40,7 +40,10 @@ ZENODO_DEFAULTS = {
     "max_record_size": 50 * 10**9,
 }
 TARGETS.register("zenodo", "upload.targets.zenodo:ZenodoTarget", defaults=ZENODO_DEFAULTS)
-TARGETS.register("s3", "upload.targets.s3:S3Target", hint="pip install 'dataferry[s3]'")
+# AWS's documented request rate per prefix (3,500 writes a second; reads may go to 5,500):
+# an s3 section's default budget. A lower one is applied to every request (upload.targets.s3).
+S3_DEFAULTS = {"requests_per_minute": 3500 * 60, "requests_per_hour": 3500 * 3600}
+TARGETS.register("s3", "upload.targets.s3:S3Target", hint="pip install 'dataferry[s3]'", defaults=S3_DEFAULTS)
 TARGETS.register("local", "upload.targets.local:LocalTarget")
 set_type_defaults(TARGETS.defaults)  # config sections get their type's defaults at load
 

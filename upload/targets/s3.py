@@ -37,6 +37,7 @@ from typing import Any, Self
 from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
 from ferry.core.config import TargetConfig
 from ferry.core.errors import AuthError, FerryError, InputError, TargetNotFound, UnsafePathError, VerificationError
+from upload.targets import S3_DEFAULTS
 from upload.targets.base import (
     Abilities,
     NotSupported,
@@ -44,6 +45,7 @@ from upload.targets.base import (
     PublishOutcome,
     RemoteFile,
     RemoteRecord,
+    RequestLimiter,
     TargetBase,
     TargetLimits,
     TransferType,
@@ -65,6 +67,17 @@ FOREIGN_MD5 = ("zenodo-md5",)
 HEADS_IN_FLIGHT = 16
 
 
+def budgeted(config: TargetConfig) -> bool:
+    """Whether the section asks for less than S3's own rate (then every request is counted).
+
+    At or above it (the default, ``upload.targets.S3_DEFAULTS``) no limiter is attached, so
+    a default run spends nothing per request on a budget S3 enforces by itself."""
+    return (
+        config.requests_per_minute < S3_DEFAULTS["requests_per_minute"]
+        or config.requests_per_hour < S3_DEFAULTS["requests_per_hour"]
+    )
+
+
 def _check_key(key: str, recid: str) -> None:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
@@ -84,8 +97,13 @@ class S3Target(TargetBase):
 
     type = "s3"
 
-    def __init__(self, name: str, options: S3Options, *, client: S3Client | None = None) -> None:
+    def __init__(
+        self, name: str, options: S3Options, *, client: S3Client | None = None, limiter: RequestLimiter | None = None
+    ) -> None:
         self.name = name
+        # The request budget, spent per HTTP request (S3Client's before-send hook); None
+        # when the section asks for no less than S3's own rate (``budgeted``).
+        self.limiter = limiter
         self.options = options
         self.location = options.location
         self.abilities = Abilities(
@@ -124,8 +142,9 @@ class S3Target(TargetBase):
 
     @classmethod
     def _configured(cls, config: TargetConfig, wiring: Wiring) -> Self:
-        # Credentials come from the AWS chain, not a token; S3 rate limits answer SlowDown.
-        return cls(config.name, S3Options.from_config(config))
+        # Credentials come from the AWS chain, not a token. S3 rate-limits by itself
+        # (SlowDown, retried with back-off); a lower budget in the section is kept.
+        return cls(config.name, S3Options.from_config(config), limiter=wiring.limiter if budgeted(config) else None)
 
     def __repr__(self) -> str:
         return f"S3Target({self.name!r}, {str(self.location)!r}, layout={self.options.layout!r})"
@@ -134,7 +153,8 @@ class S3Target(TargetBase):
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await S3Client.open(self.options.settings, where=f"target {self.name}")
+                    where = f"target {self.name}"
+                    self._client = await S3Client.open(self.options.settings, where=where, limiter=self.limiter)
         return self._client
 
     async def aclose(self) -> None:

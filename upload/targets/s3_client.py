@@ -34,7 +34,7 @@ import contextlib
 import functools
 import io
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client as RawClient
+
+    from upload.targets.base import RequestLimiter
 else:
     RawClient = Any
 
@@ -164,6 +166,20 @@ def _rewound(body: bytes | io.BytesIO) -> bytes | io.BytesIO:
     return body
 
 
+def _spending(limiter: RequestLimiter) -> Callable[..., Awaitable[None]]:
+    """A before-send handler taking one slot of the request budget per HTTP request.
+
+    Before-send, not around each call: botocore's own retries are requests too, so every one
+    that leaves counts (the budget holds for what the server sees). The handler returns
+    None, which tells botocore to send the request itself."""
+
+    async def spend(**_: Any) -> None:
+        async with limiter:
+            return None
+
+    return spend
+
+
 class S3Client:
     """The calls the S3 target makes, each mapped into ferry errors. ``await S3Client.open(settings)``."""
 
@@ -181,7 +197,7 @@ class S3Client:
         self.uncertain_creates: set[tuple[str, str]] = set()
 
     @classmethod
-    async def open(cls, settings: S3Settings, *, where: str = "S3") -> S3Client:
+    async def open(cls, settings: S3Settings, *, where: str = "S3", limiter: RequestLimiter | None = None) -> S3Client:
         config = AioConfig(
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
@@ -209,6 +225,8 @@ class S3Client:
             # 100 is awaited leaves an unretrieved task traceback in the log (the request
             # itself fails and is retried). Without it a PUT also saves a round trip.
             raw.meta.events.unregister("before-call.s3", add_expect_header)
+            if limiter is not None:
+                raw.meta.events.register("before-send.s3", _spending(limiter))  # type: ignore[arg-type]  # aiobotocore awaits it
         except Exception as exc:
             await stack.aclose()
             raise map_s3_error(exc, what=f"{where}: open client") from exc

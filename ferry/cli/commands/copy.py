@@ -113,7 +113,7 @@ def target_for(config: Config, text: str) -> tuple[Config, str]:
             f"target {text!r} is neither a configured target ({known}) nor a folder, file:///path or s3://bucket/prefix"
         )
     digest = hashlib.sha1(url.encode()).hexdigest()[:10]
-    made = TargetConfig(name=f"{kind}-{digest}", type=kind, url=url)
+    made = TargetConfig.made(f"{kind}-{digest}", kind, url)
     return dataclasses.replace(config, targets={**config.targets, made.name: made}), made.name
 
 

@@ -15,7 +15,7 @@ from pipeline.mirror import Mirror, MirrorOptions, MirrorResult
 from pipeline.runners.forkserver import start_forkserver
 from pipeline.target_wiring import confirm_production, make_target
 from stats.events import StatsWriter
-from upload.targets.s3 import S3Target
+from upload.targets.s3 import S3Target, budgeted
 
 from .bulk_cluster import add_cluster_arguments
 
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 def target_config(config: Config, name: str) -> TargetConfig:
     if name.startswith("s3://"):
-        return TargetConfig(name=name, type="s3", url=name)
+        return TargetConfig.made(name, "s3", name)
     tcfg = config.target(name)
     if tcfg.type != "s3":
         raise ConfigError(f"targets.{name}: ferry mirror writes to s3 targets, not {tcfg.type!r}")
@@ -96,6 +96,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
         raise InputError("--jobs must be at least 1")
     check_cluster_options(args)
     tcfg = target_config(config, args.target)
+    if args.cluster and budgeted(tcfg):
+        # Each worker's S3 client would spend the whole budget: the mirror has no shared
+        # limiter (the bulk runner's ClusterLimiter holds per record, not per file).
+        raise ConfigError(
+            f"targets.{tcfg.name}: a request budget (requests_per_minute = {tcfg.requests_per_minute}, "
+            f"requests_per_hour = {tcfg.requests_per_hour}) is not shared by the workers of ferry mirror "
+            "--cluster: run it without --cluster, or leave the budget to S3"
+        )
     confirm_production(tcfg, yes=args.yes, dry_run=args.dry_run)
     start_forkserver(args.cluster)  # local workers' imports overlap the source's resolve
     result = asyncio.run(_run(args, config, tcfg))
