@@ -9,6 +9,10 @@ ARCHIVE: a configured target name, s3://bucket[/prefix], file:///path or a folde
 Layout: ARCHIVE/NAME/REV/<path> and ARCHIVE/NAME/REV/djarchive-manifest.csv (uploaded
 last: a revision without it is incomplete). A configured S3 target needs
 layout = "archive" (s3:// URLs get it); one in another layout is refused.
+
+A revision is immutable once complete, so re-running a download that ended verified
+asks the archive nothing while DIR's files still match ferry's local state (size,
+mtime, inode); any difference, or --verify-existing, runs the full download.
 """
 
 from __future__ import annotations
@@ -94,7 +98,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     dl.add_argument("--from", required=True, metavar="ARCHIVE", dest="archive")
     dl.add_argument("--jobs", type=_jobs, default=4, metavar="N", help="files fetched at once (default 4)")
     dl.add_argument(
-        "--verify-existing", action="store_true", help="hash local files again instead of trusting the state"
+        "--verify-existing",
+        action="store_true",
+        help="hash local files again instead of trusting the state (the archive is asked even when complete)",
     )
     dl.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL/CSV) here")
     dl.set_defaults(func=run_download)
