@@ -289,7 +289,7 @@ def sync_tree(root: Path) -> None:
 def _find_syncfs() -> Callable[[int], int] | None:
     try:
         fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no libc by that name (not Linux)
         return None
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int
