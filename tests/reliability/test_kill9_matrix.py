@@ -95,6 +95,7 @@ def _assert_rounds(done: Any, log: Path) -> None:
     assert done.final_rc == 0, text[-3000:]
     assert done.killed >= 1, f"no kill landed while the command ran: {done}"
     assert "Traceback" not in text, text[-3000:]
+    print(f"kill rounds: {done.killed} killed, {done.finished_first} finished first")  # shown with -s
 
 
 # --- ferry upload, per target ---------------------------------------------------------------
