@@ -47,6 +47,7 @@ from tests.bulk_support import (
     write_recids,
 )
 from tests.fixtures_repository import RepositoryHandle
+from tests.reliability.options import rounds
 
 RepoFactory = Callable[..., RepositoryHandle]
 CREATE = "^POST /api/[a-z]+$"  # a draft create (model or records collection), nothing else
@@ -81,7 +82,7 @@ def test_bulk_all_verified(
 
 
 def test_kill9_at_random_moments_then_resume(
-    tmp_path: Path, source: SyntheticSource, repository_factory: RepoFactory
+    tmp_path: Path, source: SyntheticSource, repository_factory: RepoFactory, long_run: bool
 ) -> None:
     # Some latency so that a run lasts a few seconds and the kills land mid-flight; with
     # --publish, so a kill can also hit a publish.
@@ -90,13 +91,17 @@ def test_kill9_at_random_moments_then_resume(
     dest, log = tmp_path / "data", tmp_path / "ferry.log"
     args = bulk_args(config, write_recids(tmp_path / "recids.txt", source.recids), dest, "--publish")
     rng = random.Random(4)
-    for _ in range(5):
+    landed = 0
+    for _ in range(rounds(long_run, 5, 10)):  # 10 with --long (issue 16: kill -9 x 10)
         proc = spawn_ferry(args, log)
         # Wait for the child to reach the target, then kill it after a random moment.
         seen = len(repo.requests_log())
         assert wait_for(lambda s=seen, p=proc: len(repo.requests_log()) > s + 3 or p.poll() is not None)
         time.sleep(rng.uniform(0.0, 1.5))
+        landed += proc.poll() is None
         kill9(proc)
+    assert landed >= 1, "every run finished before its kill: the loop proved nothing"
+    print(f"bulk kill rounds: {landed} killed")  # shown with -s
     assert run_ferry_process(args, log) == 0, log.read_text()[-3000:]
     assert target_problems(repo, source, dest, source.recids) == []
     assert ledger_problems(dest, source.recids) == []
