@@ -22,6 +22,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import select
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -65,7 +67,31 @@ T = TypeVar("T")
 def zip_executor(workers: int = 1) -> ProcessPoolExecutor:
     """A process pool for zip work. forkserver, not fork: the caller runs threads (event
     loop executors) and forking a threaded process can deadlock the child."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=exit_with,
+        initargs=(os.getpid(),),
+    )
+
+
+def exit_with(owner: int) -> None:
+    """In a pool worker: exit when ``owner`` (the command) does, however it ended.
+
+    A command killed with -9 cannot shut its pool down, and an idle worker waits on its task
+    queue forever (it holds that pipe's other end itself), which also keeps the forkserver
+    alive: every killed bulk left three idle processes behind. A pidfd becomes readable when
+    its process exits (Linux >= 5.3); elsewhere the worker lives as before."""
+    try:
+        fd = os.pidfd_open(owner)
+    except (AttributeError, OSError):
+        return  # no pidfd here, or the owner is already gone (then the pool is too)
+
+    def wait() -> None:
+        select.select([fd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=wait, name="exit-with-owner", daemon=True).start()
 
 
 # --- the stage -----------------------------------------------------------------------------
