@@ -21,6 +21,7 @@ from archive.manifest import (
     read_manifest,
 )
 from ferry.cli import main
+from ferry.core import checksums
 from ferry.core.errors import InputError, UnsafePathError
 from ferry.core.tree import ScanOptions, scan_tree
 from ferry.core.tree_state import TreeState
@@ -193,19 +194,19 @@ def test_state_keys_on_inode(tmp_path: Path) -> None:
 
 
 def test_big_file_with_two_digests_uses_split_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hashing, "SPLIT_MIN", 1024)
-    monkeypatch.setattr(hashing, "CHUNK", 4096)
+    monkeypatch.setattr(checksums, "SPLIT_MIN", 1024)
+    monkeypatch.setattr(checksums, "CHUNK", 4096)
     data = os.urandom(100_000)
     write(tmp_path, "big", data)
     write(tmp_path, "small", b"s")
     used: list[int] = []
-    real = hashing._split_pass
+    real = checksums._split_pass
 
     def spy(*args: object) -> int:
         used.append(1)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hashing, "_split_pass", spy)
+    monkeypatch.setattr(checksums, "_split_pass", spy)
     digest = digest_tree(tmp_path, algorithms=("sha256", "md5"))
     assert used == [1]
     assert digest.checksums["big"] == {"sha256": sha(data), "md5": hashlib.md5(data).hexdigest()}

@@ -8,15 +8,16 @@ to know. ``MultiHasher`` computes several digests in one pass over streamed chun
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import logging
+import os
 import re
 import zlib
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from ferry.core.errors import ChecksumFormatError
 
@@ -141,6 +142,7 @@ class MultiHasher:
         self._digests = {a: new_digest(a) for a in self.algorithms}
         self.size = 0
         self.parts: list[bytes] = []  # part md5s, filled by ``hash_file(..., part_size=N)`` only
+        self.after: os.stat_result | None = None  # the file's stat once read (``hash_file``)
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         # Both hashlib and zlib take any buffer: no copy of the chunk is made.
@@ -155,7 +157,7 @@ class MultiHasher:
         return {a: d.hexdigest() for a, d in self._digests.items()}
 
 
-CHUNK = 8 * 1024 * 1024
+CHUNK = 4 * 1024 * 1024  # two of these per file being hashed
 
 
 class PartDigests:
@@ -190,37 +192,87 @@ class PartDigests:
         self._current, self._have = hashlib.md5(), 0
 
 
+SPLIT_MIN = 64 * 1024 * 1024  # below this, a thread hand-off per chunk costs more than it saves
+Sink = Callable[[memoryview], object]
+
+
 def hash_file(
-    path: str,
-    algorithms: tuple[str, ...] = ("adler32", "md5"),
+    path: str | os.PathLike[str],
+    algorithms: Sequence[str] = ("adler32", "md5"),
     *,
     limit: int | None = None,
     part_size: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> MultiHasher:
-    """Hash a file (or its first ``limit`` bytes) in chunks; blocking: call from a thread.
+    """Hash a file (or its first ``limit`` bytes), read once; blocking: call from a thread.
 
-    ``part_size``: also the md5 of each part of that size, in the same read, as the
-    returned hasher's ``parts``. They are computed in a second thread while this one feeds
-    the whole-file digests: two hashes over the same bytes take one core each (hashlib
-    releases the GIL), so the file costs the time of one md5 pass, not two."""
-    hasher = MultiHasher(algorithms)
+    The one function that hashes a file. ``part_size``: also the md5 of each part of that
+    size (an S3 multipart upload's), as the returned hasher's ``parts``. ``on_bytes(n)``:
+    called as bytes are read (progress). The hasher's ``after`` is the file's stat once read
+    (a caller checks that it did not change meanwhile).
+
+    Several digests of a file of ``SPLIT_MIN`` or more (or with parts) are fed each from its
+    own thread: one sha256 or md5 cannot be split, but two take one core each (hashlib
+    releases the GIL), so the file costs one pass, not the sum. Two reused buffers
+    alternate: the next read fills one while the helpers still hash the other; memory is
+    two ``CHUNK`` buffers whatever the size."""
+    hasher = MultiHasher(tuple(algorithms))
     parts = PartDigests(part_size) if part_size is not None else None
-    remaining = limit
-    with open(path, "rb", buffering=0) as fh, contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ThreadPoolExecutor(1, "ferry-parts")) if parts is not None else None
-        while remaining is None or remaining > 0:
-            want = CHUNK if remaining is None else min(CHUNK, remaining)
-            chunk = fh.read(want)
-            if not chunk:
-                break
-            if pool is not None and parts is not None:
-                done = pool.submit(parts.update, chunk)
-                hasher.update(chunk)
-                done.result()
-            else:
-                hasher.update(chunk)
-            if remaining is not None:
-                remaining -= len(chunk)
+    # hashlib and the adler32 wrapper take any buffer; their protocol says bytes only.
+    sinks = [cast(Sink, d.update) for d in hasher._digests.values()]
+    if parts is not None:
+        sinks.append(parts.update)
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size if limit is None else limit
+        split = len(sinks) > 1 and (size >= SPLIT_MIN or parts is not None)
+        hasher.size = (_split_pass if split else _single_pass)(fh, sinks, limit, on_bytes)
+        hasher.after = os.fstat(fh.fileno())
     if parts is not None:
         hasher.parts = parts.finish()
     return hasher
+
+
+def _reads(fh: io.FileIO, buf: bytearray, remaining: int | None) -> memoryview | None:
+    """The next chunk into ``buf`` (None at the end, or once ``remaining`` is 0)."""
+    want = len(buf) if remaining is None else min(len(buf), remaining)
+    n = fh.readinto(memoryview(buf)[:want]) if want else 0
+    return memoryview(buf)[:n] if n else None
+
+
+def _single_pass(fh: io.FileIO, sinks: list[Sink], limit: int | None, on_bytes: Callable[[int], None] | None) -> int:
+    buf, total = bytearray(CHUNK), 0
+    while (chunk := _reads(fh, buf, None if limit is None else limit - total)) is not None:
+        for sink in sinks:
+            sink(chunk)
+        total += chunk.nbytes
+        if on_bytes:
+            on_bytes(chunk.nbytes)
+    return total
+
+
+def _split_pass(fh: io.FileIO, sinks: list[Sink], limit: int | None, on_bytes: Callable[[int], None] | None) -> int:
+    """The first sink in this thread, each other in a helper; two buffers alternate."""
+    bufs = (bytearray(CHUNK), bytearray(CHUNK))
+    first, rest = sinks[0], sinks[1:]
+    pending: list[list[Future[object]]] = [[], []]
+    total, i = 0, 0
+    with ThreadPoolExecutor(len(rest), thread_name_prefix="hash-split") as pool:
+        try:
+            while True:
+                slot = i % 2
+                for f in pending[slot]:
+                    f.result()  # that buffer is free again
+                chunk = _reads(fh, bufs[slot], None if limit is None else limit - total)
+                if chunk is None:
+                    break
+                pending[slot] = [pool.submit(sink, chunk) for sink in rest]
+                first(chunk)
+                total += chunk.nbytes
+                if on_bytes:
+                    on_bytes(chunk.nbytes)
+                i += 1
+        finally:
+            for futures in pending:
+                for f in futures:
+                    f.result()
+    return total
