@@ -19,6 +19,7 @@ from typing import Any
 import botocore.exceptions as bce
 import pytest
 from aiohttp import web
+from botocore.utils import parse_timestamp
 
 from ferry.core.errors import (
     AuthError,
@@ -37,6 +38,7 @@ from upload.targets.s3_client import (
     S3Location,
     S3Settings,
     map_s3_error,
+    timestamp,
 )
 
 
@@ -388,3 +390,24 @@ async def test_a_body_is_sent_as_given_unsigned_and_from_its_start(client: S3Cli
     assert sent_body is body or getattr(sent_body, "__wrapped__", None) is body
     info = await client.head(s3_bucket, "p/81011/a.txt/content")
     assert info is not None and info.size == len(data) and info.etag == etag == hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Fri, 04 Dec 2026 20:59:22 GMT",  # Last-Modified header
+        "2026-12-04T20:59:22.000Z",  # ListObjectsV2 XML
+        "2026-12-04T20:59:22.123456+00:00",
+        1733345962,  # epoch: left to botocore
+        "not a date at all",  # also left to botocore, which raises as it did
+    ],
+)
+def test_the_timestamp_parser_agrees_with_botocores(value: str | int) -> None:
+    try:
+        want = parse_timestamp(value)  # type: ignore[arg-type]  # epochs too, at run time
+    except ValueError:
+        with pytest.raises(ValueError):
+            timestamp(value)
+        return
+    got = timestamp(value)
+    assert got == want and got.utcoffset() == want.utcoffset()

@@ -37,11 +37,13 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.handlers import add_expect_header
+from botocore.utils import parse_timestamp
 
 from ferry.core.errors import ConfigError, FerryError, TargetError, TargetNotFound
 from upload.targets.s3_errors import CredentialsExpired, map_s3_error
@@ -166,6 +168,20 @@ def _rewound(body: bytes | io.BytesIO) -> bytes | io.BytesIO:
     return body
 
 
+def timestamp(value: Any) -> datetime:
+    """An S3 timestamp, parsed without dateutil (botocore's parser took ~0.5 ms a response on
+    the event loop: a third of the parse of a small GET). HTTP dates in headers, ISO 8601 in
+    XML bodies; anything else (epochs, odd forms) as botocore parses it."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value) if value[:1].isdigit() else parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return parse_timestamp(value)
+
+
 def _spending(limiter: RequestLimiter) -> Callable[..., Awaitable[None]]:
     """A before-send handler taking one slot of the request budget per HTTP request.
 
@@ -211,6 +227,7 @@ class S3Client:
         stack = contextlib.AsyncExitStack()
         try:
             session = AioSession()
+            session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=timestamp)
             if settings.credentials_file:
                 # Set before the profile: the profile map is read from the files on first use.
                 session.set_config_variable("credentials_file", settings.credentials_file)
