@@ -22,7 +22,7 @@ A body is ``bytes`` (small documents) or an ``io.BytesIO`` the caller filled its
 and files): botocore wraps ``bytes`` in a BytesIO that shares them, and aiohttp's first
 look at it unshares it, a full copy per request on the event loop.
 
-Why one module of about 460 lines: every request wrapper uses the one client and its
+Why one module of about 500 lines: every request wrapper uses the one client and its
 session; the error mapping, uploads, byte budget and options already
 live in s3_errors, s3_upload, s3_budget and s3_options.
 """
