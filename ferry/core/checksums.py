@@ -8,6 +8,7 @@ to know. ``MultiHasher`` computes several digests in one pass over streamed chun
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -251,12 +252,15 @@ def _single_pass(fh: io.FileIO, sinks: list[Sink], limit: int | None, on_bytes: 
 
 
 def _split_pass(fh: io.FileIO, sinks: list[Sink], limit: int | None, on_bytes: Callable[[int], None] | None) -> int:
-    """The first sink in this thread, each other in a helper; two buffers alternate."""
+    """The first sink in this thread, each other in a helper thread of its own (one thread
+    per sink keeps each sink's chunks in order: a shared pool could run chunk i+1 of a
+    sink beside or before chunk i); two buffers alternate."""
     bufs = (bytearray(CHUNK), bytearray(CHUNK))
     first, rest = sinks[0], sinks[1:]
     pending: list[list[Future[object]]] = [[], []]
     total, i = 0, 0
-    with ThreadPoolExecutor(len(rest), thread_name_prefix="hash-split") as pool:
+    with contextlib.ExitStack() as stack:
+        helpers = [stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="hash-split")) for _ in rest]
         try:
             while True:
                 slot = i % 2
@@ -265,7 +269,7 @@ def _split_pass(fh: io.FileIO, sinks: list[Sink], limit: int | None, on_bytes: C
                 chunk = _reads(fh, bufs[slot], None if limit is None else limit - total)
                 if chunk is None:
                     break
-                pending[slot] = [pool.submit(sink, chunk) for sink in rest]
+                pending[slot] = [pool.submit(sink, chunk) for pool, sink in zip(helpers, rest, strict=True)]
                 first(chunk)
                 total += chunk.nbytes
                 if on_bytes:
