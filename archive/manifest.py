@@ -25,7 +25,7 @@ from pathlib import Path
 from ferry.core.atomic import atomic_write_bytes
 from ferry.core.errors import InputError
 from ferry.core.model import safe_relpath
-from ferry.core.tree import MANIFEST_NAME
+from ferry.core.tree import MANIFEST_NAME as MANIFEST_NAME  # re-exported: the archive's name for it
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Names are file-system bytes; ones that are not UTF-8 travel as lone surrogates

@@ -20,7 +20,8 @@ from pathlib import Path
 import orjson
 
 from download.manifest import META_DIR, Manifest, ManifestEntry, load_manifest
-from download.part_mark import PART_SUFFIX, PrefixMark, read_mark, remove_mark
+from download.part_mark import PART_SUFFIX as PART_SUFFIX  # re-exported for the engine
+from download.part_mark import PrefixMark, read_mark, remove_mark
 from download.results import FileResult
 from download.sink import lanes_for, prefix_hashers, pwrite_all
 from ferry.core.atomic import atomic_write_bytes

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -44,7 +44,7 @@ class _Window(Throttler):
             return 0.0
         # The oldest of the last ``rate_limit`` stamps must leave the window.
         oldest = self._task_logs[len(self._task_logs) - self.rate_limit]
-        return max(0.0, oldest + self.period - self._clock())
+        return max(0.0, float(oldest) + float(self.period) - self._clock())
 
     def take(self, now: float) -> None:
         self._task_logs.append(now)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 
@@ -41,7 +42,7 @@ def _entry(entity: Obj, key: str) -> Obj:
     entry = (entity.get("draft_files") or {}).get(key)
     if entry is None:
         fail(404, f"File with key {key} not found.")
-    return entry
+    return cast(Obj, entry)
 
 
 def _writable_draft(request: web.Request) -> tuple[Repo, Obj]:

@@ -77,7 +77,8 @@ def elapsed(times: pd.Series, run_ids: pd.Series, parts: Sequence[Session]) -> n
     ids = run_ids.astype(str)
     base = np.array([start[r] for r in ids], dtype="datetime64[ns]")
     since = (times.dt.tz_convert(None).to_numpy().astype("datetime64[ns]") - base) / np.timedelta64(1, "s")
-    return np.asarray(since, dtype=float) + ids.map(offset).to_numpy(dtype=float)
+    out: np.ndarray = np.asarray(since, dtype=float) + ids.map(offset).to_numpy(dtype=float)
+    return out
 
 
 def _keys(rows: pd.DataFrame) -> pd.Index:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from ferry.core.checksums import Checksum
-from ferry.core.config import ConfigError, Secret, TargetConfig
-from ferry.core.errors import Conflict, QuotaError, TargetError, TargetNotFound
+from ferry.core.config import Secret, TargetConfig
+from ferry.core.errors import ConfigError, Conflict, QuotaError, TargetError, TargetNotFound
 from ferry.core.retry import RetryPolicy
 from upload.targets.base import (
     Abilities,

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.core.config import ConfigError, TargetConfig
-from ferry.core.errors import TargetNotFound
+from ferry.core.config import TargetConfig
+from ferry.core.errors import ConfigError, TargetNotFound
 from upload.targets.http import HttpClient, Where
 
 log = logging.getLogger(__name__)
