@@ -19,6 +19,11 @@ file system that began after the file was closed. The syncs run beside the fetch
 at a time, each covering every file finished before it (not an fsync per file: 2,000 of
 them cost more than the fetching of 1,000 small files); a file placed but not yet
 recorded when the run dies is simply hashed by the next run.
+
+Why one module of about 430 lines: the download's order (open the revision, decide what
+to fetch, fetch, sync, check the whole, mark complete) and the durability rule that ties
+the fetches to the state are one promise, read together; the manifest, store, hashing and
+the re-run check live in their own modules.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from ferry.core.errors import FerryError, InputError
 from ferry.core.tree import ScanOptions
 from ferry.progress import ProgressSink
 from stats.events import StatsWriter
-from upload.targets.base import RemoteFile, RemoteRecord, SizeLister, Target
+from upload.targets.base import ListingHinted, RemoteFile, RemoteRecord, SizeLister, Target
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,8 @@ async def upload_revision(
     for key in stale:  # left by an earlier try of another tree under the same NAME/REV
         await target.delete_file(rec, key)
         result.removed.append(key)
-    mark_absent = getattr(target, "mark_absent", None)
-    if mark_absent is not None:  # the LIST above said what exists: no HEAD before each PUT
-        mark_absent(rec.recid, [k for k, _, _ in todo])
+    if isinstance(target, ListingHinted):  # the LIST above said what exists: no HEAD before each PUT
+        target.mark_absent(rec.recid, [k for k, _, _ in todo])
     await _send_all(target, rec, root, todo, jobs, result, progress, stats)
     if result.failed:
         return result  # no manifest: the revision stays incomplete, a re-run resumes it
@@ -229,7 +228,7 @@ class _Early:
         stats: StatsWriter | None,
     ) -> None:
         target = self.target
-        mark_absent = getattr(target, "mark_absent", None)
+        hinted = target if isinstance(target, ListingHinted) else None
         gate = asyncio.Semaphore(max(1, jobs))
         sends: list[asyncio.Task[None]] = []
 
@@ -244,8 +243,8 @@ class _Early:
                 held = remote.get(key)
                 if not _to_send(key, size, want, held):
                     continue
-                if held is None and mark_absent is not None:
-                    mark_absent(rec.recid, [key])  # the LIST said so: no HEAD before the PUT
+                if held is None and hinted is not None:
+                    hinted.mark_absent(rec.recid, [key])  # the LIST said so: no HEAD before the PUT
                 if progress is not None:
                     progress.add_totals(files=1, bytes=size)
                 self.sent.add(key)

@@ -1,5 +1,8 @@
 """Benchmark: uploads into the sandbox repository, ferry vs ``curl -T``, in the same run.
 
+(About 520 lines: one script a user runs and reads top to bottom; its process and
+measuring helpers are already in benchlib and benchproc.)
+
     flock /tmp/ferry-bench.lock .venv/bin/python bench/bench_upload.py [--repeat 3] [--keep]
 
 Data: one record with a 1 GiB file, one with 500 x 2 MiB (deterministic pseudo-random

@@ -57,7 +57,7 @@ from pipeline.push_metadata import (
 from pipeline.push_plan import check_limits, decide
 from pipeline.push_select import STATE_DIR, PushFile, select_files
 from stats.events import StatsWriter
-from upload.targets.base import RemoteFile, RemoteRecord, Target
+from upload.targets.base import ListingHinted, RemoteFile, RemoteRecord, Target
 
 if TYPE_CHECKING:
     from pipeline.context import UploadProgress
@@ -178,10 +178,9 @@ class Pusher:
         different: their put needs no probing HEAD first (a file with a cached md5 on a
         fresh prefix, or a changed one). A ``--restart`` of an identical file is not among
         them: its put still finds it there, as before."""
-        mark = getattr(self.target, "mark_absent", None)
-        if mark is None:
+        if not isinstance(self.target, ListingHinted):
             return
-        mark(
+        self.target.mark_absent(
             rec.recid,
             [
                 f.key

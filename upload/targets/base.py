@@ -21,7 +21,7 @@ the metadata profile's business: the pipeline passes its query string (e.g.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -346,6 +346,17 @@ class FileReader(Protocol):
 
     def read_file(self, rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The stored bytes of ``key`` from byte ``start`` on, in chunks (closed with ``aclose``)."""
+        ...
+
+
+@runtime_checkable
+class ListingHinted(Protocol):
+    """A target whose put first probes for an object already there (S3: a HEAD), and can
+    skip that probe for keys the caller's own listing just showed absent or different
+    (a push or an archive upload listed the record before sending)."""
+
+    def mark_absent(self, recid: str, keys: Iterable[str]) -> None:
+        """These keys of ``recid`` are not stored with the bytes about to be sent."""
         ...
 
 

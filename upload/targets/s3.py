@@ -389,7 +389,7 @@ class S3Target(TargetBase):
         return copied
 
     def mark_absent(self, recid: str, keys: Iterable[str]) -> None:
-        """The caller listed the record and these keys are not there with the bytes it will
+        """ListingHinted: the caller listed the record and these keys are not there with the bytes it will
         send: their next put goes straight to the PUT (still verified after: by its answer, or read back)."""
         self._listed_absent.update((recid, k) for k in keys)
 
