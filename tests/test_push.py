@@ -299,3 +299,17 @@ def test_the_same_push_into_an_invenio_draft(
     again = [f"{r['method']} {r['path']}" for r in repository.requests_log()[n:] if r["method"] not in ("GET", "HEAD")]
     assert again and all("/files" not in w for w in again), again
     assert "2 already there" in capsys.readouterr().out
+
+
+def test_quiet_push_prints_its_result_not_its_plan_a_quiet_dry_run_still_its_plan(
+    tmp_path: Path, zenodo: ZenodoHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = make_dir(tmp_path, {"a.bin": b"A" * 10, "b.bin": b"B" * 20})
+    config = zen_config(tmp_path, zenodo)
+    assert main(["-q", "--config", str(config), "push", str(d), "--target", "zen", *META, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "send    a.bin" in out and "limits:" in out  # the plan is all a dry run says
+    assert main(["-q", "--config", str(config), "push", str(d), "--target", "zen", *META]) == 0
+    out = capsys.readouterr().out
+    assert "send" not in out and "limits:" not in out  # a line per file is not "errors only"
+    assert out.strip().splitlines() == [line for line in out.strip().splitlines() if "2 sent" in line]

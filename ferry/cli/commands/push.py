@@ -148,6 +148,9 @@ async def _run(opts: PushOptions, config: Config, args: argparse.Namespace) -> P
             marker_suffix=marker_suffix(tcfg.type),
             profile=tcfg.profile,
             shown=progress,
+            # The plan is a dry run's whole output; on a real run it is a line per file,
+            # which -q ("errors only") leaves out.
+            on_plan=print if opts.dry_run or not getattr(args, "quiet", False) else _silent,
         )
         async with progress:
             result = await pusher.run()
@@ -164,6 +167,10 @@ async def _run(opts: PushOptions, config: Config, args: argparse.Namespace) -> P
             if fresh and refused:
                 _forget(path)
         stats.close()
+
+
+def _silent(_line: str) -> None:
+    return None
 
 
 def _forget(path: Path) -> None:
