@@ -108,6 +108,7 @@ class _Bench:
     rclone: str
     jobs: int
     times: dict[str, list[float]] = field(default_factory=dict)
+    warm: bool = False  # also an upload with the manifest and local state of the cold one
 
     def add(self, key: str, value: float) -> None:
         self.times.setdefault(key, []).append(value)
@@ -127,6 +128,11 @@ def _uploads(b: _Bench, t: int, order: list[str]) -> None:
             clean_local_state(b.tree)
             cmd = [*b.ferry, "archive", "upload", "set", "001", str(b.tree), "--to", f"s3://{b.bucket}/ferry-{t}"]
             b.add("ferry upload", run("ferry upload", [*cmd, "--jobs", str(b.jobs)], b.fenv))
+            if b.warm:
+                # The same tree into a fresh prefix, its manifest and local state kept from
+                # the cold upload: what the upload costs when no file must be hashed.
+                cmd = [*b.ferry, "archive", "upload", "set", "001", str(b.tree), "--to", f"s3://{b.bucket}/warm-{t}"]
+                b.add("ferry upload warm", run("ferry upload warm", [*cmd, "--jobs", str(b.jobs)], b.fenv))
         else:
             excl = ["--exclude", f"/{MANIFEST}", "--exclude", "/.ferry/**"]
             cmd = [b.rclone, "copy", *b.rc_flags, *excl, str(b.tree), f"weed:{b.bucket}/rclone-{t}"]
@@ -168,6 +174,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=4, help="ferry --jobs and rclone --transfers (default 4)")
+    ap.add_argument("--warm", action="store_true", help="also an upload that hashes nothing (state kept)")
     ap.add_argument("--small", default="", help="COUNT,BYTES[,COUNT,BYTES...] instead of 1000x100KiB + 2x500MiB")
     args = ap.parse_args()
     groups = [(1000, 100 * KiB), (2, 500 * MiB)]
@@ -187,7 +194,9 @@ def main() -> int:
         (work / "weed").mkdir()
         with run_seaweedfs(work / "weed") as server:
             renv = rclone_env(server.endpoint_url, server.admin.access_key, server.admin.secret_key)
-            b = _Bench(work, tree, server.make_bucket(), ferry_env(server.env()), renv, rclone, args.jobs)
+            b = _Bench(
+                work, tree, server.make_bucket(), ferry_env(server.env()), renv, rclone, args.jobs, warm=args.warm
+            )
             for t in range(1, args.trials + 1):
                 print(f"trial {t} (load {loadavg3()})", flush=True)
                 order = ["ferry", "rclone"] if t % 2 else ["rclone", "ferry"]
@@ -223,6 +232,8 @@ def report(
     print("| run | ferry | peer | ferry / peer throughput | peer time / ferry time | goal |")
     print("|---|---|---|---|---|---|")
     print(row("upload (ferry: hash + manifest + send + verify)", "ferry upload", "rclone upload", ">= 1.0x"))
+    if "ferry upload warm" in med:
+        print(row("upload, nothing hashed (manifest + state kept)", "ferry upload warm", "rclone upload", ""))
     print(row("download", "ferry download", "rclone download", ">= 1.0x"))
     print(row("manifest vs sha256sum", "ferry manifest", "sha256sum", ">= 1.5x"))
     rerun = med["ferry re-run"] / med["ferry download"] * 100

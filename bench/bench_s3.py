@@ -81,6 +81,7 @@ class Bench:
     renv: dict[str, str]
     aenv: dict[str, str]
     rows: dict[str, Row] = field(default_factory=dict)
+    warm: bool = False  # also a ferry push with DIR/.ferry kept from the cold one
 
     def config(self, prefix: str, zenodo_url: str = "", layout: str = "plain") -> Path:
         path = self.work / f"ferry-{prefix.replace('/', '-')}.toml"
@@ -128,6 +129,13 @@ def push_trial(b: Bench, name: str, tree: Path, files: int, size: int, t: int, o
             shutil.rmtree(tree / ".ferry", ignore_errors=True)
             cmd = [FERRY, "-q", "--config", str(b.config(prefix)), "push", str(tree), "--target", "weed"]
             b.run(f"{name} ferry", [*cmd, "--jobs", str(b.jobs), "--exclude", ".ferry/**"], b.fenv, check)
+            if b.warm:
+                # The same push into a fresh prefix with the md5s the cold run left in
+                # DIR/.ferry: what the push costs when no file must be read to know its md5.
+                wprefix = f"{name}-ferrywarm-{t}"
+                cmd = [FERRY, "-q", "--config", str(b.config(wprefix)), "push", str(tree), "--target", "weed"]
+                wcheck = b.stored(wprefix, files, size)
+                b.run(f"{name} ferry-warm", [*cmd, "--jobs", str(b.jobs), "--exclude", ".ferry/**"], b.fenv, wcheck)
             shutil.rmtree(tree / ".ferry", ignore_errors=True)
         elif who == "aws":
             endpoint = ["--endpoint-url", b.server.endpoint_url]
@@ -187,6 +195,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=8, help="ferry --jobs and rclone --transfers (default 8)")
     ap.add_argument("--quick", action="store_true", help="20 x 5 MiB, 256 MiB and a 256 MiB mirror, 1 trial")
+    ap.add_argument("--warm", action="store_true", help="also a ferry push with the md5s the cold one left")
+    ap.add_argument("--no-mirror", action="store_true", help="the pushes only")
     args = ap.parse_args()
     count, big = (20, 256 * MiB) if args.quick else (200, 2 * GiB)
     trials = 1 if args.quick else args.trials
@@ -204,7 +214,9 @@ def main() -> int:
         with run_seaweedfs(work / "weed") as server, ZenodoProcess(work / "zenodo") as zen:
             renv = rclone_env(server.endpoint_url, server.admin.access_key, server.admin.secret_key)
             aenv = ferry_env(server.env())
-            b = Bench(work, server, server.make_bucket(), args.jobs, ferry_env(server.env()), renv, aenv)
+            b = Bench(
+                work, server, server.make_bucket(), args.jobs, ferry_env(server.env()), renv, aenv, warm=args.warm
+            )
             recid, url = publish(zen, large / "part0000.bin")
             print(f"zenodo record {recid}: {url}", flush=True)
             for t in range(1, trials + 1):
@@ -212,7 +224,8 @@ def main() -> int:
                 print(f"trial {t} (load {loadavg3()})", flush=True)
                 push_trial(b, "small", small, count, 5 * MiB, t, order)
                 push_trial(b, "large", large, 1, big, t, order)
-                mirror_trial(b, zen, recid, url, big, t, [o.replace("rclone", "seed") for o in order])
+                if not args.no_mirror:
+                    mirror_trial(b, zen, recid, url, big, t, [o.replace("rclone", "seed") for o in order])
         report(facts, b.rows, count, big, trials, args.jobs, load_before)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -236,6 +249,8 @@ def report(
         kind = key.split()[0]
         ferry = med[f"{kind} ferry"][0]
         ratio = "" if key.endswith("ferry") else f"{wall / ferry:.2f}x"
+        if key.endswith("ferry-warm"):  # compared with the peers, as the cold run is
+            ratio = ", ".join(f"{p} {med[f'{kind} {p}'][0] / wall:.2f}x" for p in ("aws", "rclone"))
         mb = sizes[kind] / 1e6
         print(
             f"| {kind} | {key.split(' ', 1)[1]} | {wall:.2f} s | {mb / wall:.0f} | {cpu:.1f} | {rss:.0f} MB | {ratio} |"
