@@ -34,7 +34,8 @@ from pipeline.mirror_file import FileOutcome, FileStep
 from pipeline.stream import expected_of
 from stats.events import StatsWriter
 from upload.targets.base import RemoteRecord
-from upload.targets.s3 import CONTENT, LATEST, S3Target
+from upload.targets.s3 import S3Target
+from upload.targets.s3_layout import CONTENT, LATEST
 from upload.targets.s3_lock import S3Lock
 from upload.targets.s3_upload import b64
 

@@ -20,7 +20,8 @@ from ferry.testing.target_suite import TargetBackend, TargetSuite
 from tests.fixtures_s3 import S3Server
 from upload.targets import make_target
 from upload.targets.base import RemoteRecord
-from upload.targets.s3 import LATEST, S3Target
+from upload.targets.s3 import S3Target
+from upload.targets.s3_layout import LATEST
 from upload.targets.s3_options import S3Options
 
 MiB = 1024 * 1024

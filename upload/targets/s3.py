@@ -7,36 +7,36 @@
     profile = "cpg"                           # optional AWS profile (or aws_profile = ...)
     layout = "versioned"                      # versioned | plain | archive
 
-Layouts: ``versioned`` puts file ``key`` of record ``R`` at ``<prefix>/R/<key>/content``
-(an immutable copy per version; ``<prefix>/latest/<key>/content`` is the moving pointer
-the mirror maintains by server-side copy); ``plain`` at ``<prefix>/<key>`` (directory
-pushes); ``archive`` (``ferry archive``, djarchive's layout) takes record ids ``NAME/REV``
-and puts their files at ``<prefix>/NAME/REV/<key>``, and lists records two folders deep.
-S3 has no drafts, no publishing and no metadata documents; a record is "open".
+Layouts (``upload.targets.s3_layout``): ``versioned`` puts file ``key`` of record ``R``
+at ``<prefix>/R/<key>/content``, with ``<prefix>/latest/`` as the moving pointer;
+``plain`` at ``<prefix>/<key>`` (directory pushes); ``archive`` at ``<prefix>/NAME/REV/<key>``
+(``ferry archive``), whose records are listed two folders deep. S3 has no drafts, no
+publishing and no metadata documents; a record is "open".
 
 Idempotency by content: each object carries the md5 of its bytes (verified before the
 object was completed), the expected checksum it was sent with, its size and the source
 record id as user metadata. A put whose object already has the same size and checksum
 is skipped; a different one is replaced. Our unfinished multipart uploads under a
-record are aborted the first time this run touches that record.
+record are aborted the first time this run touches that record (``s3_sweep``).
 
-Why one module of about 550 lines: one target's records, layouts, put, list and verify
-share its options and client; the client, error mapping, uploads, byte budget and
-options are already in s3_client, s3_errors, s3_upload, s3_budget and s3_options.
+Why one module of about 480 lines: one target's records, put, list and verify share
+its options, client and the record of what this run stored (``_stored``), which lets a
+LIST stand for a HEAD; the layouts, sweeps, client, error mapping, uploads, byte budget
+and options are in s3_layout, s3_sweep, s3_client, s3_errors, s3_upload, s3_budget and
+s3_options.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
 from ferry.core.checksums import HEX_LENGTHS, Checksum, hash_file
 from ferry.core.config import TargetConfig
-from ferry.core.errors import AuthError, FerryError, InputError, TargetNotFound, UnsafePathError, VerificationError
+from ferry.core.errors import TargetNotFound, VerificationError
 from upload.targets import S3_DEFAULTS
 from upload.targets.base import (
     Abilities,
@@ -53,13 +53,13 @@ from upload.targets.base import (
 )
 from upload.targets.s3_budget import ByteBudget
 from upload.targets.s3_client import At, ObjectInfo, S3Client
+from upload.targets.s3_layout import LATEST, Places
 from upload.targets.s3_options import S3Options
+from upload.targets.s3_sweep import Sweeper
 from upload.targets.s3_upload import Sent, aclose, file_chunks, plan_upload, send_object
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest"  # the moving pointer's folder in the versioned layout
-CONTENT = "content"  # last path segment of a versioned object (as Zenodo's download URLs)
 META = "ferry-"  # our user-metadata prefix: ferry-md5, ferry-size, ferry-record, ferry-<alg>
 # The JUMP mirror script stored the Zenodo md5 under this name: objects it wrote are
 # recognised, so switching to ferry does not upload them again.
@@ -78,20 +78,6 @@ def budgeted(config: TargetConfig) -> bool:
     )
 
 
-def _check_key(key: str, recid: str) -> None:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
-        raise UnsafePathError(f"file key {key!r} is not a safe relative path", recid=recid, file=key)
-
-
-def _archive_recid(recid: str) -> str:
-    """A record id of the archive layout: ``NAME/REV``, two safe folder names."""
-    parts = recid.split("/")
-    if len(parts) != 2 or any(p in ("", ".", "..") or "\x00" in p for p in parts):
-        raise InputError(f"record id {recid!r} is not NAME/REV, what the archive layout holds", recid=recid)
-    return recid
-
-
 class S3Target(TargetBase):
     """``upload.targets.base.Target`` on one S3 bucket and prefix (also Streaming and Copying)."""
 
@@ -106,6 +92,7 @@ class S3Target(TargetBase):
         self.limiter = limiter
         self.options = options
         self.location = options.location
+        self.places = Places(options.location, options.layout)
         self.abilities = Abilities(
             hashes=("md5",),
             drafts=False,
@@ -126,11 +113,7 @@ class S3Target(TargetBase):
         self._client_lock = asyncio.Lock()
         # One budget for every upload this target runs: the bound on part bytes in memory.
         self.budget = ByteBudget(options.bytes_in_flight)
-        self._started = time.time()
-        self._cleanups: dict[str, asyncio.Future[None]] = {}
-        # False where other processes write the same record at once (a Dask worker of
-        # ``ferry mirror --cluster``): their uploads are live, the client sweeps after all.
-        self.abort_abandoned = True
+        self.sweeper = Sweeper(self.client, self.location.bucket, self.places)
         self._opened: set[str] = set()
         # (recid, key) a caller's LIST just showed absent or different: their put skips the
         # probing HEAD (one request per file fewer for an archive upload of N new files).
@@ -146,6 +129,15 @@ class S3Target(TargetBase):
         # (SlowDown, retried with back-off); a lower budget in the section is kept.
         return cls(config.name, S3Options.from_config(config), limiter=wiring.limiter if budgeted(config) else None)
 
+    @property
+    def abort_abandoned(self) -> bool:
+        """Whether a put first aborts the record's uploads left by earlier runs (``Sweeper``)."""
+        return self.sweeper.enabled
+
+    @abort_abandoned.setter
+    def abort_abandoned(self, value: bool) -> None:
+        self.sweeper.enabled = value
+
     def __repr__(self) -> str:
         return f"S3Target({self.name!r}, {str(self.location)!r}, layout={self.options.layout!r})"
 
@@ -158,56 +150,29 @@ class S3Target(TargetBase):
         return self._client
 
     async def aclose(self) -> None:
-        for task in self._cleanups.values():
-            task.cancel()
-        await asyncio.gather(*self._cleanups.values(), return_exceptions=True)
+        await self.sweeper.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
-    # --- where things live -----------------------------------------------------------
+    # --- where things live (upload.targets.s3_layout) ----------------------------------
 
     def record_prefix(self, recid: str) -> str:
         """The folder (with a trailing '/') whose objects are this record's files."""
-        if self.options.layout == "plain":
-            return self.location.key("") + "/" if self.location.prefix else ""
-        if self.options.layout == "archive":
-            return self.location.key(_archive_recid(recid)) + "/"
-        if not recid or "/" in recid or recid in (".", ".."):
-            raise InputError(f"record id {recid!r} cannot name a folder of the versioned layout", recid=recid)
-        return self.location.key(recid) + "/"
-
-    def _source_record(self, recid: str) -> None:
-        """A source record may not be called ``latest``: that folder is the moving pointer."""
-        if self.options.layout == "versioned" and recid == LATEST:
-            raise InputError(f"record id {recid!r} is reserved for the latest/ pointer", recid=recid)
-        self.record_prefix(recid)
+        return self.places.record_prefix(recid)
 
     def object_key(self, recid: str, key: str) -> str:
-        _check_key(key, recid)
-        if self.options.layout == "plain":
-            return self.location.key(key)
-        if self.options.layout == "archive":
-            return self.record_prefix(recid) + key
-        return self.record_prefix(recid) + f"{key}/{CONTENT}"
+        return self.places.object_key(recid, key)
+
+    def file_key(self, recid: str, object_key: str) -> str | None:
+        """The file key an object of this record stands for, or None when it is not one."""
+        return self.places.file_key(recid, object_key)
 
     def latest_record(self) -> RemoteRecord:
         """``latest/`` as a record with the id ``latest``: stat, list_files, copy_file's destination."""
         if self.options.layout != "versioned":
             raise NotSupported("latest/ exists only in the versioned layout")
         return self._record(LATEST)
-
-    def file_key(self, recid: str, object_key: str) -> str | None:
-        """The file key an object of this record stands for, or None when it is not one."""
-        base = self.record_prefix(recid)
-        if not object_key.startswith(base):
-            return None
-        rest = object_key[len(base) :]
-        if self.options.layout != "versioned":
-            # A key ending in '/' is a folder marker some tools write, not a file.
-            return rest if rest and not rest.endswith("/") else None
-        suffix = f"/{CONTENT}"
-        return rest[: -len(suffix)] if rest.endswith(suffix) and len(rest) > len(suffix) else None
 
     def _record(self, recid: str) -> RemoteRecord:
         return RemoteRecord(
@@ -226,7 +191,7 @@ class S3Target(TargetBase):
         return "M" if plan.multipart else "L"
 
     async def find(self, recid: str, query: str) -> RemoteRecord | None:
-        self._source_record(recid)
+        self.places.source_record(recid)
         if self.options.layout == "plain" or recid in self._opened:
             return self._record(recid)
         client = await self.client()
@@ -238,7 +203,7 @@ class S3Target(TargetBase):
         return await self.find(record_id, "")
 
     async def create(self, recid: str, body: Mapping[str, Any]) -> RemoteRecord:
-        self._source_record(recid)
+        self.places.source_record(recid)
         rec = self._record(recid)  # nothing to write until a file comes
         self._opened.add(recid)
         return rec
@@ -446,7 +411,7 @@ class S3Target(TargetBase):
         bucket, object_key = self.location.bucket, self.object_key(rec.recid, key)
         client = await self.client()
         self._stored.pop(object_key, None)  # known again only once this put is verified
-        await self._abort_abandoned(rec.recid)
+        await self.sweeper.abandoned(rec.recid)
         await client.retry_aborts(bucket, object_key)  # this run's own failed try, if its abort failed too
         listed_absent = (rec.recid, key) in self._listed_absent
         self._listed_absent.discard((rec.recid, key))
@@ -478,11 +443,11 @@ class S3Target(TargetBase):
                 check_part_etags=self.options.verify_etag,
             )
         except Exception:
-            await self._abort_uncertain(client, bucket, object_key, at)
+            await self.sweeper.uncertain(client, object_key, at)
             raise
         finally:
             await aclose(source)  # a stream left half read closes its file or connection now
-        await self._abort_uncertain(client, bucket, object_key, at)
+        await self.sweeper.uncertain(client, object_key, at)
         self._opened.add(rec.recid)
         want = expected or sent.checksums["md5"]
         if self.options.verify_etag and sent.etag and sent.etag == sent.expected_etag:
@@ -519,51 +484,3 @@ class S3Target(TargetBase):
         if problem is not None or stored is None:
             raise VerificationError(problem or "missing", expected=str(want), recid=recid, file=key)
         return stored
-
-    async def _abort_uncertain(self, client: S3Client, bucket: str, object_key: str, at: At) -> None:
-        """After a put whose create-multipart request went out more than once: abort every
-        upload of that key still open. None of ours is (the put completed or aborted its
-        own), so any there is one the server made for a try whose answer was lost, which
-        would otherwise hold its parts until the next run. A second run writing the same key
-        at this very moment would see its upload gone and retry it: two runs on one S3 key
-        race anyway (the last complete wins). Housekeeping: a failure is logged, not raised."""
-        if (bucket, object_key) not in client.uncertain_creates:
-            return
-        try:
-            for upload in await client.list_uploads(bucket, object_key, at=at):
-                if upload.key == object_key:
-                    log.info("%s: aborting an upload whose create answer was lost", object_key)
-                    await client.abort_multipart(bucket, upload.key, upload.upload_id, at=at)
-            client.uncertain_creates.discard((bucket, object_key))  # else the next put of it tries again
-        except FerryError as exc:
-            log.warning("%s: cannot abort uploads left by a lost create answer: %s", object_key, exc)
-
-    async def _abort_abandoned(self, recid: str) -> None:
-        """Once per record and run: abort unfinished uploads of this record's keys left by
-        earlier runs (started before this target was made), so no orphan parts are billed.
-        Every put of the record waits for it, so none of this run's uploads is among them."""
-        if not self.abort_abandoned:
-            return
-        task = self._cleanups.get(recid)
-        if task is None:
-            task = self._cleanups[recid] = asyncio.ensure_future(self._abort_uploads(recid))
-        try:
-            await asyncio.shield(task)
-        except Exception:
-            self._cleanups.pop(recid, None)  # the next put tries again
-            raise
-
-    async def _abort_uploads(self, recid: str) -> None:
-        client = await self.client()
-        try:
-            found = await client.list_uploads(self.location.bucket, self.record_prefix(recid), at=At(recid))
-        except AuthError as exc:
-            # Listing uploads is a permission of its own (s3:ListBucketMultipartUploads) that
-            # a put-and-get policy may lack; the clean-up is housekeeping, not safety.
-            log.warning("record %s: cannot look for unfinished uploads to abort: %s", recid, exc)
-            return
-        for upload in found:
-            started = upload.initiated.timestamp() if upload.initiated is not None else 0.0
-            if self.file_key(recid, upload.key) is not None and started < self._started:
-                log.info("record %s: aborting unfinished upload of %s from an earlier run", recid, upload.key)
-                await client.abort_multipart(self.location.bucket, upload.key, upload.upload_id, at=At(recid))
