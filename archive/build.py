@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from archive.hashing import WORKERS, HashJob, Hooks, hash_many
+from archive.hashing import WORKERS, HashJob, Hooks, PartsWanted, hash_many
 from archive.manifest import Manifest, ManifestRow, djarchive_unreadable, shown
 from ferry.core.tree import ScanOptions, TreeFile, scan_tree
 from ferry.core.tree_state import TreeState, now_ns
@@ -46,10 +46,12 @@ def digest_files(
     hooks: Hooks | None = None,
     workers: int = WORKERS,
     on_digest: Callable[[str, int, dict[str, str]], None] | None = None,
+    parts: PartsWanted | None = None,
 ) -> TreeDigest:
     """Checksums of ``files``: from ``state`` when unchanged, else hashed (and stored).
     ``on_digest(path, size, digests)``: called for each file as soon as its checksums are known
-    (from the state first, then as hashing ends each file), in this thread."""
+    (from the state first, then as hashing ends each file), in this thread. ``parts``: part
+    md5s of the files hashed now (not kept in the state: they depend on the target)."""
     known: dict[str, dict[str, str]] = {}
     todo: list[HashJob] = []
     for f in files:
@@ -63,7 +65,7 @@ def digest_files(
         for path, digests in known.items():
             on_digest(path, sizes[path], digests)
     started = now_ns()
-    fresh = hash_many(todo, algorithms, workers=workers, hooks=hooks, on_done=on_digest)
+    fresh = hash_many(todo, algorithms, workers=workers, hooks=hooks, on_done=on_digest, parts=parts)
     by_path = {f.path: f for f in files}
     for path, digests in fresh.items():
         state.put(path, by_path[path].stat, digests, hashed_at_ns=started)
@@ -81,12 +83,15 @@ def digest_tree(
     hooks: Hooks | None = None,
     state: TreeState | None = None,
     on_digest: Callable[[str, int, dict[str, str]], None] | None = None,
+    parts: PartsWanted | None = None,
 ) -> TreeDigest:
     files = scan_tree(root, opts)
     own = state is None
     st = state if state is not None else TreeState.for_tree(root)
     try:
-        digest = digest_files(files, st, algorithms=algorithms, rehash=rehash, hooks=hooks, on_digest=on_digest)
+        digest = digest_files(
+            files, st, algorithms=algorithms, rehash=rehash, hooks=hooks, on_digest=on_digest, parts=parts
+        )
         if own and not opts.excludes and opts.include_dotfiles:
             st.prune({f.path for f in files})  # only a full scan knows what is gone
         return digest

@@ -6,8 +6,9 @@ releases the GIL for large buffers, so the threads really run in parallel. Each 
 read by ``ferry.core.checksums.hash_file``, the project's one file-hash function (a big
 file asked for several digests feeds each from its own thread; two reused buffers per
 file, so memory is ``workers x 2 x CHUNK`` whatever the sizes). What this module adds: the
-pool over the tree, progress hooks, and the check that a file did not change since the
-scan.
+pool over the tree, progress hooks, the check that a file did not change since the scan,
+and (``PartsWanted``) the md5 of each part of a file a target will send in parts, taken
+in the same read, so the send does not hash it again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry.core.checksums import hash_file
@@ -31,6 +32,16 @@ class HashJob:
     path: str  # name in messages and results
     full: Path
     stat: FileStat  # as scanned: the file must still have this size when read
+
+
+@dataclass
+class PartsWanted:
+    """Part md5s to compute in the same read as the digests: ``part_size(size)`` is the part
+    size a target will send a file of that size in (None: sent whole); ``found`` gets path
+    -> (part size, md5s), filled by the hashing threads before a file's ``on_done``."""
+
+    part_size: Callable[[int], int | None]
+    found: dict[str, tuple[int, list[bytes]]] = field(default_factory=dict)
 
 
 class Hooks:
@@ -56,11 +67,13 @@ def hash_file_once(
     name: str,
     expected: FileStat | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    parts: tuple[PartsWanted, int] | None = None,
 ) -> dict[str, str]:
     """Digests of one file, read once (``ferry.core.checksums.hash_file``); InputError
-    naming it when it is gone, unreadable, or changed since it was scanned."""
+    naming it when it is gone, unreadable, or changed since it was scanned. ``parts``:
+    where its part md5s go, and their size."""
     try:
-        hasher = hash_file(full, algorithms, on_bytes=on_bytes)
+        hasher = hash_file(full, algorithms, on_bytes=on_bytes, part_size=parts[1] if parts else None)
     except FileNotFoundError:
         raise InputError(f"{name} disappeared while the tree was read", file=name) from None
     except OSError as exc:
@@ -69,6 +82,8 @@ def hash_file_once(
     after = FileStat.of(hasher.after)
     if expected is not None and (hasher.size != expected.size or after.mtime_ns != expected.mtime_ns):
         raise InputError(f"{name} changed while it was hashed (run again when it is complete)", file=name)
+    if parts is not None:
+        parts[0].found[name] = (parts[1], hasher.parts)
     return hasher.hexdigests()
 
 
@@ -79,6 +94,7 @@ def hash_many(
     workers: int = WORKERS,
     hooks: Hooks | None = None,
     on_done: Callable[[str, int, dict[str, str]], None] | None = None,
+    parts: PartsWanted | None = None,
 ) -> dict[str, dict[str, str]]:
     """Digests of every job by path. The first failure cancels what has not started and is
     raised once the running ones end (no thread is left reading). ``on_done(path, size,
@@ -91,7 +107,11 @@ def hash_many(
 
     def one(job: HashJob) -> tuple[str, dict[str, str]]:
         hooks.started(job.path)
-        digests = hash_file_once(job.full, algorithms, name=job.path, expected=job.stat, on_bytes=hooks.advanced)
+        size = parts.part_size(job.stat.size) if parts is not None else None
+        wanted = (parts, size) if parts is not None and size else None
+        digests = hash_file_once(
+            job.full, algorithms, name=job.path, expected=job.stat, on_bytes=hooks.advanced, parts=wanted
+        )
         hooks.finished(job.path)
         return job.path, digests
 

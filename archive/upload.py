@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archive.build import TreeDigest, compare_digest, digest_tree, is_dotted, manifest_of, without_dotfiles
-from archive.hashing import Hooks
+from archive.hashing import Hooks, PartsWanted
 from archive.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from archive.names import revision_id
 from archive.store import archive_hash, bytes_checksum
@@ -33,7 +33,7 @@ from ferry.core.errors import FerryError, InputError
 from ferry.core.tree import ScanOptions
 from ferry.progress import ProgressSink
 from stats.events import StatsWriter
-from upload.targets.base import ListingHinted, RemoteFile, RemoteRecord, SizeLister, Target
+from upload.targets.base import ListingHinted, PartHinted, RemoteFile, RemoteRecord, SizeLister, Target
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,12 @@ async def upload_revision(
     # With a manifest in DIR nothing may go before the tree is checked against it; a dry
     # run sends nothing: both hash first, then decide, as before.
     early = None if dry_run or (root / MANIFEST_NAME).exists() else _Early(target, recid, root, algorithm, result)
-    digest, rec, remote = await _hash_and_list(target, recid, root, algorithms, hooks, early, jobs, progress, stats)
+    parts = _parts_wanted(target, algorithm)
+    if early is not None:
+        early.parts = parts
+    digest, rec, remote = await _hash_and_list(
+        target, recid, root, algorithms, hooks, early, jobs, progress, stats, parts
+    )
     manifest, written = await asyncio.to_thread(local_manifest, root, digest, dry_run=dry_run)
     manifest_bytes = manifest.to_bytes()
     result.files, result.manifest_written = len(manifest), written
@@ -107,6 +112,7 @@ async def upload_revision(
         result.removed.append(key)
     if isinstance(target, ListingHinted):  # the LIST above said what exists: no HEAD before each PUT
         target.mark_absent(rec.recid, [k for k, _, _ in todo])
+    _hint_all(target, rec.recid, todo, parts)
     await _send_all(target, rec, root, todo, jobs, result, progress, stats)
     if result.failed:
         return result  # no manifest: the revision stays incomplete, a re-run resumes it
@@ -129,18 +135,19 @@ async def _hash_and_list(
     jobs: int,
     progress: ProgressSink | None,
     stats: StatsWriter | None,
+    parts: PartsWanted | None = None,
 ) -> tuple[TreeDigest, RemoteRecord | None, dict[str, RemoteFile]]:
     """The tree's digest and the archive's record and files; with ``early``, files are sent
     while the hashing goes on (and the listing is asked for meanwhile)."""
     opts = ScanOptions(include_dotfiles=True)  # a manifest may list dotfiles; see compare_digest
     if early is None:
-        digest = await asyncio.to_thread(digest_tree, root, opts, algorithms=algorithms, hooks=hooks)
+        digest = await asyncio.to_thread(digest_tree, root, opts, algorithms=algorithms, hooks=hooks, parts=parts)
         rec = await target.find(recid, recid)
         return digest, rec, (await target.list_files(rec) if rec is not None else {})
     sending = asyncio.create_task(early.run(jobs, progress, stats))
     try:
         digest = await asyncio.to_thread(
-            digest_tree, root, opts, algorithms=algorithms, hooks=hooks, on_digest=early.ready
+            digest_tree, root, opts, algorithms=algorithms, hooks=hooks, on_digest=early.ready, parts=parts
         )
     except BaseException:
         sending.cancel()  # a file changed while hashed, an interrupt: no more sends
@@ -195,6 +202,7 @@ class _Early:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, int, dict[str, str]] | None] = asyncio.Queue()
         self.sent: set[str] = set()  # tried here, failed or not
+        self.parts: PartsWanted | None = None  # the part md5s the hashing takes, if any
 
     def ready(self, path: str, size: int, digests: dict[str, str]) -> None:
         """From the hashing thread."""
@@ -245,6 +253,7 @@ class _Early:
                     continue
                 if held is None and hinted is not None:
                     hinted.mark_absent(rec.recid, [key])  # the LIST said so: no HEAD before the PUT
+                _hint_parts(target, rec.recid, key, want, self.parts)
                 if progress is not None:
                     progress.add_totals(files=1, bytes=size)
                 self.sent.add(key)
@@ -255,6 +264,25 @@ class _Early:
                 task.cancel()
             await asyncio.gather(*sends, return_exceptions=True)
             raise
+
+
+def _parts_wanted(target: Target, algorithm: str) -> PartsWanted | None:
+    """For a target that sends big files in parts: their part md5s, taken in the hashing
+    read with the md5 (one md5 pass over a big file, not one for the manifest and two
+    while it is sent: the whole stream's and each part's)."""
+    return PartsWanted(target.part_size) if isinstance(target, PartHinted) and algorithm == "md5" else None
+
+
+def _hint_all(target: Target, recid: str, todo: list[tuple[str, int, Checksum]], parts: PartsWanted | None) -> None:
+    for key, _, want in todo:
+        _hint_parts(target, recid, key, want, parts)
+
+
+def _hint_parts(target: Target, recid: str, key: str, want: Checksum, parts: PartsWanted | None) -> None:
+    """Hand the part md5s the hashing read took for ``key`` to the target (PartHinted)."""
+    found = parts.found.pop(key, None) if parts is not None else None
+    if found is not None and isinstance(target, PartHinted):
+        target.know_parts(recid, key, want.value, found[0], found[1])
 
 
 def _to_send(key: str, size: int, want: Checksum, held: RemoteFile | None) -> bool:

@@ -3,9 +3,12 @@ target) and what the archive layout of the S3 target accepts. moto and SeaweedFS
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -20,6 +23,8 @@ from tests.fixtures_s3 import S3Proxy, S3Server, ferry_through, proxied_target
 from tests.test_archive import make_tree, s3_environment, tree_bytes
 from upload.targets.s3 import S3Target
 from upload.targets.s3_options import S3Options
+
+MiB = 1024 * 1024
 
 
 def keys(server: S3Server, bucket: str) -> list[str]:
@@ -231,3 +236,85 @@ def test_rerun_of_a_complete_download_imports_no_target(tmp_path: Path) -> None:
     (dst / "part-0" / "f0.dat").unlink()
     assert main(["archive", "download", "set", "1", str(dst), "--from", str(arch)]) == 0
     assert tree_bytes(dst) == files
+
+
+def _multipart_archive(server_url: str, bucket: str) -> S3Target:
+    options = {"layout": "archive", "endpoint_url": server_url}
+    cfg = TargetConfig(
+        name="a", type="s3", url=f"s3://{bucket}/arch", multipart_threshold=5 * MiB, part_size=5 * MiB, options=options
+    )
+    return S3Target("a", S3Options.from_config(cfg))
+
+
+async def test_a_big_file_is_hashed_once_for_the_manifest_and_its_parts_not_again(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest's read of a file the target sends in parts also takes the parts' md5s:
+    the send hashes no part again (the server's answer to each proves it), and the object
+    is the file: its bytes, its md5 in the metadata, its multipart ETag."""
+    import upload.targets.s3_upload as s3_upload
+
+    s3_environment(s3_server, monkeypatch)
+    bucket = s3_server.make_bucket()
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(12 * MiB + 7)  # 3 parts of 5 MiB
+    (src / "big.bin").write_bytes(big)
+    (src / "small.txt").write_bytes(b"s" * 100)
+    hashed: list[int] = []
+    real = s3_upload._body_and_md5, s3_upload._feed
+
+    def counted_md5(pieces: list[memoryview]) -> Any:
+        hashed.append(sum(p.nbytes for p in pieces))
+        return real[0](pieces)
+
+    def counted_feed(hasher: Any, pieces: list[memoryview]) -> None:
+        hashed.append(sum(p.nbytes for p in pieces))
+        real[1](hasher, pieces)
+
+    monkeypatch.setattr(s3_upload, "_body_and_md5", counted_md5)
+    monkeypatch.setattr(s3_upload, "_feed", counted_feed)
+    target = _multipart_archive(s3_server.endpoint_url, bucket)
+    try:
+        assert not (await upload_revision(target, "set", "1", src)).failed
+    finally:
+        await target.aclose()
+    assert hashed and max(hashed) < MiB  # the single PUTs (small.txt, the manifest): no part of big.bin
+    client = s3_server.sync_client()
+    head = client.head_object(Bucket=bucket, Key="arch/set/1/big.bin")
+    assert head["Metadata"]["ferry-md5"] == hashlib.md5(big).hexdigest()
+    parts = [hashlib.md5(big[i : i + 5 * MiB]).digest() for i in range(0, len(big), 5 * MiB)]
+    assert head["ETag"].strip('"') == f"{hashlib.md5(b''.join(parts)).hexdigest()}-3"
+    assert client.get_object(Bucket=bucket, Key="arch/set/1/big.bin")["Body"].read() == big
+
+
+async def test_a_big_file_changed_after_its_hashing_read_is_refused_and_no_manifest_sent(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The part md5s come from the hashing read: a file rewritten between that read and its
+    send (same size) has a part whose bytes are not its md5, so the server refuses it
+    (SeaweedFS: BadDigest) or answers with another part ETag (moto): the file fails,
+    named, its upload is aborted, and the revision gets no manifest."""
+    s3_environment(s3_server, monkeypatch)
+    bucket = s3_server.make_bucket()
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(12 * MiB)
+    (src / "big.bin").write_bytes(big)
+    target = _multipart_archive(s3_server.endpoint_url, bucket)
+    real = target.know_parts
+
+    def then_changed(recid: str, key: str, md5: str, part_size: int, parts: Any) -> None:
+        real(recid, key, md5, part_size, parts)
+        with open(src / key, "r+b") as fh:  # after the read, before the send
+            fh.seek(6 * MiB)
+            fh.write(b"X")
+
+    monkeypatch.setattr(target, "know_parts", then_changed)
+    try:
+        result = await upload_revision(target, "set", "1", src)
+    finally:
+        await target.aclose()
+    assert list(result.failed) == ["big.bin"] and "part 2" in result.failed["big.bin"], result.failed
+    assert keys(s3_server, bucket) == []
+    assert s3_server.sync_client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -21,7 +21,7 @@ the metadata profile's business: the pipeline passes its query string (e.g.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -357,6 +357,22 @@ class ListingHinted(Protocol):
 
     def mark_absent(self, recid: str, keys: Iterable[str]) -> None:
         """These keys of ``recid`` are not stored with the bytes about to be sent."""
+        ...
+
+
+@runtime_checkable
+class PartHinted(Protocol):
+    """A target that sends a big file in parts, each with its md5 (S3 multipart). A caller
+    that reads the file anyway (an archive upload hashing its tree for the manifest) can
+    take the part md5s in the same read and hand them over: the send then hashes nothing
+    again, and each part's answer proves the bytes are the ones hashed."""
+
+    def part_size(self, size: int) -> int | None:
+        """The part size a file of ``size`` bytes is sent in; None: sent whole."""
+        ...
+
+    def know_parts(self, recid: str, key: str, md5: str, part_size: int, parts: Sequence[bytes]) -> None:
+        """The md5 of each ``part_size`` part of the file whose whole md5 is ``md5``."""
         ...
 
 

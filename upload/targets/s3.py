@@ -118,6 +118,9 @@ class S3Target(TargetBase):
         # (recid, key) a caller's LIST just showed absent or different: their put skips the
         # probing HEAD (one request per file fewer for an archive upload of N new files).
         self._listed_absent: set[tuple[str, str]] = set()
+        # (recid, key) -> (md5, part size, part md5s) a caller took in its own read of the
+        # file (PartHinted): that file's parts go with them, hashed nothing again.
+        self._known_parts: dict[tuple[str, str], tuple[str, int, list[bytes]]] = {}
         # Object key -> (recid, size, ETag, file) of each object this target put and
         # verified in this run: a LIST showing the same size and ETag is that object, so
         # list_files needs no HEAD for it (``_known``).
@@ -364,6 +367,16 @@ class S3Target(TargetBase):
         self._stored.pop(object_key, None)
         await client.delete(self.location.bucket, object_key, at=At(rec.recid, key))
 
+    def part_size(self, size: int) -> int | None:
+        """PartHinted: the part size of a file of ``size`` bytes; None below the threshold."""
+        o = self.options
+        plan = plan_upload(size, threshold=o.multipart_threshold, part_size=o.part_size, where=At())
+        return plan.part_size if plan.multipart else None
+
+    def know_parts(self, recid: str, key: str, md5: str, part_size: int, parts: Sequence[bytes]) -> None:
+        """PartHinted: used by the next put of that file if it is sent with that md5 in parts of that size."""
+        self._known_parts[(recid, key)] = (md5, part_size, list(parts))
+
     async def put_file(
         self,
         rec: RemoteRecord,
@@ -376,6 +389,11 @@ class S3Target(TargetBase):
         at = At(rec.recid, key)
         plan = plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
         known = None
+        hint = self._known_parts.pop((rec.recid, key), None)
+        if hint is not None and plan.multipart and expected is not None and expected.algorithm == "md5":
+            md5, part_size, parts = hint
+            if md5 == expected.value and part_size == plan.part_size:
+                known = parts  # each part is still checked by its answer (``send_object``)
         if expected is None and plan.multipart:
             # Metadata is fixed when a multipart upload starts, and it must carry the md5:
             # hash the file first (the only case with a second read), its parts' md5s too,
