@@ -307,8 +307,12 @@ async def test_a_big_file_changed_after_its_hashing_read_is_refused_and_no_manif
     def then_changed(recid: str, key: str, md5: str, part_size: int, parts: Any) -> None:
         real(recid, key, md5, part_size, parts)
         with open(src / key, "r+b") as fh:  # after the read, before the send
+            # Flip the byte: writing a fixed one left random data unchanged 1 time in 256
+            # (the byte was already that one), and the test then failed for no fault.
             fh.seek(6 * MiB)
-            fh.write(b"X")
+            byte = fh.read(1)[0]
+            fh.seek(6 * MiB)
+            fh.write(bytes([byte ^ 0xFF]))
 
     monkeypatch.setattr(target, "know_parts", then_changed)
     try:

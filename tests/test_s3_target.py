@@ -419,8 +419,12 @@ def hashed_then_changed(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
     def changed(path: str, algorithms: tuple[str, ...], **kw: Any) -> MultiHasher:
         out = hash_file(path, algorithms, **kw)
         with open(path, "r+b") as fh:
+            # Flip the byte: writing a fixed one left random data unchanged 1 time in 256
+            # (the byte was already that one), and the test then failed for no fault.
             fh.seek(at)
-            fh.write(b"X")
+            byte = fh.read(1)[0]
+            fh.seek(at)
+            fh.write(bytes([byte ^ 0xFF]))
         return out
 
     monkeypatch.setattr(s3_module, "hash_file", changed)
