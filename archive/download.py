@@ -3,13 +3,14 @@
 The manifest is fetched first (an incomplete revision, one without it, is refused) and
 written to DIR. A local file that matches its row is kept: known from the local state by
 (size, mtime_ns, inode), hashed once when unknown (``verify_existing``: always). Missing
-or mismatching files are fetched into ``DIR/.ferry/parts/<sha256>.part``, hashed while
-they stream, and renamed into place only when size and sha256 match; a part left by a
-kill is resumed from its end after its prefix is hashed again. Manifest rows the archive
-lacks, and objects it holds that the manifest does not list, are reported. Re-running on
-a complete download reads no file and fetches nothing: once every file is in place and
-recorded, the revision is marked complete (``archive.rerun``) and the next run checks
-the marker and the files' stats without asking the archive anything.
+or mismatching files are fetched into ``DIR/.ferry/parts/`` (``part_name``: the sha256
+and a hash of the path, one part per row), hashed while they stream, and renamed into
+place only when size and sha256 match; a part left by a kill is resumed from its end
+after its prefix is hashed again. Manifest rows the archive lacks, and objects it holds
+that the manifest does not list, are reported. Re-running on a complete download reads
+no file and fetches nothing: once every file is in place and recorded, the revision is
+marked complete (``archive.rerun``) and the next run checks the marker and the files'
+stats without asking the archive anything.
 
 Durability: a file is renamed into place only after its size and sha256 match, so a kill
 -9 never leaves a wrong file under a manifest name (the page cache survives a kill). A
@@ -20,7 +21,7 @@ at a time, each covering every file finished before it (not an fsync per file: 2
 them cost more than the fetching of 1,000 small files); a file placed but not yet
 recorded when the run dies is simply hashed by the next run.
 
-Why one module of about 430 lines: the download's order (open the revision, decide what
+Why one module of about 440 lines: the download's order (open the revision, decide what
 to fetch, fetch, sync, check the whole, mark complete) and the durability rule that ties
 the fetches to the state are one promise, read together; the manifest, store, hashing and
 the re-run check live in their own modules.

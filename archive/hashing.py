@@ -67,13 +67,13 @@ def hash_file_once(
     name: str,
     expected: FileStat | None = None,
     on_bytes: Callable[[int], None] | None = None,
-    parts: tuple[PartsWanted, int] | None = None,
-) -> dict[str, str]:
-    """Digests of one file, read once (``ferry.core.checksums.hash_file``); InputError
-    naming it when it is gone, unreadable, or changed since it was scanned. ``parts``:
-    where its part md5s go, and their size."""
+    part_size: int | None = None,
+) -> tuple[dict[str, str], list[bytes]]:
+    """Digests of one file, read once (``ferry.core.checksums.hash_file``), and the md5s of
+    its ``part_size`` parts (none without it); InputError naming it when it is gone,
+    unreadable, or changed since it was scanned."""
     try:
-        hasher = hash_file(full, algorithms, on_bytes=on_bytes, part_size=parts[1] if parts else None)
+        hasher = hash_file(full, algorithms, on_bytes=on_bytes, part_size=part_size)
     except FileNotFoundError:
         raise InputError(f"{name} disappeared while the tree was read", file=name) from None
     except OSError as exc:
@@ -82,9 +82,7 @@ def hash_file_once(
     after = FileStat.of(hasher.after)
     if expected is not None and (hasher.size != expected.size or after.mtime_ns != expected.mtime_ns):
         raise InputError(f"{name} changed while it was hashed (run again when it is complete)", file=name)
-    if parts is not None:
-        parts[0].found[name] = (parts[1], hasher.parts)
-    return hasher.hexdigests()
+    return hasher.hexdigests(), hasher.parts
 
 
 def hash_many(
@@ -107,11 +105,12 @@ def hash_many(
 
     def one(job: HashJob) -> tuple[str, dict[str, str]]:
         hooks.started(job.path)
-        size = parts.part_size(job.stat.size) if parts is not None else None
-        wanted = (parts, size) if parts is not None and size else None
-        digests = hash_file_once(
-            job.full, algorithms, name=job.path, expected=job.stat, on_bytes=hooks.advanced, parts=wanted
+        part_size = parts.part_size(job.stat.size) if parts is not None else None
+        digests, part_md5s = hash_file_once(
+            job.full, algorithms, name=job.path, expected=job.stat, on_bytes=hooks.advanced, part_size=part_size
         )
+        if parts is not None and part_size is not None:
+            parts.found[job.path] = (part_size, part_md5s)  # before its on_done, which may use them
         hooks.finished(job.path)
         return job.path, digests
 

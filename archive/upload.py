@@ -85,10 +85,10 @@ async def upload_revision(
     result = UploadResult(recid, dry_run=dry_run)
     # With a manifest in DIR nothing may go before the tree is checked against it; a dry
     # run sends nothing: both hash first, then decide, as before.
-    early = None if dry_run or (root / MANIFEST_NAME).exists() else _Early(target, recid, root, algorithm, result)
     parts = _parts_wanted(target, algorithm)
-    if early is not None:
-        early.parts = parts
+    early = (
+        None if dry_run or (root / MANIFEST_NAME).exists() else _Early(target, recid, root, algorithm, result, parts)
+    )
     digest, rec, remote = await _hash_and_list(
         target, recid, root, algorithms, hooks, early, jobs, progress, stats, parts
     )
@@ -197,12 +197,14 @@ class _Early:
     in the manifest (not a dotfile) and is not already stored alike is sent, ``jobs`` at
     a time: the revision has no manifest yet, so a kill still leaves it incomplete."""
 
-    def __init__(self, target: Target, recid: str, root: Path, algorithm: str, result: UploadResult) -> None:
+    def __init__(
+        self, target: Target, recid: str, root: Path, algorithm: str, result: UploadResult, parts: PartsWanted | None
+    ) -> None:
         self.target, self.recid, self.root, self.algorithm, self.result = target, recid, root, algorithm, result
+        self.parts = parts  # the part md5s the hashing takes, if any
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, int, dict[str, str]] | None] = asyncio.Queue()
         self.sent: set[str] = set()  # tried here, failed or not
-        self.parts: PartsWanted | None = None  # the part md5s the hashing takes, if any
 
     def ready(self, path: str, size: int, digests: dict[str, str]) -> None:
         """From the hashing thread."""

@@ -158,7 +158,7 @@ def test_rerun_over_unchanged_tree_hashes_nothing(tmp_path: Path, monkeypatch: p
     calls: list[str] = []
     real = hashing.hash_file_once
 
-    def counting(full: Path, *args: object, **kwargs: object) -> dict[str, str]:
+    def counting(full: Path, *args: object, **kwargs: object) -> tuple[dict[str, str], list[bytes]]:
         calls.append(str(full))
         return real(full, *args, **kwargs)  # type: ignore[arg-type]
 

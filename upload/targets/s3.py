@@ -19,7 +19,7 @@ record id as user metadata. A put whose object already has the same size and che
 is skipped; a different one is replaced. Our unfinished multipart uploads under a
 record are aborted the first time this run touches that record (``s3_sweep``).
 
-Why one module of about 480 lines: one target's records, put, list and verify share
+Why one module of about 500 lines: one target's records, put, list and verify share
 its options, client and the record of what this run stored (``_stored``), which lets a
 LIST stand for a HEAD; the layouts, sweeps, client, error mapping, uploads, byte budget
 and options are in s3_layout, s3_sweep, s3_client, s3_errors, s3_upload, s3_budget and
@@ -56,7 +56,7 @@ from upload.targets.s3_client import At, ObjectInfo, S3Client
 from upload.targets.s3_layout import LATEST, Places
 from upload.targets.s3_options import S3Options
 from upload.targets.s3_sweep import Sweeper
-from upload.targets.s3_upload import Sent, aclose, file_chunks, plan_upload, send_object
+from upload.targets.s3_upload import Plan, Sent, aclose, file_chunks, plan_upload, send_object
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +187,12 @@ class S3Target(TargetBase):
 
     # --- records: prefixes exist as soon as they hold an object ---------------------
 
+    def _plan(self, size: int, at: At) -> Plan:
+        """How a file of ``size`` bytes is sent: one PUT, or parts of which size."""
+        return plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
+
     def plan_file(self, size: int) -> TransferType:
-        plan = plan_upload(
-            size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=At()
-        )
+        plan = self._plan(size, At())
         return "M" if plan.multipart else "L"
 
     async def find(self, recid: str, query: str) -> RemoteRecord | None:
@@ -369,8 +371,7 @@ class S3Target(TargetBase):
 
     def part_size(self, size: int) -> int | None:
         """PartHinted: the part size of a file of ``size`` bytes; None below the threshold."""
-        o = self.options
-        plan = plan_upload(size, threshold=o.multipart_threshold, part_size=o.part_size, where=At())
+        plan = self._plan(size, At())
         return plan.part_size if plan.multipart else None
 
     def know_parts(self, recid: str, key: str, md5: str, part_size: int, parts: Sequence[bytes]) -> None:
@@ -387,7 +388,7 @@ class S3Target(TargetBase):
         progress: Progress | None = None,
     ) -> RemoteFile:
         at = At(rec.recid, key)
-        plan = plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
+        plan = self._plan(size, at)
         known = None
         hint = self._known_parts.pop((rec.recid, key), None)
         if hint is not None and plan.multipart and expected is not None and expected.algorithm == "md5":
@@ -437,7 +438,7 @@ class S3Target(TargetBase):
             there = await self.stat(rec.recid, key)
             if there is not None and there.matches(size, expected):
                 return there  # the same bytes are already there
-        plan = plan_upload(size, threshold=self.options.multipart_threshold, part_size=self.options.part_size, where=at)
+        plan = self._plan(size, at)
         metadata = {META + "size": str(size), META + "record": rec.recid}
         if expected is not None:
             metadata[META + expected.algorithm] = expected.value

@@ -309,7 +309,7 @@ async def send_object(
         await parts.aclose()
         await client.abort_quietly(bucket, key, upload_id, at=at)  # a cancelled transfer too
         raise
-    # With known parts, every part matched the pre-read whose whole md5 is ``expected``.
+    # With known parts, every part matched the read before the send whose whole md5 is ``expected``.
     sums = {"md5": expected} if known_parts is not None and expected is not None else hasher.checksums()
     return Sent(etag, sums, True, multipart_etag(digests))
 
@@ -419,8 +419,9 @@ async def _send_part(
     check_etag: bool,
     at: At,
 ) -> str:
-    """One part with its Content-MD5; its ETag. A known md5 came from the pre-read, so a
-    refusal or (``check_etag``) an ETag that is not that md5 means the file changed."""
+    """One part with its Content-MD5; its ETag. A known md5 came from a read before the send
+    (a push's pre-read, an archive's hashing for its manifest), so a refusal or
+    (``check_etag``) an ETag that is not that md5 means the file changed."""
     try:
         etag = await client.upload_part(bucket, key, upload_id, number, body, content_md5=b64(md5), at=at)
     except VerificationError as exc:
