@@ -16,40 +16,43 @@ Durability: a file is renamed into place only after its size and sha256 match, s
 -9 never leaves a wrong file under a manifest name (the page cache survives a kill). A
 power cut can, for bytes not yet on disk; what guards against it is the state: a fetched
 file is recorded there (and so trusted later without hashing) only after a sync of the
-file system that began after the file was closed. The syncs run beside the fetches, one
-at a time, each covering every file finished before it (not an fsync per file: 2,000 of
-them cost more than the fetching of 1,000 small files); a file placed but not yet
-recorded when the run dies is simply hashed by the next run.
+file system that began after the file was closed (``archive.durability``); a file placed
+but not yet recorded when the run dies is simply hashed by the next run.
 
-Why one module of about 440 lines: the download's order (open the revision, decide what
-to fetch, fetch, sync, check the whole, mark complete) and the durability rule that ties
-the fetches to the state are one promise, read together; the manifest, store, hashing and
-the re-run check live in their own modules.
+Off the event loop: the writes, hashes and renames run in ``archive.writer``'s threads;
+paths are proved inside DIR by ``archive.placing``; object reads take the S3 client's
+short GET path (``upload.targets.s3_get``).
+
+Why one module of about 410 lines: the download's order (open the revision, decide what
+to fetch, fetch, check the whole, mark complete) is one promise, read together; the
+manifest, store, hashing, durability, placing, writer threads and the re-run check live
+in their own modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from archive.build import digest_files
+from archive.durability import Durable, start_writeback
 from archive.hashing import Hooks
 from archive.manifest import MANIFEST_NAME, Manifest, ManifestRow
 from archive.names import revision_id
+from archive.placing import Placer
 from archive.rerun import DownloadResult, forget_complete, mark_complete
 from archive.store import fetch_manifest, listing, reader
+from archive.writer import Writers
 from ferry.core.atomic import atomic_write_bytes
 from ferry.core.checksums import MultiHasher, hash_file
 from ferry.core.errors import FerryError, InputError, VerificationError
-from ferry.core.model import inside
 from ferry.core.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
 from ferry.core.tree_state import TreeState
 from ferry.progress import ProgressSink
@@ -65,7 +68,6 @@ PARTS = "parts"
 # come in ~64 KiB pieces, and a hop per piece cost more of the loop than the reading.
 # A file no larger than this is gathered whole and written, hashed and placed in one hop.
 WRITE_BATCH = 1024 * 1024
-SYNC_EVERY = 1.0  # seconds between the syncs that let the state record fetched files
 
 
 async def download_revision(
@@ -98,14 +100,17 @@ async def download_revision(
         )
         if progress is not None:
             progress.add_totals(records=1, files=len(todo), bytes=sum(r.size for r in todo))
-        durable = _Durable(state, root)
+        durable = Durable(state, root)
         gate = asyncio.Semaphore(max(1, jobs))
-        run = _Fetches(target, rec, root, durable, result, progress, stats, gate, expected)
+        placer = Placer(root, f"manifest of {recid}")
+        await asyncio.to_thread((root / STATE_DIR / PARTS).mkdir, parents=True, exist_ok=True)
         syncer = asyncio.create_task(durable.run())
         try:
-            # Largest first: the big files stream side by side with the small ones instead
-            # of after them, when most slots would already be idle.
-            await asyncio.gather(*(run.one(r) for r in sorted(todo, key=lambda r: r.size, reverse=True)))
+            async with Writers() as writers:
+                run = _Fetches(target, rec, placer, writers, durable, result, progress, stats, gate, expected)
+                # Largest first: the big files stream side by side with the small ones instead
+                # of after them, when most slots would already be idle.
+                await asyncio.gather(*(run.one(r) for r in sorted(todo, key=lambda r: r.size, reverse=True)))
         finally:
             await durable.close(syncer)
         state.save()
@@ -188,8 +193,9 @@ class _Fetches:
 
     target: Target
     rec: RemoteRecord
-    root: Path
-    durable: _Durable
+    placer: Placer
+    writers: Writers
+    durable: Durable
     result: DownloadResult
     progress: ProgressSink | None
     stats: StatsWriter | None
@@ -202,7 +208,7 @@ class _Fetches:
             if self.progress is not None:
                 self.progress.file_started(row.path)
             try:
-                st = await _fetch(self.target, self.rec, self.root, row, self.progress)
+                st = await _fetch(self.target, self.rec, self.placer, self.writers, row, self.progress)
             except FerryError as exc:  # one file's failure never stops the others
                 self.result.failed[row.path] = str(exc)
                 if event:
@@ -234,89 +240,28 @@ def _check_whole(root: Path, manifest: Manifest, expected: dict[str, FileStat], 
             result.failed[row.path] = "changed or removed in the folder while the download ran"
 
 
-class _Durable:
-    """Records fetched files in the state once a sync made them durable (module doc)."""
-
-    def __init__(self, state: TreeState, root: Path, every: float = SYNC_EVERY) -> None:
-        self.state = state
-        self.root = root
-        self.every = every
-        self.pending: list[tuple[str, FileStat, str]] = []
-        self.wake = asyncio.Event()
-        self.closing = asyncio.Event()
-
-    def placed(self, path: str, st: FileStat, sha256: str) -> None:
-        self.pending.append((path, st, sha256))
-        self.wake.set()
-
-    async def run(self) -> None:
-        while not self.closing.is_set():
-            await self.wake.wait()
-            self.wake.clear()
-            await self.flush()
-            # A sync per file would cost what the fsyncs did; one a second bounds what a
-            # kill leaves unrecorded (hashed again by the next run) to a second's worth.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.closing.wait(), self.every)
-
-    async def flush(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        # The state is used by this thread only while the fetches run; its writes go
-        # there too, off the loop that carries every byte.
-        await asyncio.to_thread(self._sync_and_record, batch)
-
-    def _sync_and_record(self, batch: list[tuple[str, FileStat, str]]) -> None:
-        sync_tree(self.root)
-        for path, st, sha256 in batch:
-            self.state.put(path, st, {"sha256": sha256})
-
-    async def close(self, syncer: asyncio.Task[None]) -> None:
-        """Stop the background syncs, then one last sync for what finished meanwhile. On a
-        failure or cancel too: what is placed is verified, and is worth recording."""
-        self.closing.set()
-        self.wake.set()
-        with contextlib.suppress(Exception):
-            await syncer
-        await self.flush()
-
-
-def sync_tree(root: Path) -> None:
-    """Write back the file system holding ``root`` (Linux: syncfs, that one only; else sync)."""
-    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        if _syncfs is None or _syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-def _find_syncfs() -> Callable[[int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError, TypeError):  # no libc by that name (not Linux)
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return cast(Callable[[int], int], fn)
-
-
-_syncfs = _find_syncfs()
-
-
 async def _fetch(
-    target: Target, rec: RemoteRecord, root: Path, row: ManifestRow, progress: ProgressSink | None
+    target: Target,
+    rec: RemoteRecord,
+    placer: Placer,
+    writers: Writers,
+    row: ManifestRow,
+    progress: ProgressSink | None,
 ) -> FileStat:
-    part = root / STATE_DIR / PARTS / part_name(row)
+    part = placer.root / STATE_DIR / PARTS / part_name(row)
     # Thread hops are per file (1,000 small files are 1,000 GETs): one to open (or resume)
     # the .part, one per WRITE_BATCH of a large file, and one to finish (write the rest,
     # close, check, place); a small file gets one: write, check and place it.
     if 0 < row.size <= WRITE_BATCH:
         # Nothing worth resuming: a part a kill left is overwritten whole.
-        return await _fetch_small(target, rec, row, part, root, progress)
-    hasher, offset, fh = await asyncio.to_thread(_open_part, part, row.size)
+        return await _fetch_small(target, rec, row, part, placer, writers, progress)
+    hasher, offset, fh = await writers.run(_open_part, part, row.size)
     batch: list[bytes] = []
+    # One batch is written and hashed while the next one arrives: awaiting each write
+    # before reading on left the connection idle for it, and a 500 MiB file took 1.4x as
+    # long as rclone's. At most two batches of a file are held. Shielded, so that a cancel
+    # never leaves the thread writing into a file this coroutine closed.
+    writing: asyncio.Future[None] | None = None
     try:
         batched = 0
         # A killed run may leave a whole part (all bytes written, not yet placed): nothing
@@ -330,14 +275,21 @@ async def _fetch(
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= WRITE_BATCH:
-                    await asyncio.to_thread(_write, fh, hasher, batch)
+                    if writing is not None:
+                        await asyncio.shield(writing)
+                    writing = writers.run(_write, fh, hasher, batch)
                     batch, batched = [], 0
                 if progress is not None:
                     progress.advance(len(chunk))
+        if writing is not None:
+            await asyncio.shield(writing)
     except BaseException:
-        fh.close()
+        if writing is None or writing.done():
+            fh.close()
+        else:  # closed once the thread is done with it
+            writing.add_done_callback(lambda _: fh.close())
         raise
-    return await asyncio.to_thread(_finish, fh, hasher, batch, offset, part, root, row, rec.recid)
+    return await writers.run(_finish, fh, hasher, batch, offset, part, placer, row, rec.recid)
 
 
 def part_name(row: ManifestRow) -> str:
@@ -348,7 +300,13 @@ def part_name(row: ManifestRow) -> str:
 
 
 async def _fetch_small(
-    target: Target, rec: RemoteRecord, row: ManifestRow, part: Path, root: Path, progress: ProgressSink | None
+    target: Target,
+    rec: RemoteRecord,
+    row: ManifestRow,
+    part: Path,
+    placer: Placer,
+    writers: Writers,
+    progress: ProgressSink | None,
 ) -> FileStat:
     chunks: list[bytes] = []
     got = 0
@@ -360,15 +318,27 @@ async def _fetch_small(
             chunks.append(chunk)
             if progress is not None:
                 progress.advance(len(chunk))
-    return await asyncio.to_thread(_write_small, chunks, got, part, root, row, rec.recid)
+    return await writers.run(_write_small, chunks, got, part, placer, row, rec.recid)
 
 
-def _write_small(chunks: list[bytes], got: int, part: Path, root: Path, row: ManifestRow, recid: str) -> FileStat:
-    part.parent.mkdir(parents=True, exist_ok=True)
-    hasher = MultiHasher(("sha256",))
-    with open(part, "wb") as fh:
-        _write(fh, hasher, chunks)
-    return _check_and_place(hasher, got, part, root, row, recid)
+def _write_small(chunks: list[bytes], got: int, part: Path, placer: Placer, row: ManifestRow, recid: str) -> FileStat:
+    """A whole small file: hashed, written, checked and placed in this one thread hop, with
+    as few calls as it takes (each call here waits for the GIL the event loop holds)."""
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if got != row.size or sha256 != row.sha256:
+        part.unlink(missing_ok=True)  # a killed run's part of this name is no use either
+        raise _mismatch(got, sha256, row, recid)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        st = FileStat.of(os.fstat(fd))
+    finally:
+        os.close(fd)
+    placer.place(part, row.path)
+    return st
 
 
 def _finish(
@@ -377,7 +347,7 @@ def _finish(
     batch: list[bytes],
     offset: int,
     part: Path,
-    root: Path,
+    placer: Placer,
     row: ManifestRow,
     recid: str,
 ) -> FileStat:
@@ -387,24 +357,28 @@ def _finish(
         _write(fh, hasher, batch)
     finally:
         fh.close()
-    return _check_and_place(hasher, offset, part, root, row, recid)
+    return _check_and_place(hasher, offset, part, placer, row, recid)
 
 
 def _check_and_place(
-    hasher: MultiHasher, offset: int, part: Path, root: Path, row: ManifestRow, recid: str
+    hasher: MultiHasher, offset: int, part: Path, placer: Placer, row: ManifestRow, recid: str
 ) -> FileStat:
     sha256 = hasher.hexdigests()["sha256"]
     if offset != row.size or sha256 != row.sha256:
         part.unlink(missing_ok=True)
-        got = f"{offset} bytes" if offset != row.size else f"sha256 {sha256}"
-        raise VerificationError(
-            f"fetched {got}, the manifest says {row.size} bytes with sha256 {row.sha256}", recid=recid, file=row.path
-        )
+        raise _mismatch(offset, sha256, row, recid)
     st = FileStat.of(part.stat())
-    # Resolved here, in the worker thread, just before the rename: on the loop its ~9
-    # lstat calls a file took 0.3 s of the loop over 1,000 files (profiled).
-    _place(part, inside(root, row.path, where=f"manifest of {recid}"))
+    # In the worker thread, just before the rename: on the loop the path checks of
+    # 1,000 files took 0.3 s of the loop (profiled).
+    placer.place(part, row.path)
     return st
+
+
+def _mismatch(got: int, sha256: str, row: ManifestRow, recid: str) -> VerificationError:
+    what = f"{got} bytes" if got != row.size else f"sha256 {sha256}"
+    return VerificationError(
+        f"fetched {what}, the manifest says {row.size} bytes with sha256 {row.sha256}", recid=recid, file=row.path
+    )
 
 
 async def _nothing() -> AsyncGenerator[bytes, None]:
@@ -436,10 +410,5 @@ def _write(fh: BinaryIO, hasher: MultiHasher, chunks: list[bytes]) -> None:
     if data:
         fh.write(data)
         hasher.update(data)
-
-
-def _place(part: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_dir() and not dest.is_symlink():
-        raise InputError(f"{dest} is a folder, the manifest lists a file there")
-    os.replace(part, dest)  # made durable by the sync before the state records it
+        fh.flush()
+        start_writeback(fh.fileno())

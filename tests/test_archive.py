@@ -429,18 +429,19 @@ async def test_fetched_file_enters_the_state_only_after_a_sync(tmp_path: Path, m
     """No fsync per file: a fetched file is placed after its sha256 matched, and recorded in
     the state (trusted later without hashing) only after a sync that began after it was
     placed; so a power cut cannot leave the state vouching for bytes that never reached disk."""
-    import archive.download as dl
+    import archive.durability as durability
+    from archive.placing import Placer
     from ferry.core.tree_state import TreeState
 
     files = make_tree(tmp_path / "src", n=6)
     target = LocalTarget(tmp_path / "arch")
     await upload_revision(target, "set", "001", tmp_path / "src")
     log: list[tuple[str, str]] = []
-    place, sync, put = dl._place, dl.sync_tree, TreeState.put
+    place, sync, put = Placer.place, durability.sync_tree, TreeState.put
 
-    def placed(part: Path, dest: Path) -> None:
-        place(part, dest)
-        log.append(("place", dest.relative_to(tmp_path / "dst").as_posix()))
+    def placed(self: Placer, part: Path, path: str) -> None:
+        place(self, part, path)
+        log.append(("place", path))
 
     def synced(root: Path) -> None:
         log.append(("sync", ""))
@@ -450,8 +451,8 @@ async def test_fetched_file_enters_the_state_only_after_a_sync(tmp_path: Path, m
         log.append(("put", rel))
         return put(self, rel, *args, **kwargs)
 
-    monkeypatch.setattr(dl, "_place", placed)
-    monkeypatch.setattr(dl, "sync_tree", synced)
+    monkeypatch.setattr(Placer, "place", placed)
+    monkeypatch.setattr(durability, "sync_tree", synced)
     monkeypatch.setattr(TreeState, "put", recorded)
     got = await download_revision(target, "set", "001", tmp_path / "dst")
     assert got.ok and sorted(got.fetched) == sorted(files)
