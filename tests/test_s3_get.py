@@ -111,30 +111,24 @@ def _fail_first_get(status: int, code: str) -> Any:
     return rule, failed
 
 
-async def test_a_server_error_on_the_short_path_is_retried_by_the_whole_call(
-    moto_s3: S3Server, s3_proxy: S3Proxy, proxied: S3Client
+@pytest.mark.parametrize(
+    ("status", "code", "stays_on"),
+    [(503, "ServiceUnavailable", True), (403, "SignatureDoesNotMatch", False)],
+    ids=["5xx: the server's, the path stays on", "a 4xx the whole call does not get: the path goes off"],
+)
+async def test_a_failed_short_get_is_asked_again_by_the_whole_call(
+    moto_s3: S3Server, s3_proxy: S3Proxy, proxied: S3Client, status: int, code: str, stays_on: bool
 ) -> None:
     bucket = moto_s3.make_bucket()
     moto_s3.sync_client().put_object(Bucket=bucket, Key="k", Body=b"bytes")
-    rule, failed = _fail_first_get(503, "ServiceUnavailable")
+    rule, failed = _fail_first_get(status, code)
     s3_proxy.fail_when(rule)
     assert await _read(proxied, bucket, "k") == b"bytes"
     gets = [r for r in s3_proxy.requests if r[0] == "GET"]
-    assert failed and [status for _, _, status in gets] == [503, 200], gets
-    assert proxied.short.usable(bucket)  # a 5xx is the server's, not the path's
-
-
-async def test_a_refusal_the_whole_call_does_not_get_turns_the_short_path_off(
-    moto_s3: S3Server, s3_proxy: S3Proxy, proxied: S3Client
-) -> None:
-    bucket = moto_s3.make_bucket()
-    moto_s3.sync_client().put_object(Bucket=bucket, Key="k", Body=b"bytes")
-    rule, failed = _fail_first_get(403, "SignatureDoesNotMatch")
-    s3_proxy.fail_when(rule)
-    assert await _read(proxied, bucket, "k") == b"bytes" and failed
-    assert not proxied.short.usable(bucket)
+    assert failed and [got for _, _, got in gets] == [status, 200], gets
+    assert proxied.short.usable(bucket) == stays_on
     s3_proxy.reset()
-    assert await _read(proxied, bucket, "k") == b"bytes"  # straight to the whole call now
+    assert await _read(proxied, bucket, "k") == b"bytes"  # one GET either way: short, or the whole call
     assert [r[2] for r in s3_proxy.requests if r[0] == "GET"] == [200]
 
 
