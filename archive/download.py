@@ -17,13 +17,15 @@ Durability: a file is renamed into place only after its size and sha256 match, s
 power cut can, for bytes not yet on disk; what guards against it is the state: a fetched
 file is recorded there (and so trusted later without hashing) only after a sync of the
 file system that began after the file was closed (``archive.durability``); a file placed
-but not yet recorded when the run dies is simply hashed by the next run.
+but not yet recorded when the run dies is simply hashed by the next run. The files of the
+last second are recorded unsynced, trusted until the machine reboots, unless ``sync``
+(``--sync``) makes the run wait for the disk.
 
 Off the event loop: the writes, hashes and renames run in ``archive.writer``'s threads;
 paths are proved inside DIR by ``archive.placing``; object reads take the S3 client's
 short GET path (``upload.targets.s3_get``).
 
-Why one module of about 410 lines: the download's order (open the revision, decide what
+Why one module of about 420 lines: the download's order (open the revision, decide what
 to fetch, fetch, check the whole, mark complete) is one promise, read together; the
 manifest, store, hashing, durability, placing, writer threads and the re-run check live
 in their own modules.
@@ -82,9 +84,11 @@ async def download_revision(
     progress: ProgressSink | None = None,
     stats: StatsWriter | None = None,
     archive_key: str | None = None,
+    sync: bool = False,
 ) -> DownloadResult:
     """``archive_key``: what names the archive in the completion marker (see
-    ``archive.rerun.archive_key``); None: the target's name."""
+    ``archive.rerun.archive_key``); None: the target's name. ``sync``: wait until every
+    fetched file is on disk before returning (``archive.durability``)."""
     recid = revision_id(name, rev)
     await asyncio.to_thread(forget_complete, root)
     rec, remote, manifest, manifest_bytes = await _open_revision(target, name, rev, root)
@@ -100,7 +104,7 @@ async def download_revision(
         )
         if progress is not None:
             progress.add_totals(records=1, files=len(todo), bytes=sum(r.size for r in todo))
-        durable = Durable(state, root)
+        durable = Durable(state, root, wait=sync)
         gate = asyncio.Semaphore(max(1, jobs))
         placer = Placer(root, f"manifest of {recid}")
         await asyncio.to_thread((root / STATE_DIR / PARTS).mkdir, parents=True, exist_ok=True)
@@ -208,7 +212,9 @@ class _Fetches:
             if self.progress is not None:
                 self.progress.file_started(row.path)
             try:
-                st = await _fetch(self.target, self.rec, self.placer, self.writers, row, self.progress)
+                st = await _fetch(
+                    self.target, self.rec, self.placer, self.writers, row, self.progress, self.durable.wait
+                )
             except FerryError as exc:  # one file's failure never stops the others
                 self.result.failed[row.path] = str(exc)
                 if event:
@@ -247,6 +253,7 @@ async def _fetch(
     writers: Writers,
     row: ManifestRow,
     progress: ProgressSink | None,
+    writeback: bool,
 ) -> FileStat:
     part = placer.root / STATE_DIR / PARTS / part_name(row)
     # Thread hops are per file (1,000 small files are 1,000 GETs): one to open (or resume)
@@ -278,7 +285,7 @@ async def _fetch(
                 if batched >= WRITE_BATCH:
                     if writing is not None:
                         await asyncio.shield(writing)
-                    writing = writers.run(_write, fh, hasher, batch)
+                    writing = writers.run(_write, fh, hasher, batch, writeback)
                     batch, batched = [], 0
                 if progress is not None:
                     progress.advance(len(chunk))
@@ -290,7 +297,7 @@ async def _fetch(
         else:  # closed once the thread is done with it
             writing.add_done_callback(lambda _: fh.close())
         raise
-    return await writers.run(_finish, fh, hasher, batch, offset, part, placer, row, rec.recid)
+    return await writers.run(_finish, fh, hasher, batch, writeback, offset, part, placer, row, rec.recid)
 
 
 def part_name(row: ManifestRow) -> str:
@@ -346,6 +353,7 @@ def _finish(
     fh: BinaryIO,
     hasher: MultiHasher,
     batch: list[bytes],
+    writeback: bool,
     offset: int,
     part: Path,
     placer: Placer,
@@ -355,7 +363,7 @@ def _finish(
     """Write the last bytes, then place the file if it is the one the manifest lists (else
     drop the .part: the next try starts from nothing). No fsync: see the module doc."""
     try:
-        _write(fh, hasher, batch)
+        _write(fh, hasher, batch, writeback)
     finally:
         fh.close()
     return _check_and_place(hasher, offset, part, placer, row, recid)
@@ -402,7 +410,7 @@ def _open_part(part: Path, size: int) -> tuple[MultiHasher, int, BinaryIO]:
     return hasher, have, open(part, "ab")  # closed by _finish, or by _fetch on a failure
 
 
-def _write(fh: BinaryIO, hasher: MultiHasher, chunks: list[bytes]) -> None:
+def _write(fh: BinaryIO, hasher: MultiHasher, chunks: list[bytes], writeback: bool) -> None:
     # One write and one hash of the whole batch, not one per ~64 KiB piece: each of those
     # calls lets go of the GIL and takes it back, and with the event loop and other
     # writers waiting for it, every hand-over is a futex call (190,000 of them in one
@@ -412,4 +420,5 @@ def _write(fh: BinaryIO, hasher: MultiHasher, chunks: list[bytes]) -> None:
         fh.write(data)
         hasher.update(data)
         fh.flush()
-        start_writeback(fh.fileno())
+        if writeback:  # only when the run waits for the disk at its end (archive.durability)
+            start_writeback(fh.fileno())

@@ -10,7 +10,9 @@ on a re-run without asking). ``complete_rerun`` accepts a re-run only when
   (one small file of ours, read; none of the dataset's files is);
 - every manifest row is in DIR with the size, mtime and inode the local state recorded
   for it with that row's sha256 (the state writes an entry for a fetched file only after
-  a sync made it durable, see ``archive.download``).
+  a sync made it durable, or tagged unsynced with the boot id, which ``lookup`` trusts in
+  that boot only: after a reboot this check fails and the full path hashes those files,
+  see ``archive.durability``).
 
 Anything else (no marker, another revision, a file edited, replaced or missing, an
 unreadable state) returns None and the caller runs the full download, which finds and

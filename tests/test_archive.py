@@ -25,6 +25,7 @@ from archive.upload import upload_revision
 from ferry.cli import main
 from ferry.core.config import TargetConfig
 from ferry.core.errors import InputError, UnsafePathError
+from ferry.core.tree_state import TreeState
 from tests.fixtures_s3 import S3Server
 from upload.targets.base import RemoteRecord
 from upload.targets.local import LocalTarget
@@ -419,48 +420,13 @@ def test_cli_round_trip(tmp_path: Path, arch: Arch, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().out.split() == ["other,1", "set,1"]
     stats = tmp_path / "stats"
     dst = tmp_path / "dst"
-    assert main(["archive", "download", "set", "1", str(dst), "--from", arch.spec, "--stats-dir", str(stats)]) == 0
+    argv = ["archive", "download", "set", "1", str(dst), "--from", arch.spec, "--stats-dir", str(stats), "--sync"]
+    assert main(argv) == 0
     assert tree_bytes(dst) == files and any(stats.glob("*.jsonl"))
+    with TreeState.for_tree(dst) as state:
+        assert state.unsynced() == []  # --sync: everything on disk before the run returned
     assert main(["verify", str(dst)]) == 0
     assert read_manifest(dst / MANIFEST_NAME) == read_manifest(tmp_path / "src" / MANIFEST_NAME)
-
-
-async def test_fetched_file_enters_the_state_only_after_a_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No fsync per file: a fetched file is placed after its sha256 matched, and recorded in
-    the state (trusted later without hashing) only after a sync that began after it was
-    placed; so a power cut cannot leave the state vouching for bytes that never reached disk."""
-    import archive.durability as durability
-    from archive.placing import Placer
-    from ferry.core.tree_state import TreeState
-
-    files = make_tree(tmp_path / "src", n=6)
-    target = LocalTarget(tmp_path / "arch")
-    await upload_revision(target, "set", "001", tmp_path / "src")
-    log: list[tuple[str, str]] = []
-    place, sync, put = Placer.place, durability.sync_tree, TreeState.put
-
-    def placed(self: Placer, part: Path, path: str) -> None:
-        place(self, part, path)
-        log.append(("place", path))
-
-    def synced(root: Path) -> None:
-        log.append(("sync", ""))
-        sync(root)
-
-    def recorded(self: TreeState, rel: str, *args: Any, **kwargs: Any) -> bool:
-        log.append(("put", rel))
-        return put(self, rel, *args, **kwargs)
-
-    monkeypatch.setattr(Placer, "place", placed)
-    monkeypatch.setattr(durability, "sync_tree", synced)
-    monkeypatch.setattr(TreeState, "put", recorded)
-    got = await download_revision(target, "set", "001", tmp_path / "dst")
-    assert got.ok and sorted(got.fetched) == sorted(files)
-    for rel in files:
-        placed_at, put_at = log.index(("place", rel)), log.index(("put", rel))
-        assert ("sync", "") in log[placed_at:put_at], (rel, log)
-    assert log.count(("sync", "")) < len(files)  # not one per file
-    assert tree_bytes(tmp_path / "dst") == files
 
 
 async def test_file_changed_during_the_download_fails_the_whole(tmp_path: Path) -> None:

@@ -10,6 +10,13 @@ file systems) and keep its mtime, so the stored checksum would lie next time (gi
 this the racy-clean problem). Files we wrote ourselves (downloads) are stored always:
 their bytes are the ones we hashed as we wrote them.
 
+A file we wrote whose bytes may still be only in the page cache is stored with the
+machine's boot id (``put(..., synced=False)``): the page cache survives a kill -9 but
+not a power cut or a crash of the machine, so such an entry is trusted only while the
+machine runs the boot that wrote it, and a run after a reboot hashes the file again.
+``settle`` clears the tag once a sync has covered the file. Where no boot id is known
+(not Linux) nothing is stored unsynced.
+
 When the state cannot be written (a read-only folder) the run goes on without it.
 """
 
@@ -36,9 +43,19 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
-    checksums TEXT NOT NULL
+    checksums TEXT NOT NULL,
+    boot TEXT  -- NULL: on disk when stored; else the boot id it is trusted under (module doc)
 )
 """
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux: a random id made at each boot); None elsewhere."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def state_path(root: Path) -> Path:
@@ -56,6 +73,7 @@ class TreeState:
         self.path = path
         self._db = self._open(path)
         self._dirty = 0
+        self.boot = boot_id()
 
     @staticmethod
     def _open(path: Path | None) -> sqlite3.Connection:
@@ -68,6 +86,8 @@ class TreeState:
                 # may lose the last commits, and then files are just hashed again.
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(_SCHEMA)
+                if "boot" not in {r[1] for r in db.execute("PRAGMA table_info(files)")}:
+                    db.execute("ALTER TABLE files ADD COLUMN boot TEXT")  # a state from before the tag
                 db.commit()
                 return db
             except (OSError, sqlite3.Error) as exc:
@@ -81,33 +101,65 @@ class TreeState:
         return cls(state_path(root))
 
     def lookup(self, rel: str, st: FileStat, algorithms: tuple[str, ...]) -> dict[str, str] | None:
-        """The known checksums when the file is unchanged and all of ``algorithms`` are known."""
+        """The known checksums when the file is unchanged, all of ``algorithms`` are known
+        and the entry is not an unsynced one of an earlier boot (module doc)."""
         row = self._db.execute(
-            "SELECT size, mtime_ns, inode, checksums FROM files WHERE path = ?", (_key(rel),)
+            "SELECT size, mtime_ns, inode, checksums, boot FROM files WHERE path = ?", (_key(rel),)
         ).fetchone()
         if row is None or (row[0], row[1], row[2]) != (st.size, st.mtime_ns, st.inode):
+            return None
+        if row[4] is not None and row[4] != self.boot:
             return None
         known: dict[str, str] = orjson.loads(row[3])
         if any(a not in known for a in algorithms):
             return None
         return known
 
-    def put(self, rel: str, st: FileStat, checksums: dict[str, str], *, hashed_at_ns: int | None = None) -> bool:
-        """Remember ``checksums``; ``hashed_at_ns``: when reading began (None: we wrote it).
+    def put(
+        self,
+        rel: str,
+        st: FileStat,
+        checksums: dict[str, str],
+        *,
+        hashed_at_ns: int | None = None,
+        synced: bool = True,
+    ) -> bool:
+        """Remember ``checksums``; ``hashed_at_ns``: when reading began (None: we wrote it);
+        ``synced=False``: we wrote it and no sync has covered it yet (needs a boot id).
 
         Returns False when the entry is too fresh to be trusted later (see the module doc).
         """
         if hashed_at_ns is not None and st.mtime_ns > hashed_at_ns - RACY_NS:
             self.forget(rel)
             return False
+        if not synced and self.boot is None:
+            raise ValueError("an unsynced entry needs the boot id, and this machine has none")
         self._db.execute(
-            "INSERT OR REPLACE INTO files (path, size, mtime_ns, inode, checksums) VALUES (?, ?, ?, ?, ?)",
-            (_key(rel), st.size, st.mtime_ns, st.inode, orjson.dumps(dict(sorted(checksums.items()))).decode()),
+            "INSERT OR REPLACE INTO files (path, size, mtime_ns, inode, checksums, boot) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                _key(rel),
+                st.size,
+                st.mtime_ns,
+                st.inode,
+                orjson.dumps(dict(sorted(checksums.items()))).decode(),
+                None if synced else self.boot,
+            ),
         )
         self._dirty += 1
         if self._dirty >= 500:
             self.save()  # a kill loses at most a few hundred files' work
         return True
+
+    def unsynced(self) -> list[bytes]:
+        """The entries stored unsynced in this boot (keys for ``settle``)."""
+        if self.boot is None:
+            return []
+        return [p for (p,) in self._db.execute("SELECT path FROM files WHERE boot = ?", (self.boot,))]
+
+    def settle(self, keys: list[bytes]) -> None:
+        """A sync that began after ``keys`` were stored (``unsynced``) has ended: they are on disk."""
+        self._db.executemany("UPDATE files SET boot = NULL WHERE path = ? AND boot = ?", ((k, self.boot) for k in keys))
+        self._dirty += len(keys)
 
     def forget(self, rel: str) -> None:
         self._db.execute("DELETE FROM files WHERE path = ?", (_key(rel),))

@@ -3,7 +3,7 @@
     ferry archive upload NAME REV DIR --to ARCHIVE [--jobs N] [--dry-run]
     ferry archive datasets --from ARCHIVE [--all]
     ferry archive revisions [NAME] --from ARCHIVE [--all]
-    ferry archive download NAME REV DIR --from ARCHIVE [--jobs N] [--verify-existing]
+    ferry archive download NAME REV DIR --from ARCHIVE [--jobs N] [--verify-existing] [--sync]
 
 ARCHIVE: a configured target name, s3://bucket[/prefix], file:///path or a folder path.
 Layout: ARCHIVE/NAME/REV/<path> and ARCHIVE/NAME/REV/djarchive-manifest.csv (uploaded
@@ -13,6 +13,10 @@ layout = "archive" (s3:// URLs get it); one in another layout is refused.
 A revision is immutable once complete, so re-running a download that ended verified
 asks the archive nothing while DIR's files still match ferry's local state (size,
 mtime, inode); any difference, or --verify-existing, runs the full download.
+
+A download does not wait for the disk at its end: the files finished in its last second
+may still be only in the page cache, so they are trusted only until the machine reboots
+(the first run after it hashes them again). --sync waits until every file is on disk.
 """
 
 from __future__ import annotations
@@ -101,6 +105,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--verify-existing",
         action="store_true",
         help="hash local files again instead of trusting the state (the archive is asked even when complete)",
+    )
+    dl.add_argument(
+        "--sync",
+        action="store_true",
+        help="wait until every fetched file is on disk before returning (default: the files of the last"
+        " second are trusted only until the machine reboots; the first run after it hashes them again)",
     )
     dl.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL/CSV) here")
     dl.set_defaults(func=run_download)
@@ -226,6 +236,7 @@ def _download(args: argparse.Namespace, config: Config, key: str) -> DownloadRes
                         progress=progress,
                         stats=stats,
                         archive_key=key,
+                        sync=args.sync,
                     )
         finally:
             await target.aclose()

@@ -1,0 +1,159 @@
+"""What a download records as durable (archive/durability.py, ferry/core/tree_state.py):
+a fetched file enters the state after a sync that began after it was placed, or, for
+the files of the last second when the run does not wait (the default), tagged with the
+boot id and trusted only in that boot."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import archive.durability as durability
+import ferry.core.tree_state as tree_state
+from archive.download import download_revision
+from archive.names import revision_id
+from archive.placing import Placer
+from archive.rerun import complete_rerun
+from archive.upload import upload_revision
+from ferry.core.tree import FileStat
+from ferry.core.tree_state import TreeState
+from tests.test_archive import make_tree, tree_bytes
+from upload.targets.local import LocalTarget
+
+pytestmark = pytest.mark.skipif(tree_state.boot_id() is None, reason="needs a boot id (Linux)")
+
+
+async def archived(tmp_path: Path, n: int = 6) -> tuple[LocalTarget, dict[str, bytes]]:
+    files = make_tree(tmp_path / "src", n=n)
+    target = LocalTarget(tmp_path / "arch")
+    await upload_revision(target, "set", "001", tmp_path / "src")
+    return target, files
+
+
+def no_background_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fetched file is then left to ``Durable.close``: the run's last second, made long."""
+
+    async def idle(self: durability.Durable) -> None:
+        await self.closing.wait()
+
+    monkeypatch.setattr(durability.Durable, "run", idle)
+
+
+def unsynced_count(root: Path) -> int:
+    with TreeState.for_tree(root) as state:
+        return len(state.unsynced())
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "default"])
+async def test_a_fetched_file_is_recorded_durable_only_after_a_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    """No fsync per file. A file is placed after its sha256 matched and recorded as durable
+    only after a sync that began after it was placed; without --sync, a file recorded
+    before any such sync is recorded unsynced (tagged with the boot id). Either way a power
+    cut cannot leave the state vouching, after the reboot, for bytes that never reached disk."""
+    target, files = await archived(tmp_path)
+    log: list[tuple[str, str, bool]] = []
+    place, sync_tree, put = Placer.place, durability.sync_tree, TreeState.put
+
+    def placed(self: Placer, part: Path, path: str) -> None:
+        place(self, part, path)
+        log.append(("place", path, True))
+
+    def synced(root: Path) -> None:
+        log.append(("sync", "", True))
+        sync_tree(root)
+
+    def recorded(self: TreeState, rel: str, *args: Any, **kwargs: Any) -> bool:
+        log.append(("put", rel, kwargs.get("synced", True)))
+        return put(self, rel, *args, **kwargs)
+
+    monkeypatch.setattr(Placer, "place", placed)
+    monkeypatch.setattr(durability, "sync_tree", synced)
+    monkeypatch.setattr(TreeState, "put", recorded)
+    got = await download_revision(target, "set", "001", tmp_path / "dst", sync=sync)
+    assert got.ok and sorted(got.fetched) == sorted(files)
+    for rel in files:
+        placed_at = log.index(("place", rel, True))
+        puts = [(i, e) for i, e in enumerate(log) if e[:2] == ("put", rel)]
+        assert len(puts) == 1, (rel, log)
+        put_at, (_, _, durable) = puts[0]
+        if durable:
+            assert ("sync", "", True) in log[placed_at:put_at], (rel, log)
+        else:
+            assert not sync, (rel, log)  # --sync records nothing unsynced
+    assert log.count(("sync", "", True)) < len(files)  # not one per file
+    assert tree_bytes(tmp_path / "dst") == files
+    if sync:
+        assert unsynced_count(tmp_path / "dst") == 0
+
+
+async def test_unsynced_files_are_trusted_in_their_boot_and_hashed_again_after_a_reboot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, files = await archived(tmp_path)
+    dst, recid = tmp_path / "dst", revision_id("set", "001")
+    no_background_syncs(monkeypatch)
+    assert (await download_revision(target, "set", "001", dst)).ok
+    assert unsynced_count(dst) == len(files)
+    # The same boot: the page cache that holds the bytes is the one a read would see.
+    again = complete_rerun(dst, target.name, recid)
+    assert again is not None and again.ok and again.offline and again.hashed_local == 0
+
+    monkeypatch.setattr(tree_state, "boot_id", lambda: "a-later-boot")
+    assert complete_rerun(dst, target.name, recid) is None  # the full path decides
+    full = await download_revision(target, "set", "001", dst)
+    assert full.ok and full.fetched == [] and full.hashed_local == len(files)
+    assert tree_bytes(dst) == files
+
+
+async def test_a_later_sync_in_the_same_boot_settles_the_earlier_tags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, files = await archived(tmp_path)
+    dst = tmp_path / "dst"
+    with monkeypatch.context() as m:
+        no_background_syncs(m)
+        assert (await download_revision(target, "set", "001", dst)).ok
+    assert unsynced_count(dst) == len(files)
+    (dst / "part-0" / "f0.dat").unlink()  # fetched again: a sync runs before it is recorded
+    got = await download_revision(target, "set", "001", dst, sync=True)
+    assert got.ok and got.fetched == ["part-0/f0.dat"]
+    assert unsynced_count(dst) == 0
+    monkeypatch.setattr(tree_state, "boot_id", lambda: "a-later-boot")
+    rerun = complete_rerun(dst, target.name, revision_id("set", "001"))
+    assert rerun is not None and rerun.offline  # all on disk now: trusted after a reboot too
+
+
+def test_an_unsynced_entry_needs_a_boot_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    st = FileStat.of(f.stat())
+    monkeypatch.setattr(tree_state, "boot_id", lambda: None)
+    with TreeState(tmp_path / "s.sqlite") as state:
+        with pytest.raises(ValueError, match="boot id"):
+            state.put("f", st, {"sha256": "0" * 64}, synced=False)
+        assert state.unsynced() == []
+        # No boot id: the download waits for the disk instead (nothing unsynced to trust).
+        assert durability.Durable(state, tmp_path).wait
+
+
+def test_a_state_written_before_the_boot_tag_is_read_and_extended(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    st = FileStat.of(f.stat())
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    db.execute(
+        "CREATE TABLE files (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+        " inode INTEGER NOT NULL, checksums TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (b"f", st.size, st.mtime_ns, st.inode, '{"sha256":"ab"}'))
+    db.commit()
+    db.close()
+    with TreeState(tmp_path / "s.sqlite") as state:
+        assert state.lookup("f", st, ("sha256",)) == {"sha256": "ab"}
+        state.put("g", st, {"sha256": "cd"}, synced=False)
+        assert len(state.unsynced()) == 1
