@@ -2,25 +2,29 @@
 
 The page cache survives a kill -9, not a power cut. A fetched file is recorded in the
 tree's state (and so trusted later without hashing) as durable only after a sync of its
-file system that began after the file was closed. The syncs run beside the fetches, one
-at a time, each covering every file finished before it; an fsync per file cost more than
-the fetching of 1,000 small files.
+file system that began after the file was closed; an fsync per file cost more than the
+fetching of 1,000 small files. The syncs run beside the fetches, one at a time, each
+covering every file finished before it, in a child process (``sync_tree``).
 
-The files finished after the last of those syncs: by default (``wait=False``, on a
-machine with a boot id) the run does not wait for the disk at its end. They are recorded
-as unsynced, tagged with the boot id (``TreeState.put(synced=False)``), trusted while the
-machine runs that boot and hashed again by the first run after a reboot, which is when
-the disk could hold other bytes than the page cache did. The next sync of a later run
-settles them. Waiting cost the most of anything in a download of large files: this disk
-writes 392 MB/s with fdatasync (dd, 1 GiB) and 1.7 GB/s into the page cache, and two
-500 MiB files took 3.0-3.4 s with the last sync against 2.2-2.4 s without (rclone, which
-never syncs: 2.0-2.1 s).
+By default (``wait=False``, on a machine with a boot id) the run does not wait for the
+disk: a fetched file is recorded unsynced, tagged with the boot id
+(``TreeState.put(synced=False)``), trusted while the machine runs that boot and hashed
+again by the first run after a reboot, which is when the disk could hold other bytes
+than the page cache did. A sync every ``SETTLE_EVERY`` (30 s, the first 30 s in) records
+what it covered as durable and settles the tags of earlier runs in this boot; the kernel
+writes dirty pages back after 30 s on its own (``vm.dirty_expire_centisecs``), so such a
+sync finds little left to write, and a crash costs at most the last half minute's files
+a hash. Syncing every second cost a download of two 500 MiB files 2.14-2.37 s against
+1.95-2.01 s without (rclone, which never syncs: 1.7-1.9 s); the writeback it forced held
+the fsyncs at the end (the completion marker's, the state's) for 0.13-0.25 s each. This
+disk writes 392 MB/s with fdatasync (dd, 1 GiB) and 1.7 GB/s into the page cache.
 
 ``wait=True`` (``ferry archive download --sync``, and where there is no boot id) waits:
-one last sync records everything as durable before the run returns, and a large file
-asks the kernel to start writing each batch back as soon as it is written
-(``start_writeback``, Linux ``sync_file_range``, which does not wait) so that the last
-sync has less left to do (it took 0.38 s of a 2.2 s download without, strace -T).
+a sync every second, one last sync that records everything as durable before the run
+returns, and a large file asks the kernel to start writing each batch back as soon as
+it is written (``start_writeback``, Linux ``sync_file_range``, which does not wait) so
+that the last sync has less left to do (it took 0.38 s of a 2.2 s download without,
+strace -T).
 """
 
 from __future__ import annotations
@@ -29,78 +33,147 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import DEVNULL
 from typing import cast
 
 from ferry.core.tree import FileStat
 from ferry.core.tree_state import TreeState
 
-__all__ = ["SYNC_EVERY", "Durable", "start_writeback", "sync_tree"]
+__all__ = ["SETTLE_EVERY", "SYNC_EVERY", "Durable", "start_writeback", "sync_tree"]
 
-SYNC_EVERY = 1.0  # seconds between the syncs that let the state record fetched files
+SYNC_EVERY = 1.0  # seconds between the syncs of a run that waits for the disk (module doc)
+SETTLE_EVERY = 30.0  # seconds between the syncs of a run that does not
 _WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of the dirty pages, do not wait
+_Placed = tuple[str, FileStat, str]  # a placed file: path, stat, sha256
+_SYNC = shutil.which("sync") if os.uname().sysname == "Linux" else None  # `-f`: coreutils on Linux
 
 
 class Durable:
     """Records fetched files in the state once a sync made them durable (module doc)."""
 
-    def __init__(self, state: TreeState, root: Path, *, wait: bool = False, every: float = SYNC_EVERY) -> None:
+    def __init__(self, state: TreeState, root: Path, *, wait: bool = False, every: float | None = None) -> None:
         self.state = state
         self.root = root
-        self.every = every
         self.wait = wait or state.boot is None  # without a boot id an unsynced entry means nothing
-        self.pending: list[tuple[str, FileStat, str]] = []
+        self.every = every if every is not None else SYNC_EVERY if self.wait else SETTLE_EVERY
+        self.pending: list[_Placed] = []
         self.wake = asyncio.Event()
         self.closing = asyncio.Event()
+        # The sync thread records under this lock; a close that does not wait takes it to
+        # say that nothing more is to be recorded there (``_abandoned``).
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._syncing: list[_Placed] = []  # what the sync in flight covers, until recorded
 
     def placed(self, path: str, st: FileStat, sha256: str) -> None:
         self.pending.append((path, st, sha256))
         self.wake.set()
 
     async def run(self) -> None:
+        if not self.wait:
+            await self._pause()  # the first sync ``every`` in, not at the first file (module doc)
         while not self.closing.is_set():
             await self.wake.wait()
             self.wake.clear()
             await self.flush()
-            # A sync per file would cost what the fsyncs did; one a second bounds what a
-            # kill leaves unrecorded (hashed again by the next run) to a second's worth.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.closing.wait(), self.every)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), self.every)
 
     async def flush(self) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        # The state is used by this thread only while the fetches run; its writes go
-        # there too, off the loop that carries every byte.
-        await asyncio.to_thread(self._sync_and_record, batch)
+        self._syncing = batch
+        # The state is used by that thread only while the fetches run; its writes go there
+        # too, off the loop that carries every byte.
+        await _in_daemon_thread(self._sync_and_record, batch)
 
-    def _sync_and_record(self, batch: list[tuple[str, FileStat, str]]) -> None:
-        earlier = self.state.unsynced()  # an earlier run's, in this boot: this sync covers them
+    def _sync_and_record(self, batch: list[_Placed]) -> None:
+        with self._lock:
+            if self._abandoned:
+                return
+            earlier = self.state.unsynced()  # an earlier run's, in this boot: this sync covers them
         sync_tree(self.root)
-        for path, st, sha256 in batch:
-            self.state.put(path, st, {"sha256": sha256})
-        self.state.settle(earlier)
+        with self._lock:
+            if self._abandoned:  # the run ended without waiting: close recorded the batch unsynced
+                return
+            for path, st, sha256 in batch:
+                self.state.put(path, st, {"sha256": sha256})
+            self.state.settle(earlier)
+            self._syncing = []
 
     async def close(self, syncer: asyncio.Task[None]) -> None:
         """Stop the background syncs; record what finished meanwhile, after one last sync
-        when waiting, else as unsynced (module doc). On a failure or cancel too: what is
-        placed is verified, and is worth recording."""
+        when waiting, else as unsynced without waiting for a sync in flight either (one
+        took 0.43 s at the end of a download of two 500 MiB files, strace). On a failure
+        or cancel too: what is placed is verified, and is worth recording."""
         self.closing.set()
         self.wake.set()
-        with contextlib.suppress(Exception):
-            await syncer
         if self.wait:
+            with contextlib.suppress(Exception):
+                await syncer
             await self.flush()
             return
-        batch, self.pending = self.pending, []
+        syncer.cancel()
+        with contextlib.suppress(BaseException):
+            await syncer
+        with self._lock:  # held by the sync thread only while it records
+            self._abandoned = True
+            batch, self._syncing, self.pending = self._syncing + self.pending, [], []
         for path, st, sha256 in batch:
             self.state.put(path, st, {"sha256": sha256}, synced=False)
 
 
+def _in_daemon_thread(fn: Callable[[list[_Placed]], None], batch: list[_Placed]) -> asyncio.Future[None]:
+    """``fn(batch)`` in a thread of its own that the process does not wait for at exit
+    (asyncio.to_thread's are joined): a sync left running by a close that does not wait
+    must not hold the exit. The kernel goes on writing back without it."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if done.done():  # its waiter was cancelled
+            return
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+
+    def work() -> None:
+        exc: BaseException | None = None
+        try:
+            fn(batch)
+        except BaseException as e:  # noqa: BLE001  # handed to the awaiting coroutine
+            exc = e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, exc)
+
+    threading.Thread(target=work, name="ferry-sync", daemon=True).start()
+    return done
+
+
 def sync_tree(root: Path) -> None:
-    """Write back the file system holding ``root`` (Linux: syncfs, that one only; else sync)."""
+    """Write back the file system holding ``root`` (Linux: syncfs, that one only; else sync).
+
+    In a child process (coreutils ``sync -f``) where there is one: a thread of ours in
+    syncfs would hold the process's exit until the call returns, since the kernel ends a
+    process only once all its threads have left their system calls (0.23 s after
+    exit_group at the end of a download that did not wait, strace); a child's call does
+    not. This thread waits for the child, and so the sync, as before."""
+    if _SYNC is not None:
+        done = subprocess.run(
+            [_SYNC, "-f", os.fspath(root)], check=False, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL
+        )
+        if done.returncode == 0:
+            return
     fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         if _syncfs is None or _syncfs(fd) != 0:

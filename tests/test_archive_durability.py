@@ -1,11 +1,13 @@
 """What a download records as durable (archive/durability.py, ferry/core/tree_state.py):
-a fetched file enters the state after a sync that began after it was placed, or, for
-the files of the last second when the run does not wait (the default), tagged with the
-boot id and trusted only in that boot."""
+a fetched file enters the state after a sync that began after it was placed, or, when
+the run does not wait for the disk (the default) and no sync has covered it yet, tagged
+with the boot id and trusted only in that boot."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,6 @@ async def archived(tmp_path: Path, n: int = 6) -> tuple[LocalTarget, dict[str, b
     target = LocalTarget(tmp_path / "arch")
     await upload_revision(target, "set", "001", tmp_path / "src")
     return target, files
-
-
-def no_background_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every fetched file is then left to ``Durable.close``: the run's last second, made long."""
-
-    async def idle(self: durability.Durable) -> None:
-        await self.closing.wait()
-
-    monkeypatch.setattr(durability.Durable, "run", idle)
 
 
 def unsynced_count(root: Path) -> int:
@@ -96,7 +89,6 @@ async def test_unsynced_files_are_trusted_in_their_boot_and_hashed_again_after_a
 ) -> None:
     target, files = await archived(tmp_path)
     dst, recid = tmp_path / "dst", revision_id("set", "001")
-    no_background_syncs(monkeypatch)
     assert (await download_revision(target, "set", "001", dst)).ok
     assert unsynced_count(dst) == len(files)
     # The same boot: the page cache that holds the bytes is the one a read would see.
@@ -115,9 +107,7 @@ async def test_a_later_sync_in_the_same_boot_settles_the_earlier_tags(
 ) -> None:
     target, files = await archived(tmp_path)
     dst = tmp_path / "dst"
-    with monkeypatch.context() as m:
-        no_background_syncs(m)
-        assert (await download_revision(target, "set", "001", dst)).ok
+    assert (await download_revision(target, "set", "001", dst)).ok  # well within SETTLE_EVERY
     assert unsynced_count(dst) == len(files)
     (dst / "part-0" / "f0.dat").unlink()  # fetched again: a sync runs before it is recorded
     got = await download_revision(target, "set", "001", dst, sync=True)
@@ -157,3 +147,61 @@ def test_a_state_written_before_the_boot_tag_is_read_and_extended(tmp_path: Path
         assert state.lookup("f", st, ("sha256",)) == {"sha256": "ab"}
         state.put("g", st, {"sha256": "cd"}, synced=False)
         assert len(state.unsynced()) == 1
+
+
+def placed_files(root: Path, n: int) -> list[tuple[str, FileStat, str]]:
+    out = []
+    for i in range(n):
+        f = root / f"f{i}"
+        f.write_bytes(b"%d" % i)
+        out.append((f.name, FileStat.of(f.stat()), f"{i:064x}"))
+    return out
+
+
+async def test_a_run_that_does_not_wait_syncs_every_so_often_and_settles(tmp_path: Path) -> None:
+    """The default's periodic sync (SETTLE_EVERY, shortened here) records what it covered as
+    durable; what is placed after it is recorded unsynced at the close."""
+    with TreeState(tmp_path / "s.sqlite") as state:
+        durable = durability.Durable(state, tmp_path, every=0.05)
+        assert not durable.wait
+        first, later = placed_files(tmp_path, 4)[:2], placed_files(tmp_path, 4)[2:]
+        syncer = asyncio.create_task(durable.run())
+        for f in first:
+            durable.placed(*f)
+        for _ in range(200):  # until the first sync, 0.05 s in, has recorded them
+            await asyncio.sleep(0.01)
+            if all(state.lookup(p, st, ("sha256",)) for p, st, _ in first):
+                break
+        for f in later:
+            durable.placed(*f)
+        await durable.close(syncer)
+        assert sorted(state.unsynced()) == [b"f2", b"f3"]
+        assert all(state.lookup(p, st, ("sha256",)) == {"sha256": h} for p, st, h in first + later)
+
+
+async def test_a_close_that_does_not_wait_leaves_a_sync_in_flight_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync in flight at the end is not waited for: what it covers is recorded unsynced,
+    and the sync thread, once done, records nothing over it."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_sync(root: Path) -> None:
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(durability, "sync_tree", slow_sync)
+    with TreeState(tmp_path / "s.sqlite") as state:
+        durable = durability.Durable(state, tmp_path, every=0.01)
+        files = placed_files(tmp_path, 3)
+        syncer = asyncio.create_task(durable.run())
+        for f in files:
+            durable.placed(*f)
+        assert await asyncio.to_thread(started.wait, 5)
+        await asyncio.wait_for(durable.close(syncer), 2)  # returns with the sync still blocked
+        assert sorted(state.unsynced()) == [b"f0", b"f1", b"f2"]
+        release.set()  # the thread's sync returns; it must see the run is over
+        for t in threading.enumerate():
+            if t.name == "ferry-sync":
+                await asyncio.to_thread(t.join, 5)
+        assert sorted(state.unsynced()) == [b"f0", b"f1", b"f2"]

@@ -475,14 +475,21 @@ class S3Client:
     async def read(
         self, bucket: str, key: str, *, start: int = 0, chunk: int = 1024 * 1024, at: At = NOWHERE
     ) -> AsyncGenerator[bytes, None]:
-        """An object's bytes from ``start`` on, in chunks."""
+        """An object's bytes from ``start`` on, in pieces of at most ``chunk`` bytes."""
         short = self.short.usable(bucket)
         answer = await self.short.open(bucket, key, start) if short else Answer()
         with _mapped("GET", bucket, key, at=at):
             if answer.response is not None:
                 async with answer.response as body:
-                    async for data in body.content.iter_chunked(chunk):
-                        yield data
+                    # The pieces as the socket reads gave them (at most 256 KiB, asyncio's
+                    # read size), not joined to ``chunk``: that join copied every byte once
+                    # more on the event loop (0.35 s of a 1.1 GB download's loop, py-spy).
+                    async for data, _ in body.content.iter_chunks():
+                        if len(data) <= chunk:
+                            yield data
+                            continue
+                        for i in range(0, len(data), chunk):
+                            yield data[i : i + chunk]
                 return
             # The whole call: what it answers and raises is what the GET means (s3_get).
             extra: dict[str, Any] = {"Range": f"bytes={start}-"} if start else {}

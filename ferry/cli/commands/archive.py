@@ -138,7 +138,7 @@ def run_upload(args: argparse.Namespace, config: Config) -> int:
                         jobs=args.jobs,
                         dry_run=args.dry_run,
                         progress=progress,
-                        stats=stats,
+                        stats=stats if args.stats_dir else None,  # rows nobody reads cost the loop
                     )
         finally:
             await target.aclose()
@@ -234,7 +234,7 @@ def _download(args: argparse.Namespace, config: Config, key: str) -> DownloadRes
                         jobs=args.jobs,
                         verify_existing=args.verify_existing,
                         progress=progress,
-                        stats=stats,
+                        stats=stats if args.stats_dir else None,  # rows nobody reads cost the loop
                         archive_key=key,
                         sync=args.sync,
                     )
