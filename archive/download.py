@@ -15,11 +15,11 @@ stats without asking the archive anything.
 Durability: a file is renamed into place only after its size and sha256 match, so a kill
 -9 never leaves a wrong file under a manifest name (the page cache survives a kill). A
 power cut can, for bytes not yet on disk; what guards against it is the state: a fetched
-file is recorded there (and so trusted later without hashing) only after a sync of the
-file system that began after the file was closed (``archive.durability``); a file placed
-but not yet recorded when the run dies is simply hashed by the next run. The files of the
-last second are recorded unsynced, trusted until the machine reboots, unless ``sync``
-(``--sync``) makes the run wait for the disk.
+file is recorded there (and so trusted later without hashing) as durable only after a
+sync of the file system that began after the file was closed, and until then as unsynced,
+trusted only until the machine reboots (``archive.durability``); ``sync`` (``--sync``)
+makes the run wait for the disk instead. A file placed but not yet recorded when the run
+dies is simply hashed by the next run.
 
 Off the event loop: the writes, hashes and renames run in ``archive.writer``'s threads;
 paths are proved inside DIR by ``archive.placing``; object reads take the S3 client's

@@ -14,9 +14,10 @@ A revision is immutable once complete, so re-running a download that ended verif
 asks the archive nothing while DIR's files still match ferry's local state (size,
 mtime, inode); any difference, or --verify-existing, runs the full download.
 
-A download does not wait for the disk at its end: the files finished in its last second
-may still be only in the page cache, so they are trusted only until the machine reboots
-(the first run after it hashes them again). --sync waits until every file is on disk.
+A download does not wait for the disk: a fetched file that no sync has covered yet (one
+runs every 30 s) may still be only in the page cache, so it is trusted only until the
+machine reboots (the first run after it hashes it again). --sync waits until every file
+is on disk.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     dl.add_argument(
         "--sync",
         action="store_true",
-        help="wait until every fetched file is on disk before returning (default: the files of the last"
-        " second are trusted only until the machine reboots; the first run after it hashes them again)",
+        help="wait until every fetched file is on disk before returning (default: files no sync has covered"
+        " yet, one runs every 30 s, are trusted only until the machine reboots; the first run after it hashes"
+        " them again)",
     )
     dl.add_argument("--stats-dir", metavar="DIR", help="append stats events (JSONL/CSV) here")
     dl.set_defaults(func=run_download)
