@@ -4,20 +4,22 @@ The page cache survives a kill -9, not a power cut. A fetched file is recorded i
 tree's state (and so trusted later without hashing) as durable only after a sync of its
 file system that began after the file was closed; an fsync per file cost more than the
 fetching of 1,000 small files. The syncs run beside the fetches, one at a time, each
-covering every file finished before it, in a child process (``sync_tree``).
+covering every file finished before it, in a child process (``sync_tree``); the state is
+written in a thread, a second's files at a time.
 
 By default (``wait=False``, on a machine with a boot id) the run does not wait for the
-disk: a fetched file is recorded unsynced, tagged with the boot id
+disk: a fetched file is recorded within a second, unsynced, tagged with the boot id
 (``TreeState.put(synced=False)``), trusted while the machine runs that boot and hashed
 again by the first run after a reboot, which is when the disk could hold other bytes
-than the page cache did. A sync every ``SETTLE_EVERY`` (30 s, the first 30 s in) records
-what it covered as durable and settles the tags of earlier runs in this boot; the kernel
-writes dirty pages back after 30 s on its own (``vm.dirty_expire_centisecs``), so such a
-sync finds little left to write, and a crash costs at most the last half minute's files
-a hash. Syncing every second cost a download of two 500 MiB files 2.14-2.37 s against
-1.95-2.01 s without (rclone, which never syncs: 1.7-1.9 s); the writeback it forced held
-the fsyncs at the end (the completion marker's, the state's) for 0.13-0.25 s each. This
-disk writes 392 MB/s with fdatasync (dd, 1 GiB) and 1.7 GB/s into the page cache.
+than the page cache did; a kill -9 costs no hash. A sync every ``SETTLE_EVERY`` (30 s,
+the first 30 s in) settles every tag of this boot stored before it, this run's and
+earlier ones'; the kernel writes dirty pages back after 30 s on its own
+(``vm.dirty_expire_centisecs``), so such a sync finds little left to write, and a crash
+costs at most the last half minute's files a hash. Syncing every second cost a download
+of two 500 MiB files 2.14-2.37 s against 1.95-2.01 s without (rclone, which never syncs:
+1.7-1.9 s); the writeback it forced held the fsyncs at the end (the completion marker's,
+the state's) for 0.13-0.25 s each. This disk writes 392 MB/s with fdatasync (dd, 1 GiB)
+and 1.7 GB/s into the page cache.
 
 ``wait=True`` (``ferry archive download --sync``, and where there is no boot id) waits:
 a sync every second, one last sync that records everything as durable before the run
@@ -44,57 +46,95 @@ from typing import cast
 from ferry.core.tree import FileStat
 from ferry.core.tree_state import TreeState
 
-__all__ = ["SETTLE_EVERY", "SYNC_EVERY", "Durable", "start_writeback", "sync_tree"]
+__all__ = ["RECORD_EVERY", "SETTLE_EVERY", "Durable", "start_writeback", "sync_tree"]
 
-SYNC_EVERY = 1.0  # seconds between the syncs of a run that waits for the disk (module doc)
-SETTLE_EVERY = 30.0  # seconds between the syncs of a run that does not
+RECORD_EVERY = 1.0  # seconds between two recordings of the files placed meanwhile
+SETTLE_EVERY = 30.0  # seconds between the syncs of a run that does not wait (module doc)
 _WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of the dirty pages, do not wait
 _Placed = tuple[str, FileStat, str]  # a placed file: path, stat, sha256
 _SYNC = shutil.which("sync") if os.uname().sysname == "Linux" else None  # `-f`: coreutils on Linux
 
 
 class Durable:
-    """Records fetched files in the state once a sync made them durable (module doc)."""
+    """Records fetched files in the state: as durable after a sync, else unsynced (module doc)."""
 
-    def __init__(self, state: TreeState, root: Path, *, wait: bool = False, every: float | None = None) -> None:
+    def __init__(
+        self,
+        state: TreeState,
+        root: Path,
+        *,
+        wait: bool = False,
+        every: float = RECORD_EVERY,
+        settle_every: float = SETTLE_EVERY,
+    ) -> None:
         self.state = state
         self.root = root
         self.wait = wait or state.boot is None  # without a boot id an unsynced entry means nothing
-        self.every = every if every is not None else SYNC_EVERY if self.wait else SETTLE_EVERY
+        self.every = every
+        self.settle_every = settle_every
         self.pending: list[_Placed] = []
         self.wake = asyncio.Event()
         self.closing = asyncio.Event()
-        # The sync thread records under this lock; a close that does not wait takes it to
-        # say that nothing more is to be recorded there (``_abandoned``).
+        # The threads touch the state under this lock only; a close that does not wait
+        # takes it to say that they are to touch it no more (``_abandoned``).
         self._lock = threading.Lock()
         self._abandoned = False
-        self._syncing: list[_Placed] = []  # what the sync in flight covers, until recorded
+        self._inflight: list[_Placed] = []  # handed to a thread, not recorded yet
 
     def placed(self, path: str, st: FileStat, sha256: str) -> None:
         self.pending.append((path, st, sha256))
         self.wake.set()
 
     async def run(self) -> None:
-        if not self.wait:
-            await self._pause()  # the first sync ``every`` in, not at the first file (module doc)
+        loop = asyncio.get_running_loop()
+        settled_at = loop.time()  # the first sync ``settle_every`` in, not at the first file
         while not self.closing.is_set():
             await self.wake.wait()
             self.wake.clear()
-            await self.flush()
-            await self._pause()
-
-    async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.closing.wait(), self.every)
+            if self.wait:
+                await self.flush()
+            else:
+                # Recorded at once, unsynced: a kill -9 (same boot) then costs no hash.
+                await self._in_thread(self._record_unsynced)
+                if loop.time() - settled_at >= self.settle_every:
+                    await _in_daemon_thread(self._settle)
+                    settled_at = loop.time()
+            with contextlib.suppress(TimeoutError):  # a second's files per thread hop
+                await asyncio.wait_for(self.closing.wait(), self.every)
 
     async def flush(self) -> None:
+        """Sync, then record what was placed before it as durable."""
+        await self._in_thread(self._sync_and_record)
+
+    async def _in_thread(self, fn: Callable[[list[_Placed]], None]) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        self._syncing = batch
-        # The state is used by that thread only while the fetches run; its writes go there
-        # too, off the loop that carries every byte.
-        await _in_daemon_thread(self._sync_and_record, batch)
+        self._inflight = batch
+        # Off the loop that carries every byte; a daemon thread, see _in_daemon_thread.
+        await _in_daemon_thread(lambda: fn(batch))
+
+    def _record_unsynced(self, batch: list[_Placed]) -> None:
+        with self._lock:
+            if self._abandoned:  # close recorded the batch
+                return
+            for path, st, sha256 in batch:
+                self.state.put(path, st, {"sha256": sha256}, synced=False)
+            self.state.save()  # committed: a kill keeps it
+            self._inflight = []
+
+    def _settle(self) -> None:
+        """One sync; every entry of this boot stored unsynced before it is then on disk."""
+        with self._lock:
+            if self._abandoned:
+                return
+            keys = self.state.unsynced()
+        sync_tree(self.root)
+        with self._lock:
+            if self._abandoned:
+                return
+            self.state.settle(keys)
+            self.state.save()
 
     def _sync_and_record(self, batch: list[_Placed]) -> None:
         with self._lock:
@@ -103,18 +143,18 @@ class Durable:
             earlier = self.state.unsynced()  # an earlier run's, in this boot: this sync covers them
         sync_tree(self.root)
         with self._lock:
-            if self._abandoned:  # the run ended without waiting: close recorded the batch unsynced
+            if self._abandoned:
                 return
             for path, st, sha256 in batch:
                 self.state.put(path, st, {"sha256": sha256})
             self.state.settle(earlier)
-            self._syncing = []
+            self._inflight = []
 
     async def close(self, syncer: asyncio.Task[None]) -> None:
-        """Stop the background syncs; record what finished meanwhile, after one last sync
-        when waiting, else as unsynced without waiting for a sync in flight either (one
-        took 0.43 s at the end of a download of two 500 MiB files, strace). On a failure
-        or cancel too: what is placed is verified, and is worth recording."""
+        """Stop the background work; record what is left, after one last sync when waiting,
+        else as unsynced without waiting for a sync in flight either (one took 0.43 s at
+        the end of a download of two 500 MiB files, strace). On a failure or cancel too:
+        what is placed is verified, and is worth recording."""
         self.closing.set()
         self.wake.set()
         if self.wait:
@@ -125,15 +165,15 @@ class Durable:
         syncer.cancel()
         with contextlib.suppress(BaseException):
             await syncer
-        with self._lock:  # held by the sync thread only while it records
+        with self._lock:  # held by a thread only while it touches the state
             self._abandoned = True
-            batch, self._syncing, self.pending = self._syncing + self.pending, [], []
+            batch, self._inflight, self.pending = self._inflight + self.pending, [], []
         for path, st, sha256 in batch:
             self.state.put(path, st, {"sha256": sha256}, synced=False)
 
 
-def _in_daemon_thread(fn: Callable[[list[_Placed]], None], batch: list[_Placed]) -> asyncio.Future[None]:
-    """``fn(batch)`` in a thread of its own that the process does not wait for at exit
+def _in_daemon_thread(fn: Callable[[], None]) -> asyncio.Future[None]:
+    """``fn()`` in a thread of its own that the process does not wait for at exit
     (asyncio.to_thread's are joined): a sync left running by a close that does not wait
     must not hold the exit. The kernel goes on writing back without it."""
     loop = asyncio.get_running_loop()
@@ -150,7 +190,7 @@ def _in_daemon_thread(fn: Callable[[list[_Placed]], None], batch: list[_Placed])
     def work() -> None:
         exc: BaseException | None = None
         try:
-            fn(batch)
+            fn()
         except BaseException as e:  # noqa: BLE001  # handed to the awaiting coroutine
             exc = e
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more

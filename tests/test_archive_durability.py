@@ -158,32 +158,43 @@ def placed_files(root: Path, n: int) -> list[tuple[str, FileStat, str]]:
     return out
 
 
-async def test_a_run_that_does_not_wait_syncs_every_so_often_and_settles(tmp_path: Path) -> None:
-    """The default's periodic sync (SETTLE_EVERY, shortened here) records what it covered as
-    durable; what is placed after it is recorded unsynced at the close."""
-    with TreeState(tmp_path / "s.sqlite") as state:
-        durable = durability.Durable(state, tmp_path, every=0.05)
+async def until(check: Any, what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
+async def test_a_run_that_does_not_wait_records_at_once_and_settles_every_so_often(tmp_path: Path) -> None:
+    """The default: placed files are in the state within a second, unsynced and committed
+    (what a kill -9 leaves: trusted in this boot, no hash); the periodic sync
+    (SETTLE_EVERY, shortened here) settles them; what is placed after it stays unsynced."""
+    db = tmp_path / "s.sqlite"
+    files = placed_files(tmp_path, 4)
+    with TreeState(db) as state:
+        durable = durability.Durable(state, tmp_path, every=0.01, settle_every=0.3)
         assert not durable.wait
-        first, later = placed_files(tmp_path, 4)[:2], placed_files(tmp_path, 4)[2:]
         syncer = asyncio.create_task(durable.run())
-        for f in first:
+        for f in files[:2]:
             durable.placed(*f)
-        for _ in range(200):  # until the first sync, 0.05 s in, has recorded them
-            await asyncio.sleep(0.01)
-            if all(state.lookup(p, st, ("sha256",)) for p, st, _ in first):
-                break
-        for f in later:
-            durable.placed(*f)
+        await until(lambda: sorted(state.unsynced()) == [b"f0", b"f1"], "recorded unsynced")
+        with TreeState(db) as other:  # another reader sees them: committed, as a kill leaves them
+            assert all(other.lookup(p, st, ("sha256",)) == {"sha256": h} for p, st, h in files[:2])
+        await asyncio.sleep(0.35)
+        durable.placed(*files[2])  # recorded, then the sync that is due settles all three
+        await until(lambda: state.unsynced() == [] and state.lookup(*files[2][:2], ("sha256",)), "settled")
+        durable.placed(*files[3])
         await durable.close(syncer)
-        assert sorted(state.unsynced()) == [b"f2", b"f3"]
-        assert all(state.lookup(p, st, ("sha256",)) == {"sha256": h} for p, st, h in first + later)
+        assert state.unsynced() == [b"f3"]
+        assert all(state.lookup(p, st, ("sha256",)) == {"sha256": h} for p, st, h in files)
 
 
 async def test_a_close_that_does_not_wait_leaves_a_sync_in_flight_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sync in flight at the end is not waited for: what it covers is recorded unsynced,
-    and the sync thread, once done, records nothing over it."""
+    """The sync in flight at the end is not waited for: what it covers stays unsynced, and
+    the sync's thread, once done, settles nothing."""
     started, release = threading.Event(), threading.Event()
 
     def slow_sync(root: Path) -> None:
@@ -192,7 +203,7 @@ async def test_a_close_that_does_not_wait_leaves_a_sync_in_flight_behind(
 
     monkeypatch.setattr(durability, "sync_tree", slow_sync)
     with TreeState(tmp_path / "s.sqlite") as state:
-        durable = durability.Durable(state, tmp_path, every=0.01)
+        durable = durability.Durable(state, tmp_path, every=0.01, settle_every=0)
         files = placed_files(tmp_path, 3)
         syncer = asyncio.create_task(durable.run())
         for f in files:
