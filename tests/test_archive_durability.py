@@ -22,7 +22,7 @@ from archive.rerun import complete_rerun
 from archive.upload import upload_revision
 from ferry.core.tree import FileStat
 from ferry.core.tree_state import TreeState
-from tests.test_archive import make_tree, tree_bytes
+from tests.test_archive import make_tree, run_until, tree_bytes
 from upload.targets.local import LocalTarget
 
 pytestmark = pytest.mark.skipif(tree_state.boot_id() is None, reason="needs a boot id (Linux)")
@@ -116,6 +116,42 @@ async def test_a_later_sync_in_the_same_boot_settles_the_earlier_tags(
     monkeypatch.setattr(tree_state, "boot_id", lambda: "a-later-boot")
     rerun = complete_rerun(dst, target.name, revision_id("set", "001"))
     assert rerun is not None and rerun.offline  # all on disk now: trusted after a reboot too
+
+
+KILLED_LATE = """
+    import asyncio, time
+    from pathlib import Path
+    from archive.download import download_revision
+    from archive.store import open_archive
+    from ferry.core.config import Config
+
+    target = open_archive(SPEC, Config())
+    read = target.read_file
+
+    async def read_file(rec, key, *, start=0):
+        if key == 'a,b "c".txt':  # fetched last but one (largest first, one at a time)
+            await asyncio.sleep(2.5)  # the loop runs on: what was placed gets recorded
+            print("RECORDED", flush=True)
+            time.sleep(600)
+        async for chunk in read(rec, key, start=start):
+            yield chunk
+
+    target.read_file = read_file
+    asyncio.run(download_revision(target, "set", "001", Path("dst"), jobs=1))
+"""
+
+
+async def test_after_a_kill_the_files_placed_before_it_are_trusted_not_hashed(tmp_path: Path) -> None:
+    """A kill -9 (same boot) costs no hash: files placed more than a second before it are in
+    the state, unsynced; the next run trusts them and fetches only the rest."""
+    target, files = await archived(tmp_path)
+    await asyncio.to_thread(run_until, KILLED_LATE, "RECORDED", tmp_path, str(tmp_path / "arch"))
+    placed = sorted(p for p in files if p.startswith("part-"))
+    assert all((tmp_path / "dst" / p).is_file() for p in placed)
+    got = await download_revision(target, "set", "001", tmp_path / "dst")
+    assert got.ok and tree_bytes(tmp_path / "dst") == files
+    assert got.hashed_local == 0 and got.kept == len(placed)
+    assert sorted(got.fetched) == sorted(set(files) - set(placed))
 
 
 def test_an_unsynced_entry_needs_a_boot_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
