@@ -317,7 +317,13 @@ KILLED_DOWNLOAD = """
     async def read_file(rec, key, *, start=0):
         n = 0
         async for chunk in read(rec, key, start=start):
-            if n >= 3 * 1024 * 1024 and key == "big.bin":  # some of it written (1 MiB batches)
+            if n >= 3 * 1024 * 1024 and key == "big.bin":  # some of it handed to the writers
+                # The writer thread writes while this one waits (a folder's reads are 4 MiB:
+                # the first may still be on its way to the .part when the loop blocks here).
+                for _ in range(1000):
+                    if any(p.stat().st_size for p in Path("dst/.ferry/parts").glob("*.part")):
+                        break
+                    time.sleep(0.01)
                 print("HALF-READ", flush=True)
                 time.sleep(600)
             n += len(chunk)

@@ -124,13 +124,18 @@ KILLED_LATE = """
     from archive.download import download_revision
     from archive.store import open_archive
     from ferry.core.config import Config
+    from ferry.core.tree_state import TreeState
 
     target = open_archive(SPEC, Config())
     read = target.read_file
 
     async def read_file(rec, key, *, start=0):
         if key == 'a,b "c".txt':  # fetched last but one (largest first, one at a time)
-            await asyncio.sleep(2.5)  # the loop runs on: what was placed gets recorded
+            for _ in range(1000):  # the loop runs on: what was placed gets recorded
+                await asyncio.sleep(0.01)
+                with TreeState.for_tree(Path("dst")) as state:
+                    if len(state.unsynced()) == 6:
+                        break
             print("RECORDED", flush=True)
             time.sleep(600)
         async for chunk in read(rec, key, start=start):
