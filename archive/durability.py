@@ -37,6 +37,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,7 @@ RECORD_EVERY = 1.0  # seconds between two recordings of the files placed meanwhi
 SETTLE_EVERY = 30.0  # seconds between the syncs of a run that does not wait (module doc)
 _WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of the dirty pages, do not wait
 _Placed = tuple[str, FileStat, str]  # a placed file: path, stat, sha256
-_SYNC = shutil.which("sync") if os.uname().sysname == "Linux" else None  # `-f`: coreutils on Linux
+_SYNC = shutil.which("sync") if sys.platform.startswith("linux") else None  # `-f`: coreutils on Linux
 
 
 class Durable:

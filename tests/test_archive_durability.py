@@ -257,3 +257,18 @@ async def test_a_close_that_does_not_wait_leaves_a_sync_in_flight_behind(
             if t.name == "ferry-sync":
                 await asyncio.to_thread(t.join, 5)
         assert sorted(state.unsynced()) == [b"f0", b"f1", b"f2"]
+
+
+def test_a_sync_runs_sync_f_in_a_child_and_syncfs_here_when_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = tmp_path / "args"
+    fake = tmp_path / "sync"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {args}\nexit 1\n')
+    fake.chmod(0o755)
+    calls: list[int] = []
+    monkeypatch.setattr(durability, "_SYNC", str(fake))
+    monkeypatch.setattr(durability, "_syncfs", lambda fd: calls.append(fd) or 0)
+    durability.sync_tree(tmp_path)
+    assert args.read_text().split() == ["-f", str(tmp_path)]
+    assert len(calls) == 1  # the child failed: syncfs in this thread instead
