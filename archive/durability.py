@@ -18,8 +18,9 @@ earlier ones'; the kernel writes dirty pages back after 30 s on its own
 costs at most the last half minute's files a hash. Syncing every second cost a download
 of two 500 MiB files 2.14-2.37 s against 1.95-2.01 s without (rclone, which never syncs:
 1.7-1.9 s); the writeback it forced held the fsyncs at the end (the completion marker's,
-the state's) for 0.13-0.25 s each. This disk writes 392 MB/s with fdatasync (dd, 1 GiB)
-and 1.7 GB/s into the page cache.
+the state's) for 0.13-0.25 s each. dd of 1 GiB wrote 392 MB/s with fdatasync and 1.7
+GB/s into the page cache on the machine of 2026-12-05, 1.6 and 5.1 GB/s on that of
+2026-12-06: what a sync costs is the machine's.
 
 ``wait=True`` (``ferry archive download --sync``, and where there is no boot id) waits:
 a sync every second, one last sync that records everything as durable before the run
@@ -98,14 +99,14 @@ class Durable:
                 # Recorded at once, unsynced: a kill -9 (same boot) then costs no hash.
                 await self._in_thread(self._record_unsynced)
                 if loop.time() - settled_at >= self.settle_every:
-                    await _in_daemon_thread(self._settle)
+                    await _in_daemon_thread(lambda: self._sync_then_record([]))
                     settled_at = loop.time()
             with contextlib.suppress(TimeoutError):  # a second's files per thread hop
                 await asyncio.wait_for(self.closing.wait(), self.every)
 
     async def flush(self) -> None:
         """Sync, then record what was placed before it as durable."""
-        await self._in_thread(self._sync_and_record)
+        await self._in_thread(self._sync_then_record)
 
     async def _in_thread(self, fn: Callable[[list[_Placed]], None]) -> None:
         if not self.pending:
@@ -124,31 +125,21 @@ class Durable:
             self.state.save()  # committed: a kill keeps it
             self._inflight = []
 
-    def _settle(self) -> None:
-        """One sync; every entry of this boot stored unsynced before it is then on disk."""
+    def _sync_then_record(self, batch: list[_Placed]) -> None:
+        """One sync; then ``batch`` is recorded as durable, and every entry of this boot
+        stored unsynced before the sync (this run's or an earlier one's) is settled."""
         with self._lock:
             if self._abandoned:
                 return
             keys = self.state.unsynced()
         sync_tree(self.root)
         with self._lock:
-            if self._abandoned:
-                return
-            self.state.settle(keys)
-            self.state.save()
-
-    def _sync_and_record(self, batch: list[_Placed]) -> None:
-        with self._lock:
-            if self._abandoned:
-                return
-            earlier = self.state.unsynced()  # an earlier run's, in this boot: this sync covers them
-        sync_tree(self.root)
-        with self._lock:
-            if self._abandoned:
+            if self._abandoned:  # close recorded the batch, unsynced
                 return
             for path, st, sha256 in batch:
                 self.state.put(path, st, {"sha256": sha256})
-            self.state.settle(earlier)
+            self.state.settle(keys)
+            self.state.save()
             self._inflight = []
 
     async def close(self, syncer: asyncio.Task[None]) -> None:
