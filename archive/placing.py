@@ -44,7 +44,7 @@ class Placer:
         self._dirs[rel_dir] = here
         return here
 
-    def place(self, part: Path, path: str) -> None:
+    def place(self, part: str | Path, path: str) -> None:
         """Rename ``part`` to the manifest's ``path``; made durable by the caller's sync."""
         rel = safe_relpath(path, where=self.where)
         head, name = posixpath.split(rel)

@@ -27,7 +27,7 @@ from ferry.core.config import TargetConfig
 from ferry.core.errors import InputError, UnsafePathError
 from ferry.core.tree_state import TreeState
 from tests.fixtures_s3 import S3Server
-from upload.targets.base import RemoteRecord
+from upload.targets.base import BlockingOpen, BlockingStream, RemoteRecord
 from upload.targets.local import LocalTarget
 from upload.targets.s3 import S3Target
 from upload.targets.s3_options import S3Options
@@ -70,8 +70,24 @@ class Counts:
                 async for chunk in chunks:
                     yield chunk
 
+        blocking = target.blocking_open
+
+        async def blocking_open(rec: RemoteRecord) -> BlockingOpen | None:
+            open_at = await blocking(rec)
+            if open_at is None:
+                return None
+
+            def counted(key: str, start: int) -> BlockingStream | None:
+                stream: BlockingStream | None = open_at(key, start)
+                if stream is not None:  # else read_file is asked, and counts it
+                    self.reads.append((key, start))
+                return stream
+
+            return counted
+
         setattr(target, "put_file", put_file)  # noqa: B010 (an instance's method, replaced)
         setattr(target, "read_file", read_file)  # noqa: B010
+        setattr(target, "blocking_open", blocking_open)  # noqa: B010
 
 
 @dataclass
@@ -312,33 +328,62 @@ KILLED_DOWNLOAD = """
     from ferry.core.config import Config
 
     target = open_archive(SPEC, Config())
-    read = target.read_file
+    read, blocking = target.read_file, target.blocking_open
+    CUT = 3 * 1024 * 1024
+
+    def stop_here():
+        # Some of the file is in the .part by now (the loop's path: the writer thread may
+        # still be writing the batch it was handed, so wait for it), then the kill comes.
+        for _ in range(1000):
+            if any(p.stat().st_size for p in Path("dst/.ferry/parts").glob("*.part")):
+                break
+            time.sleep(0.01)
+        print("HALF-READ", flush=True)
+        time.sleep(600)
 
     async def read_file(rec, key, *, start=0):
         n = 0
         async for chunk in read(rec, key, start=start):
-            if n >= 3 * 1024 * 1024 and key == "big.bin":  # some of it handed to the writers
-                # The writer thread writes while this one waits (a folder's reads are 4 MiB:
-                # the first may still be on its way to the .part when the loop blocks here).
-                for _ in range(1000):
-                    if any(p.stat().st_size for p in Path("dst/.ferry/parts").glob("*.part")):
-                        break
-                    time.sleep(0.01)
-                print("HALF-READ", flush=True)
-                time.sleep(600)
+            if n >= CUT and key == "big.bin":
+                stop_here()  # blocks the event loop
             n += len(chunk)
             yield chunk
 
-    target.read_file = read_file
+    class Slow:  # the thread's stream: stops the fetch thread at the same point
+        def __init__(self, stream, key):
+            self.stream, self.key, self.n = stream, key, 0
+
+        def readinto(self, buffer):
+            if self.n >= CUT and self.key == "big.bin":
+                stop_here()
+            got = self.stream.readinto(buffer)
+            self.n += got
+            return got
+
+        def close(self):
+            self.stream.close()
+
+    async def blocking_open(rec):
+        open_at = None if LOOP_ONLY else await blocking(rec)
+        if open_at is None:
+            return None
+        return lambda key, start: (lambda s: s and Slow(s, key))(open_at(key, start))
+
+    target.read_file, target.blocking_open = read_file, blocking_open
     asyncio.run(download_revision(target, "set", "001", Path("dst"), jobs=1))
 """
 
 
-async def test_download_resumes_after_kill(tmp_path: Path, arch: Arch) -> None:
+@pytest.mark.parametrize("way", ["thread", "loop"])
+async def test_download_resumes_after_kill(tmp_path: Path, arch: Arch, way: str) -> None:
+    """Killed midway through a large file, by either way of reading (a worker thread's
+    blocking reads, or the loop's path the thread hands failures to): the next run resumes
+    from the end of the .part."""
     files = make_tree(tmp_path / "src", n=2, big=9 * MiB)
     target = arch.target()
     await upload_revision(target, "set", "001", tmp_path / "src")
-    await asyncio.to_thread(run_until, KILLED_DOWNLOAD, "HALF-READ", tmp_path, arch.spec)
+    script = KILLED_DOWNLOAD.replace("LOOP_ONLY", str(way == "loop"))
+    await asyncio.to_thread(run_until, script, "HALF-READ", tmp_path, arch.spec)
     parts = list((tmp_path / "dst" / ".ferry" / "parts").iterdir())
     assert len(parts) == 1 and 0 < (have := parts[0].stat().st_size) < len(files["big.bin"])
     assert not (tmp_path / "dst" / "big.bin").exists()
@@ -447,20 +492,24 @@ async def test_file_changed_during_the_download_fails_the_whole(tmp_path: Path) 
     dst = tmp_path / "dst"
     assert (await download_revision(target, "set", "001", dst)).ok and marker_path(dst).is_file()
     (dst / "part-0" / "f0.dat").unlink()  # fetched again by the next run
-    read = target.read_file
+    blocking = target.blocking_open
 
-    async def read_file(rec: RemoteRecord, key: str, *, start: int = 0) -> AsyncGenerator[bytes, None]:
-        if key == "part-0/f0.dat":
-            (dst / "part-1" / "f1.dat").write_bytes(b"edited meanwhile")
-        async with contextlib.aclosing(read(rec, key, start=start)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    async def blocking_open(rec: RemoteRecord) -> BlockingOpen | None:
+        open_at = await blocking(rec)
+        assert open_at is not None
 
-    setattr(target, "read_file", read_file)  # noqa: B010 (an instance's method, replaced)
+        def edit_then_open(key: str, start: int) -> BlockingStream | None:
+            if key == "part-0/f0.dat":
+                (dst / "part-1" / "f1.dat").write_bytes(b"edited meanwhile")
+            return open_at(key, start)
+
+        return edit_then_open
+
+    setattr(target, "blocking_open", blocking_open)  # noqa: B010 (an instance's method, replaced)
     got = await download_revision(target, "set", "001", dst)
     assert got.fetched == ["part-0/f0.dat"] and list(got.failed) == ["part-1/f1.dat"] and not got.ok
     assert not marker_path(dst).exists()
-    setattr(target, "read_file", read)  # noqa: B010
+    setattr(target, "blocking_open", blocking)  # noqa: B010
     again = await download_revision(target, "set", "001", dst)
     assert again.ok and again.fetched == ["part-1/f1.dat"] and tree_bytes(dst) == files
     assert marker_path(dst).is_file()

@@ -130,21 +130,23 @@ KILLED_LATE = """
     from ferry.core.tree_state import TreeState
 
     target = open_archive(SPEC, Config())
-    read = target.read_file
+    blocking = target.blocking_open
+    LAST_BUT_ONE = 'a,b "c".txt'  # fetched last but one (largest first, one at a time)
 
-    async def read_file(rec, key, *, start=0):
-        if key == 'a,b "c".txt':  # fetched last but one (largest first, one at a time)
-            for _ in range(1000):  # the loop runs on: what was placed gets recorded
-                await asyncio.sleep(0.01)
-                with TreeState.for_tree(Path("dst")) as state:
-                    if len(state.unsynced()) == 6:
-                        break
-            print("RECORDED", flush=True)
-            time.sleep(600)
-        async for chunk in read(rec, key, start=start):
-            yield chunk
+    def wait_then_stop():
+        for _ in range(1000):  # the loop runs on: what was placed gets recorded
+            time.sleep(0.01)
+            with TreeState.for_tree(Path("dst")) as state:
+                if len(state.unsynced()) == 6:
+                    break
+        print("RECORDED", flush=True)
+        time.sleep(600)
 
-    target.read_file = read_file
+    async def blocking_open(rec):  # in the fetch thread, before that file's first byte
+        open_at = await blocking(rec)
+        return lambda key, start: (wait_then_stop() if key == LAST_BUT_ONE else None) or open_at(key, start)
+
+    target.blocking_open = blocking_open
     asyncio.run(download_revision(target, "set", "001", Path("dst"), jobs=1))
 """
 

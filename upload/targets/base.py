@@ -349,6 +349,37 @@ class FileReader(Protocol):
         ...
 
 
+class BlockingStream(Protocol):
+    """A stored file's bytes for a worker thread: ``readinto`` until it returns 0, then ``close``."""
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+# Called in a worker thread: (key, start) -> the bytes from ``start`` on, or None when this
+# way cannot give them (then ``read_file`` does, and says what is wrong). Errors while
+# reading are raised as OSError or http.client.HTTPException; the caller resumes through
+# ``read_file`` from what it kept.
+BlockingOpen = Callable[[str, int], BlockingStream | None]
+
+
+@runtime_checkable
+class ThreadReader(Protocol):
+    """A FileReader whose stored files a worker thread can also read with blocking calls,
+    so the bytes, their hash and their writes stay off the event loop (archive downloads)."""
+
+    async def blocking_open(self, rec: RemoteRecord) -> BlockingOpen | None:
+        """On the loop, before each file: how a thread opens this record's files now, or None
+        (this way is off: ``read_file`` only)."""
+        ...
+
+    def blocking_done(self) -> None:
+        """In each worker thread that used ``blocking_open``, as it ends: let go of what the
+        thread holds (its connection)."""
+        ...
+
+
 @runtime_checkable
 class ListingHinted(Protocol):
     """A target whose put first probes for an object already there (S3: a HEAD), and can

@@ -46,6 +46,8 @@ from ferry.core.tree import STATE_DIR, FileStat, ScanOptions, scan_tree
 from ferry.core.tree_state import TreeState
 from upload.targets.base import (
     Abilities,
+    BlockingOpen,
+    BlockingStream,
     NotSupported,
     Progress,
     PublishOutcome,
@@ -293,6 +295,26 @@ class LocalTarget(TargetBase):
                 yield chunk
         finally:
             await fh.close()
+
+    async def blocking_open(self, rec: RemoteRecord) -> BlockingOpen | None:
+        """A worker thread reads the stored files straight from disk (ThreadReader); any
+        trouble opening one (missing, unreadable, a bad key) is left to ``read_file``,
+        which names it."""
+
+        def open_at(key: str, start: int) -> BlockingStream | None:
+            try:
+                src, _ = self._file_path(rec, key)
+                fh = open(src, "rb", buffering=0)  # noqa: SIM115  # the caller closes it
+            except (OSError, FerryError):
+                return None
+            if start:
+                fh.seek(start)
+            return fh
+
+        return open_at
+
+    def blocking_done(self) -> None:
+        """Nothing: each file is closed by its reader."""
 
     async def delete_file(self, rec: RemoteRecord, key: str) -> None:
         dest, rel = self._file_path(rec, key)

@@ -40,6 +40,7 @@ from ferry.core.errors import TargetNotFound, VerificationError
 from upload.targets import S3_DEFAULTS
 from upload.targets.base import (
     Abilities,
+    BlockingOpen,
     NotSupported,
     Progress,
     PublishOutcome,
@@ -337,6 +338,19 @@ class S3Target(TargetBase):
             self.location.bucket, self.object_key(rec.recid, key), start=start, at=At(rec.recid, key)
         ):
             yield chunk
+
+    async def blocking_open(self, rec: RemoteRecord) -> BlockingOpen | None:
+        """How a worker thread GETs this record's objects (ThreadReader, ``s3_thread_get``)."""
+        threaded = (await self.client()).threaded
+        base = await threaded.ready(self.location.bucket)
+        if base is None:
+            return None
+        recid, object_key = rec.recid, self.object_key
+        return lambda key, start: threaded.open(base, object_key(recid, key), start)
+
+    def blocking_done(self) -> None:
+        if self._client is not None:
+            self._client.threaded.drop()
 
     async def copy_file(self, src: RemoteRecord, key: str, dst: RemoteRecord, dst_key: str) -> RemoteFile:
         """Server-side copy of a stored file, metadata kept, verified by a HEAD (CopyingTarget)."""

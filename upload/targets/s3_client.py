@@ -49,6 +49,7 @@ from botocore.utils import parse_timestamp
 from ferry.core.errors import ConfigError, FerryError, TargetError, TargetNotFound
 from upload.targets.s3_errors import CredentialsExpired, map_s3_error
 from upload.targets.s3_get import Answer, ShortGet
+from upload.targets.s3_thread_get import ThreadGet
 
 __all__ = [
     "At",
@@ -210,6 +211,7 @@ class S3Client:
     ) -> None:
         self.raw = raw  # the aiobotocore client, for calls this class does not wrap
         self.short = ShortGet(raw, limiter)  # object reads' short path (s3_get)
+        self.threaded = ThreadGet(self.short, settings.connect_timeout, settings.read_timeout)  # s3_thread_get
         self.settings = settings
         self._stack = stack
         # Uploads whose abort failed (the server was down when their transfer failed):

@@ -1,0 +1,148 @@
+"""Archive downloads read by worker threads (archive/fetch_thread.py, upload/targets/s3_thread_get.py).
+
+The threads' blocking GETs are signed as botocore signs (SeaweedFS checks every signature,
+odd key names included); anything but the bytes asked for hands the file to the loop's
+path, and a read cut midway is resumed there from the end of the .part, never refetched
+whole or left wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from archive.download import download_revision
+from archive.upload import upload_revision
+from tests.fixtures_s3 import S3Proxy, S3Server
+from tests.test_archive import MiB, make_tree, tree_bytes
+from tests.test_s3_get import KEYS, _env, _fail_first_get, _no_whole_call, _read
+from upload.targets.base import BlockingOpen, BlockingStream, RemoteRecord
+from upload.targets.local import LocalTarget
+from upload.targets.s3_client import S3Client, S3Settings
+
+
+class _CutAfter:
+    """A stream whose connection is reset once ``limit`` bytes are read."""
+
+    def __init__(self, stream: BlockingStream, limit: int) -> None:
+        self.stream, self.limit, self.n = stream, limit, 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self.n >= self.limit:
+            raise ConnectionResetError("cut by the test")
+        got = self.stream.readinto(buffer)
+        self.n += got
+        return got
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+async def test_a_read_cut_midway_is_resumed_by_the_loop_path(tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src", n=3, big=9 * MiB)
+    target = LocalTarget(tmp_path / "arch")
+    await upload_revision(target, "set", "001", tmp_path / "src")
+    blocking, read = target.blocking_open, target.read_file
+    reads: list[tuple[str, int]] = []
+
+    async def blocking_open(rec: RemoteRecord) -> BlockingOpen | None:
+        open_at = await blocking(rec)
+        assert open_at is not None
+
+        def cut(key: str, start: int) -> BlockingStream | None:
+            stream = open_at(key, start)
+            return None if stream is None else _CutAfter(stream, 3 * MiB if key == "big.bin" else 10)
+
+        return cut
+
+    async def read_file(rec: RemoteRecord, key: str, *, start: int = 0):  # type: ignore[no-untyped-def]
+        reads.append((key, start))
+        async for chunk in read(rec, key, start=start):
+            yield chunk
+
+    setattr(target, "blocking_open", blocking_open)  # noqa: B010 (an instance's method, replaced)
+    setattr(target, "read_file", read_file)  # noqa: B010
+    got = await download_revision(target, "set", "001", tmp_path / "dst")
+    assert got.ok and tree_bytes(tmp_path / "dst") == files
+    starts = dict(reads)
+    # The big file: resumed from what the thread wrote (3 MiB and the piece that crossed
+    # it); the small ones, cut after their first piece, fetched again whole.
+    assert 3 * MiB <= starts.pop("big.bin") < 4 * MiB
+    assert starts and all(start == 0 for key, start in starts.items() if key != "djarchive-manifest.csv")
+    assert not list((tmp_path / "dst").rglob("*.part"))
+
+
+@pytest.fixture
+async def seaweed_client(seaweed_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Client]:
+    _env(monkeypatch, seaweed_s3)
+    client = await S3Client.open(S3Settings())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _read_all(stream: BlockingStream | None) -> bytes:
+    assert stream is not None
+    out, buffer = bytearray(), memoryview(bytearray(64 * 1024))
+    try:
+        while n := stream.readinto(buffer):
+            out += buffer[:n]
+    finally:
+        stream.close()
+    return bytes(out)
+
+
+async def test_thread_gets_are_signed_as_botocore_signs(
+    seaweed_s3: S3Server, seaweed_client: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = seaweed_s3.make_bucket()
+    sync = seaweed_s3.sync_client()
+    bodies = {key: os.urandom(100_000 + n) for n, key in enumerate(KEYS)}
+    for key, body in bodies.items():
+        sync.put_object(Bucket=bucket, Key=key, Body=body)
+    asked = _no_whole_call(seaweed_client, monkeypatch)
+    base = await seaweed_client.threaded.ready(bucket)
+    assert base is not None
+    for key, body in bodies.items():  # one connection, reused; a range from the middle
+        assert _read_all(seaweed_client.threaded.open(base, key, 0)) == body, key
+        assert _read_all(seaweed_client.threaded.open(base, key, 99_999)) == body[99_999:], key
+    assert seaweed_client.threaded.open(base, "nothing-here", 0) is None  # a 404: the client's read says so
+    assert asked == []
+    seaweed_client.threaded.drop()
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, "ServiceUnavailable"), (403, "SignatureDoesNotMatch")])
+async def test_a_refused_thread_get_hands_the_file_to_the_clients_read(
+    moto_s3: S3Server, s3_proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch, status: int, code: str
+) -> None:
+    _env(monkeypatch, moto_s3)
+    bucket = moto_s3.make_bucket()
+    moto_s3.sync_client().put_object(Bucket=bucket, Key="k", Body=b"bytes")
+    client = await S3Client.open(S3Settings(endpoint_url=s3_proxy.endpoint_url))
+    try:
+        base = await client.threaded.ready(bucket)
+        assert base is not None
+        rule, failed = _fail_first_get(status, code)
+        s3_proxy.fail_when(rule)
+        assert client.threaded.open(base, "k", 0) is None and failed
+        assert await _read(client, bucket, "k") == b"bytes"  # the loop's way: short GET, or the whole call
+        client.threaded.drop()
+    finally:
+        await client.aclose()
+
+
+async def test_no_thread_gets_when_requests_are_budgeted(moto_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request budget is kept on the loop; a thread's GET would not take its slot."""
+    from tests.test_s3_get import _Counting
+
+    _env(monkeypatch, moto_s3)
+    bucket = moto_s3.make_bucket()
+    client = await S3Client.open(S3Settings(), limiter=_Counting())
+    try:
+        assert await client.threaded.ready(bucket) is None
+    finally:
+        await client.aclose()
