@@ -21,14 +21,23 @@ trusted only until the machine reboots (``archive.durability``); ``sync`` (``--s
 makes the run wait for the disk instead. A file placed but not yet recorded when the run
 dies is simply hashed by the next run.
 
-Off the event loop: the writes, hashes and renames run in ``archive.writer``'s threads;
-paths are proved inside DIR by ``archive.placing``; object reads take the S3 client's
-short GET path (``upload.targets.s3_get``).
+Two ways to fetch a file. A target a thread can read with blocking calls (``ThreadReader``:
+S3, a local folder) gets its files fetched whole by ``jobs`` worker threads
+(``archive.fetch_thread``): all files are handed to them at once, largest first, and the
+loop collects the finished ones every 20 ms, so the bytes, their hash and their writes
+never pass the event loop (``_Fetches.all_in_threads``). With a stats file each file is
+its own coroutine instead (``_Fetches.one``), so its event times the file and not its
+wait for a thread. Whatever the threads cannot do (the target says no, an answer other
+than the bytes, a read cut midway) goes the loop's way: the target's async ``read_file``
+(on S3 the short GET path of ``upload.targets.s3_get``), batches written and hashed in
+``archive.writer``'s threads, resumed from the end of the ``.part``. Paths are proved
+inside DIR by ``archive.placing``.
 
-Why one module of about 420 lines: the download's order (open the revision, decide what
-to fetch, fetch, check the whole, mark complete) is one promise, read together; the
-manifest, store, hashing, durability, placing, writer threads and the re-run check live
-in their own modules.
+Why one module of about 550 lines: the download's order (open the revision, decide what
+to fetch, fetch, check the whole, mark complete) is one promise, read together, and so
+are its two ways of fetching, which hand files to each other; the manifest, store,
+hashing, durability, placing, the threads' fetch, the writer threads and the re-run check
+live in their own modules.
 """
 
 from __future__ import annotations
