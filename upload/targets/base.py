@@ -359,7 +359,7 @@ class BlockingStream(Protocol):
 
 # Called in a worker thread: (key, start) -> the bytes from ``start`` on, or None when this
 # way cannot give them (then ``read_file`` does, and says what is wrong). Errors while
-# reading are raised as OSError or http.client.HTTPException; the caller resumes through
+# reading are raised as OSError (ConnectionError, TimeoutError, ...); the caller resumes through
 # ``read_file`` from what it kept.
 BlockingOpen = Callable[[str, int], BlockingStream | None]
 
