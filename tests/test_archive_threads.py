@@ -9,6 +9,8 @@ whole or left wrong.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -145,4 +147,81 @@ async def test_no_thread_gets_when_requests_are_budgeted(moto_s3: S3Server, monk
     try:
         assert await client.threaded.ready(bucket) is None
     finally:
+        await client.aclose()
+
+
+class _Canned:
+    """A raw HTTP server on 127.0.0.1 answering each GET with the bytes chosen for its path."""
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while request := reader.readline():
+                path = request.split()[1].decode().rsplit("/", 1)[-1]
+                while reader.readline() not in (b"\r\n", b""):
+                    pass
+                conn.sendall(self.answers[path])
+                if path.startswith("close"):
+                    return
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+async def test_the_threads_wire_takes_only_a_stated_length_and_hands_on_the_rest(
+    moto_s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Other: y\r\n\r\nbytes"
+    server = _Canned(
+        {
+            "ok": ok,
+            "again": ok,
+            "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nbytes\r\n0\r\n\r\n",
+            "closes": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbytes",
+            "close-short": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nbytes",
+            "garbage": b"SSH-2.0-OpenSSH\r\n\r\n",
+        }
+    )
+    _env(monkeypatch, moto_s3)
+    client = await S3Client.open(S3Settings())
+    threaded = client.threaded
+    try:
+        assert await threaded.ready(moto_s3.make_bucket()) is not None  # credentials frozen
+        base = f"http://127.0.0.1:{server.port}/b/"
+        assert _read_all(threaded.open(base, "ok", 0)) == b"bytes"
+        assert _read_all(threaded.open(base, "again", 0)) == b"bytes" and server.connections == 1  # kept alive
+        assert threaded.open(base, "chunked", 0) is None  # not this path's: the client's read takes it
+        assert threaded.open(base, "garbage", 0) is None
+        assert _read_all(threaded.open(base, "closes", 0)) == b"bytes"
+        stream = threaded.open(base, "close-short", 0)
+        assert stream is not None
+        buffer = memoryview(bytearray(64))
+        assert stream.readinto(buffer) == 5
+        with pytest.raises(ConnectionError, match="5 bytes of the body still to come"):
+            stream.readinto(buffer)
+        stream.close()
+        before = server.connections
+        assert _read_all(threaded.open(base, "ok", 0)) == b"bytes" and server.connections == before + 1
+        with socket.socket() as unused:  # a port nobody listens on
+            unused.bind(("127.0.0.1", 0))
+            nobody = f"http://127.0.0.1:{unused.getsockname()[1]}/b/"
+        assert threaded.open(nobody, "ok", 0) is None  # refused: handed on, not raised
+    finally:
+        threaded.drop()
+        server.stop()
         await client.aclose()
