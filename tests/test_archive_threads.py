@@ -225,3 +225,45 @@ async def test_the_threads_wire_takes_only_a_stated_length_and_hands_on_the_rest
         threaded.drop()
         server.stop()
         await client.aclose()
+
+
+@pytest.mark.parametrize("token", [None, "session-token/with+odd=chars"])
+@pytest.mark.parametrize("start", [0, 12345])
+@pytest.mark.parametrize("base", ["http://127.0.0.1:9000/bucket/", "https://bucket.s3.eu-west-1.amazonaws.com:443/"])
+def test_the_threads_signature_is_botocores(token: str | None, start: int, base: str) -> None:
+    """The GET's SigV4 headers equal what botocore's S3 signer makes of the same request."""
+    from datetime import UTC, datetime
+
+    import botocore.auth
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.utils import percent_encode
+
+    from upload.targets.s3_sigv4 import get_headers
+
+    now = datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC)
+    key = "ünï code/with space+plus%~tilde?#.bin"
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    url = base + percent_encode(key, safe="/~")
+    request = AWSRequest(method="GET", url=url, headers={"Range": f"bytes={start}-"} if start else {})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+        S3SigV4Auth(creds, "s3", "eu-west-1").add_auth(request)
+    theirs = {k.lower(): v for k, v in request.headers.items()}
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = "127.0.0.1:9000" if "127.0.0.1" in base else "bucket.s3.eu-west-1.amazonaws.com"
+    ours = get_headers(
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        token=token,
+        region="eu-west-1",
+        host=host,
+        path=parts.path,
+        headers={"range": f"bytes={start}-"} if start else {},
+        now=now,
+    )
+    assert ours["authorization"] == theirs["authorization"]
+    assert ours == {k: v for k, v in theirs.items() if k in ours}

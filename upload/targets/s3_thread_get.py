@@ -9,10 +9,11 @@ all three, so on two cores two large files are read, hashed and written side by 
 prototype of this read 1,000 x 100 KiB + 2 x 500 MiB from SeaweedFS in 2.37-2.45 s where
 rclone took 2.65-2.68 s and the aiohttp path ~3.0 s (docs/benchmarks.md, "archive").
 
-The request is the one the short GET path (``s3_get``) sends: the URL botocore builds for
-the bucket, signed by botocore's SigV4 signer with the client's own credentials (frozen on
-the loop, fetched again after ``CREDENTIALS_AGE`` seconds, so refreshing credentials keep
-working). What this path never does is decide what a failure means: anything but the
+The request goes to the URL the short GET path (``s3_get``) learned from botocore for the
+bucket, signed with SigV4 (``s3_sigv4``, checked against botocore's signer in the tests)
+with the client's own credentials (frozen on the loop, fetched again after
+``CREDENTIALS_AGE`` seconds, so refreshing credentials keep working), on a connection of
+this thread's own (``_Wire``). What this path never does is decide what a failure means: anything but the
 bytes asked for returns None before a byte is taken, and a failure while reading raises;
 either way the caller fetches the rest through the client's ``read`` (short path, then the
 whole ``get_object``), which retries and maps errors as every other call.
@@ -30,15 +31,15 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 from botocore.utils import percent_encode
 
 from upload.targets.s3_get import ShortGet
+from upload.targets.s3_sigv4 import get_headers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ThreadGet:
     _tls: ssl.SSLContext | None = None
     _local: threading.local = field(default_factory=threading.local)
     _checked: set[str] = field(default_factory=set)  # URL bases known to need no proxy
+    _where: dict[str, _Where] = field(default_factory=dict)
     off: bool = False
 
     def __post_init__(self) -> None:
@@ -91,23 +93,43 @@ class ThreadGet:
     def open(self, base: str, key: str, start: int) -> _Body | None:
         """In a worker thread: the GET's body, unread (``readinto``, then ``close``); None
         for any other answer or a failure before it (see the module doc)."""
-        url = base + percent_encode(key, safe="/~")
-        request = AWSRequest(method="GET", url=url, headers={"Range": f"bytes={start}-"} if start else {})
-        S3SigV4Auth(self._frozen, "s3", self.short._region).add_auth(request)
-        prepared = request.prepare()
-        parts = urlsplit(prepared.url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        where = self._where.get(base) or self._split(base)
+        path = where.path + percent_encode(key, safe="/~")
+        frozen = self._frozen
+        headers = get_headers(
+            access_key=frozen.access_key,
+            secret_key=frozen.secret_key,
+            token=frozen.token,
+            region=self.short._region,
+            host=where.host,
+            path=path,
+            headers={"range": f"bytes={start}-"} if start else {},
+            now=datetime.now(UTC),
+        )
         try:
-            wire = self._wire(parts.scheme, parts)
-            status, length = wire.get(target, parts.netloc, dict(prepared.headers))
+            wire = self._wire(where)
+            status, length = wire.get(path, where.host, headers)
         except (OSError, ValueError) as exc:
             self.drop()
-            log.debug("threaded GET of %s failed before an answer (%s): the client's read follows", url, exc)
+            log.debug("threaded GET of %s%s failed before an answer (%s): the client's read follows", base, key, exc)
             return None
         if status == (206 if start else 200) and length is not None:
             return _Body(wire, length, self)
         self.drop()  # its body unread: the connection is not reused
         return None
+
+    def _split(self, base: str) -> _Where:
+        """A bucket's URL base as the GETs need it, once per base: scheme, address, the
+        Host header (botocore's form: no default port, IPv6 in brackets) and the path."""
+        parts = urlsplit(base)
+        scheme = parts.scheme
+        hostname = parts.hostname or ""
+        host = f"[{hostname}]" if ":" in hostname else hostname
+        port = parts.port or (443 if scheme == "https" else 80)
+        if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(scheme):
+            host = f"{host}:{parts.port}"
+        where = self._where[base] = _Where(scheme, hostname, port, host, parts.path)
+        return where
 
     def drop(self) -> None:
         """Forget this thread's connection (after a failure: the next GET opens a new one)."""
@@ -116,22 +138,21 @@ class ThreadGet:
         if wire is not None:
             wire.close()
 
-    def _wire(self, scheme: str, parts: SplitResult) -> _Wire:
+    def _wire(self, where: _Where) -> _Wire:
         wire: _Wire | None = getattr(self._local, "wire", None)
-        if wire is not None and wire.where == (scheme, parts.netloc) and not wire.closing:
+        if wire is not None and wire.where == where and not wire.closing:
             return wire
         self.drop()
-        host, port = parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
-        sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        sock = socket.create_connection((where.hostname, where.port), timeout=self.connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if scheme == "https":
-                sock = self._tls_context().wrap_socket(sock, server_hostname=host)
+            if where.scheme == "https":
+                sock = self._tls_context().wrap_socket(sock, server_hostname=where.hostname)
             sock.settimeout(self.read_timeout)  # connected: from now on the read timeout applies
         except BaseException:
             sock.close()
             raise
-        wire = self._local.wire = _Wire(sock, (scheme, parts.netloc))
+        wire = self._local.wire = _Wire(sock, where)
         return wire
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -147,6 +168,15 @@ class ThreadGet:
         return self._tls
 
 
+@dataclass(frozen=True)
+class _Where:
+    scheme: str
+    hostname: str
+    port: int
+    host: str  # the Host header, and what the signature signs
+    path: str  # up to the key: "/bucket/" (path style) or "/" (virtual host)
+
+
 class _Wire:
     """One kept-alive HTTP/1.1 connection for GETs. Only what an object GET needs: a
     status line, headers, and a body of a stated Content-Length (any other body, chunked
@@ -156,7 +186,7 @@ class _Wire:
 
     MAX_HEADER_LINES = 200
 
-    def __init__(self, sock: socket.socket, where: tuple[str, str]) -> None:
+    def __init__(self, sock: socket.socket, where: _Where) -> None:
         self.sock, self.where = sock, where
         self.reader = sock.makefile("rb")
         self.closing = False  # the server said "Connection: close"
