@@ -43,7 +43,9 @@ live in their own modules.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -82,6 +84,7 @@ PARTS = "parts"
 # come in ~64 KiB pieces, and a hop per piece cost more of the loop than the reading.
 # A file no larger than this is gathered whole and written, hashed and placed in one hop.
 WRITE_BATCH = 1024 * 1024
+PROGRESS_EVERY = 0.25  # seconds between showings of the files the threads started
 OPENER_AGE = 10.0  # seconds a target's blocking opener is used before it is asked again
 
 
@@ -244,6 +247,7 @@ class _Fetches:
     expected: dict[str, FileStat]
     parts: str = ""  # the folder of the .part files
     _open_at: BlockingOpen | None = None
+    _starts: collections.deque[str] = dataclasses.field(default_factory=collections.deque)  # from the threads
 
     async def one(self, row: ManifestRow, *, threads: bool = True) -> None:
         """One file, its own coroutine: the way with a stats event per file, and the loop's
@@ -282,15 +286,17 @@ class _Fetches:
         refresher = asyncio.create_task(self._keep_opener())
         try:
             assert self.fetchers is not None
+            # A thread tells when it starts a file by appending to a deque the loop reads
+            # every PROGRESS_EVERY seconds and before each finished file, so every file is
+            # shown started before it is finished, and no start wakes the loop.
+            ctl = self.ctl if self.progress is None else dataclasses.replace(self.ctl, started=self._starts.append)
             if self.progress is not None:
-                self.progress.batch_started([r.path for r in rows])
+                shower = asyncio.create_task(self._show_starts())
             handed_back: list[asyncio.Task[None]] = []
             futures = []
             for row in rows:
                 part = os.path.join(self.parts, part_name(row))
-                future = self.fetchers.run(
-                    fetch_in_thread, self._open_now, row, part, self.placer, self.rec.recid, self.ctl
-                )
+                future = self.fetchers.run(fetch_in_thread, self._open_now, row, part, self.placer, self.rec.recid, ctl)
                 future.add_done_callback(functools.partial(self._settled, row, handed_back))
                 futures.append(future)
             await asyncio.wait(futures)
@@ -300,10 +306,13 @@ class _Fetches:
             await asyncio.gather(*handed_back)
         finally:
             refresher.cancel()
+            if self.progress is not None:
+                shower.cancel()
 
     def _settled(self, row: ManifestRow, handed_back: list[asyncio.Task[None]], future: _Done) -> None:
         if future.cancelled() or ((exc := future.exception()) is not None and not isinstance(exc, FerryError)):
             return  # all_in_threads raises it
+        self._started_now()
         if exc is not None:
             self._failed(row, exc)
             return
@@ -314,6 +323,17 @@ class _Fetches:
             handed_back.append(asyncio.ensure_future(self.one(row, threads=False)))
             return
         self._placed(row, st)
+
+    def _started_now(self) -> None:
+        while self._starts:
+            name = self._starts.popleft()
+            if self.progress is not None:
+                self.progress.file_started(name)
+
+    async def _show_starts(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            self._started_now()
 
     def _placed(self, row: ManifestRow, st: FileStat) -> None:
         self.durable.placed(row.path, st, row.sha256)

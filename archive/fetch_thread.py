@@ -53,12 +53,14 @@ class Stopped(Exception):
 @dataclass(frozen=True)
 class Control:
     """What every thread fetch shares: the stop sign, how bytes are reported to the
-    progress (from the thread; None: no progress), and whether each file's writes are
-    started to the disk as they go (``--sync``)."""
+    progress (from the thread; None: no progress), whether each file's writes are started
+    to the disk as they go (``--sync``), and what is told when a file starts (None: the
+    caller knows)."""
 
     stop: threading.Event
     report: Callable[[int], None] | None
     writeback: bool
+    started: Callable[[str], None] | None = None
 
 
 def fetch_in_thread(
@@ -66,6 +68,8 @@ def fetch_in_thread(
 ) -> tuple[FileStat | None, int]:
     """The placed file's stat (None: the loop's path takes over) and the bytes the caller
     still owes the progress (the rest of what this call wrote)."""
+    if ctl.started is not None:
+        ctl.started(row.path)
     have, sha = _resume(part, row.size) if row.size > RESUMABLE else (0, hashlib.sha256())
     stream = open_at(row.path, have) if have < row.size else None
     if stream is None and have < row.size:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -267,3 +267,42 @@ def test_the_threads_signature_is_botocores(token: str | None, start: int, base:
     )
     assert ours["authorization"] == theirs["authorization"]
     assert ours == {k: v for k, v in theirs.items() if k in ours}
+
+
+class _Seen:
+    """A progress sink that keeps the order of what it was told, per file."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.bytes = 0
+        self.total = 0
+
+    def add_totals(self, *, records: int = 0, files: int = 0, bytes: int = 0) -> None:
+        self.total += bytes
+
+    def file_started(self, name: str) -> None:
+        self.events.append(("started", name))
+
+    def batch_started(self, names: Sequence[str]) -> None:
+        raise AssertionError("the threads' files are shown one by one")
+
+    def advance(self, nbytes: int) -> None:
+        self.bytes += nbytes
+
+    def file_finished(self, name: str, *, ok: bool, skipped_bytes: int = 0) -> None:
+        self.events.append(("finished", name))
+
+    def record_finished(self, *, ok: bool) -> None:
+        return None
+
+
+async def test_progress_shows_each_thread_fetched_file_started_then_finished(tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src", n=20, big=9 * MiB)
+    target = LocalTarget(tmp_path / "arch")
+    await upload_revision(target, "set", "001", tmp_path / "src")
+    seen = _Seen()
+    got = await download_revision(target, "set", "001", tmp_path / "dst", progress=seen)
+    assert got.ok and tree_bytes(tmp_path / "dst") == files
+    for name in files:
+        assert [e for e, n in seen.events if n == name] == ["started", "finished"], name
+    assert seen.bytes == seen.total == sum(len(b) for b in files.values())
