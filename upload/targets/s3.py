@@ -201,7 +201,7 @@ class S3Target(TargetBase):
         if self.options.layout == "plain" or recid in self._opened:
             return self._record(recid)
         client = await self.client()
-        async for _ in client.list_objects(self.location.bucket, self.record_prefix(recid), at=At(recid)):
+        if await client.any_object(self.location.bucket, self.record_prefix(recid), at=At(recid)):
             return self._record(recid)
         return None
 

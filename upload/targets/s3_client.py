@@ -423,6 +423,13 @@ class S3Client:
                         str(o["Key"]), int(o.get("Size") or 0), _etag(o.get("ETag")), {}, o.get("LastModified")
                     )
 
+    async def any_object(self, bucket: str, prefix: str, *, at: At = NOWHERE) -> bool:
+        """Whether anything is stored under ``prefix``: one LIST of at most one key (a
+        revision's first page would be 1,000 keys parsed for a yes)."""
+        with _mapped("list objects", bucket, prefix or None, at=at):
+            page = await self.raw.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        return bool(page.get("Contents"))
+
     async def copy(
         self,
         bucket: str,
